@@ -1,0 +1,65 @@
+//! Cross-entropy on answer tokens only. The LM head runs on the rows that predict an answer token,
+//! not on every position: with a 128k vocabulary that is most of the memory of a forward.
+
+use candle_core::{D, DType, Tensor};
+
+use crate::model::template::EncodedExample;
+use crate::model::{Batch, Branches, Llama};
+
+use super::Result;
+
+/// Negative log-likelihood of every answer token of a batch, (n_tokens), differentiable, plus the
+/// example each token belongs to.
+pub fn token_nll(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<(Tensor, Vec<usize>)> {
+    let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
+    let batch = Batch::new(&rows, pad_id, model.device())?;
+    let width = batch.width();
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    let mut owner = Vec::new();
+    for (b, e) in examples.iter().enumerate() {
+        // The token at j is predicted from position j - 1; an answer starting at 0 has no context.
+        for j in e.answer_start.max(1)..e.ids.len() {
+            positions.push((b * width + j - 1) as u32);
+            targets.push(e.ids[j]);
+            owner.push(b);
+        }
+    }
+    let hidden = model.hidden(&batch, branches)?;
+    let h = hidden.dim(D::Minus1)?;
+    let device = model.device();
+    let idx = Tensor::from_vec(positions, owner.len(), device)?;
+    let rows = hidden.reshape(((), h))?.index_select(&idx, 0)?;
+    let logits = model.logits(&rows)?.to_dtype(DType::F32)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let tgt = Tensor::from_vec(targets, (owner.len(), 1), device)?;
+    let nll = logp.gather(&tgt, 1)?.squeeze(1)?.neg()?;
+    Ok((nll, owner))
+}
+
+/// Mean answer-token loss of every example.
+pub fn answer_losses(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<Vec<f64>> {
+    let (nll, owner) = token_nll(model, pad_id, examples, branches)?;
+    let nll = nll.to_vec1::<f32>()?;
+    let mut sum = vec![0f64; examples.len()];
+    let mut count = vec![0usize; examples.len()];
+    for (v, &o) in nll.iter().zip(&owner) {
+        sum[o] += *v as f64;
+        count[o] += 1;
+    }
+    Ok(sum
+        .into_iter()
+        .zip(count)
+        .map(|(s, c)| if c == 0 { f64::NAN } else { s / c as f64 })
+        .collect())
+}

@@ -1,0 +1,3 @@
+pub mod adapter;
+pub mod eval;
+pub mod model;

@@ -1,0 +1,131 @@
+//! LoRA side branches: the selected adapters stacked along rank, one branch per (layer, module).
+//!
+//! y = x Wᵀ + ((x A_catᵀ) ⊙ g) B_catᵀ, where g holds each adapter's gate (weight × scale, or later
+//! a tuned coefficient) repeated over its rank slice. A gate of shape (R) applies to every example;
+//! a gate of shape (batch, 1, R) gives each example its own mix.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::Module;
+use super::config::LlamaConfig;
+
+/// The concatenated branch of one linear module.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// (R, in)
+    pub a: Tensor,
+    /// (out, R)
+    pub b: Tensor,
+    /// (R) or (batch, 1, R)
+    pub gate: Tensor,
+}
+
+impl Branch {
+    pub fn rank(&self) -> usize {
+        self.a.dim(0).unwrap_or(0)
+    }
+
+    /// ΔW = (B ⊙ g) A, the dense update this branch adds to W (only for a shared gate).
+    pub fn delta(&self) -> candle_core::Result<Tensor> {
+        let gate = self.gate.flatten_all()?;
+        self.b.broadcast_mul(&gate.unsqueeze(0)?)?.matmul(&self.a)
+    }
+}
+
+/// One optional branch per module per layer.
+#[derive(Debug, Clone)]
+pub struct Branches {
+    layers: Vec<[Option<Branch>; 7]>,
+}
+
+/// One adapter's contribution to a branch, before concatenation.
+pub struct Slice<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    /// Multiplies B A: the adapter's scale times its weight.
+    pub gate: f64,
+}
+
+impl Branches {
+    pub fn empty(num_layers: usize) -> Self {
+        Self {
+            layers: (0..num_layers).map(|_| Default::default()).collect(),
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn get(&self, layer: usize, module: Module) -> Option<&Branch> {
+        self.layers.get(layer)?[module.index()].as_ref()
+    }
+
+    pub fn set(&mut self, layer: usize, module: Module, branch: Option<Branch>) {
+        self.layers[layer][module.index()] = branch;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.iter().all(|l| l.iter().all(Option::is_none))
+    }
+
+    /// Total rank summed over all branches (a size measure for logs and benchmarks).
+    pub fn total_rank(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| l.iter().flatten())
+            .map(Branch::rank)
+            .sum()
+    }
+
+    /// Stacks the slices of one (layer, module) into a branch in `dtype` on `device`.
+    pub fn concat(
+        slices: &[Slice<'_>],
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Option<Branch>> {
+        if slices.is_empty() {
+            return Ok(None);
+        }
+        let a: Vec<Tensor> = slices.iter().map(|s| s.a.clone()).collect();
+        let b: Vec<Tensor> = slices.iter().map(|s| s.b.clone()).collect();
+        let mut gate = Vec::new();
+        for s in slices {
+            let r = s.a.dim(0)?;
+            gate.extend(std::iter::repeat_n(s.gate as f32, r));
+        }
+        let rank = gate.len();
+        Ok(Some(Branch {
+            a: Tensor::cat(&a, 0)?.to_device(device)?.to_dtype(dtype)?,
+            b: Tensor::cat(&b, 1)?.to_device(device)?.to_dtype(dtype)?,
+            gate: Tensor::from_vec(gate, rank, device)?.to_dtype(dtype)?,
+        }))
+    }
+
+    /// Checks every branch against the base model's module shapes.
+    pub fn check_shapes(&self, cfg: &LlamaConfig) -> Result<(), String> {
+        if self.layers.len() != cfg.num_hidden_layers {
+            return Err(format!(
+                "branches cover {} layers, the model has {}",
+                self.layers.len(),
+                cfg.num_hidden_layers
+            ));
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            for m in Module::ALL {
+                if let Some(br) = &layer[m.index()] {
+                    let (i, o) = cfg.module_shape(m);
+                    let r = br.rank();
+                    if br.a.dims() != [r, i] || br.b.dims() != [o, r] {
+                        return Err(format!(
+                            "layer {l} {m}: A {:?} / B {:?} do not fit ({r}, {i}) / ({o}, {r})",
+                            br.a.dims(),
+                            br.b.dims()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! Device and compute dtype, chosen once at start-up from `--device` / `--dtype`.
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use super::{ModelError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePref {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DevicePref {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DevicePref::Auto),
+            "cpu" => Ok(DevicePref::Cpu),
+            "cuda" => Ok(DevicePref::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DevicePref::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device {s:?} (use cpu, cuda, cuda:N or auto)"
+                )),
+            },
+        }
+    }
+}
+
+impl DevicePref {
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DevicePref::Cpu => Ok(Device::Cpu),
+            DevicePref::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    Device::new_cuda(0).map_err(|e| ModelError::Device(e.to_string()))
+                } else {
+                    Ok(Device::Cpu)
+                }
+            }
+            DevicePref::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(ModelError::Device(format!(
+                        "cuda:{n} requested but this build has no CUDA support (rebuild with `--features cuda`) or no GPU is visible"
+                    )));
+                }
+                Device::new_cuda(n).map_err(|e| ModelError::Device(format!("cuda:{n}: {e}")))
+            }
+        }
+    }
+}
+
+pub fn device_label(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtypePref {
+    #[default]
+    Auto,
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for DtypePref {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DtypePref::Auto),
+            "f32" | "float32" => Ok(DtypePref::F32),
+            "f16" | "float16" => Ok(DtypePref::F16),
+            "bf16" | "bfloat16" => Ok(DtypePref::Bf16),
+            _ => Err(format!("unknown dtype {s:?} (use f32, f16, bf16 or auto)")),
+        }
+    }
+}
+
+impl DtypePref {
+    /// f32 on the CPU (candle's CPU half-precision matmuls are slow), bf16 on a GPU.
+    pub fn resolve(self, device: &Device) -> DType {
+        match self {
+            DtypePref::F32 => DType::F32,
+            DtypePref::F16 => DType::F16,
+            DtypePref::Bf16 => DType::BF16,
+            DtypePref::Auto => {
+                if device.is_cpu() {
+                    DType::F32
+                } else {
+                    DType::BF16
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The Llama decoder: embeddings, N × (attention + SwiGLU MLP), final norm, LM head.
+//!
+//! Every forward takes the side branches as an argument. `differentiable` switches candle's fused
+//! kernels (which silently drop gradients) for composed ops, for coefficient tuning and training.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::branch::{Branch, Branches};
+use super::config::LlamaConfig;
+use super::rope::RopeTables;
+use super::weights::WeightFiles;
+use super::{ModelError, Module, Result};
+
+#[derive(Debug, Clone)]
+struct Layer {
+    /// q, k, v, o, gate, up, down, each (out, in), indexed by `Module::index`.
+    linears: [Tensor; 7],
+    input_norm: Tensor,
+    post_attention_norm: Tensor,
+}
+
+/// A right-padded batch of token ids with the true length of every row.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// (batch, seq) u32
+    pub ids: Tensor,
+    pub lengths: Vec<usize>,
+}
+
+impl Batch {
+    pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> candle_core::Result<Self> {
+        let width = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut flat = Vec::with_capacity(rows.len() * width);
+        for r in rows {
+            flat.extend_from_slice(r);
+            flat.extend(std::iter::repeat_n(pad_id, width - r.len()));
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(flat, (rows.len(), width), device)?,
+            lengths: rows.iter().map(Vec::len).collect(),
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.ids.dim(1).unwrap_or(0)
+    }
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    entries: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            entries: vec![None; num_layers],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+            .first()
+            .and_then(|e| e.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: RopeTables,
+    dtype: DType,
+    device: Device,
+    differentiable: bool,
+}
+
+impl Llama {
+    /// Loads a Hugging Face Llama folder, casting weights to `dtype` on `device`.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg = super::weights::read_config(dir)?;
+        let files = WeightFiles::open(dir)?;
+        // SAFETY: the files are memory-mapped read-only; their headers were validated by
+        // `WeightFiles::open`. A file changed underneath a running process is outside our control,
+        // as with any mmap-based loader.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.paths, dtype, device) }
+            .map_err(|e| ModelError::Corrupt {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Self::from_var_builder(cfg, vb, dtype, device)
+    }
+
+    pub fn from_var_builder(
+        cfg: LlamaConfig,
+        vb: VarBuilder<'_>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate().map_err(|reason| ModelError::Config {
+            path: "config.json".into(),
+            reason,
+        })?;
+        let get = |shape: &[usize], name: &str| -> Result<Tensor> {
+            vb.get(shape, name).map_err(|e| ModelError::Weight {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let embed = get(&[v, h], "model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let linear = |m: Module| {
+                let (i, o) = cfg.module_shape(m);
+                get(
+                    &[o, i],
+                    &format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
+                )
+            };
+            layers.push(Layer {
+                linears: [
+                    linear(Module::Q)?,
+                    linear(Module::K)?,
+                    linear(Module::V)?,
+                    linear(Module::O)?,
+                    linear(Module::Gate)?,
+                    linear(Module::Up)?,
+                    linear(Module::Down)?,
+                ],
+                input_norm: get(&[h], &format!("model.layers.{l}.input_layernorm.weight"))?,
+                post_attention_norm: get(
+                    &[h],
+                    &format!("model.layers.{l}.post_attention_layernorm.weight"),
+                )?,
+            });
+        }
+        let norm = get(&[h], "model.norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get(&[v, h], "lm_head.weight")?
+        };
+        let rope = RopeTables::new(&cfg, cfg.max_position_embeddings, dtype, device)?;
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype,
+            device: device.clone(),
+            differentiable: false,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Use gradient-preserving ops (slower) instead of candle's fused kernels.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    /// The base weight of one linear module, (out, in).
+    pub fn linear_weight(&self, layer: usize, module: Module) -> &Tensor {
+        &self.layers[layer].linears[module.index()]
+    }
+
+    /// A copy of the model with every branch folded into its base weight (shared gates only).
+    pub fn fold(&self, branches: &Branches) -> Result<Self> {
+        let mut out = self.clone();
+        for (l, layer) in out.layers.iter_mut().enumerate() {
+            for m in Module::ALL {
+                if let Some(br) = branches.get(l, m) {
+                    let w = &layer.linears[m.index()];
+                    let delta = br.delta()?.to_dtype(w.dtype())?;
+                    layer.linears[m.index()] = (w + delta)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Final hidden states (batch, seq, hidden) over a right-padded batch.
+    pub fn hidden(&self, batch: &Batch, branches: Option<&Branches>) -> Result<Tensor> {
+        let (b, t) = batch.ids.dims2()?;
+        let mask = self.causal_mask(&batch.lengths, t, 0, t)?;
+        let mut x = self
+            .embed
+            .index_select(&batch.ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(l, layer, &x, Some(&mask), 0, None, branches)?;
+        }
+        Ok(self.rms_norm(&x, &self.norm)?)
+    }
+
+    /// Logits over the vocabulary for hidden states of any leading shape.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let dims = hidden.dims().to_vec();
+        let h = *dims.last().unwrap_or(&0);
+        let flat = hidden.reshape(((), h))?;
+        let out = flat.matmul(&self.lm_head.t()?)?;
+        let mut shape = dims;
+        *shape.last_mut().expect("hidden has a last dim") = self.cfg.vocab_size;
+        Ok(out.reshape(shape)?)
+    }
+
+    /// Logits at every position, (batch, seq, vocab).
+    pub fn forward(&self, batch: &Batch, branches: Option<&Branches>) -> Result<Tensor> {
+        self.logits(&self.hidden(batch, branches)?)
+    }
+
+    /// Runs new tokens of a single sequence through the model, extending `cache`;
+    /// returns the logits of the last new position, (vocab).
+    pub fn step(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        branches: Option<&Branches>,
+    ) -> Result<Tensor> {
+        let offset = cache.len();
+        let t = ids.len();
+        if offset + t > self.rope.positions() {
+            return Err(ModelError::Weight {
+                name: "rope".into(),
+                reason: format!(
+                    "sequence of {} tokens exceeds max_position_embeddings {}",
+                    offset + t,
+                    self.rope.positions()
+                ),
+            });
+        }
+        let ids = Tensor::from_slice(ids, (1, t), &self.device)?;
+        let mask = if t > 1 {
+            Some(self.causal_mask(&[offset + t], t, offset, offset + t)?)
+        } else {
+            None
+        };
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((1, t, ()))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(
+                l,
+                layer,
+                &x,
+                mask.as_ref(),
+                offset,
+                Some(&mut cache.entries[l]),
+                branches,
+            )?;
+        }
+        let x = self.rms_norm(&x, &self.norm)?;
+        let last = x.narrow(1, t - 1, 1)?.flatten_all()?;
+        Ok(self.logits(&last)?)
+    }
+
+    /// Additive mask (batch, 1, 1, q, k): key k is visible to query q when k ≤ q + offset and k is
+    /// not padding.
+    fn causal_mask(
+        &self,
+        lengths: &[usize],
+        q_len: usize,
+        offset: usize,
+        k_len: usize,
+    ) -> Result<Tensor> {
+        let mut m = Vec::with_capacity(lengths.len() * q_len * k_len);
+        for &len in lengths {
+            for q in 0..q_len {
+                for k in 0..k_len {
+                    let visible = k <= q + offset && k < len.max(1);
+                    m.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+                }
+            }
+        }
+        Ok(
+            Tensor::from_vec(m, (lengths.len(), 1, 1, q_len, k_len), &self.device)?
+                .to_dtype(self.dtype)?,
+        )
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps as f32;
+        if self.differentiable {
+            candle_nn::ops::rms_norm_slow(x, w, eps)
+        } else {
+            candle_nn::ops::rms_norm(x, w, eps)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        offset: usize,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        branches: Option<&Branches>,
+    ) -> Result<Tensor> {
+        let branch = |m: Module| branches.and_then(|b| b.get(l, m));
+        let lin = |x: &Tensor, m: Module| linear(x, &layer.linears[m.index()], branch(m));
+
+        let h = self.rms_norm(x, &layer.input_norm)?;
+        let attn = self.attention(&h, &lin, mask, offset, cache)?;
+        let x = (x + attn)?;
+        let h = self.rms_norm(&x, &layer.post_attention_norm)?;
+        let act = lin(&h, Module::Gate)?.silu()?;
+        let mlp = lin(&(act * lin(&h, Module::Up)?)?, Module::Down)?;
+        Ok((x + mlp)?)
+    }
+
+    fn attention(
+        &self,
+        h: &Tensor,
+        lin: &dyn Fn(&Tensor, Module) -> candle_core::Result<Tensor>,
+        mask: Option<&Tensor>,
+        offset: usize,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = h.dims3()?;
+        let nh = self.cfg.num_attention_heads;
+        let nkv = self.cfg.num_kv_heads();
+        let hd = self.cfg.head_dim();
+        let rep = nh / nkv;
+        let heads = |x: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(lin(h, Module::Q)?, nh)?;
+        let k = heads(lin(h, Module::K)?, nkv)?;
+        let v = heads(lin(h, Module::V)?, nkv)?;
+        let cos = self.rope.cos.narrow(0, offset, t)?;
+        let sin = self.rope.sin.narrow(0, offset, t)?;
+        let (q, k) = if self.differentiable {
+            (
+                candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+            )
+        };
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let kt = k.dim(2)?;
+        // Group query heads by their shared kv head instead of copying k and v `rep` times.
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = match mask {
+            Some(m) => scores
+                .reshape((b, nkv, rep, t, kt))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, rep * t, kt))?,
+            None => scores,
+        };
+        let probs = if self.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs.matmul(&v)?; // (b, nkv, rep*t, hd)
+        let out = out
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        Ok(lin(&out, Module::O)?)
+    }
+}
+
+/// x Wᵀ plus the side branch ((x Aᵀ) ⊙ g) Bᵀ, for x of shape (batch, seq, in).
+fn linear(x: &Tensor, w: &Tensor, branch: Option<&Branch>) -> candle_core::Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let x2 = x.reshape((b * t, i))?;
+    let y = x2.matmul(&w.t()?)?;
+    let y = match branch {
+        None => y,
+        Some(br) => {
+            let r = br.rank();
+            let xa = x2
+                .matmul(&br.a.t()?)?
+                .reshape((b, t, r))?
+                .broadcast_mul(&br.gate)?;
+            (y + xa.reshape((b * t, r))?.matmul(&br.b.t()?)?)?
+        }
+    };
+    y.reshape((b, t, ()))
+}

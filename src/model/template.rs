@@ -1,0 +1,191 @@
+//! Tokenizer plus prompt template: how a (prompt, answer) pair becomes token ids.
+//!
+//! The prompt part and the answer part are tokenized separately and concatenated, so the answer
+//! tokens are exactly the ones the loss is computed on (no boundary merge across the two).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use tokenizers::Tokenizer;
+
+use super::config::LlamaConfig;
+use super::{ModelError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Template {
+    /// Prompt tokens then answer tokens; no special tokens added.
+    Raw,
+    /// The Llama 3 chat format: a user turn, an assistant header, `<|eot_id|>` closing the answer.
+    Llama3,
+    /// `llama3` when the tokenizer has its special tokens, else `raw`.
+    #[default]
+    Auto,
+}
+
+impl FromStr for Template {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "raw" => Ok(Template::Raw),
+            "llama3" => Ok(Template::Llama3),
+            "auto" => Ok(Template::Auto),
+            _ => Err(format!("unknown template {s:?} (use raw, llama3 or auto)")),
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Template::Raw => "raw",
+            Template::Llama3 => "llama3",
+            Template::Auto => "auto",
+        })
+    }
+}
+
+const LLAMA3_TOKENS: [&str; 4] = [
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+];
+
+/// One example as token ids; `ids[answer_start..]` are the answer tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedExample {
+    pub ids: Vec<u32>,
+    pub answer_start: usize,
+}
+
+/// A tokenizer with its resolved template, padding id and end-of-answer ids.
+#[derive(Clone)]
+pub struct TextCodec {
+    tokenizer: Tokenizer,
+    template: Template,
+    pad_id: u32,
+    eos_ids: Vec<u32>,
+}
+
+impl TextCodec {
+    pub fn load(model_dir: &Path, template: Template, cfg: &LlamaConfig) -> Result<Self> {
+        let path = model_dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::new(tokenizer, template, cfg)
+    }
+
+    pub fn new(tokenizer: Tokenizer, template: Template, cfg: &LlamaConfig) -> Result<Self> {
+        let has_llama3 = LLAMA3_TOKENS
+            .iter()
+            .all(|t| tokenizer.token_to_id(t).is_some());
+        let template = match template {
+            Template::Auto if has_llama3 => Template::Llama3,
+            Template::Auto => Template::Raw,
+            Template::Llama3 if !has_llama3 => {
+                return Err(ModelError::Template {
+                    template: "llama3".into(),
+                    reason: format!(
+                        "the tokenizer lacks the Llama 3 special tokens ({})",
+                        LLAMA3_TOKENS.join(" ")
+                    ),
+                });
+            }
+            t => t,
+        };
+        let mut eos_ids = cfg.eos_ids();
+        if template == Template::Llama3 {
+            let eot = tokenizer.token_to_id("<|eot_id|>").expect("checked above");
+            if !eos_ids.contains(&eot) {
+                eos_ids.push(eot);
+            }
+        }
+        let pad_id = cfg
+            .pad_token_id
+            .as_ref()
+            .and_then(|p| p.to_vec().first().copied())
+            .or_else(|| tokenizer.token_to_id("<pad>"))
+            .or_else(|| eos_ids.first().copied())
+            .unwrap_or(0);
+        Ok(Self {
+            tokenizer,
+            template,
+            pad_id,
+            eos_ids,
+        })
+    }
+
+    pub fn template(&self) -> Template {
+        self.template
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::Template {
+                template: self.template.to_string(),
+                reason: format!("cannot tokenize {text:?}: {e}"),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    fn prompt_text(&self, prompt: &str) -> String {
+        match self.template {
+            Template::Llama3 => format!(
+                "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            _ => prompt.to_string(),
+        }
+    }
+
+    fn answer_text(&self, answer: &str) -> String {
+        match self.template {
+            Template::Llama3 => format!("{answer}<|eot_id|>"),
+            _ => answer.to_string(),
+        }
+    }
+
+    /// The prompt as the model sees it before generating.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.encode(&self.prompt_text(prompt))
+    }
+
+    pub fn encode_example(&self, prompt: &str, answer: &str) -> Result<EncodedExample> {
+        let mut ids = self.encode_prompt(prompt)?;
+        let answer_start = ids.len();
+        let answer_ids = self.encode(&self.answer_text(answer))?;
+        if answer_ids.is_empty() {
+            return Err(ModelError::Template {
+                template: self.template.to_string(),
+                reason: format!("answer {answer:?} has no tokens"),
+            });
+        }
+        ids.extend(answer_ids);
+        Ok(EncodedExample { ids, answer_start })
+    }
+
+    /// Generated ids as text: cut at the first end id, special tokens dropped.
+    pub fn decode_answer(&self, ids: &[u32]) -> String {
+        let end = ids
+            .iter()
+            .position(|i| self.eos_ids.contains(i))
+            .unwrap_or(ids.len());
+        self.tokenizer.decode(&ids[..end], true).unwrap_or_default()
+    }
+}
