@@ -63,9 +63,17 @@ pub enum AdapterError {
     ShapeMismatch {
         adapter: String,
         tensor: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
+        expected: Box<[usize]>,
+        found: Box<[usize]>,
         context: String,
+    },
+    #[error(
+        "adapter {adapter}: tensor {tensor} is for a layer the base model does not have (it has {layers})"
+    )]
+    LayerOutOfRange {
+        adapter: String,
+        tensor: String,
+        layers: usize,
     },
     #[error("adapter {adapter}: tensor {tensor} holds {count} NaN/Inf values")]
     NonFinite {
@@ -217,15 +225,10 @@ impl Adapter {
             let expected = match base {
                 Some((cfg, _)) => {
                     if k.layer >= cfg.num_hidden_layers {
-                        return Err(AdapterError::ShapeMismatch {
+                        return Err(AdapterError::LayerOutOfRange {
                             adapter: name,
                             tensor: key,
-                            expected: vec![],
-                            found,
-                            context: format!(
-                                " (layer {} but the base model has {} layers)",
-                                k.layer, cfg.num_hidden_layers
-                            ),
+                            layers: cfg.num_hidden_layers,
                         });
                     }
                     let (i, o) = cfg.module_shape(k.module);
@@ -245,8 +248,8 @@ impl Adapter {
                 return Err(AdapterError::ShapeMismatch {
                     adapter: name,
                     tensor: key,
-                    expected,
-                    found,
+                    expected: expected.into(),
+                    found: found.into(),
                     context,
                 });
             }

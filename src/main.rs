@@ -83,6 +83,9 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
     },
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -159,8 +162,8 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
         "dtype": files.dtypes(),
         "parameters": files.parameter_count(),
         "tied_embeddings": cfg.tie_word_embeddings,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": cfg.rope_scaling.as_ref().map(|r| r.rope_type.clone()),
+        "rope_theta": cfg.rope_theta(),
+        "rope_scaling": cfg.rope_scaling().map(|r| r.rope_type.clone()),
         "max_position_embeddings": cfg.max_position_embeddings,
         "eos_token_ids": cfg.eos_ids(),
         "weight_files": files.paths.len(),
@@ -190,9 +193,8 @@ fn inspect(path: &Path, as_json: bool) -> Result<()> {
     println!("  parameters     {}", files.parameter_count());
     println!(
         "  rope           theta {}{}",
-        cfg.rope_theta,
-        cfg.rope_scaling
-            .as_ref()
+        cfg.rope_theta(),
+        cfg.rope_scaling()
             .map(|r| format!(", scaling {} ×{}", r.rope_type, r.factor))
             .unwrap_or_default()
     );

@@ -191,6 +191,25 @@ fn folding_branches_into_w_gives_the_same_logits() {
 }
 
 #[test]
+fn differentiable_ops_give_the_same_logits() {
+    // Tuning uses composed ops (candle's fused kernels drop gradients); they must agree.
+    let g = golden();
+    let (mut model, codec) = tiny(Template::Llama3);
+    model.set_differentiable(true);
+    let adapters = load_adapters(model.config());
+    let branches = branches_for_case("weighted", &model, &adapters).unwrap();
+    let rows: Vec<Vec<u32>> = encoded(&codec).iter().map(|e| e.ids.clone()).collect();
+    let batch = Batch::new(&rows, codec.pad_id(), &Device::Cpu).unwrap();
+    let logits = model.forward(&batch, Some(&branches)).unwrap();
+    let err = logits_rel_err(
+        &logits,
+        &g.tensors["logits.llama3.weighted"],
+        &g.tensors["attention_mask.llama3"],
+    );
+    assert!(err <= TOL, "differentiable: {err:.3e}");
+}
+
+#[test]
 fn tied_sharded_f16_model_matches() {
     let g = golden();
     let dir = Path::new(FIX).join("tiny-tied");

@@ -21,6 +21,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A and B per (layer, module), ready to be written.
+pub type PairMap = BTreeMap<(usize, Module), (Tensor, Tensor)>;
+
 /// The PEFT tensor name of one LoRA half.
 pub fn peft_key(layer: usize, module: Module, is_a: bool) -> String {
     format!(
@@ -34,7 +37,7 @@ pub fn peft_key(layer: usize, module: Module, is_a: bool) -> String {
 /// Writes an adapter folder from per-(layer, module) A/B tensors with one rank and scale.
 pub fn write_peft(
     out: &Path,
-    pairs: &BTreeMap<(usize, Module), (Tensor, Tensor)>,
+    pairs: &PairMap,
     r: usize,
     lora_alpha: f64,
     base_model: &str,
@@ -100,7 +103,7 @@ pub fn write_peft(
 pub fn concatenated(
     sources: &[(&Adapter, f64)],
     base: &LlamaConfig,
-) -> candle_core::Result<(BTreeMap<(usize, Module), (Tensor, Tensor)>, usize)> {
+) -> candle_core::Result<(PairMap, usize)> {
     let modules: BTreeSet<Module> = sources.iter().flat_map(|(a, _)| a.modules()).collect();
     let rank: usize = sources.iter().map(|(a, _)| a.rank()).sum();
     let mut pairs = BTreeMap::new();

@@ -22,11 +22,14 @@ impl TokenIds {
     }
 }
 
-/// `rope_scaling` as Llama 3.1 writes it (`rope_type: llama3`). Older configs spell the key `type`.
+/// `rope_scaling` as Llama 3.1 writes it (`rope_type: llama3`; older configs spell the key `type`),
+/// or transformers 5's `rope_parameters`, which also carries `rope_theta`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
-    #[serde(alias = "type")]
+    #[serde(alias = "type", default = "default_rope_type")]
     pub rope_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
     #[serde(default = "one")]
     pub factor: f64,
     #[serde(default = "one")]
@@ -37,6 +40,9 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+fn default_rope_type() -> String {
+    "default".into()
+}
 fn one() -> f64 {
     1.0
 }
@@ -45,9 +51,6 @@ fn four() -> f64 {
 }
 fn default_original_max() -> usize {
     8192
-}
-fn default_rope_theta() -> f64 {
-    10_000.0
 }
 fn default_eps() -> f64 {
     1e-6
@@ -73,10 +76,12 @@ pub struct LlamaConfig {
     pub vocab_size: usize,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub rope_parameters: Option<RopeScaling>,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -91,8 +96,10 @@ pub struct LlamaConfig {
     pub attention_bias: bool,
     #[serde(default)]
     pub mlp_bias: bool,
-    #[serde(default, alias = "dtype")]
+    #[serde(default)]
     pub torch_dtype: Option<String>,
+    #[serde(default)]
+    pub dtype: Option<String>,
     #[serde(default, rename = "_name_or_path")]
     pub name_or_path: Option<String>,
 }
@@ -105,6 +112,21 @@ impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The RoPE base: top-level `rope_theta`, else `rope_parameters.rope_theta`, else 10,000.
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref().and_then(|r| r.rope_theta))
+            .unwrap_or(10_000.0)
+    }
+
+    /// The frequency scaling in force, if any (`rope_scaling`, else `rope_parameters`).
+    pub fn rope_scaling(&self) -> Option<&RopeScaling> {
+        self.rope_scaling
+            .as_ref()
+            .or(self.rope_parameters.as_ref())
+            .filter(|r| r.rope_type != "default")
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
@@ -131,30 +153,33 @@ impl LlamaConfig {
         if self.attention_bias || self.mlp_bias {
             return Err("attention_bias / mlp_bias are not supported".into());
         }
-        if self.num_attention_heads == 0 || self.num_hidden_layers == 0 || self.hidden_size == 0 {
+        if self.num_attention_heads == 0
+            || self.num_kv_heads() == 0
+            || self.num_hidden_layers == 0
+            || self.hidden_size == 0
+        {
             return Err(
-                "hidden_size, num_hidden_layers and num_attention_heads must be > 0".into(),
+                "hidden_size, num_hidden_layers, num_attention_heads and num_key_value_heads must be > 0".into(),
             );
         }
-        if self.num_attention_heads % self.num_kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.num_kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim {} must be even for RoPE",
                 self.head_dim()
             ));
         }
-        if let Some(rs) = &self.rope_scaling
+        if let Some(rs) = self.rope_scaling()
             && rs.rope_type != "llama3"
-            && rs.rope_type != "default"
         {
             return Err(format!(
-                "rope_scaling type {} is not supported (llama3 or default)",
+                "rope type {} is not supported (llama3 or default)",
                 rs.rope_type
             ));
         }
@@ -189,5 +214,67 @@ impl LlamaConfig {
         let embed = self.vocab_size * self.hidden_size;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         embed + head + self.hidden_size + per_layer * self.num_hidden_layers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config.json of meta-llama/Llama-3.1-8B-Instruct, as published.
+    const LLAMA_31_8B: &str = r#"{
+      "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
+      "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+      "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+      "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+      "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+      "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+      "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+      "transformers_version": "4.43.0.dev0", "use_cache": true, "vocab_size": 128256
+    }"#;
+
+    #[test]
+    fn parses_llama_31_8b() {
+        let cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.eos_ids(), vec![128001, 128008, 128009]);
+        assert_eq!(cfg.num_kv_heads(), 8);
+        assert_eq!(cfg.head_dim(), 128);
+        assert_eq!(cfg.rope_theta(), 500000.0);
+        assert_eq!(cfg.rope_scaling().unwrap().factor, 8.0);
+        // 8,030,261,248 parameters is the published size of Llama 3.1 8B.
+        assert_eq!(cfg.parameter_count(), 8_030_261_248);
+        assert_eq!(cfg.module_shape(crate::model::Module::K), (4096, 1024));
+        assert_eq!(cfg.module_shape(crate::model::Module::Down), (14336, 4096));
+    }
+
+    #[test]
+    fn reads_transformers_5_rope_parameters_and_both_dtype_keys() {
+        let text = r#"{"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "vocab_size": 10, "dtype": "bfloat16", "torch_dtype": "bfloat16",
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+              "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#;
+        let cfg: LlamaConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(cfg.rope_theta(), 500000.0);
+        assert_eq!(cfg.rope_scaling().unwrap().rope_type, "llama3");
+        assert_eq!(cfg.eos_ids(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn refuses_other_architectures_and_bad_head_counts() {
+        let mut cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
+        cfg.architectures = vec!["MistralForCausalLM".into()];
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "architecture MistralForCausalLM is not supported (only LlamaForCausalLM)"
+        );
+        let mut cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
+        cfg.num_key_value_heads = Some(5);
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "num_attention_heads 32 is not a multiple of num_key_value_heads 5"
+        );
     }
 }

@@ -277,7 +277,7 @@ impl Llama {
         }
         let x = self.rms_norm(&x, &self.norm)?;
         let last = x.narrow(1, t - 1, 1)?.flatten_all()?;
-        Ok(self.logits(&last)?)
+        self.logits(&last)
     }
 
     /// Additive mask (batch, 1, 1, q, k): key k is visible to query q when k ≤ q + offset and k is

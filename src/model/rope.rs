@@ -9,7 +9,7 @@ use super::config::LlamaConfig;
 /// The inverse frequencies of the rotary embedding, one per pair of head dimensions.
 pub fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f32> {
     let dim = cfg.head_dim();
-    let base = cfg.rope_theta as f32;
+    let base = cfg.rope_theta() as f32;
     let mut inv: Vec<f32> = (0..dim)
         .step_by(2)
         .map(|i| 1.0 / base.powf(i as f32 / dim as f32))

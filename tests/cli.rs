@@ -1,0 +1,283 @@
+//! The `inspect` and `eval` commands end to end on the committed fixtures.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const MODEL: &str = "tests/fixtures/tiny";
+const DATA: &str = "tests/fixtures/data.jsonl";
+
+fn golden() -> Value {
+    serde_json::from_str(&std::fs::read_to_string("tests/fixtures/golden.json").unwrap()).unwrap()
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn eval_json(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "eval", "--model", MODEL, "--data", DATA, "--device", "cpu", "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn assert_losses(report: &Value, want: &Value) {
+    let want_mean = want["mean_loss"].as_f64().unwrap();
+    let mean = report["mean_loss"].as_f64().unwrap();
+    assert!(
+        ((mean - want_mean) / want_mean).abs() < 1e-4,
+        "{mean} vs {want_mean}"
+    );
+    let examples = report["examples"].as_array().unwrap();
+    let want = want["losses"].as_array().unwrap();
+    assert_eq!(examples.len(), want.len());
+    for (e, w) in examples.iter().zip(want) {
+        let (a, b) = (e["loss"].as_f64().unwrap(), w.as_f64().unwrap());
+        assert!(((a - b) / b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn eval_reproduces_reference_losses() {
+    let g = golden();
+    assert_losses(
+        &eval_json(&["--template", "raw"]),
+        &g["losses"]["raw"]["base"],
+    );
+    assert_losses(
+        &eval_json(&["--template", "llama3"]),
+        &g["losses"]["llama3"]["base"],
+    );
+    // auto resolves to llama3 on a tokenizer that has its special tokens
+    assert_losses(&eval_json(&[]), &g["losses"]["llama3"]["base"]);
+}
+
+#[test]
+fn eval_with_weighted_adapters_reproduces_reference_losses() {
+    let g = golden();
+    let report = eval_json(&[
+        "--template",
+        "raw",
+        "--adapter",
+        "tests/fixtures/adapters/qv-r4",
+        "--adapter",
+        "tests/fixtures/adapters/all-r8-rslora",
+        "--adapter",
+        "tests/fixtures/adapters/mlp-r2",
+        "--weights",
+        "0.7,-0.4,1.3",
+    ]);
+    assert_losses(&report, &g["losses"]["raw"]["weighted"]);
+    let single = eval_json(&[
+        "--template",
+        "llama3",
+        "--adapter",
+        "tests/fixtures/adapters/qv-r4",
+    ]);
+    assert_losses(&single, &g["losses"]["llama3"]["qv-r4"]);
+}
+
+#[test]
+fn eval_exact_match_uses_greedy_generations() {
+    let g = golden();
+    let report = eval_json(&[
+        "--template",
+        "raw",
+        "--metric",
+        "exact-match",
+        "--max-new-tokens",
+        "6",
+    ]);
+    let want = g["generation"]["raw.base"].as_array().unwrap();
+    let examples = report["examples"].as_array().unwrap();
+    for (e, w) in examples.iter().zip(want) {
+        assert_eq!(e["prediction"], w["text"]);
+        assert_eq!(e["correct"], Value::Bool(false));
+        assert!(e.get("loss").is_none());
+    }
+    assert_eq!(report["exact_match"].as_f64(), Some(0.0));
+}
+
+#[test]
+fn eval_counts_a_generation_equal_to_the_answer_as_exact() {
+    // A dataset whose answers are what the model generates: every example must score 1.
+    let g = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("self.jsonl");
+    let prompts: Vec<Value> = std::fs::read_to_string(DATA)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<String> = prompts
+        .iter()
+        .zip(g["generation"]["llama3.qv-r4"].as_array().unwrap())
+        .map(|(p, w)| {
+            serde_json::json!({"prompt": p["prompt"], "answer": format!("  {} ", w["text"].as_str().unwrap())})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let (code, out, err) = run(&[
+        "eval",
+        "--model",
+        MODEL,
+        "--data",
+        data.to_str().unwrap(),
+        "--template",
+        "llama3",
+        "--adapter",
+        "tests/fixtures/adapters/qv-r4",
+        "--metric",
+        "both",
+        "--max-new-tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    // generations that hit the token limit without an end token are still compared as text
+    assert_eq!(report["exact_match"].as_f64(), Some(1.0), "{out}");
+    assert!(report["mean_loss"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn eval_reports_a_malformed_row_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"a\", \"answer\": \"b\"}\n\n{\"prompt\": \"c\"}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["eval", "--model", MODEL, "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "error: {}:3: missing field `answer` at line 1 column 15\n",
+            data.display()
+        )
+    );
+}
+
+#[test]
+fn eval_checks_weights_against_adapters() {
+    let (code, _, err) = run(&[
+        "eval",
+        "--model",
+        MODEL,
+        "--data",
+        DATA,
+        "--adapter",
+        "tests/fixtures/adapters/qv-r4",
+        "--weights",
+        "0.5,0.5",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err, "error: --weights has 2 values for 1 adapters\n");
+}
+
+#[test]
+fn eval_refuses_llama3_template_without_its_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(MODEL).join(f), model.join(f)).unwrap();
+    }
+    // the same tokenizer without <|start_header_id|>
+    let tok = std::fs::read_to_string(Path::new(MODEL).join("tokenizer.json")).unwrap();
+    std::fs::write(
+        model.join("tokenizer.json"),
+        tok.replace("<|start_header_id|>", "<|start_hdr|>"),
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        DATA,
+        "--template",
+        "llama3",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "error: template llama3: the tokenizer lacks the Llama 3 special tokens (<|begin_of_text|> <|start_header_id|> <|end_header_id|> <|eot_id|>)\n"
+    );
+}
+
+#[test]
+fn inspect_model_json() {
+    let (code, out, err) = run(&["inspect", MODEL, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "model");
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["hidden"], 32);
+    assert_eq!(v["heads"], 4);
+    assert_eq!(v["kv_heads"], 2);
+    assert_eq!(v["vocab"], 50);
+    assert_eq!(v["dtype"], serde_json::json!(["F32"]));
+    // embed 50×32 + lm_head 50×32 + norm 32 + 2 × (q 32×32 + k,v 16×32 + o 32×32 + 3 × 32×64 + 2 norms)
+    assert_eq!(
+        v["parameters"],
+        50 * 32 * 2 + 32 + 2 * (1024 * 2 + 512 * 2 + 3 * 2048 + 64)
+    );
+    assert_eq!(v["rope_scaling"], "llama3");
+    assert_eq!(v["eos_token_ids"], serde_json::json!([4, 1]));
+}
+
+#[test]
+fn inspect_adapter_json() {
+    let (code, out, err) = run(&["inspect", "tests/fixtures/adapters/all-r8-rslora", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "adapter");
+    assert_eq!(v["rank"], 8);
+    assert_eq!(v["use_rslora"], true);
+    assert!((v["scale"].as_f64().unwrap() - 16.0 / 8f64.sqrt()).abs() < 1e-12);
+    assert_eq!(v["modules"].as_array().unwrap().len(), 7);
+    // 2 layers × (q,o: 8×32+32×8; k,v: 8×32+16×8; gate,up: 8×32+64×8; down: 8×64+32×8)
+    assert_eq!(v["parameters"], 2 * (2 * 512 + 2 * 384 + 2 * 768 + 768));
+    assert_eq!(v["storage_dtype"], "F32");
+    let (_, out, _) = run(&["inspect", "tests/fixtures/adapters/mlp-r2", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["storage_dtype"], "BF16");
+    assert_eq!(
+        v["modules"],
+        serde_json::json!(["gate_proj", "up_proj", "down_proj"])
+    );
+}
+
+#[test]
+fn inspect_refuses_a_folder_that_is_neither() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["inspect", tmp.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: neither a model folder (config.json) nor an adapter folder (adapter_config.json)\n",
+            tmp.path().display()
+        )
+    );
+}
