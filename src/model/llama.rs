@@ -325,7 +325,8 @@ impl Llama {
         branches: Option<&Branches>,
     ) -> Result<Tensor> {
         let branch = |m: Module| branches.and_then(|b| b.get(l, m));
-        let lin = |x: &Tensor, m: Module| linear(x, &layer.linears[m.index()], branch(m));
+        let fold_ok = !self.differentiable;
+        let lin = |x: &Tensor, m: Module| linear(x, &layer.linears[m.index()], branch(m), fold_ok);
 
         let h = self.rms_norm(x, &layer.input_norm)?;
         let attn = self.attention(&h, &lin, mask, offset, cache)?;
@@ -406,19 +407,32 @@ impl Llama {
 }
 
 /// x Wᵀ plus the side branch ((x Aᵀ) ⊙ g) Bᵀ, for x of shape (batch, seq, in).
-fn linear(x: &Tensor, w: &Tensor, branch: Option<&Branch>) -> candle_core::Result<Tensor> {
+///
+/// With a shared gate and many tokens, forming ΔW = (B ⊙ g) A first is cheaper: it costs
+/// R·in·out against N·R·(in + out) for the branch. That holds when N·(in + out) > in·out; it is
+/// not used when gradients are needed, where ΔW would be kept for the backward pass.
+fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    branch: Option<&Branch>,
+    fold_ok: bool,
+) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let x2 = x.reshape((b * t, i))?;
-    let y = x2.matmul(&w.t()?)?;
     let y = match branch {
-        None => y,
+        None => x2.matmul(&w.t()?)?,
         Some(br) => {
-            let r = br.rank();
-            let xa = x2
-                .matmul(&br.a.t()?)?
-                .reshape((b, t, r))?
-                .broadcast_mul(&br.gate)?;
-            (y + xa.reshape((b * t, r))?.matmul(&br.b.t()?)?)?
+            let o = w.dim(0)?;
+            if fold_ok && br.gate.rank() == 1 && b * t * (i + o) > i * o {
+                x2.matmul(&(w + br.delta()?)?.t()?)?
+            } else {
+                let r = br.rank();
+                let xa = x2
+                    .matmul(&br.a.t()?)?
+                    .reshape((b, t, r))?
+                    .broadcast_mul(&br.gate)?;
+                (x2.matmul(&w.t()?)? + xa.reshape((b * t, r))?.matmul(&br.b.t()?)?)?
+            }
         }
     };
     y.reshape((b, t, ()))
