@@ -5,7 +5,7 @@ pub mod dataset;
 pub mod loss;
 
 pub use dataset::{Example, read_jsonl};
-pub use loss::{answer_losses, token_nll};
+pub use loss::{answer_losses, teacher_forced_exact, token_nll};
 
 use crate::model::{Branches, Llama, ModelError, TextCodec, generate};
 

@@ -1,3 +1,5 @@
 pub mod adapter;
 pub mod eval;
+pub mod lab;
 pub mod model;
+pub mod tune;

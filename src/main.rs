@@ -28,6 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The embedded lab: a tiny model, synthetic tasks and a LoRA pool for CPU-only work.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Describe a model folder or a PEFT adapter folder, reading headers only.
     #[command(
         after_help = "Examples:\n  loracycle inspect tests/fixtures/tiny\n  loracycle inspect tests/fixtures/adapters/qv-r4 --json"
@@ -59,7 +64,7 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// JSONL file of {"prompt", "answer"} rows.
         #[arg(long)]
         data: PathBuf,
-        /// Prompt template: raw, llama3 or auto (llama3 when the tokenizer has its tokens).
+        /// Prompt template: raw, llama3, lab or auto (picked from the tokenizer's special tokens).
         #[arg(long, default_value = "auto")]
         template: Template,
         /// loss, exact-match or both.
@@ -86,6 +91,33 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Rebuild the lab: tokenizer, pretrained base model, held-out task data, pool and oracle
+    /// LoRAs, the lab card (LAB.md) and the MANIFEST. Resumable: artefacts already built with the
+    /// same recipe are kept.
+    #[command(
+        after_help = "Examples:\n  loracycle lab build --quick --out /tmp/lab   # a miniature lab in about a minute\n  loracycle lab build                          # the shipped assets/lab (about an hour on 2 cores)"
+    )]
+    Build {
+        /// A miniature lab (3 base tasks, 3 pool LoRAs, 2 held-out tasks) for tests and demos.
+        #[arg(long)]
+        quick: bool,
+        /// Output folder [default: assets/lab of this checkout].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed of every random choice; the same seed on the same machine gives the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: DevicePref,
+        /// Adapters trained at the same time [default: one per core on the CPU, 1 on a GPU].
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -95,6 +127,16 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Inspect { path, json }) => inspect(&path, json),
+        Some(Command::Lab {
+            command:
+                LabCommand::Build {
+                    quick,
+                    out,
+                    seed,
+                    device,
+                    jobs,
+                },
+        }) => lab_build(quick, out, seed, device, jobs),
         Some(Command::Eval {
             model,
             adapters,
@@ -393,4 +435,66 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         s.chars().take(n - 1).chain(std::iter::once('…')).collect()
     }
+}
+
+fn lab_build(
+    quick: bool,
+    out: Option<PathBuf>,
+    seed: u64,
+    device: DevicePref,
+    jobs: Option<usize>,
+) -> Result<()> {
+    use loracycle::lab::build::{BuildEvent, Stopwatch, build, write_manifest};
+    use loracycle::lab::recipe::LabRecipe;
+    let out = out.unwrap_or_else(loracycle::lab::default_dir);
+    let device = device.open()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = jobs.unwrap_or(if device.is_cpu() { cores } else { 1 });
+    if jobs > 1 && device.is_cpu() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // One thread per job: the lab's matrices are too small for candle to gain from splitting
+        // an op over cores, and the spinning workers would steal time from the other jobs.
+        // SAFETY: no other thread has started yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+    let watch = Stopwatch::start();
+    let style = indicatif::ProgressStyle::with_template(
+        "  [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {msg}",
+    )
+    .expect("static template")
+    .progress_chars("=> ");
+    let mut bar = indicatif::ProgressBar::hidden();
+    let recipe = LabRecipe { quick, seed };
+    let card = build(&out, &recipe, &device, jobs, &mut |ev| match ev {
+        BuildEvent::Stage(name) => {
+            bar.finish_and_clear();
+            eprintln!("{name}");
+            bar = indicatif::ProgressBar::new(0).with_style(style.clone());
+        }
+        BuildEvent::Progress {
+            done,
+            total,
+            message,
+        } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(message);
+        }
+        BuildEvent::Note(text) => bar.println(format!("  {text}")),
+    })?;
+    bar.finish_and_clear();
+    let mut command = format!("loracycle lab build --seed {seed} --out {}", out.display());
+    if quick {
+        command.push_str(" --quick");
+    }
+    write_manifest(&out, &command, watch.seconds())?;
+    eprintln!(
+        "lab built in {:.0} s: {} pool adapters ({} dropped), {} oracle adapters, {} held-out tasks → {}",
+        watch.seconds(),
+        card.pool.len(),
+        card.dropped.len(),
+        card.oracle.len(),
+        card.held_out.len(),
+        out.display()
+    );
+    Ok(())
 }

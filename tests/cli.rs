@@ -221,7 +221,7 @@ fn eval_refuses_llama3_template_without_its_tokens() {
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "error: template llama3: the tokenizer lacks the Llama 3 special tokens (<|begin_of_text|> <|start_header_id|> <|end_header_id|> <|eot_id|>)\n"
+        "error: template llama3: the tokenizer lacks the template's special tokens (<|begin_of_text|> <|start_header_id|> <|end_header_id|> <|eot_id|>)\n"
     );
 }
 

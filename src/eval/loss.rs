@@ -8,14 +8,14 @@ use crate::model::{Batch, Branches, Llama};
 
 use super::Result;
 
-/// Negative log-likelihood of every answer token of a batch, (n_tokens), differentiable, plus the
-/// example each token belongs to.
-pub fn token_nll(
+/// Logits (n_tokens, vocab) in f32 at the positions that predict an answer token, the target of
+/// each row, and the example each row belongs to.
+fn answer_rows(
     model: &Llama,
     pad_id: u32,
     examples: &[EncodedExample],
     branches: Option<&Branches>,
-) -> Result<(Tensor, Vec<usize>)> {
+) -> Result<(Tensor, Tensor, Vec<usize>)> {
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let batch = Batch::new(&rows, pad_id, model.device())?;
     let width = batch.width();
@@ -36,10 +36,40 @@ pub fn token_nll(
     let idx = Tensor::from_vec(positions, owner.len(), device)?;
     let rows = hidden.reshape(((), h))?.index_select(&idx, 0)?;
     let logits = model.logits(&rows)?.to_dtype(DType::F32)?;
+    let targets = Tensor::from_vec(targets, owner.len(), device)?;
+    Ok((logits, targets, owner))
+}
+
+/// Negative log-likelihood of every answer token of a batch, (n_tokens), differentiable, plus the
+/// example each token belongs to.
+pub fn token_nll(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<(Tensor, Vec<usize>)> {
+    let (logits, targets, owner) = answer_rows(model, pad_id, examples, branches)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let tgt = Tensor::from_vec(targets, (owner.len(), 1), device)?;
-    let nll = logp.gather(&tgt, 1)?.squeeze(1)?.neg()?;
+    let nll = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     Ok((nll, owner))
+}
+
+/// Exact match without decoding: with teacher forcing, the greedy generation equals the answer
+/// (and stops at its end token, when the template has one) iff the argmax at every answer
+/// position equals the target. One forward instead of a token-by-token decode.
+pub fn teacher_forced_exact(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<Vec<bool>> {
+    let (logits, targets, owner) = answer_rows(model, pad_id, examples, branches)?;
+    let hits = logits.argmax(D::Minus1)?.eq(&targets)?.to_vec1::<u8>()?;
+    let mut exact = vec![true; examples.len()];
+    for (hit, &o) in hits.iter().zip(&owner) {
+        exact[o] &= *hit == 1;
+    }
+    Ok(exact)
 }
 
 /// Mean answer-token loss of every example.

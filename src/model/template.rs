@@ -18,7 +18,9 @@ pub enum Template {
     Raw,
     /// The Llama 3 chat format: a user turn, an assistant header, `<|eot_id|>` closing the answer.
     Llama3,
-    /// `llama3` when the tokenizer has its special tokens, else `raw`.
+    /// The embedded lab's format: `<|begin|><|user|>prompt<|assistant|>answer<|end|>`.
+    Lab,
+    /// `llama3` or `lab` when the tokenizer has that template's special tokens, else `raw`.
     #[default]
     Auto,
 }
@@ -29,8 +31,11 @@ impl FromStr for Template {
         match s {
             "raw" => Ok(Template::Raw),
             "llama3" => Ok(Template::Llama3),
+            "lab" => Ok(Template::Lab),
             "auto" => Ok(Template::Auto),
-            _ => Err(format!("unknown template {s:?} (use raw, llama3 or auto)")),
+            _ => Err(format!(
+                "unknown template {s:?} (use raw, llama3, lab or auto)"
+            )),
         }
     }
 }
@@ -40,6 +45,7 @@ impl fmt::Display for Template {
         f.write_str(match self {
             Template::Raw => "raw",
             Template::Llama3 => "llama3",
+            Template::Lab => "lab",
             Template::Auto => "auto",
         })
     }
@@ -51,6 +57,8 @@ const LLAMA3_TOKENS: [&str; 4] = [
     "<|end_header_id|>",
     "<|eot_id|>",
 ];
+
+const LAB_TOKENS: [&str; 4] = ["<|begin|>", "<|user|>", "<|assistant|>", "<|end|>"];
 
 /// One example as token ids; `ids[answer_start..]` are the answer tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,35 +87,41 @@ impl TextCodec {
     }
 
     pub fn new(tokenizer: Tokenizer, template: Template, cfg: &LlamaConfig) -> Result<Self> {
-        let has_llama3 = LLAMA3_TOKENS
-            .iter()
-            .all(|t| tokenizer.token_to_id(t).is_some());
+        let has = |tokens: &[&str]| tokens.iter().all(|t| tokenizer.token_to_id(t).is_some());
+        let missing = |template: &str, tokens: &[&str]| ModelError::Template {
+            template: template.into(),
+            reason: format!(
+                "the tokenizer lacks the template's special tokens ({})",
+                tokens.join(" ")
+            ),
+        };
         let template = match template {
-            Template::Auto if has_llama3 => Template::Llama3,
+            Template::Auto if has(&LLAMA3_TOKENS) => Template::Llama3,
+            Template::Auto if has(&LAB_TOKENS) => Template::Lab,
             Template::Auto => Template::Raw,
-            Template::Llama3 if !has_llama3 => {
-                return Err(ModelError::Template {
-                    template: "llama3".into(),
-                    reason: format!(
-                        "the tokenizer lacks the Llama 3 special tokens ({})",
-                        LLAMA3_TOKENS.join(" ")
-                    ),
-                });
+            Template::Llama3 if !has(&LLAMA3_TOKENS) => {
+                return Err(missing("llama3", &LLAMA3_TOKENS));
             }
+            Template::Lab if !has(&LAB_TOKENS) => return Err(missing("lab", &LAB_TOKENS)),
             t => t,
         };
         let mut eos_ids = cfg.eos_ids();
-        if template == Template::Llama3 {
-            let eot = tokenizer.token_to_id("<|eot_id|>").expect("checked above");
-            if !eos_ids.contains(&eot) {
-                eos_ids.push(eot);
-            }
+        let end_token = match template {
+            Template::Llama3 => Some("<|eot_id|>"),
+            Template::Lab => Some("<|end|>"),
+            _ => None,
+        };
+        if let Some(end) = end_token.and_then(|t| tokenizer.token_to_id(t))
+            && !eos_ids.contains(&end)
+        {
+            eos_ids.push(end);
         }
         let pad_id = cfg
             .pad_token_id
             .as_ref()
             .and_then(|p| p.to_vec().first().copied())
             .or_else(|| tokenizer.token_to_id("<pad>"))
+            .or_else(|| tokenizer.token_to_id("<|pad|>"))
             .or_else(|| eos_ids.first().copied())
             .unwrap_or(0);
         Ok(Self {
@@ -150,6 +164,7 @@ impl TextCodec {
             Template::Llama3 => format!(
                 "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
             ),
+            Template::Lab => format!("<|begin|><|user|>{prompt}<|assistant|>"),
             _ => prompt.to_string(),
         }
     }
@@ -157,6 +172,7 @@ impl TextCodec {
     fn answer_text(&self, answer: &str) -> String {
         match self.template {
             Template::Llama3 => format!("{answer}<|eot_id|>"),
+            Template::Lab => format!("{answer}<|end|>"),
             _ => answer.to_string(),
         }
     }

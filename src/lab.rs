@@ -1,0 +1,17 @@
+//! The embedded lab: a synthetic task suite, a character tokenizer, a tiny Llama pretrained on a
+//! subset of the tasks and a pool of LoRAs trained one task each — everything the recycling
+//! question needs, small enough to run on a laptop CPU.
+
+pub mod build;
+pub mod card;
+pub mod pretrain;
+pub mod recipe;
+pub mod tasks;
+pub mod tokenizer;
+
+/// Where the shipped lab lives in a source checkout.
+pub fn default_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join("lab")
+}

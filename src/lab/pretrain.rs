@@ -1,0 +1,259 @@
+//! Pretraining the lab's base model from scratch on a curriculum of tasks.
+//!
+//! A uniform mix of tasks from scratch does not train at this size (DESIGN, lab figures); a
+//! curriculum does: a new task every `introduce_every` steps, the newest taking half of each
+//! batch, a uniform mix once all are in; then a shorter phase at a lower rate that samples tasks in
+//! proportion to how badly the model still does on them.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::tasks::Task;
+use crate::eval::{Result, teacher_forced_exact, token_nll};
+use crate::model::template::EncodedExample;
+use crate::model::{Llama, LlamaConfig, TextCodec};
+use crate::tune::{Schedule, Trainer};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PretrainSpec {
+    pub batch_size: usize,
+    pub introduce_every: usize,
+    pub main_steps: usize,
+    pub peak_lr: f64,
+    pub warmup: usize,
+    pub polish_steps: usize,
+    pub polish_lr: f64,
+    /// Re-measure per-task accuracy for the polish phase's weights every this many steps.
+    pub measure_every: usize,
+    pub seed: u64,
+}
+
+/// What happened during pretraining, for the progress display.
+pub struct PretrainProgress {
+    pub step: usize,
+    pub total: usize,
+    pub loss: f64,
+    /// Per-task teacher-forced accuracy, when just measured.
+    pub accuracy: Option<Vec<(String, f64)>>,
+}
+
+/// A freshly initialised model whose weights are variables: normal(0, 0.02) matrices, unit norms.
+pub fn init_model(
+    cfg: &LlamaConfig,
+    seed: u64,
+    dev: &Device,
+) -> Result<(Llama, Vec<(String, Var)>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0f32, 0.02).expect("valid std");
+    let varmap = VarMap::new();
+    let mut names: Vec<(String, Vec<usize>, bool)> = Vec::new();
+    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+    names.push(("model.embed_tokens.weight".into(), vec![v, h], false));
+    for l in 0..cfg.num_hidden_layers {
+        for m in crate::model::Module::ALL {
+            let (i, o) = cfg.module_shape(m);
+            names.push((
+                format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
+                vec![o, i],
+                false,
+            ));
+        }
+        names.push((
+            format!("model.layers.{l}.input_layernorm.weight"),
+            vec![h],
+            true,
+        ));
+        names.push((
+            format!("model.layers.{l}.post_attention_layernorm.weight"),
+            vec![h],
+            true,
+        ));
+    }
+    names.push(("model.norm.weight".into(), vec![h], true));
+    if !cfg.tie_word_embeddings {
+        names.push(("lm_head.weight".into(), vec![v, h], false));
+    }
+    let mut vars = Vec::new();
+    {
+        let mut data = varmap.data().lock().expect("fresh var map");
+        for (name, shape, is_norm) in names {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if is_norm {
+                vec![1.0; n]
+            } else {
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            };
+            let var = Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)?;
+            vars.push((name.clone(), var.clone()));
+            data.insert(name, var);
+        }
+    }
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
+    let mut model = Llama::from_var_builder(cfg.clone(), vb, DType::F32, dev)?;
+    model.set_differentiable(true);
+    Ok((model, vars))
+}
+
+fn encode_batch(
+    codec: &TextCodec,
+    tasks: &[&Task],
+    pick: &mut dyn FnMut(&mut ChaCha8Rng) -> usize,
+    n: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<EncodedExample>> {
+    (0..n)
+        .map(|_| {
+            let t = tasks[pick(rng)];
+            let (p, a) = t.example(rng);
+            Ok(codec.encode_example(&p, &a)?)
+        })
+        .collect()
+}
+
+/// One optimiser step on a fresh batch whose tasks `pick` chooses; returns the loss.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    model: &Llama,
+    codec: &TextCodec,
+    tasks: &[&Task],
+    pick: &mut dyn FnMut(&mut ChaCha8Rng) -> usize,
+    batch_size: usize,
+    rng: &mut ChaCha8Rng,
+    trainer: &mut Trainer,
+    step: usize,
+) -> Result<f64> {
+    let batch = encode_batch(codec, tasks, pick, batch_size, rng)?;
+    let (nll, _) = token_nll(model, codec.pad_id(), &batch, None)?;
+    let loss = nll.mean_all()?;
+    let l = loss.to_scalar::<f32>()? as f64;
+    trainer.step(&loss, step)?;
+    Ok(l)
+}
+
+/// Teacher-forced accuracy of the model on fresh examples of each task.
+pub fn task_accuracy(
+    model: &Llama,
+    codec: &TextCodec,
+    tasks: &[&Task],
+    n: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    tasks
+        .iter()
+        .map(|t| {
+            let enc = t
+                .examples(n, seed)
+                .iter()
+                .map(|(p, a)| codec.encode_example(p, a))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let exact = teacher_forced_exact(model, codec.pad_id(), &enc, None)?;
+            Ok(exact.iter().filter(|&&e| e).count() as f64 / n as f64)
+        })
+        .collect()
+}
+
+/// Runs the whole curriculum; returns the trained model (its weights are the variables).
+pub fn pretrain(
+    model: &Llama,
+    vars: &[(String, Var)],
+    codec: &TextCodec,
+    tasks: &[&Task],
+    spec: &PretrainSpec,
+    progress: &mut dyn FnMut(PretrainProgress),
+) -> Result<()> {
+    let vars: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed);
+    let total = spec.main_steps + spec.polish_steps;
+    let schedule = Schedule {
+        peak: spec.peak_lr,
+        warmup: spec.warmup,
+        total: spec.main_steps,
+        final_frac: 0.1,
+    };
+    let mut trainer = Trainer::new(vars.clone(), schedule, (0.9, 0.98), 0.01, Some(1.0))?;
+    let mut eval_model = model.clone();
+    eval_model.set_differentiable(false);
+    for step in 0..spec.main_steps {
+        let introduced = (step / spec.introduce_every.max(1) + 1).min(tasks.len());
+        let newest = introduced - 1;
+        let all_in = step >= spec.introduce_every * tasks.len();
+        let mut pick = |r: &mut ChaCha8Rng| {
+            if !all_in && r.random_bool(0.5) {
+                newest
+            } else {
+                r.random_range(0..introduced)
+            }
+        };
+        let l = train_step(
+            model,
+            codec,
+            tasks,
+            &mut pick,
+            spec.batch_size,
+            &mut rng,
+            &mut trainer,
+            step,
+        )?;
+        progress(PretrainProgress {
+            step: step + 1,
+            total,
+            loss: l,
+            accuracy: None,
+        });
+    }
+    // Polish: constant lower rate, tasks weighted toward the ones still failing.
+    let polish = Schedule {
+        peak: spec.polish_lr,
+        warmup: 1,
+        total: 1,
+        final_frac: 1.0,
+    };
+    let mut trainer = Trainer::new(vars, polish, (0.9, 0.98), 0.01, Some(1.0))?;
+    let mut weights = vec![1.0; tasks.len()];
+    for step in 0..spec.polish_steps {
+        let mut accuracy = None;
+        if step % spec.measure_every.max(1) == 0 {
+            let acc = task_accuracy(&eval_model, codec, tasks, 64, spec.seed + step as u64)?;
+            weights = acc.iter().map(|a| 0.1 + (1.0 - a)).collect();
+            accuracy = Some(
+                tasks
+                    .iter()
+                    .zip(&acc)
+                    .map(|(t, a)| (t.name.clone(), *a))
+                    .collect(),
+            );
+        }
+        let sum: f64 = weights.iter().sum();
+        let w = weights.clone();
+        let mut pick = |r: &mut ChaCha8Rng| {
+            let mut x = r.random_range(0.0..sum);
+            for (i, wi) in w.iter().enumerate() {
+                if x < *wi {
+                    return i;
+                }
+                x -= wi;
+            }
+            w.len() - 1
+        };
+        let l = train_step(
+            model,
+            codec,
+            tasks,
+            &mut pick,
+            spec.batch_size,
+            &mut rng,
+            &mut trainer,
+            step,
+        )?;
+        progress(PretrainProgress {
+            step: spec.main_steps + step + 1,
+            total,
+            loss: l,
+            accuracy,
+        });
+    }
+    Ok(())
+}

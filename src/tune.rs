@@ -1,0 +1,8 @@
+//! Training through candle autograd: the optimiser loop shared by LoRA training and the lab's base
+//! pretraining, and training a new LoRA on a task's examples.
+
+pub mod lora;
+pub mod optim;
+
+pub use lora::{LoraTrainSpec, TrainedLora, train_lora};
+pub use optim::{Schedule, Trainer};
