@@ -35,7 +35,12 @@ fn answer_rows(
     let device = model.device();
     let idx = Tensor::from_vec(positions, owner.len(), device)?;
     let rows = hidden.reshape(((), h))?.index_select(&idx, 0)?;
-    let logits = model.logits(&rows)?.to_dtype(DType::F32)?;
+    let logits = model.logits(&rows)?;
+    // Softmax in at least single precision (f64 stays f64, for gradient checks).
+    let logits = match logits.dtype() {
+        DType::F16 | DType::BF16 => logits.to_dtype(DType::F32)?,
+        _ => logits,
+    };
     let targets = Tensor::from_vec(targets, owner.len(), device)?;
     Ok((logits, targets, owner))
 }
@@ -80,11 +85,11 @@ pub fn answer_losses(
     branches: Option<&Branches>,
 ) -> Result<Vec<f64>> {
     let (nll, owner) = token_nll(model, pad_id, examples, branches)?;
-    let nll = nll.to_vec1::<f32>()?;
+    let nll = nll.to_dtype(DType::F64)?.to_vec1::<f64>()?;
     let mut sum = vec![0f64; examples.len()];
     let mut count = vec![0usize; examples.len()];
     for (v, &o) in nll.iter().zip(&owner) {
-        sum[o] += *v as f64;
+        sum[o] += *v;
         count[o] += 1;
     }
     Ok(sum

@@ -128,7 +128,7 @@ fn train_step(
     let batch = encode_batch(codec, tasks, pick, batch_size, rng)?;
     let (nll, _) = token_nll(model, codec.pad_id(), &batch, None)?;
     let loss = nll.mean_all()?;
-    let l = loss.to_scalar::<f32>()? as f64;
+    let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     trainer.step(&loss, step)?;
     Ok(l)
 }

@@ -140,7 +140,7 @@ pub fn train_lora(
         let br = branches(&vars);
         let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
         let loss = nll.mean_all()?;
-        final_loss = loss.to_scalar::<f32>()? as f64;
+        final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         trainer.step(&loss, step)?;
         steps = step + 1;
         progress(steps, final_loss);
