@@ -1,0 +1,5 @@
+//! The subcommands of the binary, one file each.
+
+pub mod eval;
+pub mod inspect;
+pub mod lab;

@@ -1,0 +1,138 @@
+//! `loracycle eval`: loss and exact match of a model with optional weighted adapters.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use loracycle::adapter::{self, Adapter};
+use loracycle::eval::{self, EvalOptions};
+use loracycle::model::weights::read_config;
+use loracycle::model::{DevicePref, DtypePref, Llama, Template, TextCodec};
+
+pub struct EvalArgs {
+    pub model: PathBuf,
+    pub adapters: Vec<PathBuf>,
+    pub weights: Vec<f64>,
+    pub data: PathBuf,
+    pub template: Template,
+    pub opts: EvalOptions,
+    pub device: DevicePref,
+    pub dtype: DtypePref,
+    pub json: bool,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<()> {
+    let weights = if args.weights.is_empty() {
+        vec![1.0; args.adapters.len()]
+    } else if args.weights.len() != args.adapters.len() {
+        bail!(
+            "--weights has {} values for {} adapters",
+            args.weights.len(),
+            args.adapters.len()
+        );
+    } else {
+        args.weights.clone()
+    };
+    let examples = eval::read_jsonl(&args.data)?;
+    let device = args.device.open()?;
+    let dtype = args.dtype.resolve(&device);
+    let cfg = read_config(&args.model)?;
+    let base_name = loracycle::model::weights::model_identity(&args.model, &cfg);
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|p| Adapter::load(p, Some((&cfg, base_name.as_deref()))))
+        .collect::<Result<Vec<_>, _>>()?;
+    for ad in &adapters {
+        for w in &ad.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    let codec = TextCodec::load(&args.model, args.template, &cfg)?;
+    let mut model = Llama::load(&args.model, dtype, &device)?;
+    if !adapters.is_empty() {
+        let sources: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();
+        let branches = adapter::branches_for(&sources, model.config(), dtype, &device)?;
+        // Fixed weights: fold once into W instead of paying for the branch at every token.
+        model = model
+            .fold(&branches)
+            .context("folding adapters into the base weights")?;
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("evaluating");
+    let report = eval::evaluate(
+        &model,
+        &codec,
+        &examples,
+        None,
+        args.opts,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "model {} · template {} · {} examples{}",
+        args.model.display(),
+        codec.template(),
+        examples.len(),
+        if adapters.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " · adapters {}",
+                adapters
+                    .iter()
+                    .zip(&weights)
+                    .map(|(a, w)| format!("{} ×{w}", a.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    println!("{:>4}  {:>8}  {:<32} ok", "#", "loss", "prediction");
+    for (i, r) in report.examples.iter().enumerate() {
+        let loss = r
+            .loss
+            .map(|l| format!("{l:.4}"))
+            .unwrap_or_else(|| "–".into());
+        let pred = r.prediction.clone().unwrap_or_else(|| "–".into());
+        let ok = match r.correct {
+            Some(true) => "✓",
+            Some(false) => "✗",
+            None => "",
+        };
+        println!("{:>4}  {loss:>8}  {:<32} {ok}", i + 1, truncate(&pred, 32));
+    }
+    let mut summary = Vec::new();
+    if let Some(l) = report.mean_loss {
+        summary.push(format!("mean loss {l:.4}"));
+    }
+    if let Some(em) = report.exact_match {
+        let hits = report
+            .examples
+            .iter()
+            .filter(|r| r.correct == Some(true))
+            .count();
+        summary.push(format!("exact match {em:.3} ({hits}/{})", examples.len()));
+    }
+    println!("{}", summary.join(" · "));
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(std::iter::once('…')).collect()
+    }
+}
