@@ -1,6 +1,6 @@
 //! `loracycle lab build --quick`: a miniature lab, built twice with the same seed. Its adapters
 //! must load through the ordinary PEFT loader and beat the base on their own tasks, and the two
-//! builds must be byte-identical.
+//! builds — the second killed during pretraining and resumed — must be byte-identical.
 
 use std::path::Path;
 

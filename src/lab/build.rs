@@ -33,6 +33,8 @@ pub enum LabError {
     Eval(#[from] EvalError),
     #[error(transparent)]
     Adapter(#[from] AdapterError),
+    #[error("cannot serialise the base model: {0}")]
+    Serialize(String),
     #[error("unknown lab task {0}")]
     UnknownTask(String),
 }
@@ -216,12 +218,21 @@ pub fn build(
         on(BuildEvent::Stage("pretraining the base model".into()));
         let (model, vars) = pretrain::init_model(&cfg, recipe.seed, device)?;
         let refs: Vec<&tasks::Task> = base_tasks.iter().collect();
+        let ckpt_path = base_dir.join("checkpoint.safetensors");
+        io(&base_dir, std::fs::create_dir_all(&base_dir))?;
+        let base_hash = recipe.base_hash();
+        let ckpt = pretrain::Checkpointing {
+            path: &ckpt_path,
+            every: recipe.pretrain_spec().measure_every,
+            recipe: &base_hash,
+        };
         pretrain::pretrain(
             &model,
             &vars,
             &codec,
             &refs,
             &recipe.pretrain_spec(),
+            Some(&ckpt),
             &mut |p: PretrainProgress| {
                 let mut message = format!("loss {:.3}", p.loss);
                 if let Some(acc) = &p.accuracy {
@@ -240,11 +251,12 @@ pub fn build(
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         let bytes = safetensors::serialize(&tensors, None)
-            .map_err(|e| LabError::Tokenizer(e.to_string()))?;
+            .map_err(|e| LabError::Serialize(e.to_string()))?;
         write_file(&base_dir.join("model.safetensors"), &bytes)?;
         write_file(&base_dir.join("tokenizer.json"), tok_json.as_bytes())?;
         // the config last: it is the stamp that says the base is complete
         write_file(&base_dir.join("config.json"), cfg_text.as_bytes())?;
+        let _ = std::fs::remove_file(&ckpt_path);
     }
     let model = Llama::load(&base_dir, DType::F32, device)?;
 

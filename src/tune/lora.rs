@@ -111,13 +111,7 @@ pub fn train_lora(
         total: spec.steps,
         final_frac: 0.1,
     };
-    let mut trainer = Trainer::new(
-        all_vars,
-        schedule,
-        (0.9, 0.999),
-        spec.weight_decay,
-        Some(1.0),
-    )?;
+    let mut trainer = Trainer::new(all_vars, (0.9, 0.999), spec.weight_decay, Some(1.0))?;
 
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut cursor = order.len();
@@ -141,7 +135,7 @@ pub fn train_lora(
         let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
         let loss = nll.mean_all()?;
         final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        trainer.step(&loss, step)?;
+        trainer.step(&loss, schedule.lr(step))?;
         steps = step + 1;
         progress(steps, final_loss);
         let last = steps == spec.steps;
