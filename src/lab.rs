@@ -4,8 +4,10 @@
 
 pub mod build;
 pub mod card;
+pub mod manifest;
 pub mod pretrain;
 pub mod recipe;
+pub mod score;
 pub mod tasks;
 pub mod tokenizer;
 

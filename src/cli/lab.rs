@@ -13,7 +13,8 @@ pub fn lab_build(
     device: DevicePref,
     jobs: Option<usize>,
 ) -> Result<()> {
-    use loracycle::lab::build::{BuildEvent, Stopwatch, build, write_manifest};
+    use loracycle::lab::build::{BuildEvent, build};
+    use loracycle::lab::manifest::{Stopwatch, write_manifest};
     use loracycle::lab::recipe::LabRecipe;
     let out = out.unwrap_or_else(loracycle::lab::default_dir);
     let device = device.open()?;

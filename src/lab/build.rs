@@ -4,19 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::{DType, Device};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::card::{AdapterScore, HeldOutScore, LabCard};
 use super::pretrain::{self, PretrainProgress};
 use super::recipe::{AdapterPlan, LabRecipe};
+use super::score::{accuracy, encode, score};
 use super::{tasks, tokenizer};
 use crate::adapter::write::{write_atomic, write_peft};
-use crate::adapter::{self, Adapter, AdapterError};
-use crate::eval::{EvalError, teacher_forced_exact};
-use crate::model::template::EncodedExample;
+use crate::adapter::{Adapter, AdapterError};
+use crate::eval::EvalError;
 use crate::model::{Llama, Template, TextCodec};
 use crate::tune::train_lora;
 
@@ -64,51 +62,14 @@ pub enum BuildEvent {
     Note(String),
 }
 
-/// One adapter's measured accuracy on its own task, against the base.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdapterScore {
-    pub name: String,
-    pub task: String,
-    pub family: String,
-    pub rank: usize,
-    pub alpha: f64,
-    pub modules: Vec<String>,
-    pub steps: usize,
-    pub accuracy: f64,
-    pub base_accuracy: f64,
-    pub loss: f64,
-    pub base_loss: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeldOutScore {
-    pub task: String,
-    pub family: String,
-    pub relative_in_pool: Option<String>,
-    pub base_test_accuracy: f64,
-    pub oracle_test_accuracy: Option<f64>,
-}
-
-/// Everything the lab card reports; written as `lab.json` beside the assets.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct LabCard {
-    pub seed: u64,
-    pub quick: bool,
-    pub base_tasks: Vec<(String, f64)>,
-    pub held_out: Vec<HeldOutScore>,
-    pub pool: Vec<AdapterScore>,
-    pub oracle: Vec<AdapterScore>,
-    pub dropped: Vec<(String, String)>,
-}
-
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+pub(super) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|source| LabError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         io(dir, std::fs::create_dir_all(dir))?;
     }
@@ -123,55 +84,6 @@ fn jsonl(rows: &[(String, String)]) -> String {
 
 fn task(name: &str) -> Result<tasks::Task> {
     tasks::find(name).ok_or_else(|| LabError::UnknownTask(name.into()))
-}
-
-fn encode(codec: &TextCodec, rows: &[(String, String)]) -> Result<Vec<EncodedExample>> {
-    Ok(rows
-        .iter()
-        .map(|(p, a)| codec.encode_example(p, a))
-        .collect::<std::result::Result<Vec<_>, _>>()?)
-}
-
-/// Teacher-forced exact match of `model` (+ adapter) on `rows`, in batches of 64.
-fn accuracy(
-    model: &Llama,
-    codec: &TextCodec,
-    rows: &[(String, String)],
-    adapter: Option<&Adapter>,
-) -> Result<f64> {
-    Ok(score(model, codec, rows, adapter)?.0)
-}
-
-/// (teacher-forced exact match, mean answer loss) of `model` (+ adapter) on `rows`.
-fn score(
-    model: &Llama,
-    codec: &TextCodec,
-    rows: &[(String, String)],
-    adapter: Option<&Adapter>,
-) -> Result<(f64, f64)> {
-    let branches = match adapter {
-        Some(a) => Some(adapter::branches_for(
-            &[(a, 1.0)],
-            model.config(),
-            model.dtype(),
-            model.device(),
-        )?),
-        None => None,
-    };
-    let enc = encode(codec, rows)?;
-    let mut hits = 0;
-    let mut loss = 0.0;
-    for chunk in enc.chunks(64) {
-        hits += teacher_forced_exact(model, codec.pad_id(), chunk, branches.as_ref())?
-            .iter()
-            .filter(|&&e| e)
-            .count();
-        loss += crate::eval::answer_losses(model, codec.pad_id(), chunk, branches.as_ref())?
-            .iter()
-            .sum::<f64>();
-    }
-    let n = rows.len().max(1) as f64;
-    Ok((hits as f64 / n, loss / n))
 }
 
 /// Seed of the evaluation examples of a task: fixed, and far from every training seed.
@@ -526,57 +438,4 @@ fn train_adapter(
         spec.seed = spec.seed.wrapping_add(0x9E37);
     }
     Ok(Some(last))
-}
-
-/// `MANIFEST`: the command, the wall time and a SHA-256 per file.
-pub fn write_manifest(out: &Path, command: &str, wall_s: f64) -> Result<()> {
-    let mut files = Vec::new();
-    collect_files(out, out, &mut files)?;
-    files.sort();
-    let mut text = format!(
-        "# loracycle lab\ncommand: {command}\nwall_time_s: {wall_s:.1}\nloracycle: {}\nfiles (sha256, bytes, path):\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    for rel in files {
-        if rel == "MANIFEST" {
-            continue;
-        }
-        let bytes = io(&out.join(&rel), std::fs::read(out.join(&rel)))?;
-        let digest: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        text.push_str(&format!("{digest}  {}  {rel}\n", bytes.len()));
-    }
-    write_file(&out.join("MANIFEST"), text.as_bytes())
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    for entry in io(dir, std::fs::read_dir(dir))? {
-        let entry = io(dir, entry)?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(root, &path, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            out.push(rel);
-        }
-    }
-    Ok(())
-}
-
-/// Wall clock of a build, for the manifest.
-pub struct Stopwatch(Instant);
-
-impl Stopwatch {
-    pub fn start() -> Self {
-        Self(Instant::now())
-    }
-    pub fn seconds(&self) -> f64 {
-        self.0.elapsed().as_secs_f64()
-    }
 }

@@ -3,10 +3,48 @@
 
 use std::fmt::Write;
 
-use super::build::LabCard;
+use serde::{Deserialize, Serialize};
+
 use super::recipe::AdapterPlan;
 use super::tasks::{self, Task};
 use crate::tune::LoraTrainSpec;
+
+/// One adapter's measured accuracy on its own task, against the base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterScore {
+    pub name: String,
+    pub task: String,
+    pub family: String,
+    pub rank: usize,
+    pub alpha: f64,
+    pub modules: Vec<String>,
+    pub steps: usize,
+    pub accuracy: f64,
+    pub base_accuracy: f64,
+    pub loss: f64,
+    pub base_loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldOutScore {
+    pub task: String,
+    pub family: String,
+    pub relative_in_pool: Option<String>,
+    pub base_test_accuracy: f64,
+    pub oracle_test_accuracy: Option<f64>,
+}
+
+/// Everything the lab card reports; written as `lab.json` beside the assets.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LabCard {
+    pub seed: u64,
+    pub quick: bool,
+    pub base_tasks: Vec<(String, f64)>,
+    pub held_out: Vec<HeldOutScore>,
+    pub pool: Vec<AdapterScore>,
+    pub oracle: Vec<AdapterScore>,
+    pub dropped: Vec<(String, String)>,
+}
 
 pub fn model_card(
     task: &Task,
