@@ -391,6 +391,11 @@ fn train_adapter(
     let check = encode(codec, check_rows)?;
     let judge_rows = t.examples(200, eval_seed(recipe) ^ 0x1);
     let (base_acc, base_loss) = score(model, codec, &judge_rows, None)?;
+    if base_acc >= 0.9 && !recipe.quick {
+        return Ok(Some(format!(
+            "the base already solves the task ({base_acc:.2}); an adapter cannot clearly beat it"
+        )));
+    }
     let mut spec = plan.spec.clone();
     let mut last = String::new();
     for attempt in 0..2 {

@@ -153,25 +153,30 @@ impl LabRecipe {
         }
     }
 
-    /// The default pool: one adapter per non-held-out task, a second (other shape and seed) for
-    /// two tasks in three, as the Hub has several adapters for popular tasks.
+    /// The default pool: adapters for every task that is neither held out nor already solved by
+    /// the base (an adapter cannot clearly beat a base at 100%), two per task and a third for one
+    /// task in three — other shapes and seeds, as the Hub has several adapters for a popular task.
     pub fn pool_plan(&self) -> Vec<AdapterPlan> {
         let held = tasks::held_out();
-        let names: Vec<String> = tasks::suite()
-            .into_iter()
-            .map(|t| t.name)
-            .filter(|n| !held.contains(&n.as_str()))
-            .collect();
+        let base = tasks::base_mixture();
         let names: Vec<String> = if self.quick {
             ["contains-a", "has-even-length", "double"]
                 .map(String::from)
                 .to_vec()
         } else {
-            names
+            tasks::suite()
+                .into_iter()
+                .map(|t| t.name)
+                .filter(|n| !held.contains(&n.as_str()) && !base.contains(&n.as_str()))
+                .collect()
         };
         let mut plan = Vec::new();
         for (i, task) in names.iter().enumerate() {
-            let variants = if self.quick || i % 3 == 2 { 1 } else { 2 };
+            let variants = if self.quick {
+                1
+            } else {
+                2 + usize::from(i % 3 == 0)
+            };
             for v in 0..variants {
                 let k = plan.len();
                 let name = if v == 0 {
