@@ -12,6 +12,10 @@ use loracycle::eval::{self, answer_losses};
 use loracycle::model::weights::{model_identity, read_config};
 use loracycle::model::{Batch, Branches, Llama, Template, TextCodec, generate};
 
+#[path = "support/logits.rs"]
+mod logits;
+use logits::logits_rel_err;
+
 const FIX: &str = "tests/fixtures";
 const CASES: [&str; 5] = ["base", "qv-r4", "all-r8-rslora", "mlp-r2", "weighted"];
 const TOL: f64 = 1e-4;
@@ -74,37 +78,6 @@ fn encoded(codec: &TextCodec) -> Vec<loracycle::model::template::EncodedExample>
         .iter()
         .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
         .collect()
-}
-
-/// max |ours - ref| over real positions, divided by max |ref|.
-fn logits_rel_err(ours: &Tensor, reference: &Tensor, mask: &Tensor) -> f64 {
-    let ours = ours.to_dtype(DType::F32).unwrap();
-    let mask = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
-    let diff = ((&ours - reference)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .broadcast_mul(&mask))
-    .unwrap();
-    let max_diff = diff
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    let max_ref = reference
-        .abs()
-        .unwrap()
-        .broadcast_mul(&mask)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap() as f64;
-    max_diff / max_ref
 }
 
 fn tiny(template: Template) -> (Llama, TextCodec) {

@@ -13,6 +13,10 @@ use loracycle::adapter::{self, Adapter};
 use loracycle::model::weights::read_config;
 use loracycle::model::{Batch, Llama, Template, TextCodec};
 
+#[path = "support/logits.rs"]
+mod logits;
+use logits::logits_rel_err;
+
 const FIX: &str = "tests/fixtures";
 const BASE: &str = "loracycle-fixtures/tiny-llama";
 
@@ -78,34 +82,8 @@ fn written_adapter_reproduces_weighted_logits_and_matches_committed_copy() {
         candle_core::safetensors::load(Path::new(FIX).join("golden.safetensors"), &Device::Cpu)
             .unwrap();
     let reference = &golden["logits.raw.weighted"];
-    let mask = golden["attention_mask.raw"]
-        .to_dtype(DType::F32)
-        .unwrap()
-        .unsqueeze(2)
-        .unwrap();
-    let diff = (&logits - reference)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .broadcast_mul(&mask)
-        .unwrap();
-    let max_diff = diff
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let max_ref = reference
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(max_diff / max_ref <= 1e-4, "{max_diff} / {max_ref}");
+    let err = logits_rel_err(&logits, reference, &golden["attention_mask.raw"]);
+    assert!(err <= 1e-4, "relative error {err:.3e}");
 }
 
 #[test]
