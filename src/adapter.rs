@@ -5,6 +5,7 @@
 //! appear only here, never past loading.
 
 pub mod config;
+pub mod random;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,3 +3,5 @@
 pub mod eval;
 pub mod inspect;
 pub mod lab;
+pub mod merge;
+pub mod run;

@@ -1,9 +1,11 @@
 //! Evaluation on (prompt, answer) data: answer-token loss in batched forwards and exact match of
 //! greedy generations.
 
+pub mod bootstrap;
 pub mod dataset;
 pub mod loss;
 
+pub use bootstrap::{Estimate, bootstrap_mean};
 pub use dataset::{Example, read_jsonl};
 pub use loss::{answer_losses, teacher_forced_exact, token_nll};
 

@@ -1,5 +1,9 @@
 pub mod adapter;
 pub mod eval;
 pub mod lab;
+pub mod merge;
 pub mod model;
+pub mod pool;
+pub mod run;
+pub mod select;
 pub mod tune;

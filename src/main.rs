@@ -29,6 +29,81 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one spec (TOML): select adapters, merge or tune, evaluate on the test split, and save
+    /// a run record.
+    #[command(after_help = RUN_HELP)]
+    Run {
+        /// The run spec (TOML).
+        spec: PathBuf,
+        /// Print the run record as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Where run folders go [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
+    /// The paper's comparison on the lab: base, new LoRA, average, TIES, LoraHub and the gradient
+    /// recipe, each on the real and the random-init pool, with and without the oracle adapter.
+    #[command(
+        after_help = "Writes study.md (means with bootstrap 95% intervals over task × seed), study.csv and study.json\n\
+into --out, and every run's record into the runs directory.\n\n\
+Examples:\n  loracycle study --seeds 1 --tasks caesar-5,table-m\n  loracycle study --preset lab-paper --seeds 3 --out results/"
+    )]
+    Study {
+        /// The comparison to run (only lab-paper so far).
+        #[arg(long, default_value = "lab-paper", value_parser = ["lab-paper"])]
+        preset: String,
+        /// Seeds per task.
+        #[arg(long, default_value_t = 1)]
+        seeds: usize,
+        /// Comma-separated lab tasks [default: all held-out tasks].
+        #[arg(long, value_delimiter = ',')]
+        tasks: Vec<String>,
+        /// Output folder for study.md/csv/json [default: RUNS_DIR/study].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+        /// Scale tuning steps and search budgets (e.g. 0.1 for a quick look); 1 is the preset.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+    /// Merge adapters with a non-adaptive method and write the result as a PEFT adapter.
+    #[command(
+        after_help = "Exact methods (sum, average, task-arithmetic, svd, tsv, lorahub-sum) are written as rank\n\
+concatenations; ties and dare give dense updates, written as rank-R truncations with the relative\n\
+truncation error printed.\n\n\
+Examples:\n  loracycle merge --model assets/lab/base --adapter assets/lab/pool/caesar-11 --adapter assets/lab/pool/caesar-12 --method average --out merged/\n  \
+loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --rank 16 --out merged/"
+    )]
+    Merge {
+        #[arg(long)]
+        model: PathBuf,
+        /// PEFT adapter folder; repeat for each adapter.
+        #[arg(long = "adapter", required = true)]
+        adapters: Vec<PathBuf>,
+        /// Comma-separated weight per adapter [default: 1 each].
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        weights: Vec<f64>,
+        /// sum, average, task-arithmetic, ties, dare, dare-ties, tsv, svd or lorahub-sum.
+        #[arg(long)]
+        method: String,
+        /// Kept fraction for ties (default 0.2) and dare (default 0.5).
+        #[arg(long)]
+        density: Option<f64>,
+        /// Rank of truncated results (ties, dare, svd).
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+        /// Scale of the merged update (task-arithmetic, ties, dare, tsv).
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        lambda: f64,
+        /// Seed of dare's masks.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output adapter folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The embedded lab: a tiny model, synthetic tasks and a LoRA pool for CPU-only work.
     Lab {
         #[command(subcommand)]
@@ -89,6 +164,30 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
     },
 }
 
+const RUN_HELP: &str = "A spec names the model, the pool, the task, the selection, the method and the controls:
+
+  seed = 0
+  [model]
+  base = \"lab\"            # lab, a model folder, or a Hub id in the HF cache
+  [pool]
+  source = \"lab\"          # lab or dir:PATH (a folder of adapter folders)
+  filter = \"rank<=16\"     # KEY OP VALUE, comma-separated: name, rank, alpha, modules (q+v, all)
+  [task]
+  lab = \"caesar-5\"        # or train/validation/test = JSONL files; train_examples = 10
+  [selection]
+  strategy = \"top-k\"      # random (k, seed), top-k (k, by), similar (to, k), manual (adapters), all
+  k = 30
+  [method]
+  kind = \"gradient\"       # base, new-lora, gradient, lorahub, sum, average, task-arithmetic,
+                           # ties, dare, tsv, svd, lorahub-sum; settings as keys of this table
+  [controls]
+  random_init = \"off\"     # off, pooled, per-adapter
+  oracle = false
+
+Examples:
+  loracycle run examples/lab-gradient.toml
+  loracycle run spec.toml --json --runs-dir runs/";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -128,6 +227,40 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Inspect { path, json }) => inspect(&path, json),
+        Some(Command::Run {
+            spec,
+            json,
+            runs_dir,
+        }) => cli::run::run(&spec, json, runs_dir),
+        Some(Command::Study {
+            preset: _,
+            seeds,
+            tasks,
+            out,
+            runs_dir,
+            scale,
+        }) => cli::run::study(tasks, seeds, out, runs_dir, scale),
+        Some(Command::Merge {
+            model,
+            adapters,
+            weights,
+            method,
+            density,
+            rank,
+            lambda,
+            seed,
+            out,
+        }) => cli::merge::merge(cli::merge::MergeArgs {
+            model,
+            adapters,
+            weights,
+            method,
+            density,
+            rank,
+            lambda,
+            seed,
+            out,
+        }),
         Some(Command::Lab {
             command:
                 LabCommand::Build {

@@ -1,7 +1,10 @@
 //! Training through candle autograd: the optimiser loop shared by LoRA training and the lab's base
 //! pretraining, and training a new LoRA on a task's examples.
 
+pub mod cmaes;
+pub mod coef;
 pub mod lora;
+pub mod lorahub;
 pub mod optim;
 
 pub use lora::{LoraTrainSpec, TrainedLora, train_lora};

@@ -405,6 +405,7 @@ fn train_adapter(
             &train,
             &check,
             &spec,
+            0.0,
             &mut |_, _| {},
             None,
         )?;

@@ -32,10 +32,42 @@ impl Branch {
     }
 }
 
+/// LoRA dropout on the branch input (x before A), as PEFT applies it while training. The masks
+/// come from a seeded generator per (layer, module), so training stays reproducible.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    pub p: f64,
+    pub seed: u64,
+}
+
+impl Dropout {
+    pub fn apply(&self, x: &Tensor, layer: usize, module: Module) -> candle_core::Result<Tensor> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.seed ^ ((layer as u64) << 48) ^ ((module.index() as u64) << 56),
+        );
+        let keep = 1.0 - self.p;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.random::<f64>() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
 /// One optional branch per module per layer.
 #[derive(Debug, Clone)]
 pub struct Branches {
     layers: Vec<[Option<Branch>; 7]>,
+    /// Dropout on every branch input (training only).
+    pub dropout: Option<Dropout>,
 }
 
 /// One adapter's contribution to a branch, before concatenation.
@@ -50,6 +82,7 @@ impl Branches {
     pub fn empty(num_layers: usize) -> Self {
         Self {
             layers: (0..num_layers).map(|_| Default::default()).collect(),
+            dropout: None,
         }
     }
 

@@ -85,7 +85,13 @@ pub struct Llama {
     dtype: DType,
     device: Device,
     differentiable: bool,
+    /// With gradients on, still form ΔW = (B ⊙ g) A for shared gates when that is cheaper.
+    dense_delta_grad: bool,
 }
+
+/// Largest module (out × in elements) for which a differentiable forward forms ΔW: the dense
+/// matrix is kept for the backward pass, so this bounds the extra memory per module.
+const DENSE_DELTA_GRAD_LIMIT: usize = 1 << 24;
 
 impl Llama {
     /// Loads a Hugging Face Llama folder, casting weights to `dtype` on `device`.
@@ -164,6 +170,7 @@ impl Llama {
             dtype,
             device: device.clone(),
             differentiable: false,
+            dense_delta_grad: false,
         })
     }
 
@@ -184,6 +191,13 @@ impl Llama {
         self.differentiable = on;
     }
 
+    /// In differentiable mode, form ΔW = (B ⊙ g) A for shared gates when that costs fewer FLOPs
+    /// than the branch (many tokens, a large total rank): the right choice for coefficient
+    /// tuning, where only the gates are variables. Off by default.
+    pub fn set_dense_delta_grad(&mut self, on: bool) {
+        self.dense_delta_grad = on;
+    }
+
     /// The base weight of one linear module, (out, in).
     pub fn linear_weight(&self, layer: usize, module: Module) -> &Tensor {
         &self.layers[layer].linears[module.index()]
@@ -202,6 +216,19 @@ impl Llama {
             }
         }
         Ok(out)
+    }
+
+    /// Adds a dense update (out, in) to one module's base weight.
+    pub fn add_to_weight(
+        &mut self,
+        layer: usize,
+        module: Module,
+        delta: &Tensor,
+    ) -> candle_core::Result<()> {
+        let w = &mut self.layers[layer].linears[module.index()];
+        let d = delta.to_device(w.device())?.to_dtype(w.dtype())?;
+        *w = (&*w + d)?;
+        Ok(())
     }
 
     /// Final hidden states (batch, seq, hidden) over a right-padded batch.
@@ -325,8 +352,23 @@ impl Llama {
         branches: Option<&Branches>,
     ) -> Result<Tensor> {
         let branch = |m: Module| branches.and_then(|b| b.get(l, m));
-        let fold_ok = !self.differentiable;
-        let lin = |x: &Tensor, m: Module| linear(x, &layer.linears[m.index()], branch(m), fold_ok);
+        let lin = |x: &Tensor, m: Module| {
+            let w = &layer.linears[m.index()];
+            let fold_ok = !self.differentiable
+                || (self.dense_delta_grad && w.elem_count() <= DENSE_DELTA_GRAD_LIMIT);
+            let dropout = branches
+                .and_then(|b| b.dropout)
+                .map(|d| move |x: &Tensor| d.apply(x, l, m));
+            linear(
+                x,
+                w,
+                branch(m),
+                fold_ok,
+                dropout
+                    .as_ref()
+                    .map(|f| f as &dyn Fn(&Tensor) -> candle_core::Result<Tensor>),
+            )
+        };
 
         let h = self.rms_norm(x, &layer.input_norm)?;
         let attn = self.attention(&h, &lin, mask, offset, cache)?;
@@ -416,6 +458,7 @@ fn linear(
     w: &Tensor,
     branch: Option<&Branch>,
     fold_ok: bool,
+    dropout: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>>,
 ) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let x2 = x.reshape((b * t, i))?;
@@ -423,11 +466,15 @@ fn linear(
         None => x2.matmul(&w.t()?)?,
         Some(br) => {
             let o = w.dim(0)?;
-            if fold_ok && br.gate.rank() == 1 && b * t * (i + o) > i * o {
+            if fold_ok && dropout.is_none() && br.gate.rank() == 1 && b * t * (i + o) > i * o {
                 x2.matmul(&(w + br.delta()?)?.t()?)?
             } else {
                 let r = br.rank();
-                let xa = x2
+                let xd = match dropout {
+                    Some(f) => f(&x2)?,
+                    None => x2.clone(),
+                };
+                let xa = xd
                     .matmul(&br.a.t()?)?
                     .reshape((b, t, r))?
                     .broadcast_mul(&br.gate)?;

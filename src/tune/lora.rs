@@ -61,12 +61,14 @@ pub fn seeded_uniform(
 }
 
 /// Trains a LoRA; `progress(step, loss)` after every step. Stops early when `cancel` is set.
+/// `dropout` > 0 applies LoRA dropout to the branch inputs during training steps.
 pub fn train_lora(
     model: &Llama,
     pad_id: u32,
     train: &[EncodedExample],
     check: &[EncodedExample],
     spec: &LoraTrainSpec,
+    dropout: f64,
     progress: &mut dyn FnMut(usize, f64),
     cancel: Option<&AtomicBool>,
 ) -> Result<TrainedLora> {
@@ -131,7 +133,13 @@ pub fn train_lora(
             batch.push(train[order[cursor]].clone());
             cursor += 1;
         }
-        let br = branches(&vars);
+        let mut br = branches(&vars);
+        if dropout > 0.0 {
+            br.dropout = Some(crate::model::branch::Dropout {
+                p: dropout,
+                seed: spec.seed.wrapping_mul(1_000_003).wrapping_add(step as u64),
+            });
+        }
         let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
         let loss = nll.mean_all()?;
         final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -1,0 +1,133 @@
+//! `loracycle merge`: merge adapters with a non-adaptive method and write a PEFT adapter.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device, Tensor};
+
+use loracycle::adapter::Adapter;
+use loracycle::adapter::write::write_peft;
+use loracycle::merge::{MergeMethod, SignElection, merge_adapters};
+use loracycle::model::weights::{model_identity, read_config};
+
+pub struct MergeArgs {
+    pub model: PathBuf,
+    pub adapters: Vec<PathBuf>,
+    pub weights: Vec<f64>,
+    pub method: String,
+    pub density: Option<f64>,
+    pub rank: usize,
+    pub lambda: f64,
+    pub seed: u64,
+    pub out: PathBuf,
+}
+
+fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
+    let m = match args.method.as_str() {
+        "sum" | "cat" => MergeMethod::Sum,
+        "average" => MergeMethod::Average,
+        "task-arithmetic" => MergeMethod::TaskArithmetic {
+            lambda: args.lambda,
+        },
+        "ties" => MergeMethod::Ties {
+            density: args.density.unwrap_or(0.2),
+            sign: SignElection::Total,
+            lambda: args.lambda,
+        },
+        "dare" => MergeMethod::Dare {
+            density: args.density.unwrap_or(0.5),
+            seed: args.seed,
+            consensus: false,
+            lambda: args.lambda,
+        },
+        "dare-ties" => MergeMethod::Dare {
+            density: args.density.unwrap_or(0.5),
+            seed: args.seed,
+            consensus: true,
+            lambda: args.lambda,
+        },
+        "tsv" => MergeMethod::Tsv {
+            m: 8,
+            lambda: args.lambda,
+        },
+        "svd" => MergeMethod::Svd { rank: args.rank },
+        "lorahub-sum" => MergeMethod::LorahubSum,
+        other => bail!(
+            "unknown method {other:?} (use sum, average, task-arithmetic, ties, dare, dare-ties, tsv, svd or lorahub-sum)"
+        ),
+    };
+    m.validate().map_err(anyhow::Error::msg)?;
+    if args.density.is_some() && !matches!(m, MergeMethod::Ties { .. } | MergeMethod::Dare { .. }) {
+        bail!("--density applies to ties, dare and dare-ties only");
+    }
+    Ok(m)
+}
+
+pub fn merge(args: MergeArgs) -> Result<()> {
+    if args.adapters.is_empty() {
+        bail!("give at least one --adapter");
+    }
+    let method = method_of(&args)?;
+    let weights = if args.weights.is_empty() {
+        vec![1.0; args.adapters.len()]
+    } else if args.weights.len() != args.adapters.len() {
+        bail!(
+            "--weights has {} values for {} adapters",
+            args.weights.len(),
+            args.adapters.len()
+        );
+    } else {
+        args.weights.clone()
+    };
+    let cfg = read_config(&args.model)?;
+    let base_name = model_identity(&args.model, &cfg);
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|p| Adapter::load(p, Some((&cfg, base_name.as_deref()))))
+        .collect::<Result<Vec<_>, _>>()?;
+    for ad in &adapters {
+        for w in &ad.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    let sources: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();
+    let merged = merge_adapters(&sources, &method, &cfg)?;
+    let (pairs, error) = merged.to_lora(args.rank)?;
+    // PEFT wants one rank for every module: pad smaller ones with zero rows / columns.
+    let rank = pairs
+        .values()
+        .map(|(a, _)| a.dim(0).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut padded = BTreeMap::new();
+    for (key, (a, b)) in pairs {
+        let r = a.dim(0)?;
+        let (inp, out) = (a.dim(1)?, b.dim(0)?);
+        let a = Tensor::cat(
+            &[a, Tensor::zeros((rank - r, inp), DType::F32, &Device::Cpu)?],
+            0,
+        )?;
+        let b = Tensor::cat(
+            &[b, Tensor::zeros((out, rank - r), DType::F32, &Device::Cpu)?],
+            1,
+        )?;
+        padded.insert(key, (a, b));
+    }
+    let base = base_name.unwrap_or_else(|| args.model.display().to_string());
+    // alpha = r: the written scale is 1, B already carries every factor.
+    write_peft(&args.out, &padded, rank, rank as f64, &base, DType::F32)?;
+    let how = if method.is_exact_low_rank() {
+        "exact".to_string()
+    } else {
+        format!("rank-{} truncation, relative error {error:.4}", args.rank)
+    };
+    println!(
+        "merged {} adapters with {} into {} (rank {rank}, {how})",
+        adapters.len(),
+        method.name(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Non-adaptive merges of LoRA adapters, one (layer, module) at a time.
+//!
+//! Each adapter i contributes its task vector τᵢ = wᵢ·sᵢ·Bᵢ·Aᵢ (wᵢ a user weight, 1 by default).
+//! Methods whose result is low rank (sum, average, task arithmetic, TSV, SVD, the LoraHub-style
+//! A/B sum) never form a dense (out × in) matrix; TIES and DARE work on dense task vectors but
+//! stream over adapters, so at most three dense matrices of one module are alive at a time.
+
+pub mod linalg;
+mod ties;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::Adapter;
+use crate::model::{Llama, LlamaConfig, Module};
+
+type Result<T> = candle_core::Result<T>;
+
+/// One adapter's LoRA halves on one module, with its scale and merge weight.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// (r, in)
+    pub a: &'a Tensor,
+    /// (out, r)
+    pub b: &'a Tensor,
+    /// alpha / r (or alpha / √r)
+    pub scale: f64,
+    pub weight: f64,
+}
+
+impl Part<'_> {
+    /// τ = w·s·B·A, dense, f32.
+    pub fn dense(&self) -> Result<Tensor> {
+        (self.b.matmul(self.a)? * (self.weight * self.scale))?.to_dtype(DType::F32)
+    }
+}
+
+/// The merged update of one module: ΔW = B·A (low rank) or a dense matrix.
+#[derive(Debug, Clone)]
+pub enum Update {
+    LowRank { a: Tensor, b: Tensor },
+    Dense(Tensor),
+}
+
+impl Update {
+    pub fn dense(&self) -> Result<Tensor> {
+        match self {
+            Update::LowRank { a, b } => b.matmul(a),
+            Update::Dense(d) => Ok(d.clone()),
+        }
+    }
+
+    pub fn rank(&self) -> Option<usize> {
+        match self {
+            Update::LowRank { a, .. } => a.dim(0).ok(),
+            Update::Dense(_) => None,
+        }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn ties_density() -> f64 {
+    0.2
+}
+fn dare_density() -> f64 {
+    0.5
+}
+fn tsv_m() -> usize {
+    8
+}
+fn svd_rank() -> usize {
+    16
+}
+
+/// How TIES elects the sign of each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignElection {
+    /// The sign of the sum of the trimmed values (the paper's setting).
+    #[default]
+    Total,
+    /// The sign held by more adapters.
+    Count,
+}
+
+/// A non-adaptive merge method with its settings (the `[method]` table of a run spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum MergeMethod {
+    /// Σ τᵢ, kept exactly as a rank concatenation.
+    Sum,
+    /// (1/k) Σ τᵢ.
+    Average,
+    /// λ Σ τᵢ.
+    TaskArithmetic {
+        #[serde(default = "one")]
+        lambda: f64,
+    },
+    /// Trim each τᵢ to its top-`density` magnitudes, elect a sign per entry, average the entries
+    /// that agree with it; times λ.
+    Ties {
+        #[serde(default = "ties_density")]
+        density: f64,
+        #[serde(default)]
+        sign: SignElection,
+        #[serde(default = "one")]
+        lambda: f64,
+    },
+    /// Keep each entry of τᵢ with probability `density`, rescale by 1/density, then sum (or TIES
+    /// sign consensus); times λ.
+    Dare {
+        #[serde(default = "dare_density")]
+        density: f64,
+        #[serde(default)]
+        seed: u64,
+        #[serde(default)]
+        consensus: bool,
+        #[serde(default = "one")]
+        lambda: f64,
+    },
+    /// Task singular vectors: each τᵢ's top-m triplets, the stacked U and V orthogonalised,
+    /// recombined with the singular values; times λ.
+    Tsv {
+        #[serde(default = "tsv_m")]
+        m: usize,
+        #[serde(default = "one")]
+        lambda: f64,
+    },
+    /// Σ τᵢ truncated to rank R.
+    Svd {
+        #[serde(default = "svd_rank")]
+        rank: usize,
+    },
+    /// LoraHub-style: A = Σ wᵢ Aᵢ, B = Σ wᵢ sᵢ Bᵢ, summed separately (cross terms included).
+    /// Ranks differing between adapters are zero-padded to the largest.
+    LorahubSum,
+}
+
+impl MergeMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MergeMethod::Sum => "sum",
+            MergeMethod::Average => "average",
+            MergeMethod::TaskArithmetic { .. } => "task-arithmetic",
+            MergeMethod::Ties { .. } => "ties",
+            MergeMethod::Dare { .. } => "dare",
+            MergeMethod::Tsv { .. } => "tsv",
+            MergeMethod::Svd { .. } => "svd",
+            MergeMethod::LorahubSum => "lorahub-sum",
+        }
+    }
+
+    /// Whether the result is exactly low rank (exported without truncation).
+    pub fn is_exact_low_rank(&self) -> bool {
+        !matches!(self, MergeMethod::Ties { .. } | MergeMethod::Dare { .. })
+    }
+
+    /// Checks the settings; the message says which one is out of range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let density = |d: f64| {
+            if d > 0.0 && d <= 1.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: density must be in (0, 1], got {d}",
+                    self.name()
+                ))
+            }
+        };
+        match self {
+            MergeMethod::Ties { density: d, .. } | MergeMethod::Dare { density: d, .. } => {
+                density(*d)
+            }
+            MergeMethod::Tsv { m: 0, .. } => Err("tsv: m must be at least 1".into()),
+            MergeMethod::Svd { rank: 0 } => Err("svd: rank must be at least 1".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Merges the parts of one module of shape (out, in); `salt` varies DARE's masks per module.
+pub fn merge_module(
+    parts: &[Part<'_>],
+    method: &MergeMethod,
+    shape: (usize, usize),
+    salt: u64,
+) -> Result<Update> {
+    let (out, inp) = shape;
+    if parts.is_empty() {
+        return Ok(Update::LowRank {
+            a: Tensor::zeros((0, inp), DType::F32, &Device::Cpu)?,
+            b: Tensor::zeros((out, 0), DType::F32, &Device::Cpu)?,
+        });
+    }
+    let k = parts.len() as f64;
+    let scaled = |factor: f64| -> Vec<Part<'_>> {
+        parts
+            .iter()
+            .map(|p| Part {
+                weight: p.weight * factor,
+                ..*p
+            })
+            .collect()
+    };
+    match method {
+        MergeMethod::Sum => concat(parts),
+        MergeMethod::Average => concat(&scaled(1.0 / k)),
+        MergeMethod::TaskArithmetic { lambda } => concat(&scaled(*lambda)),
+        MergeMethod::Svd { rank } => {
+            let Update::LowRank { a, b } = concat(parts)? else {
+                unreachable!("concat is low rank")
+            };
+            let (a, b) = linalg::lowrank_svd(&b, &a)?.truncate(*rank)?.into_lora()?;
+            Ok(Update::LowRank { a, b })
+        }
+        MergeMethod::Tsv { m, lambda } => tsv(parts, *m, *lambda),
+        MergeMethod::LorahubSum => lorahub_sum(parts, shape),
+        MergeMethod::Ties {
+            density,
+            sign,
+            lambda,
+        } => Ok(Update::Dense(
+            (ties::ties(parts, *density, *sign, shape)? * *lambda)?,
+        )),
+        MergeMethod::Dare {
+            density,
+            seed,
+            consensus,
+            lambda,
+        } => Ok(Update::Dense(
+            (ties::dare(parts, *density, *consensus, seed ^ salt, shape)? * *lambda)?,
+        )),
+    }
+}
+
+/// Σ τᵢ as the rank concatenation A = [A₁; …], B = [w₁s₁B₁ …].
+fn concat(parts: &[Part<'_>]) -> Result<Update> {
+    let a: Vec<Tensor> = parts.iter().map(|p| p.a.clone()).collect();
+    let b = parts
+        .iter()
+        .map(|p| p.b * (p.weight * p.scale))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Update::LowRank {
+        a: Tensor::cat(&a, 0)?.to_dtype(DType::F32)?,
+        b: Tensor::cat(&b, 1)?.to_dtype(DType::F32)?,
+    })
+}
+
+fn tsv(parts: &[Part<'_>], m: usize, lambda: f64) -> Result<Update> {
+    let mut us = Vec::new();
+    let mut vs = Vec::new();
+    let mut sigma = Vec::new();
+    for p in parts {
+        let b = (p.b * (p.weight * p.scale))?;
+        let svd = linalg::lowrank_svd(&b, p.a)?.truncate(m)?;
+        us.push(svd.u);
+        vs.push(svd.v);
+        sigma.extend(svd.s);
+    }
+    let u = linalg::polar(&Tensor::cat(&us, 1)?)?;
+    let v = linalg::polar(&Tensor::cat(&vs, 1)?)?;
+    let n = sigma.len();
+    let s = Tensor::from_vec(sigma, n, u.device())?;
+    let b = (u.broadcast_mul(&s.unsqueeze(0)?)? * lambda)?;
+    Ok(Update::LowRank {
+        a: v.t()?.to_dtype(DType::F32)?.contiguous()?,
+        b: b.to_dtype(DType::F32)?,
+    })
+}
+
+fn lorahub_sum(parts: &[Part<'_>], (out, inp): (usize, usize)) -> Result<Update> {
+    let r = parts
+        .iter()
+        .map(|p| p.a.dim(0).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let mut a = Tensor::zeros((r, inp), DType::F32, &Device::Cpu)?;
+    let mut b = Tensor::zeros((out, r), DType::F32, &Device::Cpu)?;
+    for p in parts {
+        let ri = p.a.dim(0)?;
+        let pa = (p.a.to_dtype(DType::F32)? * p.weight)?;
+        let pb = (p.b.to_dtype(DType::F32)? * (p.weight * p.scale))?;
+        let (pa, pb) = if ri < r {
+            (
+                Tensor::cat(
+                    &[pa, Tensor::zeros((r - ri, inp), DType::F32, &Device::Cpu)?],
+                    0,
+                )?,
+                Tensor::cat(
+                    &[pb, Tensor::zeros((out, r - ri), DType::F32, &Device::Cpu)?],
+                    1,
+                )?,
+            )
+        } else {
+            (pa, pb)
+        };
+        a = (a + pa)?;
+        b = (b + pb)?;
+    }
+    Ok(Update::LowRank { a, b })
+}
+
+/// The merged update of every (layer, module) some adapter touches.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    pub updates: BTreeMap<(usize, Module), Update>,
+}
+
+impl Merged {
+    /// A copy of `model` with every update added to its base weight, for evaluation.
+    pub fn apply(&self, model: &Llama) -> Result<Llama> {
+        let mut out = model.clone();
+        for (&(l, m), u) in &self.updates {
+            if u.rank() == Some(0) {
+                continue;
+            }
+            out.add_to_weight(l, m, &u.dense()?)?;
+        }
+        Ok(out)
+    }
+
+    /// Every update as a rank-≤`rank` LoRA pair (A, B) for export, with the relative Frobenius
+    /// truncation error ‖ΔW − B·A‖ / ‖ΔW‖ pooled over modules (0 for exact low-rank results).
+    pub fn to_lora(
+        &self,
+        rank: usize,
+    ) -> Result<(BTreeMap<(usize, Module), (Tensor, Tensor)>, f64)> {
+        let mut pairs = BTreeMap::new();
+        let (mut err2, mut total2) = (0.0, 0.0);
+        for (&key, u) in &self.updates {
+            let (a, b) = match u {
+                Update::LowRank { a, b } => (a.clone(), b.clone()),
+                Update::Dense(d) => {
+                    let (a, b) = linalg::dense_svd(d, rank)?.into_lora()?;
+                    let full = linalg::frobenius(d)?;
+                    let diff = linalg::frobenius(&(d - b.matmul(&a)?)?)?;
+                    err2 += diff * diff;
+                    total2 += full * full;
+                    (a, b)
+                }
+            };
+            pairs.insert(key, (a, b));
+        }
+        let rel = if total2 > 0.0 {
+            (err2 / total2).sqrt()
+        } else {
+            0.0
+        };
+        Ok((pairs, rel))
+    }
+}
+
+/// Merges whole adapters with per-adapter weights: every (layer, module) any of them touches.
+pub fn merge_adapters(
+    sources: &[(&Adapter, f64)],
+    method: &MergeMethod,
+    cfg: &LlamaConfig,
+) -> Result<Merged> {
+    let mut merged = Merged::default();
+    for l in 0..cfg.num_hidden_layers {
+        for m in Module::ALL {
+            let parts: Vec<Part<'_>> = sources
+                .iter()
+                .filter_map(|(ad, w)| {
+                    ad.pairs.get(&(l, m)).map(|p| Part {
+                        a: &p.a,
+                        b: &p.b,
+                        scale: ad.scale(),
+                        weight: *w,
+                    })
+                })
+                .collect();
+            if parts.is_empty() {
+                continue;
+            }
+            let (inp, out) = cfg.module_shape(m);
+            let salt = (l as u64) << 8 | m.index() as u64;
+            merged
+                .updates
+                .insert((l, m), merge_module(&parts, method, (out, inp), salt)?);
+        }
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests;

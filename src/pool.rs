@@ -1,0 +1,149 @@
+//! Where adapters come from, and the pool filter.
+//!
+//! A pool is a list of adapter folders with names; loading checks every adapter against the base
+//! model and keeps a reason for each one refused. Sources: the embedded lab's pool and a folder of
+//! adapter folders.
+
+pub mod filter;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use filter::{Filter, FilterError};
+
+use crate::adapter::Adapter;
+use crate::model::LlamaConfig;
+
+/// A pool source as written in a spec or on the command line: `lab` or `dir:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolSource {
+    Lab,
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for PoolSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lab" => Ok(PoolSource::Lab),
+            _ => match s.strip_prefix("dir:") {
+                Some(p) if !p.is_empty() => Ok(PoolSource::Dir(PathBuf::from(p))),
+                _ => Err(format!("unknown pool source {s:?} (use lab or dir:PATH)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for PoolSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolSource::Lab => f.write_str("lab"),
+            PoolSource::Dir(p) => write!(f, "dir:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for PoolSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PoolSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The lab folder: `LORACYCLE_LAB` when set, else the checkout's `assets/lab`.
+pub fn lab_dir() -> PathBuf {
+    std::env::var_os("LORACYCLE_LAB")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::lab::default_dir)
+}
+
+/// An adapter folder of a pool, not yet loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// The adapter folders of a source, sorted by name. Entries that are not folders are skipped.
+pub fn list(source: &PoolSource) -> std::io::Result<Vec<Candidate>> {
+    let root = match source {
+        PoolSource::Lab => lab_dir().join("pool"),
+        PoolSource::Dir(p) => p.clone(),
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            out.push(Candidate {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                dir: entry.path(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// A loaded pool: usable adapters and the refused ones with their reasons.
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    pub adapters: Vec<Adapter>,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Loads every candidate that passes `filter`, checking it against the base model.
+pub fn load(
+    candidates: &[Candidate],
+    filter: &Filter,
+    base: &LlamaConfig,
+    base_name: Option<&str>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Pool {
+    let mut pool = Pool::default();
+    for (i, c) in candidates.iter().enumerate() {
+        progress(i, candidates.len());
+        let config = match Adapter::read_config(&c.dir, &c.name) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                pool.rejected.push((c.name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if !filter.matches_config(&c.name, &config) {
+            continue;
+        }
+        match Adapter::load(&c.dir, Some((base, base_name))) {
+            Ok(mut ad) => {
+                ad.name = c.name.clone();
+                if filter.matches(&ad) {
+                    pool.adapters.push(ad);
+                }
+            }
+            Err(e) => pool.rejected.push((c.name.clone(), e.to_string())),
+        }
+    }
+    progress(candidates.len(), candidates.len());
+    pool
+}
+
+/// The lab's oracle adapter for a held-out task, when the lab has one.
+pub fn lab_oracle(task: &str) -> Option<PathBuf> {
+    let dir = lab_dir().join("oracle").join(task);
+    dir.join("adapter_config.json").is_file().then_some(dir)
+}
+
+/// A folder name is a plain name (no separators, not `.`/`..`).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && Path::new(name).components().count() == 1
+}

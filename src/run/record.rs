@@ -1,0 +1,207 @@
+//! The run record (`record.json`) and the runs directory: one folder per run holding the spec as
+//! given (`spec.toml`) and the record, each written atomically.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::RunSpec;
+use crate::adapter::write::write_atomic;
+use crate::eval::Estimate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Finished,
+    Cancelled,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub path: String,
+    pub identity: Option<String>,
+    pub device: String,
+    pub dtype: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub name: String,
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+    /// How predictions are compared with answers: `exact` or `normalized` (whitespace, case).
+    pub matching: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub source: String,
+    pub filter: String,
+    pub usable: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChosenAdapter {
+    pub name: String,
+    pub rank: usize,
+    /// Exact match / loss alone on the train+validation examples, when scored.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exact_match: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loss: Option<f64>,
+    pub oracle: bool,
+    /// Replaced by a random-init counterpart of the same shapes.
+    pub random: bool,
+}
+
+/// One point of a tuning curve: a step of gradient tuning or LoRA training, or a generation of
+/// LoraHub's search (train_loss is then the best candidate's loss so far).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub train_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_loss: Option<f64>,
+}
+
+/// Coefficients f(c): one row per group, one column per adapter (or rank dimension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coefficients {
+    pub granularity: String,
+    pub groups: Vec<String>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoefficientSnapshot {
+    pub step: usize,
+    pub values: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub exact_match: Estimate,
+    pub loss: Estimate,
+    /// Validation loss of the kept checkpoint (tuned methods).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_loss: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Timings {
+    pub load_s: f64,
+    pub select_s: f64,
+    pub tune_s: f64,
+    pub eval_s: f64,
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    pub loracycle: String,
+    pub candle: String,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self {
+            loracycle: env!("CARGO_PKG_VERSION").into(),
+            candle: "0.11.1".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub label: String,
+    pub status: RunStatus,
+    pub started: String,
+    pub versions: Versions,
+    pub spec: RunSpec,
+    pub model: ModelInfo,
+    pub task: TaskInfo,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pool: Option<PoolInfo>,
+    pub chosen: Vec<ChosenAdapter>,
+    pub curve: Vec<CurvePoint>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub coefficient_curve: Vec<CoefficientSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub coefficients: Option<Coefficients>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub best_step: Option<usize>,
+    pub metrics: Metrics,
+    pub timings: Timings,
+}
+
+/// Where runs are kept: `--runs-dir`, else `LORACYCLE_RUNS_DIR`, else the platform data folder
+/// (`~/.local/share/loracycle/runs` on Linux).
+pub fn runs_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("LORACYCLE_RUNS_DIR") {
+        return PathBuf::from(p);
+    }
+    directories::ProjectDirs::from("", "", "loracycle")
+        .map(|d| d.data_dir().join("runs"))
+        .unwrap_or_else(|| PathBuf::from("loracycle-runs"))
+}
+
+/// A run id: UTC time, a slug of the label, and a few random hex digits.
+pub fn new_run_id(label: &str) -> String {
+    let now = std::time::SystemTime::now();
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut slug: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while slug.contains("--") {
+        slug = slug.replace("--", "-");
+    }
+    let slug: String = slug.trim_matches('-').chars().take(40).collect();
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{stamp}-{slug}-{:04x}",
+        (nanos ^ std::process::id()) & 0xffff
+    )
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Writes `spec.toml` and `record.json` into `runs/<id>/`; returns the folder.
+pub fn save(runs: &Path, record: &RunRecord) -> std::io::Result<PathBuf> {
+    let dir = runs.join(&record.id);
+    std::fs::create_dir_all(&dir)?;
+    write_atomic(&dir.join("spec.toml"), record.spec.to_toml().as_bytes())?;
+    let json = serde_json::to_string_pretty(record).expect("a record always serialises");
+    write_atomic(&dir.join("record.json"), json.as_bytes())?;
+    Ok(dir)
+}

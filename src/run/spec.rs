@@ -1,0 +1,460 @@
+//! `RunSpec`: everything that defines one run, as TOML.
+//!
+//! ```toml
+//! name = "caesar-5 / gradient"
+//! seed = 0
+//! [model]
+//! base = "lab"                  # "lab", a model folder, or a Hub id found in the HF cache
+//! [pool]
+//! source = "lab"                # "lab" or "dir:PATH"
+//! filter = "rank<=16"
+//! [task]
+//! lab = "caesar-5"              # or train/validation/test JSONL paths
+//! [selection]
+//! strategy = "top-k"
+//! k = 30
+//! [method]
+//! kind = "gradient"             # base, new-lora, gradient, lorahub, or a merge (average, ties, ...)
+//! [controls]
+//! random_init = "off"           # off, pooled, per-adapter
+//! oracle = false
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::random::RandomInit;
+use crate::merge::MergeMethod;
+use crate::model::{DevicePref, DtypePref, Module, Template};
+use crate::pool::PoolSource;
+use crate::select::Selection;
+use crate::tune::coef::GradientSpec;
+use crate::tune::lorahub::LorahubSpec;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// `lab`, a model folder, or a Hub id (`org/name`) resolved from the HF cache.
+    #[serde(default = "lab")]
+    pub base: String,
+    #[serde(default)]
+    pub template: TemplateName,
+}
+
+fn lab() -> String {
+    "lab".into()
+}
+
+/// A template as written in TOML (`auto`, `raw`, `llama3`, `lab`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TemplateName(pub Template);
+
+impl Serialize for TemplateName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TemplateName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map(TemplateName)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        Self {
+            base: lab(),
+            template: TemplateName::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    #[serde(default = "lab_source")]
+    pub source: PoolSource,
+    /// A pool filter, e.g. `rank<=16,modules=all` (see `loracycle run --help`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+}
+
+fn lab_source() -> PoolSource {
+    PoolSource::Lab
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            source: PoolSource::Lab,
+            filter: String::new(),
+        }
+    }
+}
+
+/// The target task: a lab task by name, or JSONL files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    /// Use only the first N training examples (e.g. 10 for the few-example setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples: Option<usize>,
+    /// The task's own adapter, for the oracle control with non-lab tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_adapter: Option<PathBuf>,
+}
+
+impl TaskSpec {
+    /// A short name for records and tables.
+    pub fn display_name(&self) -> String {
+        match (&self.lab, &self.train) {
+            (Some(l), _) => l.clone(),
+            (None, Some(p)) => p
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            _ => "task".into(),
+        }
+    }
+}
+
+fn r64() -> usize {
+    64
+}
+fn a16() -> f64 {
+    16.0
+}
+fn lr_new() -> f64 {
+    3e-4
+}
+fn s400() -> usize {
+    400
+}
+fn d01() -> f64 {
+    0.1
+}
+fn b8() -> usize {
+    8
+}
+fn all_modules() -> Vec<String> {
+    Module::ALL
+        .iter()
+        .map(|m| m.peft_name().to_string())
+        .collect()
+}
+fn warm() -> f64 {
+    0.1
+}
+
+/// The new-LoRA baseline: a fresh LoRA trained on the same training split (DESIGN's settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLoraSpec {
+    #[serde(default = "r64")]
+    pub rank: usize,
+    #[serde(default = "a16")]
+    pub alpha: f64,
+    #[serde(default = "lr_new")]
+    pub lr: f64,
+    #[serde(default = "s400")]
+    pub steps: usize,
+    #[serde(default = "d01")]
+    pub dropout: f64,
+    #[serde(default = "b8")]
+    pub batch_size: usize,
+    #[serde(default = "all_modules")]
+    pub modules: Vec<String>,
+    #[serde(default = "warm")]
+    pub warmup_frac: f64,
+}
+
+impl Default for NewLoraSpec {
+    fn default() -> Self {
+        Self {
+            rank: r64(),
+            alpha: a16(),
+            lr: lr_new(),
+            steps: s400(),
+            dropout: d01(),
+            batch_size: b8(),
+            modules: all_modules(),
+            warmup_frac: warm(),
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MethodSpec {
+    /// The base model alone (prompting).
+    Base,
+    /// A new LoRA trained on the training split.
+    NewLora(NewLoraSpec),
+    /// Gradient-based merging coefficients.
+    Gradient(GradientSpec),
+    /// LoraHub: gradient-free coefficients of the A/B sum.
+    Lorahub(LorahubSpec),
+    /// A non-adaptive merge with unit weights.
+    #[serde(untagged)]
+    Merge(MergeMethod),
+}
+
+impl MethodSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodSpec::Base => "base",
+            MethodSpec::NewLora(_) => "new-lora",
+            MethodSpec::Gradient(_) => "gradient",
+            MethodSpec::Lorahub(_) => "lorahub",
+            MethodSpec::Merge(m) => m.name(),
+        }
+    }
+
+    /// Whether the method merges pool adapters (and so needs a pool and a selection).
+    pub fn uses_pool(&self) -> bool {
+        !matches!(self, MethodSpec::Base | MethodSpec::NewLora(_))
+    }
+}
+
+impl Default for MethodSpec {
+    fn default() -> Self {
+        MethodSpec::Gradient(GradientSpec::default())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSpec {
+    /// Replace every selected adapter (but the oracle) by a random one of the same shapes.
+    #[serde(default)]
+    pub random_init: RandomInit,
+    /// Put the target task's own adapter in the pool, and keep it in the selection.
+    #[serde(default)]
+    pub oracle: bool,
+}
+
+fn bootstrap() -> usize {
+    1000
+}
+fn max_new() -> usize {
+    48
+}
+fn eval_batch() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Bootstrap resamples for the 95% intervals.
+    #[serde(default = "bootstrap")]
+    pub bootstrap: usize,
+    #[serde(default = "max_new")]
+    pub max_new_tokens: usize,
+    #[serde(default = "eval_batch")]
+    pub batch_size: usize,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        Self {
+            bootstrap: bootstrap(),
+            max_new_tokens: max_new(),
+            batch_size: eval_batch(),
+        }
+    }
+}
+
+fn default_selection() -> Selection {
+    Selection::TopK {
+        k: 30,
+        by: Default::default(),
+    }
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "auto_device")]
+    pub device: String,
+    #[serde(default = "auto_device")]
+    pub dtype: String,
+    #[serde(default)]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub pool: PoolSpec,
+    pub task: TaskSpec,
+    #[serde(default = "default_selection")]
+    pub selection: Selection,
+    #[serde(default)]
+    pub method: MethodSpec,
+    #[serde(default)]
+    pub controls: ControlSpec,
+    #[serde(default)]
+    pub eval: EvalSpec,
+}
+
+fn auto_device() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RunSpec {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, SpecError> {
+        let spec: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: explain_toml_error(&e),
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunSpec always serialises")
+    }
+
+    pub fn device_pref(&self) -> Result<DevicePref, SpecError> {
+        self.device
+            .parse()
+            .map_err(|e: String| SpecError::Invalid(format!("device: {e}")))
+    }
+
+    pub fn dtype_pref(&self) -> Result<DtypePref, SpecError> {
+        self.dtype
+            .parse()
+            .map_err(|e: String| SpecError::Invalid(format!("dtype: {e}")))
+    }
+
+    /// Checks what serde cannot: a task is named exactly one way, settings are in range.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |m: String| Err(SpecError::Invalid(m));
+        let t = &self.task;
+        match (&t.lab, &t.train) {
+            (Some(_), Some(_)) => {
+                return bad(
+                    "task: give either lab = NAME or train/validation/test files, not both".into(),
+                );
+            }
+            (None, None) => {
+                return bad(
+                    "task: give lab = NAME or train = FILE (with validation and test)".into(),
+                );
+            }
+            (None, Some(_)) if t.validation.is_none() || t.test.is_none() => {
+                return bad("task: train needs validation and test files too".into());
+            }
+            _ => {}
+        }
+        if t.train_examples == Some(0) {
+            return bad("task: train_examples must be at least 1".into());
+        }
+        if let MethodSpec::Merge(m) = &self.method {
+            m.validate().map_err(SpecError::Invalid)?;
+        }
+        if let MethodSpec::NewLora(n) = &self.method {
+            if n.rank == 0 || n.steps == 0 || !(0.0..1.0).contains(&n.dropout) {
+                return bad(
+                    "method new-lora: rank and steps must be at least 1 and dropout in [0, 1)"
+                        .into(),
+                );
+            }
+            for m in &n.modules {
+                if Module::from_peft_name(m).is_none() {
+                    return bad(format!(
+                        "method new-lora: unknown module {m:?} (use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+                    ));
+                }
+            }
+        }
+        if let MethodSpec::Gradient(g) = &self.method
+            && (g.steps == 0 || g.batch_size == 0)
+        {
+            return bad("method gradient: steps and batch_size must be at least 1".into());
+        }
+        if let MethodSpec::Lorahub(h) = &self.method
+            && (h.population < 2 || h.bound <= 0.0)
+        {
+            return bad("method lorahub: population must be at least 2 and bound positive".into());
+        }
+        self.device_pref()?;
+        self.dtype_pref()?;
+        self.pool
+            .filter
+            .parse::<crate::pool::Filter>()
+            .map_err(|e| SpecError::Invalid(format!("pool: {e}")))?;
+        Ok(())
+    }
+
+    /// A label for tables: the name, or method + controls.
+    pub fn label(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let mut s = format!("{} / {}", self.task.display_name(), self.method.name());
+        if self.method.uses_pool() {
+            if self.controls.random_init != RandomInit::Off {
+                s.push_str(" / random-init");
+            }
+            if self.controls.oracle {
+                s.push_str(" / oracle");
+            }
+        }
+        s
+    }
+}
+
+/// The method table's `kind` is matched against several variant sets; serde's message for a
+/// wrong kind ("did not match any variant") is replaced by the list of kinds.
+fn explain_toml_error(e: &toml::de::Error) -> String {
+    let msg = e.message();
+    if msg.contains("did not match any variant") {
+        let kinds = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
+        return format!(
+            "[method]: unknown kind or a setting it does not take (kinds: {kinds}){}",
+            e.span()
+                .map(|s| format!(" at bytes {}..{}", s.start, s.end))
+                .unwrap_or_default()
+        );
+    }
+    e.to_string().trim_end().to_string()
+}

@@ -1,0 +1,253 @@
+//! Selection strategies: which adapters of the pool go into a merge.
+//!
+//! Scores come from [`score_adapters`]: each adapter alone on the task's training examples, exact
+//! match by teacher forcing (one forward, the same verdict as a greedy decode) plus the answer
+//! loss, which breaks exact-match ties.
+
+use candle_core::DType;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Adapter, branches_for};
+use crate::eval::{Result, answer_losses, teacher_forced_exact};
+use crate::model::Llama;
+use crate::model::template::EncodedExample;
+
+/// What top-k ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreMetric {
+    /// Exact match on the examples, ties broken by loss (the paper's choice).
+    #[default]
+    ExactMatch,
+    /// Mean answer-token loss, lower first.
+    Loss,
+}
+
+/// A selection strategy (the `[selection]` table of a run spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Selection {
+    /// k adapters drawn uniformly (seeded; the run's seed when unset).
+    Random {
+        k: usize,
+        #[serde(default)]
+        seed: Option<u64>,
+    },
+    /// The k adapters that score best alone on the training examples.
+    TopK {
+        k: usize,
+        #[serde(default)]
+        by: ScoreMetric,
+    },
+    /// The k adapters whose ΔW is most similar (cosine) to that of adapter `to` (a pool name or
+    /// an adapter folder).
+    Similar { to: String, k: usize },
+    /// Exactly these adapters, by pool name.
+    Manual { adapters: Vec<String> },
+    /// Every adapter of the pool.
+    All,
+}
+
+impl Selection {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Selection::Random { .. } => "random",
+            Selection::TopK { .. } => "top-k",
+            Selection::Similar { .. } => "similar",
+            Selection::Manual { .. } => "manual",
+            Selection::All => "all",
+        }
+    }
+
+    pub fn needs_scores(&self) -> bool {
+        matches!(self, Selection::TopK { .. })
+    }
+}
+
+/// One adapter's score on the task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub exact_match: f64,
+    pub loss: f64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SelectError {
+    #[error("selection {strategy}: k = {k} but the pool holds {pool} usable adapters")]
+    TooFew {
+        strategy: &'static str,
+        k: usize,
+        pool: usize,
+    },
+    #[error("selection: k must be at least 1")]
+    ZeroK,
+    #[error("selection manual: no adapter named {0:?} in the pool")]
+    Unknown(String),
+    #[error("selection similar: reference adapter {0:?} is neither in the pool nor a folder")]
+    UnknownReference(String),
+}
+
+/// Each adapter alone on `examples`.
+pub fn score_adapters(
+    model: &Llama,
+    pad_id: u32,
+    adapters: &[&Adapter],
+    examples: &[EncodedExample],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Score>> {
+    let cfg = model.config();
+    let mut out = Vec::with_capacity(adapters.len());
+    for (i, ad) in adapters.iter().enumerate() {
+        let br = branches_for(&[(*ad, 1.0)], cfg, model.dtype(), model.device())?;
+        let folded = model.fold(&br)?;
+        let (mut hits, mut loss) = (0usize, 0.0);
+        for chunk in examples.chunks(64) {
+            hits += teacher_forced_exact(&folded, pad_id, chunk, None)?
+                .iter()
+                .filter(|&&e| e)
+                .count();
+            loss += answer_losses(&folded, pad_id, chunk, None)?
+                .iter()
+                .sum::<f64>();
+        }
+        let n = examples.len().max(1) as f64;
+        out.push(Score {
+            exact_match: hits as f64 / n,
+            loss: loss / n,
+        });
+        progress(i + 1, adapters.len());
+    }
+    Ok(out)
+}
+
+/// ⟨ΔW_a, ΔW_b⟩ summed over every (layer, module) both touch, through r × r products:
+/// ⟨sₐBₐAₐ, s_bB_bA_b⟩ = sₐs_b Σ (AₐA_bᵀ) ⊙ (BₐᵀB_b).
+pub fn delta_dot(a: &Adapter, b: &Adapter) -> candle_core::Result<f64> {
+    let mut dot = 0.0;
+    for (key, pa) in &a.pairs {
+        if let Some(pb) = b.pairs.get(key) {
+            let aa = pa.a.matmul(&pb.a.t()?)?;
+            let bb = pa.b.t()?.matmul(&pb.b)?;
+            dot += (aa * bb)?
+                .to_dtype(DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+    }
+    Ok(dot * a.scale() * b.scale())
+}
+
+/// Cosine similarity of the adapters' whole updates.
+pub fn delta_cosine(a: &Adapter, b: &Adapter) -> candle_core::Result<f64> {
+    let na = delta_dot(a, a)?.sqrt();
+    let nb = delta_dot(b, b)?.sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return Ok(0.0);
+    }
+    Ok(delta_dot(a, b)? / (na * nb))
+}
+
+/// The chosen pool indices, in ranking order where the strategy ranks.
+pub fn select(
+    selection: &Selection,
+    pool: &[&Adapter],
+    scores: Option<&[Score]>,
+    reference: Option<&Adapter>,
+    run_seed: u64,
+) -> std::result::Result<Vec<usize>, SelectError> {
+    let check_k = |k: usize| {
+        if k == 0 {
+            Err(SelectError::ZeroK)
+        } else if k > pool.len() {
+            Err(SelectError::TooFew {
+                strategy: selection.name(),
+                k,
+                pool: pool.len(),
+            })
+        } else {
+            Ok(k)
+        }
+    };
+    match selection {
+        Selection::All => Ok((0..pool.len()).collect()),
+        Selection::Random { k, seed } => {
+            let k = check_k(*k)?;
+            let mut idx: Vec<usize> = (0..pool.len()).collect();
+            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.unwrap_or(run_seed)));
+            idx.truncate(k);
+            Ok(idx)
+        }
+        Selection::TopK { k, by } => {
+            let k = check_k(*k)?;
+            let scores = scores.expect("top-k is given scores");
+            let names: Vec<&str> = pool.iter().map(|a| a.name.as_str()).collect();
+            let mut idx = rank_by(scores, &names, *by);
+            idx.truncate(k);
+            Ok(idx)
+        }
+        Selection::Similar { to, k } => {
+            let k = check_k(*k)?;
+            let reference = reference.ok_or_else(|| SelectError::UnknownReference(to.clone()))?;
+            let mut sims: Vec<(usize, f64)> = pool
+                .iter()
+                .enumerate()
+                .map(|(i, ad)| (i, delta_cosine(ad, reference).unwrap_or(f64::NEG_INFINITY)))
+                .collect();
+            sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            Ok(sims.into_iter().take(k).map(|(i, _)| i).collect())
+        }
+        Selection::Manual { adapters } => adapters
+            .iter()
+            .map(|name| {
+                pool.iter()
+                    .position(|a| &a.name == name)
+                    .ok_or_else(|| SelectError::Unknown(name.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// Pool indices ranked best first by `by`; ties fall back to loss, then name.
+pub fn rank_by(scores: &[Score], names: &[&str], by: ScoreMetric) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&i, &j| {
+        let (a, b) = (scores[i], scores[j]);
+        let primary = match by {
+            ScoreMetric::ExactMatch => b.exact_match.total_cmp(&a.exact_match),
+            ScoreMetric::Loss => std::cmp::Ordering::Equal,
+        };
+        primary
+            .then(a.loss.total_cmp(&b.loss))
+            .then(names[i].cmp(names[j]))
+    });
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_breaks_exact_match_ties_by_loss_then_name() {
+        let s = |exact_match, loss| Score { exact_match, loss };
+        let scores = [
+            s(0.5, 1.0),
+            s(0.9, 2.0),
+            s(0.5, 0.5),
+            s(0.0, 0.1),
+            s(0.5, 0.5),
+        ];
+        let names = ["e", "d", "c", "b", "a"];
+        assert_eq!(
+            rank_by(&scores, &names, ScoreMetric::ExactMatch),
+            vec![1, 4, 2, 0, 3]
+        );
+        assert_eq!(
+            rank_by(&scores, &names, ScoreMetric::Loss),
+            vec![3, 4, 2, 0, 1]
+        );
+    }
+}

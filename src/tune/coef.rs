@@ -1,0 +1,468 @@
+//! Gradient-based merging coefficients: the selected adapters stay frozen in a concatenated side
+//! branch whose gates are f(c)·s, and only the coefficients c are trained (AdamW on answer-token
+//! loss), keeping the checkpoint with the best validation loss.
+//!
+//! All granularities share one layout: a coefficient matrix C of shape (groups, columns). A group
+//! is what one set of coefficients covers (everything, a layer, a sublayer, a module); a column is
+//! an adapter, or one rank dimension of an adapter. Each (layer, module) branch reads its gate from
+//! its group's row through an index of columns, so the gradient reaches C through `index_select`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use serde::{Deserialize, Serialize};
+
+use super::optim::{Schedule, Trainer};
+use crate::adapter::Adapter;
+use crate::eval::{Result, token_nll};
+use crate::model::branch::Branch;
+use crate::model::template::EncodedExample;
+use crate::model::{Branches, Llama, Module};
+
+/// What one coefficient covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One per adapter.
+    Lora,
+    /// One per (adapter, layer).
+    Layer,
+    /// One per (adapter, layer, attention or MLP).
+    Sublayer,
+    /// One per (adapter, layer, module) — the paper's recipe.
+    #[default]
+    Module,
+    /// One per (adapter, layer, module, rank dimension).
+    Rank,
+}
+
+/// f in gate = f(c)·s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Identity,
+    Squared,
+    Sigmoid,
+    /// Softmax over the columns of each group.
+    Softmax,
+    /// x for x > 0, 0.01·x otherwise (gradient 0.01 at 0, so zero init still learns).
+    #[default]
+    LeakyRelu,
+}
+
+/// Initial value of c (before the activation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    #[default]
+    Zero,
+    /// Uniform in ±1/√k (seeded).
+    Uniform,
+    /// Normal with std 1/√k (seeded).
+    Normal,
+    /// Every coefficient 1/√k.
+    Equal,
+}
+
+fn lr() -> f64 {
+    5e-2
+}
+fn steps() -> usize {
+    100
+}
+fn batch() -> usize {
+    8
+}
+fn warmup() -> f64 {
+    0.1
+}
+fn eval_every() -> usize {
+    10
+}
+
+/// Settings of gradient-based coefficient tuning; defaults are the paper's recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientSpec {
+    #[serde(default)]
+    pub granularity: Granularity,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default)]
+    pub init: Init,
+    #[serde(default = "lr")]
+    pub lr: f64,
+    #[serde(default = "steps")]
+    pub steps: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    /// Fraction of the steps spent warming up, then cosine decay to zero.
+    #[serde(default = "warmup")]
+    pub warmup_frac: f64,
+    /// Validation loss is measured every this many steps; the best checkpoint is kept.
+    #[serde(default = "eval_every")]
+    pub eval_every: usize,
+    /// Weight of the L1 penalty on the activated coefficients, mean |f(c)|.
+    #[serde(default)]
+    pub l1: f64,
+}
+
+impl Default for GradientSpec {
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::default(),
+            activation: Activation::default(),
+            init: Init::default(),
+            lr: lr(),
+            steps: steps(),
+            batch_size: batch(),
+            warmup_frac: warmup(),
+            eval_every: eval_every(),
+            l1: 0.0,
+        }
+    }
+}
+
+/// The coefficient layout of a set of adapters under a granularity.
+pub struct Layout {
+    pub granularity: Granularity,
+    pub groups: usize,
+    pub columns: usize,
+    /// First column of each adapter (rank granularity) or the adapter index itself.
+    offsets: Vec<usize>,
+    num_layers: usize,
+}
+
+impl Layout {
+    pub fn new(adapters: &[&Adapter], num_layers: usize, granularity: Granularity) -> Self {
+        let groups = match granularity {
+            Granularity::Lora => 1,
+            Granularity::Layer => num_layers,
+            Granularity::Sublayer => 2 * num_layers,
+            Granularity::Module | Granularity::Rank => 7 * num_layers,
+        };
+        let mut offsets = Vec::with_capacity(adapters.len());
+        let mut columns = 0;
+        for ad in adapters {
+            offsets.push(columns);
+            columns += if granularity == Granularity::Rank {
+                ad.rank()
+            } else {
+                1
+            };
+        }
+        Self {
+            granularity,
+            groups,
+            columns,
+            offsets,
+            num_layers,
+        }
+    }
+
+    pub fn group(&self, layer: usize, module: Module) -> usize {
+        match self.granularity {
+            Granularity::Lora => 0,
+            Granularity::Layer => layer,
+            Granularity::Sublayer => 2 * layer + usize::from(module.block() == "mlp"),
+            Granularity::Module | Granularity::Rank => 7 * layer + module.index(),
+        }
+    }
+
+    /// The columns read by adapter `i`'s `rank` slice.
+    fn columns_of(&self, i: usize, rank: usize) -> impl Iterator<Item = u32> + '_ {
+        let rank_wise = self.granularity == Granularity::Rank;
+        let start = self.offsets[i];
+        (0..rank).map(move |j| (if rank_wise { start + j } else { start }) as u32)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+}
+
+/// f(c), elementwise (or per group row for softmax), differentiable.
+pub fn activate(c: &Tensor, f: Activation) -> candle_core::Result<Tensor> {
+    match f {
+        Activation::Identity => Ok(c.clone()),
+        Activation::Squared => c.sqr(),
+        Activation::Sigmoid => (c.neg()?.exp()? + 1.0)?.recip(),
+        Activation::Softmax => candle_nn::ops::softmax(c, D::Minus1),
+        Activation::LeakyRelu => c.gt(0.0)?.where_cond(c, &(c * 0.01)?),
+    }
+}
+
+/// The frozen concatenated branch of one (layer, module) and how its gate reads C.
+struct Slot {
+    layer: usize,
+    module: Module,
+    a: Tensor,
+    b: Tensor,
+    group: usize,
+    columns: Tensor,
+    scales: Tensor,
+}
+
+/// The selected adapters as frozen branches whose gates are computed from a coefficient matrix.
+pub struct CoefficientBranches {
+    pub layout: Layout,
+    slots: Vec<Slot>,
+    activation: Activation,
+}
+
+impl CoefficientBranches {
+    pub fn new(
+        adapters: &[&Adapter],
+        num_layers: usize,
+        granularity: Granularity,
+        activation: Activation,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let layout = Layout::new(adapters, num_layers, granularity);
+        let mut slots = Vec::new();
+        for l in 0..num_layers {
+            for m in Module::ALL {
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                let mut cols = Vec::new();
+                let mut scales = Vec::new();
+                for (i, ad) in adapters.iter().enumerate() {
+                    if let Some(p) = ad.pairs.get(&(l, m)) {
+                        let r = p.a.dim(0)?;
+                        a.push(p.a.clone());
+                        b.push(p.b.clone());
+                        cols.extend(layout.columns_of(i, r));
+                        scales.extend(std::iter::repeat_n(ad.scale() as f32, r));
+                    }
+                }
+                if a.is_empty() {
+                    continue;
+                }
+                let n = cols.len();
+                slots.push(Slot {
+                    layer: l,
+                    module: m,
+                    a: Tensor::cat(&a, 0)?.to_device(device)?.to_dtype(dtype)?,
+                    b: Tensor::cat(&b, 1)?.to_device(device)?.to_dtype(dtype)?,
+                    group: layout.group(l, m),
+                    columns: Tensor::from_vec(cols, n, device)?,
+                    scales: Tensor::from_vec(scales, n, device)?.to_dtype(dtype)?,
+                });
+            }
+        }
+        Ok(Self {
+            layout,
+            slots,
+            activation,
+        })
+    }
+
+    /// Branches with gates f(C)[group, column]·s; differentiable in `c` (groups × columns).
+    pub fn branches(&self, c: &Tensor) -> candle_core::Result<Branches> {
+        let fc = activate(c, self.activation)?;
+        let mut out = Branches::empty(self.layout.num_layers());
+        for s in &self.slots {
+            let gate = fc
+                .i(s.group)?
+                .index_select(&s.columns, 0)?
+                .to_dtype(s.scales.dtype())?
+                .mul(&s.scales)?;
+            out.set(
+                s.layer,
+                s.module,
+                Some(Branch {
+                    a: s.a.clone(),
+                    b: s.b.clone(),
+                    gate,
+                }),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The initial coefficient matrix.
+    pub fn init(
+        &self,
+        init: Init,
+        k: usize,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let shape = (self.layout.groups, self.layout.columns);
+        let n = shape.0 * shape.1;
+        let bound = 1.0 / (k.max(1) as f64).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let values: Vec<f32> = match init {
+            Init::Zero => vec![0.0; n],
+            Init::Equal => vec![bound as f32; n],
+            Init::Uniform => {
+                let u = Uniform::new(-bound, bound).expect("bound > 0");
+                (0..n).map(|_| u.sample(&mut rng) as f32).collect()
+            }
+            Init::Normal => {
+                let d = Normal::new(0.0, bound).expect("std > 0");
+                (0..n).map(|_| d.sample(&mut rng) as f32).collect()
+            }
+        };
+        Tensor::from_vec(values, shape, device)
+    }
+}
+
+/// One row of a tuning curve.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepReport {
+    pub step: usize,
+    pub train_loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_loss: Option<f64>,
+    /// f(c) at this step, (groups × columns), when a validation check happened.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub coefficients: Option<Vec<Vec<f32>>>,
+}
+
+/// The outcome: the best checkpoint's coefficients (raw and activated) and the curve.
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    pub raw: Tensor,
+    pub activated: Vec<Vec<f32>>,
+    pub best_step: usize,
+    pub best_val_loss: f64,
+    pub steps: usize,
+    pub curve: Vec<StepReport>,
+}
+
+/// Token-mean answer loss over `examples` in batches (no gradients).
+pub fn mean_token_loss(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+    batch_size: usize,
+) -> Result<f64> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let (nll, _) = token_nll(model, pad_id, chunk, branches)?;
+        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        count += nll.dim(0)?;
+    }
+    Ok(if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    })
+}
+
+fn activated_rows(c: &Tensor, f: Activation) -> candle_core::Result<Vec<Vec<f32>>> {
+    activate(c, f)?.to_dtype(DType::F32)?.to_vec2::<f32>()
+}
+
+/// Tunes the coefficients of `branches` on `train`, checking `val` every `eval_every` steps.
+/// `progress` sees every step; a set `cancel` stops after the step in flight and keeps the best
+/// checkpoint so far.
+#[allow(clippy::too_many_arguments)]
+pub fn tune_coefficients(
+    model: &Llama,
+    pad_id: u32,
+    branches: &CoefficientBranches,
+    k: usize,
+    train: &[EncodedExample],
+    val: &[EncodedExample],
+    spec: &GradientSpec,
+    seed: u64,
+    progress: &mut dyn FnMut(&StepReport),
+    cancel: Option<&AtomicBool>,
+) -> Result<Tuned> {
+    let dev = model.device().clone();
+    let c0 = branches.init(spec.init, k, seed, &dev)?;
+    let var = Var::from_tensor(&c0.to_dtype(DType::F32)?)?;
+    let mut grad_model = model.clone();
+    grad_model.set_differentiable(true);
+    grad_model.set_dense_delta_grad(true);
+    let schedule = Schedule {
+        peak: spec.lr,
+        warmup: ((spec.steps as f64 * spec.warmup_frac).round() as usize).max(1),
+        total: spec.steps,
+        final_frac: 0.0,
+    };
+    let mut trainer = Trainer::new(vec![var.clone()], (0.9, 0.999), 0.0, Some(1.0))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0ef);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut cursor = order.len();
+    let mut best: Option<(f64, usize, Tensor)> = None;
+    let mut curve = Vec::with_capacity(spec.steps);
+    let mut done = 0;
+    let eval_every = spec.eval_every.max(1);
+    for step in 0..spec.steps {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            break;
+        }
+        let mut batch = Vec::with_capacity(spec.batch_size);
+        while batch.len() < spec.batch_size.min(train.len()) {
+            if cursor == order.len() {
+                order.shuffle(&mut rng);
+                cursor = 0;
+            }
+            batch.push(train[order[cursor]].clone());
+            cursor += 1;
+        }
+        let br = branches.branches(var.as_tensor())?;
+        let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
+        let mut loss = nll.mean_all()?.to_dtype(DType::F32)?;
+        if spec.l1 > 0.0 {
+            let fc = activate(var.as_tensor(), branches.activation)?;
+            loss = (loss + (fc.abs()?.mean_all()? * spec.l1)?)?;
+        }
+        let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !train_loss.is_finite() {
+            return Err(crate::eval::EvalError::Model(
+                crate::model::ModelError::Weight {
+                    name: "coefficients".into(),
+                    reason: format!("training loss became {train_loss} at step {}", step + 1),
+                },
+            ));
+        }
+        trainer.step(&loss, schedule.lr(step))?;
+        done = step + 1;
+        let mut report = StepReport {
+            step: done,
+            train_loss,
+            val_loss: None,
+            coefficients: None,
+        };
+        if done % eval_every == 0 || done == spec.steps {
+            let snapshot = var.as_tensor().detach();
+            let br = branches.branches(&snapshot)?;
+            let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
+            report.val_loss = Some(v);
+            report.coefficients = Some(activated_rows(&snapshot, branches.activation)?);
+            if best.as_ref().is_none_or(|(b, _, _)| v < *b) {
+                best = Some((v, done, snapshot));
+            }
+        }
+        progress(&report);
+        curve.push(report);
+    }
+    let (best_val_loss, best_step, raw) = match best {
+        Some(b) => b,
+        None => {
+            // Cancelled before the first check: the current coefficients, measured once.
+            let snapshot = var.as_tensor().detach();
+            let br = branches.branches(&snapshot)?;
+            let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
+            (v, done, snapshot)
+        }
+    };
+    Ok(Tuned {
+        activated: activated_rows(&raw, branches.activation)?,
+        raw,
+        best_step,
+        best_val_loss,
+        steps: done,
+        curve,
+    })
+}
