@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Adapter, branches_for};
-use crate::eval::{Result, answer_losses, teacher_forced_exact};
+use crate::eval::{Result, answer_scores};
 use crate::model::Llama;
 use crate::model::template::EncodedExample;
 
@@ -105,13 +105,9 @@ pub fn score_adapters(
         let folded = model.fold(&br)?;
         let (mut hits, mut loss) = (0usize, 0.0);
         for chunk in examples.chunks(64) {
-            hits += teacher_forced_exact(&folded, pad_id, chunk, None)?
-                .iter()
-                .filter(|&&e| e)
-                .count();
-            loss += answer_losses(&folded, pad_id, chunk, None)?
-                .iter()
-                .sum::<f64>();
+            let (exact, losses) = answer_scores(&folded, pad_id, chunk, None)?;
+            hits += exact.iter().filter(|&&e| e).count();
+            loss += losses.iter().sum::<f64>();
         }
         let n = examples.len().max(1) as f64;
         out.push(Score {

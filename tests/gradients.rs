@@ -103,6 +103,7 @@ fn training_a_lora_lowers_the_loss() {
         &enc,
         &[],
         &spec,
+        0.0,
         &mut |_, l| losses.push(l),
         None,
     )

@@ -98,3 +98,36 @@ pub fn answer_losses(
         .map(|(s, c)| if c == 0 { f64::NAN } else { s / c as f64 })
         .collect())
 }
+
+/// Exact match (teacher-forced) and mean answer loss of every example from one forward.
+pub fn answer_scores(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<(Vec<bool>, Vec<f64>)> {
+    let (logits, targets, owner) = answer_rows(model, pad_id, examples, branches)?;
+    let hits = logits.argmax(D::Minus1)?.eq(&targets)?.to_vec1::<u8>()?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let nll = logp
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    let n = examples.len();
+    let mut exact = vec![true; n];
+    let mut sum = vec![0f64; n];
+    let mut count = vec![0usize; n];
+    for ((hit, v), &o) in hits.iter().zip(&nll).zip(&owner) {
+        exact[o] &= *hit == 1;
+        sum[o] += v;
+        count[o] += 1;
+    }
+    let losses = sum
+        .into_iter()
+        .zip(count)
+        .map(|(s, c)| if c == 0 { f64::NAN } else { s / c as f64 })
+        .collect();
+    Ok((exact, losses))
+}
