@@ -1,0 +1,85 @@
+//! What the benchmarks share: a random Llama of a fixed shape and a timer.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+
+use loracycle::model::{Llama, LlamaConfig, Module};
+
+pub fn config() -> LlamaConfig {
+    serde_json::from_value(serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 32000,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+        "tie_word_embeddings": false
+    }))
+    .unwrap()
+}
+
+/// Weights N(0, 0.02), norms 1; with `as_vars` every weight is a variable (full gradients).
+pub fn random_model(cfg: &LlamaConfig, dev: &Device, as_vars: bool) -> Llama {
+    let mut t = HashMap::new();
+    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+    let rnd = |shape: &[usize]| {
+        let t = Tensor::randn(0f32, 0.02, shape, dev).unwrap();
+        if as_vars {
+            Var::from_tensor(&t).unwrap().as_tensor().clone()
+        } else {
+            t
+        }
+    };
+    t.insert("model.embed_tokens.weight".to_string(), rnd(&[v, h]));
+    t.insert("lm_head.weight".to_string(), rnd(&[v, h]));
+    t.insert(
+        "model.norm.weight".to_string(),
+        Tensor::ones(h, DType::F32, dev).unwrap(),
+    );
+    for l in 0..cfg.num_hidden_layers {
+        for m in Module::ALL {
+            let (i, o) = cfg.module_shape(m);
+            t.insert(
+                format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
+                rnd(&[o, i]),
+            );
+        }
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            t.insert(
+                format!("model.layers.{l}.{n}.weight"),
+                Tensor::ones(h, DType::F32, dev).unwrap(),
+            );
+        }
+    }
+    let vb = VarBuilder::from_tensors(t, DType::F32, dev);
+    Llama::from_var_builder(cfg.clone(), vb, DType::F32, dev).unwrap()
+}
+
+/// (median, minimum) wall time in ms over `iters` runs after 3 warm-up runs.
+pub fn time_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..3 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0])
+}
+
+/// `--iters N` from the command line.
+pub fn iters_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--iters")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,321 @@
+//! `loracycle run` and `loracycle merge` end to end on the shipped lab: a few-step gradient run
+//! with its record, a base run agreeing with `loracycle eval`, a merge written as a PEFT adapter,
+//! and the exact messages for bad specs.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::cargo_bin("loracycle").unwrap();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn write_spec(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn a_gradient_run_on_the_lab_writes_its_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "grad.toml",
+        r#"
+name = "ci gradient"
+seed = 3
+[task]
+lab = "caesar-5"
+train_examples = 24
+[selection]
+strategy = "random"
+k = 4
+[method]
+kind = "gradient"
+steps = 6
+eval_every = 3
+batch_size = 4
+[eval]
+bootstrap = 200
+"#,
+    );
+    let runs = tmp.path().join("runs");
+    let (code, out, err) = run(
+        &["run", &spec, "--json", "--runs-dir", runs.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rec["status"], "finished");
+    assert_eq!(rec["label"], "ci gradient");
+    assert_eq!(rec["task"]["name"], "caesar-5");
+    assert_eq!(rec["task"]["train"], 24);
+    assert_eq!(rec["task"]["validation"], 20);
+    assert_eq!(rec["task"]["test"], 100);
+    // Four pool adapters, all real, all lab pool folders.
+    let chosen = rec["chosen"].as_array().unwrap();
+    assert_eq!(chosen.len(), 4);
+    for c in chosen {
+        let name = c["name"].as_str().unwrap();
+        assert!(Path::new("assets/lab/pool").join(name).is_dir(), "{name}");
+        assert_eq!(c["random"], false);
+        assert_eq!(c["oracle"], false);
+    }
+    // Six steps, validation at 3 and 6, the best of the two kept.
+    let curve = rec["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 6);
+    let vals: Vec<f64> = curve
+        .iter()
+        .filter_map(|p| p["val_loss"].as_f64())
+        .collect();
+    assert_eq!(vals.len(), 2);
+    let best = rec["best_step"].as_u64().unwrap();
+    assert!(best == 3 || best == 6);
+    let best_val = vals[(best / 3 - 1) as usize];
+    assert_eq!(rec["metrics"]["val_loss"].as_f64().unwrap(), best_val);
+    assert!(best_val <= vals[0].min(vals[1]));
+    // Coefficients: one row per (layer, module), one column per adapter.
+    let coef = &rec["coefficients"];
+    assert_eq!(coef["granularity"], "module");
+    assert_eq!(coef["groups"].as_array().unwrap().len(), 4 * 7);
+    assert_eq!(coef["columns"].as_array().unwrap().len(), 4);
+    assert_eq!(rec["coefficient_curve"].as_array().unwrap().len(), 2);
+    let em = &rec["metrics"]["exact_match"];
+    assert_eq!(em["n"], 100);
+    let (lo, mean, hi) = (
+        em["lo"].as_f64().unwrap(),
+        em["mean"].as_f64().unwrap(),
+        em["hi"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= lo && lo <= mean && mean <= hi && hi <= 1.0);
+    // The record on disk is the one printed, and its spec reads back.
+    let folder = runs.join(rec["id"].as_str().unwrap());
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("record.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk, rec);
+    let spec_back = loracycle::run::RunSpec::read(&folder.join("spec.toml")).unwrap();
+    let spec_given: loracycle::run::RunSpec = serde_json::from_value(rec["spec"].clone()).unwrap();
+    assert_eq!(spec_back, spec_given);
+    assert_eq!(
+        spec_back,
+        loracycle::run::RunSpec::read(Path::new(&spec)).unwrap()
+    );
+}
+
+#[test]
+fn a_base_run_agrees_with_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "base.toml",
+        "[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+    );
+    let (code, out, err) = run(
+        &[
+            "run",
+            &spec,
+            "--json",
+            "--runs-dir",
+            tmp.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rec["label"], "which-is-smaller / base");
+    assert!(rec["chosen"].as_array().unwrap().is_empty());
+    let (code, out, err) = run(
+        &[
+            "eval",
+            "--model",
+            "assets/lab/base",
+            "--data",
+            "assets/lab/tasks/which-is-smaller/test.jsonl",
+            "--metric",
+            "both",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ev: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rec["metrics"]["exact_match"]["mean"].as_f64().unwrap(),
+        ev["exact_match"].as_f64().unwrap()
+    );
+    let (a, b) = (
+        rec["metrics"]["loss"]["mean"].as_f64().unwrap(),
+        ev["mean_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "run loss {a} vs eval loss {b}");
+}
+
+#[test]
+fn bad_specs_get_a_message_naming_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"magic\"\n",
+            "[method]: unknown kind or a setting it does not take (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\ntrain = \"t.jsonl\"\n",
+            "task: give either lab = NAME or train/validation/test files, not both",
+        ),
+        (
+            "[task]\nlab = \"nope\"\n[method]\nkind = \"base\"\n",
+            "task: the lab has no held-out task \"nope\" (it has add-mod-9, caesar-5, contains-e, interleave, mirror, reverse-uppercase, rotate-4, run-length, table-m, table-n, table-o, table-p, table-q, which-is-smaller)",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"ties\"\ndensity = 0\n",
+            "ties: density must be in (0, 1], got 0",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\n[pool]\nfilter = \"size<3\"\n",
+            "pool: filter condition \"size<3\": unknown key \"size\" (use name, rank, alpha or modules)",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\n[selection]\nstrategy = \"random\"\nk = 100000\n[method]\nkind = \"average\"\n",
+            "selection random: k = 100000 but the pool holds",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let spec = write_spec(tmp.path(), &format!("bad{i}.toml"), text);
+        let (code, _, err) = run(
+            &["run", &spec, "--runs-dir", tmp.path().to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(code, 1, "case {i}");
+        assert!(
+            err.contains(want),
+            "case {i}: stderr {err:?} lacks {want:?}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .all(|e| e.path().extension().is_some_and(|x| x == "toml")),
+        "a failed run leaves no run folder"
+    );
+}
+
+#[test]
+fn merge_writes_an_adapter_that_loads_and_matches_the_exact_sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged");
+    let a = "tests/fixtures/adapters/qv-r4";
+    let b = "tests/fixtures/adapters/all-r8-rslora";
+    let (code, stdout, err) = run(
+        &[
+            "merge",
+            "--model",
+            "tests/fixtures/tiny",
+            "--adapter",
+            a,
+            "--adapter",
+            b,
+            "--weights",
+            "0.7,-0.4",
+            "--method",
+            "sum",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "merged 2 adapters with sum into {} (rank 12, exact)",
+            out.display()
+        )
+    );
+    // The merged adapter gives the same losses as the two applied with those weights.
+    let eval = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "eval",
+            "--model",
+            "tests/fixtures/tiny",
+            "--data",
+            "tests/fixtures/data.jsonl",
+            "--template",
+            "raw",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let merged = eval(&["--adapter", out.to_str().unwrap()]);
+    let both = eval(&["--adapter", a, "--adapter", b, "--weights", "0.7,-0.4"]);
+    let (x, y) = (
+        merged["mean_loss"].as_f64().unwrap(),
+        both["mean_loss"].as_f64().unwrap(),
+    );
+    assert!((x - y).abs() < 1e-5, "merged {x} vs weighted {y}");
+    // TIES is dense: written truncated, with the error printed.
+    let ties = tmp.path().join("ties");
+    let (code, stdout, err) = run(
+        &[
+            "merge",
+            "--model",
+            "tests/fixtures/tiny",
+            "--adapter",
+            a,
+            "--adapter",
+            b,
+            "--method",
+            "ties",
+            "--density",
+            "0.2",
+            "--rank",
+            "4",
+            "--out",
+            ties.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains("(rank 4, rank-4 truncation, relative error 0."),
+        "{stdout}"
+    );
+    let (code, _, err) = run(&["inspect", ties.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(
+        &[
+            "merge",
+            "--model",
+            "tests/fixtures/tiny",
+            "--adapter",
+            a,
+            "--method",
+            "average",
+            "--density",
+            "0.3",
+            "--out",
+            ties.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        "error: --density applies to ties, dare and dare-ties only"
+    );
+}
