@@ -319,3 +319,36 @@ fn merge_writes_an_adapter_that_loads_and_matches_the_exact_sum() {
         "error: --density applies to ties, dare and dare-ties only"
     );
 }
+
+#[test]
+fn peft_loads_what_merge_writes() {
+    // tests/fixtures/merged-by-loracycle/sum was written by this command and checked with peft
+    // (make_golden.py --check-written ... --out peft_check_merge.json): the same bytes today mean
+    // the check still holds.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sum");
+    let a = "tests/fixtures/adapters";
+    let (code, _, err) = run(
+        &[
+            "merge", "--model", "tests/fixtures/tiny",
+            "--adapter", &format!("{a}/qv-r4"), "--adapter", &format!("{a}/all-r8-rslora"),
+            "--adapter", &format!("{a}/mlp-r2"), "--weights", "0.7,-0.4,1.3", "--method", "sum",
+            "--out", out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let committed = Path::new("tests/fixtures/merged-by-loracycle/sum");
+    for f in ["adapter_model.safetensors", "adapter_config.json"] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == std::fs::read(committed.join(f)).unwrap(),
+            "{f} differs from the committed, peft-checked one"
+        );
+    }
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/peft_check_merge.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["adapter_dir"], "tests/fixtures/merged-by-loracycle/sum");
+}
