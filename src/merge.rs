@@ -325,10 +325,7 @@ impl Merged {
 
     /// Every update as a rank-≤`rank` LoRA pair (A, B) for export, with the relative Frobenius
     /// truncation error ‖ΔW − B·A‖ / ‖ΔW‖ pooled over modules (0 for exact low-rank results).
-    pub fn to_lora(
-        &self,
-        rank: usize,
-    ) -> Result<(BTreeMap<(usize, Module), (Tensor, Tensor)>, f64)> {
+    pub fn to_lora(&self, rank: usize) -> Result<(crate::adapter::write::PairMap, f64)> {
         let mut pairs = BTreeMap::new();
         let (mut err2, mut total2) = (0.0, 0.0);
         for (&key, u) in &self.updates {

@@ -293,3 +293,37 @@ fn random_init_keeps_shapes_and_spread() {
         }
     }
 }
+
+#[test]
+fn similarity_is_the_cosine_of_the_dense_updates() {
+    use loracycle::select::{delta_cosine, delta_dot};
+    let ads = adapters();
+    let (a, b) = (&ads[0], &ads[1]);
+    // Against the dense ΔW = s·B·A of every shared (layer, module), summed.
+    let mut dot = 0.0;
+    for (key, pa) in &a.pairs {
+        if let Some(pb) = b.pairs.get(key) {
+            let da = (pa.b.matmul(&pa.a).unwrap() * a.scale()).unwrap();
+            let db = (pb.b.matmul(&pb.a).unwrap() * b.scale()).unwrap();
+            dot += (da * db)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+        }
+    }
+    let got = delta_dot(a, b).unwrap();
+    assert!(
+        (got - dot).abs() <= 1e-5 * dot.abs().max(1e-6),
+        "{got} vs {dot}"
+    );
+    assert!((delta_cosine(a, a).unwrap() - 1.0).abs() < 1e-6);
+    let mut neg = a.clone();
+    for p in neg.pairs.values_mut() {
+        p.b = p.b.neg().unwrap();
+    }
+    assert!((delta_cosine(a, &neg).unwrap() + 1.0).abs() < 1e-6);
+    // mlp-r2 touches no attention module; qv-r4 touches only attention: orthogonal.
+    assert_eq!(delta_cosine(&ads[0], &ads[2]).unwrap(), 0.0);
+}

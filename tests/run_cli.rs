@@ -330,10 +330,21 @@ fn peft_loads_what_merge_writes() {
     let a = "tests/fixtures/adapters";
     let (code, _, err) = run(
         &[
-            "merge", "--model", "tests/fixtures/tiny",
-            "--adapter", &format!("{a}/qv-r4"), "--adapter", &format!("{a}/all-r8-rslora"),
-            "--adapter", &format!("{a}/mlp-r2"), "--weights", "0.7,-0.4,1.3", "--method", "sum",
-            "--out", out.to_str().unwrap(),
+            "merge",
+            "--model",
+            "tests/fixtures/tiny",
+            "--adapter",
+            &format!("{a}/qv-r4"),
+            "--adapter",
+            &format!("{a}/all-r8-rslora"),
+            "--adapter",
+            &format!("{a}/mlp-r2"),
+            "--weights",
+            "0.7,-0.4,1.3",
+            "--method",
+            "sum",
+            "--out",
+            out.to_str().unwrap(),
         ],
         &[],
     );

@@ -130,7 +130,7 @@ pub fn polar(x: &Tensor) -> Result<Tensor> {
     let mut inv_sqrt = DMatrix::zeros(n, n);
     for (c, &l) in vals.iter().enumerate() {
         let v = vecs.column(c);
-        inv_sqrt += (&v * v.transpose()) / l.sqrt();
+        inv_sqrt += (v * v.transpose()) / l.sqrt();
     }
     x.matmul(&from_matrix(&inv_sqrt, x.device())?)
 }

@@ -48,11 +48,10 @@ fn sign(x: f32) -> i8 {
 
 /// Elects a sign per entry from `passes` (a callback yielding every adapter's values), then
 /// averages the entries that agree with it.
-fn consensus(
-    n: usize,
-    election: SignElection,
-    passes: &mut dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<()>,
-) -> Result<Vec<f32>> {
+/// Calls its argument once with every adapter's values.
+type Passes<'a> = dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<()> + 'a;
+
+fn consensus(n: usize, election: SignElection, passes: &mut Passes<'_>) -> Result<Vec<f32>> {
     let mut vote = vec![0f64; n];
     passes(&mut |v: &[f32]| {
         for (acc, &x) in vote.iter_mut().zip(v) {

@@ -364,9 +364,7 @@ impl Llama {
                 w,
                 branch(m),
                 fold_ok,
-                dropout
-                    .as_ref()
-                    .map(|f| f as &dyn Fn(&Tensor) -> candle_core::Result<Tensor>),
+                dropout.as_ref().map(|f| f as &DropoutFn<'_>),
             )
         };
 
@@ -448,6 +446,9 @@ impl Llama {
     }
 }
 
+/// Applies dropout to a branch input.
+type DropoutFn<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
+
 /// x Wᵀ plus the side branch ((x Aᵀ) ⊙ g) Bᵀ, for x of shape (batch, seq, in).
 ///
 /// With a shared gate and many tokens, forming ΔW = (B ⊙ g) A first is cheaper: it costs
@@ -458,7 +459,7 @@ fn linear(
     w: &Tensor,
     branch: Option<&Branch>,
     fold_ok: bool,
-    dropout: Option<&dyn Fn(&Tensor) -> candle_core::Result<Tensor>>,
+    dropout: Option<&DropoutFn<'_>>,
 ) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let x2 = x.reshape((b * t, i))?;

@@ -173,10 +173,13 @@ fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
     }
 }
 
+/// Sees (run index, total runs, label) before each run, then that run's events.
+pub type StudyProgress<'a> = dyn FnMut(usize, usize, &str, Option<&RunEvent>) + 'a;
+
 /// Runs the study; `on` sees (run index, total runs, label) before each run and every run event.
 pub fn run_study(
     opts: &StudyOptions<'_>,
-    on: &mut dyn FnMut(usize, usize, &str, Option<&RunEvent>),
+    on: &mut StudyProgress<'_>,
 ) -> Result<StudyReport, super::RunError> {
     let t0 = std::time::Instant::now();
     let arms = lab_paper_arms();

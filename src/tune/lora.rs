@@ -62,6 +62,7 @@ pub fn seeded_uniform(
 
 /// Trains a LoRA; `progress(step, loss)` after every step. Stops early when `cancel` is set.
 /// `dropout` > 0 applies LoRA dropout to the branch inputs during training steps.
+#[allow(clippy::too_many_arguments)]
 pub fn train_lora(
     model: &Llama,
     pad_id: u32,

@@ -317,7 +317,7 @@ pub fn tune_lorahub(
         pad_id,
         pool,
         examples,
-        &[zero.clone()],
+        std::slice::from_ref(&zero),
         spec.rows_per_forward,
     )?[0];
     let mut best = (objective(l0, &zero), l0, zero);
