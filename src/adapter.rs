@@ -364,7 +364,7 @@ fn non_finite(t: &Tensor) -> candle_core::Result<usize> {
 }
 
 /// Base names match when equal or when one is a path ending in the other's repo id.
-fn same_base(a: &str, b: &str) -> bool {
+pub fn same_base(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.trim_end_matches('/').to_string();
     let (a, b) = (norm(a), norm(b));
     a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))

@@ -4,4 +4,5 @@ pub mod eval;
 pub mod inspect;
 pub mod lab;
 pub mod merge;
+pub mod pool;
 pub mod run;

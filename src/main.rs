@@ -12,6 +12,8 @@ use cli::inspect::inspect;
 use cli::lab::lab_build;
 use loracycle::eval::{EvalOptions, Metric};
 use loracycle::model::{DevicePref, DtypePref, Template};
+use loracycle::pool::entry::SortKey;
+use loracycle::pool::{Filter, PoolSource};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Browse a pool of adapters, download them, check them against the pool rules.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
     /// Run one spec (TOML): select adapters, merge or tune, evaluate on the test split, and save
     /// a run record.
     #[command(after_help = RUN_HELP)]
@@ -192,6 +199,75 @@ Examples:
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Subcommand)]
+enum PoolCommand {
+    /// List a pool's adapters from metadata (configs, the Hub listing, cached verdicts); weights
+    /// are only read to check them, once per revision, when already downloaded.
+    #[command(
+        after_help = "Filter: comma-separated KEY OP VALUE with keys name, rank, alpha, modules;\n\
+ops = != < <= > >= ~ (contains) !~; modules takes all or q+v style sets.\n\n\
+Examples:\n  loracycle pool list\n  loracycle pool list --source hub --base meta-llama/Llama-3.1-8B-Instruct --filter 'rank<=16,modules=all' --sort downloads\n  \
+loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --json"
+    )]
+    List {
+        /// hub, cache, lab or dir:PATH.
+        #[arg(long, default_value = "lab")]
+        source: PoolSource,
+        /// The base model's Hub id (needed for hub; filters cache).
+        #[arg(long)]
+        base: Option<String>,
+        /// The base model's folder, for the weight rules' shape checks.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        filter: Filter,
+        /// downloads, likes, rank, name or norm.
+        #[arg(long, default_value = "name")]
+        sort: SortKey,
+        /// One JSON array of entries on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Hub endpoint [default: $HF_ENDPOINT, else https://huggingface.co].
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Use the HF cache only (also HF_HUB_OFFLINE=1).
+        #[arg(long)]
+        offline: bool,
+        /// Parallel config downloads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+    },
+    /// Download adapters (config first, then weights) into the standard HF cache.
+    Pull {
+        /// Hub repo ids (org/name).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The base model's Hub id, to check shapes when its config is in the HF cache.
+        #[arg(long)]
+        base: Option<String>,
+        /// Downloads at a time.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Every pool rule with its verdict for one adapter (a folder or a Hub repo id).
+    Check {
+        target: String,
+        #[arg(long)]
+        base: Option<String>,
+        /// The base model's folder, for the shape checks.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum LabCommand {
     /// Rebuild the lab: tokenizer, pretrained base model, held-out task data, pool and oracle
     /// LoRAs, the lab card (LAB.md) and the MANIFEST. Resumable: artefacts already built with the
@@ -227,6 +303,49 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Inspect { path, json }) => inspect(&path, json),
+        Some(Command::Pool { command }) => match command {
+            PoolCommand::List {
+                source,
+                base,
+                model,
+                filter,
+                sort,
+                json,
+                endpoint,
+                offline,
+                jobs,
+            } => cli::pool::list(cli::pool::ListArgs {
+                source,
+                base,
+                model,
+                filter,
+                sort,
+                json,
+                endpoint,
+                offline,
+                jobs,
+            }),
+            PoolCommand::Pull {
+                ids,
+                endpoint,
+                base,
+                jobs,
+                offline,
+            } => cli::pool::pull(&ids, endpoint.as_deref(), base.as_deref(), jobs, offline),
+            PoolCommand::Check {
+                target,
+                base,
+                model,
+                endpoint,
+                json,
+            } => cli::pool::check(
+                &target,
+                base.as_deref(),
+                model.as_deref(),
+                endpoint.as_deref(),
+                json,
+            ),
+        },
         Some(Command::Run {
             spec,
             json,

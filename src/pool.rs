@@ -1,10 +1,15 @@
 //! Where adapters come from, and the pool filter.
 //!
-//! A pool is a list of adapter folders with names; loading checks every adapter against the base
-//! model and keeps a reason for each one refused. Sources: the embedded lab's pool and a folder of
-//! adapter folders.
+//! Sources: the Hub (listing over HTTP, files into the shared HF cache), the HF cache scanned
+//! offline, a folder of adapter folders, and the embedded lab's pool. Browsing works on
+//! [`entry::PoolEntry`] metadata; a run loads the usable adapters of a source into a [`Pool`],
+//! keeping a reason for each one refused.
 
+pub mod cache;
+pub mod entry;
 pub mod filter;
+pub mod hub;
+pub mod rules;
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +20,12 @@ pub use filter::{Filter, FilterError};
 use crate::adapter::Adapter;
 use crate::model::LlamaConfig;
 
-/// A pool source as written in a spec or on the command line: `lab` or `dir:PATH`.
+/// A pool source as written in a spec or on the command line: `hub`, `cache`, `lab` or
+/// `dir:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolSource {
+    Hub,
+    Cache,
     Lab,
     Dir(PathBuf),
 }
@@ -27,9 +35,13 @@ impl std::str::FromStr for PoolSource {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "lab" => Ok(PoolSource::Lab),
+            "hub" => Ok(PoolSource::Hub),
+            "cache" => Ok(PoolSource::Cache),
             _ => match s.strip_prefix("dir:") {
                 Some(p) if !p.is_empty() => Ok(PoolSource::Dir(PathBuf::from(p))),
-                _ => Err(format!("unknown pool source {s:?} (use lab or dir:PATH)")),
+                _ => Err(format!(
+                    "unknown pool source {s:?} (use hub, cache, lab or dir:PATH)"
+                )),
             },
         }
     }
@@ -38,6 +50,8 @@ impl std::str::FromStr for PoolSource {
 impl std::fmt::Display for PoolSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            PoolSource::Hub => f.write_str("hub"),
+            PoolSource::Cache => f.write_str("cache"),
             PoolSource::Lab => f.write_str("lab"),
             PoolSource::Dir(p) => write!(f, "dir:{}", p.display()),
         }
@@ -71,11 +85,23 @@ pub struct Candidate {
     pub dir: PathBuf,
 }
 
-/// The adapter folders of a source, sorted by name. Entries that are not folders are skipped.
+/// The adapter folders of a source on disk, sorted by name. Entries that are not folders are
+/// skipped. For `hub` and `cache` these are the downloaded adapters in the HF cache (a run never
+/// downloads; `loracycle pool pull` does).
 pub fn list(source: &PoolSource) -> std::io::Result<Vec<Candidate>> {
     let root = match source {
         PoolSource::Lab => lab_dir().join("pool"),
         PoolSource::Dir(p) => p.clone(),
+        PoolSource::Hub | PoolSource::Cache => {
+            return Ok(cache::scan_adapters(&cache::HfHome::from_env())
+                .into_iter()
+                .filter(|r| r.dir.join("adapter_model.safetensors").is_file())
+                .map(|r| Candidate {
+                    name: r.id,
+                    dir: r.dir,
+                })
+                .collect());
+        }
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&root)? {

@@ -363,3 +363,20 @@ fn peft_loads_what_merge_writes() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["adapter_dir"], "tests/fixtures/merged-by-loracycle/sum");
 }
+
+#[test]
+fn every_example_spec_parses() {
+    let mut n = 0;
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let spec = loracycle::run::RunSpec::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Serialising and reading back gives the same spec.
+            let again = loracycle::run::RunSpec::from_toml(&spec.to_toml(), &path).unwrap();
+            assert_eq!(spec, again, "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} example specs");
+}

@@ -1,0 +1,338 @@
+//! `loracycle pool list|pull|check`: browse a pool's metadata, download adapters into the HF
+//! cache, and show every pool rule's verdict for one adapter.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use loracycle::model::LlamaConfig;
+use loracycle::model::weights::{model_identity, read_config};
+use loracycle::pool::cache::{HfHome, MetaCache};
+use loracycle::pool::entry::{EntryStatus, ListOptions, PoolEntry, SortKey, list_entries, sort};
+use loracycle::pool::hub::{Hub, valid_repo_id};
+use loracycle::pool::rules::{self, Files, Outcome};
+use loracycle::pool::{Filter, PoolSource, lab_dir};
+
+pub struct ListArgs {
+    pub source: PoolSource,
+    pub base: Option<String>,
+    pub model: Option<PathBuf>,
+    pub filter: Filter,
+    pub sort: SortKey,
+    pub json: bool,
+    pub endpoint: Option<String>,
+    pub offline: bool,
+    pub jobs: usize,
+}
+
+/// The base model's id and config: `--model` folder, the lab's base for the lab source, or the
+/// base's config.json from the HF cache when it is there.
+fn base_of(
+    source: &PoolSource,
+    base: Option<&str>,
+    model: Option<&Path>,
+) -> (Option<String>, Option<LlamaConfig>) {
+    if let Some(dir) = model {
+        let cfg = read_config(dir).ok();
+        let id = base
+            .map(String::from)
+            .or_else(|| cfg.as_ref().and_then(|c| model_identity(dir, c)));
+        return (id, cfg);
+    }
+    if *source == PoolSource::Lab && base.is_none() {
+        let dir = lab_dir().join("base");
+        let cfg = read_config(&dir).ok();
+        let id = cfg.as_ref().and_then(|c| model_identity(&dir, c));
+        return (id, cfg);
+    }
+    let cfg = base.filter(|b| valid_repo_id(b)).and_then(|b| {
+        let snap = HfHome::from_env().snapshot(b, "main");
+        read_config(&snap).ok()
+    });
+    (base.map(String::from), cfg)
+}
+
+fn offline(flag: bool) -> bool {
+    flag || std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+fn human_size(b: Option<u64>) -> String {
+    match b {
+        None => "–".into(),
+        Some(b) if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
+        Some(b) if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
+        Some(b) => format!("{:.0}K", b as f64 / 1024.0),
+    }
+}
+
+fn short_modules(m: &[String]) -> String {
+    if m.len() == 7 {
+        return "all".into();
+    }
+    m.iter()
+        .map(|s| s.trim_end_matches("_proj"))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn status_word(s: &EntryStatus) -> String {
+    match s {
+        EntryStatus::Usable => "usable".into(),
+        EntryStatus::NotDownloaded => "remote".into(),
+        EntryStatus::Rejected { rule, .. } => format!("✗ {}", rule.name()),
+    }
+}
+
+pub fn list(args: ListArgs) -> Result<()> {
+    let (base, cfg) = base_of(&args.source, args.base.as_deref(), args.model.as_deref());
+    let mut meta = MetaCache::open_default();
+    let bar = indicatif::ProgressBar::new(0);
+    let opts = ListOptions {
+        base: base.as_deref(),
+        base_config: cfg.as_ref(),
+        endpoint: args.endpoint.as_deref(),
+        offline: offline(args.offline),
+        jobs: args.jobs,
+    };
+    let entries = list_entries(&args.source, &opts, &mut meta, &mut |what, done, total| {
+        bar.set_message(what.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    if let Err(e) = meta.save() {
+        eprintln!("warning: cannot save the pool metadata cache: {e}");
+    }
+    let mut entries: Vec<PoolEntry> = entries?
+        .into_iter()
+        .filter(|e| e.matches(&args.filter))
+        .collect();
+    sort(&mut entries, args.sort);
+    if args.json {
+        println!("{}", serde_json::to_string(&entries)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<48} {:>4} {:>6} {:<14} {:>9} {:>6} {:>7} {:>8}",
+        "status", "id", "r", "alpha", "modules", "downloads", "likes", "size", "‖ΔW‖"
+    );
+    for e in &entries {
+        let id: String = if e.id.chars().count() > 48 {
+            e.id.chars().take(47).chain(std::iter::once('…')).collect()
+        } else {
+            e.id.clone()
+        };
+        println!(
+            "{:<10} {:<48} {:>4} {:>6} {:<14} {:>9} {:>6} {:>7} {:>8}",
+            status_word(&e.status),
+            id,
+            e.rank.map_or("–".into(), |r| r.to_string()),
+            e.alpha.map_or("–".into(), |a| format!("{a}")),
+            short_modules(&e.target_modules),
+            e.downloads.map_or("–".into(), |d| d.to_string()),
+            e.likes.map_or("–".into(), |d| d.to_string()),
+            human_size(e.size_bytes),
+            e.norm.map_or("–".into(), |n| format!("{n:.3}")),
+        );
+    }
+    let usable = entries
+        .iter()
+        .filter(|e| e.status == EntryStatus::Usable)
+        .count();
+    let remote = entries
+        .iter()
+        .filter(|e| e.status == EntryStatus::NotDownloaded)
+        .count();
+    println!(
+        "{} entries: {usable} usable, {} rejected, {remote} not downloaded{}",
+        entries.len(),
+        entries.len() - usable - remote,
+        if args.filter.is_empty() {
+            String::new()
+        } else {
+            format!(" (filter {})", args.filter.as_str())
+        }
+    );
+    Ok(())
+}
+
+pub fn pull(
+    ids: &[String],
+    endpoint: Option<&str>,
+    base: Option<&str>,
+    jobs: usize,
+    offline_flag: bool,
+) -> Result<()> {
+    if offline(offline_flag) {
+        bail!("offline: pulling needs the network (unset HF_HUB_OFFLINE)");
+    }
+    for id in ids {
+        if !valid_repo_id(id) {
+            bail!("{id:?} is not a Hub repo id (expected org/name)");
+        }
+    }
+    let hub = Hub::new(endpoint, HfHome::from_env());
+    let (_, cfg) = base_of(&PoolSource::Hub, base, None);
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 8) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(id) = ids.get(i) else { break };
+                    let result = pull_one(&hub, id, cfg.as_ref());
+                    let _guard = out.lock();
+                    match result {
+                        Ok(line) => println!("{id}: {line}"),
+                        Err(e) => {
+                            failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            eprintln!("{id}: {e}");
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failed = failures.into_inner();
+    if failed > 0 {
+        bail!("{failed} of {} adapters could not be pulled", ids.len());
+    }
+    Ok(())
+}
+
+fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String> {
+    let info = hub.model_info(id)?;
+    let rev = info.sha.clone().unwrap_or_else(|| "main".into());
+    // Downloaded at main, as Python tools do, so refs/main names the snapshot.
+    let text = hub.fetch_text(id, "main", "adapter_config.json")?;
+    let parsed: Result<loracycle::adapter::AdapterConfig, String> =
+        serde_json::from_str(&text).map_err(|e| format!("adapter_config.json is not valid: {e}"));
+    let files = Files {
+        safetensors: info.has_file("adapter_model.safetensors"),
+        pickle: info.has_file("adapter_model.bin"),
+    };
+    let verdicts = rules::check_config(parsed.as_ref().map_err(String::as_str), files, None);
+    if let Some(v) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+        bail!("rejected by rule {}: {}", v.rule.name(), v.detail);
+    }
+    let path = hub.fetch(id, "main", "adapter_model.safetensors")?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut line = format!(
+        "downloaded {} at {}",
+        human_size(Some(size)),
+        &rev[..rev.len().min(12)]
+    );
+    if let Some(cfg) = cfg {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (v, _) = rules::check_weights(dir, cfg);
+        match v.iter().find(|v| v.outcome == Outcome::Fail) {
+            Some(f) => bail!(
+                "downloaded, but rejected by rule {}: {}",
+                f.rule.name(),
+                f.detail
+            ),
+            None => line.push_str(", weights pass shapes/finite/norm"),
+        }
+    }
+    Ok(line)
+}
+
+pub fn check(
+    target: &str,
+    base: Option<&str>,
+    model: Option<&Path>,
+    endpoint: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let path = Path::new(target);
+    let (verdicts, label) = if path.is_dir() {
+        let (base_id, cfg) = base_of(&PoolSource::Dir(path.to_path_buf()), base, model);
+        let mut meta = MetaCache::default();
+        let opts = ListOptions {
+            base: base_id.as_deref(),
+            base_config: cfg.as_ref(),
+            endpoint: None,
+            offline: true,
+            jobs: 1,
+        };
+        let entries = loracycle::pool::entry::list_entries(
+            &PoolSource::Dir(path.parent().unwrap_or(Path::new(".")).to_path_buf()),
+            &opts,
+            &mut meta,
+            &mut |_, _, _| {},
+        )?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let e = entries
+            .into_iter()
+            .find(|e| e.id == name)
+            .ok_or_else(|| anyhow::anyhow!("{target}: not an adapter folder"))?;
+        (e.verdicts, target.to_string())
+    } else if valid_repo_id(target) {
+        let hub = Hub::new(endpoint, HfHome::from_env());
+        let (base_id, cfg) = base_of(&PoolSource::Hub, base, model);
+        let info = hub.model_info(target)?;
+        let rev = info.sha.clone().unwrap_or_else(|| "main".into());
+        let text = hub.fetch_text(target, "main", "adapter_config.json");
+        let parsed: Result<loracycle::adapter::AdapterConfig, String> = match text {
+            Ok(t) => serde_json::from_str(&t)
+                .map_err(|e| format!("adapter_config.json is not valid: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let files = Files {
+            safetensors: info.has_file("adapter_model.safetensors"),
+            pickle: info.has_file("adapter_model.bin"),
+        };
+        let mut v = rules::check_config(
+            parsed.as_ref().map_err(String::as_str),
+            files,
+            base_id.as_deref(),
+        );
+        let snap = hub.home.snapshot(target, "main");
+        if v.iter().any(|x| x.outcome == Outcome::Fail) {
+        } else if snap.join("adapter_model.safetensors").is_file() {
+            match &cfg {
+                Some(c) => v.extend(rules::check_weights(&snap, c).0),
+                None => v.extend(rules::pending_weights().into_iter().map(|mut x| {
+                    x.outcome = Outcome::Skipped;
+                    x.detail =
+                        "the base model's config is not in the HF cache (give --model DIR)".into();
+                    x
+                })),
+            }
+        } else {
+            v.extend(rules::pending_weights());
+        }
+        (v, format!("{target}@{}", &rev[..rev.len().min(12)]))
+    } else {
+        bail!("{target}: neither an adapter folder nor a Hub repo id (org/name)");
+    };
+    if json {
+        println!("{}", serde_json::to_string(&verdicts)?);
+    } else {
+        println!("{label}");
+        for v in &verdicts {
+            let mark = match v.outcome {
+                Outcome::Pass => "pass",
+                Outcome::Fail => "FAIL",
+                Outcome::Pending => "pending",
+                Outcome::Skipped => "skipped",
+            };
+            let detail = if v.detail.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", v.detail)
+            };
+            println!("  {:<12} {mark:<8}{detail}", v.rule.name());
+        }
+    }
+    if verdicts.iter().any(|v| v.outcome == Outcome::Fail) {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! Pool entries: what the browser and `pool list` show, built from metadata only (configs, file
+//! lists, the Hub listing, cached verdicts). Weights are read only to run the weight rules, once
+//! per revision, and only when they are already on disk.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cache::{CachedMeta, HfHome, MetaCache, card_excerpt, scan_adapters};
+use super::hub::{Hub, HubError, HubModel};
+use super::rules::{self, Files, Outcome, Rule, Verdict};
+use super::{Filter, PoolSource};
+use crate::adapter::{Adapter, AdapterConfig};
+use crate::model::LlamaConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum EntryStatus {
+    Usable,
+    Rejected { rule: Rule, reason: String },
+    NotDownloaded,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    pub id: String,
+    pub source: String,
+    pub revision: Option<String>,
+    pub rank: Option<usize>,
+    pub alpha: Option<f64>,
+    pub rslora: bool,
+    pub target_modules: Vec<String>,
+    pub size_bytes: Option<u64>,
+    pub base_model: Option<String>,
+    pub downloads: Option<u64>,
+    pub likes: Option<u64>,
+    pub last_modified: Option<String>,
+    pub tags: Vec<String>,
+    /// The model card's first lines.
+    pub card: Option<String>,
+    pub status: EntryStatus,
+    /// ‖ΣΔW‖ once the weights were checked.
+    pub norm: Option<f64>,
+    /// The local folder, when the adapter is on disk.
+    pub path: Option<PathBuf>,
+    #[serde(skip)]
+    pub verdicts: Vec<Verdict>,
+}
+
+impl PoolEntry {
+    fn from_config(
+        id: String,
+        source: &str,
+        revision: Option<String>,
+        cfg: Option<&AdapterConfig>,
+    ) -> Self {
+        let target_modules = cfg
+            .and_then(|c| c.target_modules.as_ref())
+            .map(|v| match v {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+                serde_json::Value::String(s) => vec![s.clone()],
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        Self {
+            id,
+            source: source.into(),
+            revision,
+            rank: cfg.map(|c| c.r),
+            alpha: cfg.map(|c| c.lora_alpha),
+            rslora: cfg.is_some_and(|c| c.use_rslora),
+            target_modules,
+            size_bytes: None,
+            base_model: cfg.and_then(|c| c.base_model_name_or_path.clone()),
+            downloads: None,
+            likes: None,
+            last_modified: None,
+            tags: Vec::new(),
+            card: None,
+            status: EntryStatus::NotDownloaded,
+            norm: None,
+            path: None,
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// The config a filter sees.
+    fn filter_config(&self) -> AdapterConfig {
+        AdapterConfig {
+            r: self.rank.unwrap_or(0),
+            lora_alpha: self.alpha.unwrap_or(0.0),
+            target_modules: Some(serde_json::json!(self.target_modules)),
+            ..Default::default()
+        }
+    }
+
+    pub fn matches(&self, filter: &Filter) -> bool {
+        filter.matches_config(&self.id, &self.filter_config())
+    }
+
+    /// Status from the verdicts: the first failing rule rejects; no weights means not downloaded.
+    fn settle(&mut self, weights_present: bool) {
+        self.status = match self.verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+            Some(v) => EntryStatus::Rejected {
+                rule: v.rule,
+                reason: v.detail.clone(),
+            },
+            None if weights_present => EntryStatus::Usable,
+            None => EntryStatus::NotDownloaded,
+        };
+    }
+}
+
+/// How to order a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Downloads,
+    Likes,
+    Rank,
+    Name,
+    Norm,
+}
+
+impl std::str::FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "downloads" => SortKey::Downloads,
+            "likes" => SortKey::Likes,
+            "rank" => SortKey::Rank,
+            "name" => SortKey::Name,
+            "norm" => SortKey::Norm,
+            _ => {
+                return Err(format!(
+                    "unknown sort key {s:?} (use downloads, likes, rank, name or norm)"
+                ));
+            }
+        })
+    }
+}
+
+/// Sorts in place: counts and norms largest first, names A→Z, ranks smallest first; missing
+/// values last; ties by name.
+pub fn sort(entries: &mut [PoolEntry], key: SortKey) {
+    let desc = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    };
+    entries.sort_by(|a, b| {
+        let primary = match key {
+            SortKey::Downloads => {
+                desc(a.downloads.map(|x| x as f64), b.downloads.map(|x| x as f64))
+            }
+            SortKey::Likes => desc(a.likes.map(|x| x as f64), b.likes.map(|x| x as f64)),
+            SortKey::Norm => desc(a.norm, b.norm),
+            SortKey::Rank => desc(b.rank.map(|x| x as f64), a.rank.map(|x| x as f64)),
+            SortKey::Name => std::cmp::Ordering::Equal,
+        };
+        primary.then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Errors of a listing.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--base is needed for the {0} source (the base model's Hub id)")]
+    NoBase(&'static str),
+}
+
+/// Options of a listing.
+pub struct ListOptions<'a> {
+    pub base: Option<&'a str>,
+    /// The base model's config, for the weight rules' shape checks.
+    pub base_config: Option<&'a LlamaConfig>,
+    pub endpoint: Option<&'a str>,
+    pub offline: bool,
+    /// Parallel config downloads from the Hub.
+    pub jobs: usize,
+}
+
+/// Config verdicts, file facts and card of an adapter folder.
+fn local_entry(
+    id: String,
+    source: &str,
+    revision: Option<String>,
+    dir: &Path,
+    opts: &ListOptions<'_>,
+    meta: &mut MetaCache,
+) -> PoolEntry {
+    let text = std::fs::read_to_string(dir.join("adapter_config.json"));
+    let parsed: Result<AdapterConfig, String> = match &text {
+        Ok(t) => {
+            serde_json::from_str(t).map_err(|e| format!("adapter_config.json is not valid: {e}"))
+        }
+        Err(e) => Err(format!("cannot read adapter_config.json: {e}")),
+    };
+    let weights = dir.join("adapter_model.safetensors");
+    let files = Files {
+        safetensors: weights.is_file(),
+        pickle: dir.join("adapter_model.bin").is_file(),
+    };
+    let mut entry =
+        PoolEntry::from_config(id.clone(), source, revision.clone(), parsed.as_ref().ok());
+    entry.path = Some(dir.to_path_buf());
+    entry.size_bytes = std::fs::metadata(&weights).ok().map(|m| m.len());
+    entry.verdicts = rules::check_config(parsed.as_ref().map_err(String::as_str), files, opts.base);
+    if let Ok(card) = std::fs::read_to_string(dir.join("README.md")) {
+        entry.card = Some(card_excerpt(&card, 160));
+    }
+    let config_ok = entry.verdicts.iter().all(|v| v.outcome != Outcome::Fail);
+    if config_ok && files.safetensors {
+        let rev = revision.unwrap_or_else(|| {
+            let m = std::fs::metadata(&weights).ok();
+            let mtime = m
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            format!("{}-{mtime}", m.map_or(0, |m| m.len()))
+        });
+        let key = MetaCache::key(source, &dir.display().to_string(), &rev);
+        let cached = meta.get(&key).cloned();
+        let (verdicts, norm) = match (cached, opts.base_config) {
+            (Some(c), _) if !c.weight_verdicts.is_empty() => (c.weight_verdicts, c.norm),
+            (_, Some(cfg)) => {
+                let (v, n) = rules::check_weights(dir, cfg);
+                meta.put(
+                    key,
+                    CachedMeta {
+                        weight_verdicts: v.clone(),
+                        norm: n,
+                        card: None,
+                    },
+                );
+                (v, n)
+            }
+            (_, None) => (
+                [Rule::Shapes, Rule::Finite, Rule::Norm]
+                    .into_iter()
+                    .map(|rule| Verdict {
+                        rule,
+                        outcome: Outcome::Skipped,
+                        detail: "the base model's config is not available".into(),
+                    })
+                    .collect(),
+                None,
+            ),
+        };
+        entry.verdicts.extend(verdicts);
+        entry.norm = norm;
+    } else if config_ok {
+        entry.verdicts.extend(rules::pending_weights());
+    }
+    entry.settle(files.safetensors);
+    entry
+}
+
+/// Lists the entries of a source (no filter applied).
+pub fn list_entries(
+    source: &PoolSource,
+    opts: &ListOptions<'_>,
+    meta: &mut MetaCache,
+    on_progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<PoolEntry>, ListError> {
+    match source {
+        PoolSource::Lab | PoolSource::Dir(_) => {
+            let name = if *source == PoolSource::Lab {
+                "lab"
+            } else {
+                "dir"
+            };
+            let candidates = super::list(source).map_err(|e| ListError::Io {
+                path: match source {
+                    PoolSource::Dir(p) => p.clone(),
+                    _ => super::lab_dir().join("pool"),
+                },
+                source: e,
+            })?;
+            let n = candidates.len();
+            Ok(candidates
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    on_progress("reading adapters", i + 1, n);
+                    local_entry(c.name, name, None, &c.dir, opts, meta)
+                })
+                .collect())
+        }
+        PoolSource::Cache => {
+            let home = HfHome::from_env();
+            let repos = scan_adapters(&home);
+            let n = repos.len();
+            let mut out = Vec::new();
+            for (i, r) in repos.into_iter().enumerate() {
+                on_progress("reading the HF cache", i + 1, n);
+                let e = local_entry(r.id, "cache", Some(r.revision), &r.dir, opts, meta);
+                // The cache holds every kind of model: keep adapters of the base, when one is given.
+                let of_base = match (opts.base, &e.base_model) {
+                    (Some(b), Some(own)) => crate::adapter::same_base(own, b),
+                    _ => true,
+                };
+                if of_base {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        }
+        PoolSource::Hub => {
+            let base = opts.base.ok_or(ListError::NoBase("hub"))?;
+            if opts.offline {
+                return Err(HubError::Offline(
+                    "the hub source needs the network; use --source cache to list what is downloaded".into(),
+                )
+                .into());
+            }
+            let hub = Hub::new(opts.endpoint, HfHome::from_env());
+            let models = hub.list_adapters(base, &mut |n| on_progress("listing the Hub", n, 0))?;
+            Ok(hub_entries(&hub, models, opts, meta, on_progress))
+        }
+    }
+}
+
+/// A repo's config text (or why there is none) and its model card.
+type Fetched = (Result<String, String>, Option<String>);
+
+/// Builds entries from a Hub listing: configs and cards fetched (through the cache) by `jobs`
+/// workers, weights checked where already downloaded.
+fn hub_entries(
+    hub: &Hub,
+    models: Vec<HubModel>,
+    opts: &ListOptions<'_>,
+    meta: &mut MetaCache,
+    on_progress: &mut dyn FnMut(&str, usize, usize),
+) -> Vec<PoolEntry> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = models.len();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    // Per model: the config text (or why not), and the card text.
+    let fetched: Mutex<Vec<Option<Fetched>>> = Mutex::new(vec![None; n]);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let m = &models[i];
+                    // Fetched at main, as Python tools do, so refs/main names the snapshot.
+                    let rev = "main";
+                    let config = if m.siblings.is_empty() || m.has_file("adapter_config.json") {
+                        hub.fetch_text(&m.id, rev, "adapter_config.json")
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Err("the repo has no adapter_config.json".into())
+                    };
+                    let card = m
+                        .has_file("README.md")
+                        .then(|| hub.fetch_text(&m.id, rev, "README.md").ok())
+                        .flatten();
+                    fetched.lock().expect("no panics while holding")[i] = Some((config, card));
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // Progress is reported from this thread; the workers only count.
+        loop {
+            let d = done.load(Ordering::SeqCst);
+            on_progress("fetching configs", d, n);
+            if d >= n {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let fetched = fetched.into_inner().expect("workers finished");
+    let mut out = Vec::with_capacity(n);
+    for (m, f) in models.into_iter().zip(fetched) {
+        let (config, card) = f.unwrap_or((Err("not fetched".into()), None));
+        let rev = m.sha.clone().unwrap_or_else(|| "main".into());
+        let snapshot = hub.home.snapshot(&m.id, "main");
+        let mut entry = if snapshot.join("adapter_model.safetensors").is_file() {
+            local_entry(
+                m.id.clone(),
+                "hub",
+                Some(rev.clone()),
+                &snapshot,
+                opts,
+                meta,
+            )
+        } else {
+            let parsed: Result<AdapterConfig, String> = config.and_then(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| format!("adapter_config.json is not valid: {e}"))
+            });
+            let mut e = PoolEntry::from_config(
+                m.id.clone(),
+                "hub",
+                Some(rev.clone()),
+                parsed.as_ref().ok(),
+            );
+            let files = Files {
+                safetensors: m.has_file("adapter_model.safetensors"),
+                pickle: m.has_file("adapter_model.bin"),
+            };
+            e.verdicts =
+                rules::check_config(parsed.as_ref().map_err(String::as_str), files, opts.base);
+            if e.verdicts.iter().all(|v| v.outcome != Outcome::Fail) {
+                e.verdicts.extend(rules::pending_weights());
+            }
+            e.settle(false);
+            e
+        };
+        entry.source = "hub".into();
+        entry.downloads = m.downloads;
+        entry.likes = m.likes;
+        entry.last_modified = m.last_modified.clone();
+        entry.tags = m.tags.clone();
+        if let Some(c) = card {
+            entry.card = Some(card_excerpt(&c, 160));
+        }
+        out.push(entry);
+    }
+    out
+}
+
+/// Loads an entry's adapter (usable entries only).
+pub fn load_entry(entry: &PoolEntry, base: &LlamaConfig) -> Option<Adapter> {
+    let dir = entry.path.as_ref()?;
+    let mut ad = Adapter::load(dir, Some((base, None))).ok()?;
+    ad.name = entry.id.clone();
+    Some(ad)
+}
