@@ -6,3 +6,4 @@ pub mod lab;
 pub mod merge;
 pub mod pool;
 pub mod run;
+pub mod runs;

@@ -48,6 +48,24 @@ enum Command {
         /// Where run folders go [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
         #[arg(long)]
         runs_dir: Option<PathBuf>,
+        /// Queue the run on a running `loracycle serve` and follow it (it keeps running if this
+        /// command is interrupted).
+        #[arg(long)]
+        attach: bool,
+    },
+    /// The runs directory: list, show and remove runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+        #[arg(long, global = true)]
+        runs_dir: Option<PathBuf>,
+    },
+    /// Run the engine as its own process behind a Unix socket (mode 0600, in the runtime dir), so
+    /// queued and running work outlives the terminal; `loracycle run --attach` and the TUI connect
+    /// to it.
+    Serve {
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
     },
     /// The paper's comparison on the lab: base, new LoRA, average, TIES, LoraHub and the gradient
     /// recipe, each on the real and the random-init pool, with and without the oracle adapter.
@@ -197,6 +215,26 @@ Examples:
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Every run with its state (a run whose process died is shown as interrupted).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its record, or its status and curve so far.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove runs that are not queued or running.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
 
 #[derive(Subcommand)]
 enum PoolCommand {
@@ -350,7 +388,14 @@ fn main() -> ExitCode {
             spec,
             json,
             runs_dir,
-        }) => cli::run::run(&spec, json, runs_dir),
+            attach,
+        }) => cli::run::run(&spec, json, runs_dir, attach),
+        Some(Command::Runs { command, runs_dir }) => match command {
+            RunsCommand::List { json } => cli::runs::list(runs_dir, json),
+            RunsCommand::Show { id, json } => cli::runs::show(runs_dir, &id, json),
+            RunsCommand::Rm { ids } => cli::runs::rm(runs_dir, &ids),
+        },
+        Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),
         Some(Command::Study {
             preset: _,
             seeds,

@@ -203,13 +203,29 @@ fn bad_specs_get_a_message_naming_the_problem() {
             "case {i}: stderr {err:?} lacks {want:?}"
         );
     }
-    assert!(
-        std::fs::read_dir(tmp.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .all(|e| e.path().extension().is_some_and(|x| x == "toml")),
-        "a failed run leaves no run folder"
+    // Spec errors stop before a run exists; runtime errors leave a failed run with its message.
+    let (code, out, _) = run(
+        &[
+            "runs",
+            "list",
+            "--json",
+            "--runs-dir",
+            tmp.path().to_str().unwrap(),
+        ],
+        &[],
     );
+    assert_eq!(code, 0);
+    let runs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(runs.len(), 2, "{out}");
+    for r in &runs {
+        assert_eq!(r["state"], "failed");
+    }
+    assert!(runs.iter().any(|r| {
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("the lab has no held-out task \"nope\"")
+    }));
 }
 
 #[test]

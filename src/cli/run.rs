@@ -1,14 +1,15 @@
 //! `loracycle run` and `loracycle study`: specs executed with a progress bar on stderr.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use loracycle::run::execute::{RunEvent, Workbench, execute};
-use loracycle::run::record::{runs_dir, save};
+use anyhow::bail;
+use loracycle::engine::server::{Client, socket_path};
+use loracycle::engine::{Command, Event, RunId, RunStore};
+use loracycle::run::execute::RunEvent;
+use loracycle::run::record::{CurvePoint, runs_dir};
 use loracycle::run::study::{StudyOptions, markdown, run_study};
 use loracycle::run::{RunRecord, RunSpec};
 
@@ -42,40 +43,123 @@ fn show(bar: &ProgressBar, e: &RunEvent) {
             bar.set_message(format!("loss {:.4}{v}", p.train_loss));
         }
         RunEvent::Log(line) => bar.println(line),
+        RunEvent::Coefficients(..) => {}
     }
 }
 
-/// Ctrl-C sets the flag once (the run stops after the step in flight); a second Ctrl-C exits.
-fn cancel_on_ctrl_c() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
+/// Shows engine events for `run` on the bar until the run ends; returns that last event.
+fn follow(
+    bar: &ProgressBar,
+    run: &RunId,
+    mut next: impl FnMut() -> Option<Event>,
+) -> Option<Event> {
+    while let Some(e) = next() {
+        if e.run() != Some(run) {
+            continue;
+        }
+        match &e {
+            Event::Stage { name, total, .. } => show(
+                bar,
+                &RunEvent::Stage {
+                    name: name.clone(),
+                    total: *total,
+                },
+            ),
+            Event::Advance { done, .. } => show(bar, &RunEvent::Advance(*done)),
+            Event::Progress {
+                step,
+                train_loss,
+                val_loss,
+                ..
+            } => show(
+                bar,
+                &RunEvent::Curve(CurvePoint {
+                    step: *step,
+                    train_loss: *train_loss,
+                    val_loss: *val_loss,
+                }),
+            ),
+            Event::Log { line, .. } => bar.println(line),
+            _ => {}
+        }
+        if e.is_terminal() {
+            return Some(e);
+        }
+    }
+    None
+}
+
+fn finish(e: Option<Event>, store: &RunStore, run: &RunId, json: bool) -> Result<()> {
+    match e {
+        Some(Event::Finished { .. }) => {
+            let record = store
+                .read_record(&run.0)?
+                .ok_or_else(|| anyhow::anyhow!("run {run} finished but has no record"))?;
+            let folder = store.run_dir(&run.0)?;
+            if json {
+                println!("{}", serde_json::to_string(&record)?);
+            } else {
+                print_summary(&record, &folder);
+            }
+            Ok(())
+        }
+        Some(Event::Failed { error, .. }) => bail!("{error}"),
+        Some(Event::Cancelled { .. }) => bail!("run {run} was cancelled"),
+        _ => bail!("the engine stopped before run {run} ended"),
+    }
+}
+
+pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) -> Result<()> {
+    let spec = RunSpec::read(spec_path)?;
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let bar = bar();
+    if attach {
+        let mut client = Client::connect(&socket_path())?;
+        client.send(&Command::Submit {
+            spec: Box::new(spec.clone()),
+        })?;
+        let label = spec.label();
+        let run = loop {
+            match client.next_event() {
+                Some(Event::Queued { run, label: l, .. }) if l == label => break run,
+                Some(_) => continue,
+                None => bail!("the server closed the connection"),
+            }
+        };
+        bar.println(format!("queued on the server as {run}"));
+        let end = follow(&bar, &run, || client.next_event());
+        bar.finish_and_clear();
+        // The server writes into its own runs directory.
+        let server_store = store;
+        return finish(end, &server_store, &run, json);
+    }
+    let engine = loracycle::engine::spawn(store.clone());
+    engine.send(Command::Submit {
+        spec: Box::new(spec),
+    });
+    let run = match engine.events.recv() {
+        Ok(Event::Queued { run, .. }) => run,
+        Ok(Event::Failed { error, .. }) => bail!("{error}"),
+        other => bail!("unexpected engine answer: {other:?}"),
+    };
+    // Ctrl-C cancels after the step in flight; a second Ctrl-C exits at once.
+    let commands = engine.commands.clone();
+    let cancel_run = run.clone();
+    let pressed = std::sync::atomic::AtomicBool::new(false);
     let _ = ctrlc::set_handler(move || {
-        if f.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
         eprintln!("\ncancelling after the step in flight (Ctrl-C again to quit now)");
+        let _ = commands.send(Command::Cancel {
+            run: cancel_run.clone(),
+        });
     });
-    flag
-}
-
-pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>) -> Result<()> {
-    let spec = RunSpec::read(spec_path)?;
-    let bar = bar();
-    bar.set_message("loading model");
-    let mut bench = Workbench::open(&spec)?;
-    let cancel = cancel_on_ctrl_c();
-    let record = execute(&mut bench, &spec, &mut |e| show(&bar, &e), Some(&cancel));
+    let end = follow(&bar, &run, || engine.events.recv().ok());
     bar.finish_and_clear();
-    let record = record?;
-    let dir = runs_dir(runs.as_deref());
-    let folder = save(&dir, &record)
-        .with_context(|| format!("saving the run record in {}", dir.display()))?;
-    if json {
-        println!("{}", serde_json::to_string(&record)?);
-    } else {
-        print_summary(&record, &folder);
-    }
-    Ok(())
+    let result = finish(end, &store, &run, json);
+    engine.shutdown();
+    result
 }
 
 fn print_summary(r: &RunRecord, folder: &Path) {

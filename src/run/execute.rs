@@ -64,6 +64,8 @@ pub enum RunEvent {
     Advance(usize),
     /// A point of the tuning curve.
     Curve(CurvePoint),
+    /// Coefficients f(c) at a validation check: (step, groups × columns).
+    Coefficients(usize, Vec<Vec<f32>>),
     /// A line worth showing a person.
     Log(String),
 }
@@ -216,7 +218,7 @@ impl Workbench {
         self.codec.template()
     }
 
-    fn pool(
+    pub fn pool(
         &mut self,
         source: &PoolSource,
         filter: &str,
@@ -580,6 +582,7 @@ pub fn execute(
                             on(RunEvent::Curve(p.clone()));
                             curve.push(p);
                             if let Some(c) = &r.coefficients {
+                                on(RunEvent::Coefficients(r.step, c.clone()));
                                 coefficient_curve.push(CoefficientSnapshot {
                                     step: r.step,
                                     values: c.clone(),

@@ -1,0 +1,121 @@
+//! `loracycle runs list|show|rm` and `loracycle serve`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use loracycle::engine::RunStore;
+use loracycle::engine::server::{serve as serve_engine, socket_path};
+use loracycle::run::record::runs_dir;
+
+pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let all = store.list();
+    if json {
+        println!("{}", serde_json::to_string(&all)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no runs in {}", store.root.display());
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<6} {:>8} {:>8}  {:<44} id",
+        "state", "steps", "exact", "loss", "label"
+    );
+    for r in &all {
+        let label: String = r.label.chars().take(44).collect();
+        println!(
+            "{:<12} {:<6} {:>8} {:>8}  {:<44} {}",
+            r.state.name(),
+            r.steps,
+            r.exact_match.map_or("–".into(), |v| format!("{v:.3}")),
+            r.loss.map_or("–".into(), |v| format!("{v:.4}")),
+            label,
+            r.id
+        );
+        if let Some(e) = &r.error {
+            println!("{:<12} {e}", "");
+        }
+    }
+    Ok(())
+}
+
+pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let summary = store.summary(id)?;
+    let record = store.read_record(id)?;
+    if json {
+        let v = match &record {
+            Some(r) => serde_json::to_value(r)?,
+            None => serde_json::json!({
+                "summary": summary,
+                "curve": RunStore::read_curve(&store.run_dir(id)?),
+            }),
+        };
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "{} · {} · {}",
+        summary.label,
+        summary.state.name(),
+        summary.id
+    );
+    if let Some(e) = &summary.error {
+        println!("  error: {e}");
+    }
+    match record {
+        Some(r) => {
+            println!(
+                "  adapters: {}",
+                r.chosen
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "  test exact match {} · test loss {}",
+                r.metrics.exact_match.display(3),
+                r.metrics.loss.display(4)
+            );
+            if let Some(s) = r.best_step {
+                println!("  best checkpoint at step {s} of {}", r.curve.len());
+            }
+        }
+        None => println!("  {} curve points so far", summary.steps),
+    }
+    Ok(())
+}
+
+pub fn rm(runs: Option<PathBuf>, ids: &[String]) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let mut failed = 0;
+    for id in ids {
+        match store.remove(id) {
+            Ok(()) => println!("removed {id}"),
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} runs not removed", ids.len());
+    }
+    Ok(())
+}
+
+pub fn serve(runs: Option<PathBuf>) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let root = store.root.clone();
+    serve_engine(&socket_path(), store, &mut |p| {
+        eprintln!(
+            "loracycle engine listening on {} (runs in {})",
+            p.display(),
+            root.display()
+        );
+    })?;
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The background engine: one thread that owns the device, the model and the loaded adapters.
+//! Commands come in over a channel, events go out over another; runs go through a queue one at a
+//! time. The UI never waits on the engine: it sends a command and renders whatever events have
+//! arrived.
+//!
+//! While a run is in flight the engine still reads commands between steps, so a cancel takes
+//! effect within one step and new submissions are queued at once.
+
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::time::Instant;
+
+pub use protocol::{Command, Event, RunId};
+pub use store::{RunFolder, RunState, RunStore, RunSummary};
+
+use crate::run::execute::{RunError, RunEvent, Workbench, execute};
+use crate::run::record::new_run_id;
+use crate::run::spec::RunSpec;
+
+/// The UI's side of the engine.
+pub struct EngineHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineHandle {
+    pub fn send(&self, c: Command) {
+        // A stopped engine has nothing to tell; its Stopped event said so.
+        let _ = self.commands.send(c);
+    }
+
+    /// Asks the engine to stop after the run in flight and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts an engine thread writing runs into `store`.
+pub fn spawn(store: RunStore) -> EngineHandle {
+    let (ctx, crx) = channel();
+    let (etx, erx) = channel();
+    let thread = std::thread::Builder::new()
+        .name("loracycle-engine".into())
+        .spawn(move || Engine::new(store, crx, etx).serve())
+        .expect("spawning the engine thread");
+    EngineHandle {
+        commands: ctx,
+        events: erx,
+        thread: Some(thread),
+    }
+}
+
+struct Queued {
+    id: RunId,
+    spec: RunSpec,
+    folder: RunFolder,
+}
+
+struct Engine {
+    store: RunStore,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    queue: VecDeque<Queued>,
+    bench: Option<Workbench>,
+    stopping: bool,
+}
+
+impl Engine {
+    fn new(store: RunStore, commands: Receiver<Command>, events: Sender<Event>) -> Self {
+        Self {
+            store,
+            commands,
+            events,
+            queue: VecDeque::new(),
+            bench: None,
+            stopping: false,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn serve(mut self) {
+        loop {
+            if self.queue.is_empty() || self.stopping {
+                if self.stopping {
+                    break;
+                }
+                match self.commands.recv() {
+                    Ok(c) => self.handle(c, None),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.handle(c, None),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.stopping = true;
+                        break;
+                    }
+                }
+            }
+            if self.stopping {
+                break;
+            }
+            if let Some(next) = self.queue.pop_front() {
+                self.run(next);
+            }
+        }
+        self.emit(Event::Stopped);
+    }
+
+    /// Handles a command; `current` is the run in flight and its cancel flag, if any.
+    fn handle(&mut self, c: Command, current: Option<(&RunId, &AtomicBool)>) {
+        match c {
+            Command::Submit { spec } => {
+                let id = RunId(new_run_id(&spec.label()));
+                match self.store.create(&id.0, &spec) {
+                    Ok(folder) => {
+                        let label = spec.label();
+                        self.queue.push_back(Queued {
+                            id: id.clone(),
+                            spec: *spec,
+                            folder,
+                        });
+                        self.emit(Event::Queued {
+                            run: id,
+                            label,
+                            position: self.queue.len() - 1,
+                        });
+                    }
+                    Err(e) => self.emit(Event::Failed {
+                        run: id,
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            Command::Cancel { run } => {
+                if let Some((cur, flag)) = current
+                    && *cur == run
+                {
+                    flag.store(true, Ordering::SeqCst);
+                } else if let Some(i) = self.queue.iter().position(|q| q.id == run) {
+                    let mut q = self.queue.remove(i).expect("index from position");
+                    let _ = q.folder.set_state(RunState::Cancelled, None);
+                    self.emit(Event::Cancelled { run });
+                }
+            }
+            Command::Reprioritise { run, position } => {
+                if let Some(i) = self.queue.iter().position(|q| q.id == run) {
+                    let q = self.queue.remove(i).expect("index from position");
+                    let at = position.min(self.queue.len());
+                    self.queue.insert(at, q);
+                    self.emit(Event::Queued {
+                        run,
+                        label: self.queue[at].spec.label(),
+                        position: at,
+                    });
+                }
+            }
+            Command::LoadPool { spec } => {
+                if let Err(e) = self.ensure_bench(&spec) {
+                    self.emit(Event::Log {
+                        run: None,
+                        line: format!("cannot load the model for the pool: {e}"),
+                    });
+                    return;
+                }
+                let bench = self.bench.as_mut().expect("ensured");
+                match bench.pool(&spec.pool.source, &spec.pool.filter, &mut |_| {}) {
+                    Ok(p) => {
+                        let (usable, rejected) = (p.adapters.len(), p.rejected.len());
+                        self.emit(Event::PoolLoaded {
+                            source: spec.pool.source.to_string(),
+                            usable,
+                            rejected,
+                        });
+                    }
+                    Err(e) => self.emit(Event::Log {
+                        run: None,
+                        line: format!("cannot load pool {}: {e}", spec.pool.source),
+                    }),
+                }
+            }
+            Command::Shutdown => {
+                self.stopping = true;
+                if let Some((_, flag)) = current {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn ensure_bench(&mut self, spec: &RunSpec) -> Result<(), RunError> {
+        if self.bench.as_ref().is_some_and(|b| b.serves(spec)) {
+            return Ok(());
+        }
+        self.bench = None;
+        self.bench = Some(Workbench::open(spec)?);
+        Ok(())
+    }
+
+    fn run(&mut self, mut q: Queued) {
+        let id = q.id.clone();
+        let _ = q.folder.set_state(RunState::Running, None);
+        self.emit(Event::Started {
+            run: id.clone(),
+            label: q.spec.label(),
+        });
+        let result = match self.ensure_bench(&q.spec) {
+            Ok(()) => self.execute_with_commands(&mut q),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(mut record) => {
+                record.id = id.0.clone();
+                match q.folder.finish(&record) {
+                    Ok(()) => self.emit(Event::Finished {
+                        run: id,
+                        exact_match: record.metrics.exact_match.mean,
+                        loss: record.metrics.loss.mean,
+                    }),
+                    Err(e) => self.emit(Event::Failed {
+                        run: id,
+                        error: format!("the run finished but its record could not be saved: {e}"),
+                    }),
+                }
+            }
+            Err(RunError::Cancelled) => {
+                let _ = q.folder.set_state(RunState::Cancelled, None);
+                self.emit(Event::Cancelled { run: id });
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let _ = q.folder.set_state(RunState::Failed, Some(error.clone()));
+                self.emit(Event::Failed { run: id, error });
+            }
+        }
+    }
+
+    /// Executes a run, reading commands between steps and writing the curve as it grows.
+    fn execute_with_commands(&mut self, q: &mut Queued) -> Result<crate::run::RunRecord, RunError> {
+        let cancel = AtomicBool::new(false);
+        let id = q.id.clone();
+        let start = Instant::now();
+        let mut bench = self.bench.take().expect("ensured before");
+        let mut pending = Vec::new();
+        let events = self.events.clone();
+        let commands = &self.commands;
+        let folder = &mut q.folder;
+        let spec = q.spec.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(
+                &mut bench,
+                &spec,
+                &mut |e| {
+                    let ev = match e {
+                        RunEvent::Stage { name, total } => Event::Stage {
+                            run: id.clone(),
+                            name,
+                            total,
+                        },
+                        RunEvent::Advance(done) => Event::Advance {
+                            run: id.clone(),
+                            done,
+                        },
+                        RunEvent::Curve(p) => {
+                            if let Err(err) = folder.append_curve(&p) {
+                                let _ = events.send(Event::Log {
+                                    run: Some(id.clone()),
+                                    line: format!("cannot append to the curve: {err}"),
+                                });
+                            }
+                            let secs = start.elapsed().as_secs_f64().max(1e-9);
+                            Event::Progress {
+                                run: id.clone(),
+                                step: p.step,
+                                train_loss: p.train_loss,
+                                val_loss: p.val_loss,
+                                throughput: p.step as f64 / secs,
+                            }
+                        }
+                        RunEvent::Coefficients(step, values) => Event::Coefficients {
+                            run: id.clone(),
+                            step,
+                            values,
+                        },
+                        RunEvent::Log(line) => Event::Log {
+                            run: Some(id.clone()),
+                            line,
+                        },
+                    };
+                    let _ = events.send(ev);
+                    // Commands that arrived meanwhile: cancels of this run act now, the rest
+                    // wait until the step returns.
+                    while let Ok(c) = commands.try_recv() {
+                        match &c {
+                            Command::Cancel { run } if *run == id => {
+                                cancel.store(true, Ordering::SeqCst)
+                            }
+                            Command::Shutdown => cancel.store(true, Ordering::SeqCst),
+                            _ => {}
+                        }
+                        pending.push(c);
+                    }
+                },
+                Some(&cancel),
+            )
+        }));
+        self.bench = Some(bench);
+        for c in pending {
+            let flag = AtomicBool::new(false);
+            self.handle(c, Some((&id, &flag)));
+        }
+        match outcome {
+            Ok(r) => r,
+            Err(panic) => {
+                // The model may be in any state after a panic: load it afresh next time.
+                self.bench = None;
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown".into());
+                Err(RunError::Task(format!(
+                    "internal error (please report): {what}"
+                )))
+            }
+        }
+    }
+}

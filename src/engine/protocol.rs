@@ -1,0 +1,125 @@
+//! The engine's typed protocol: `Command` in, `Event` out. The same types travel as JSON lines
+//! over the server's Unix socket, so the TUI and the CLI speak to an in-process engine and to a
+//! detached one alike.
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::spec::RunSpec;
+
+/// A run's id: the name of its folder in the runs directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    /// Queue a run.
+    Submit { spec: Box<RunSpec> },
+    /// Cancel a queued run, or stop a running one after the step in flight.
+    Cancel { run: RunId },
+    /// Move a queued run to `position` in the queue (0 = next).
+    Reprioritise { run: RunId, position: usize },
+    /// Load (and keep) a pool on the engine's model, reporting what is usable.
+    LoadPool { spec: Box<RunSpec> },
+    /// Finish the run in flight, then stop; queued runs stay queued on disk.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Queued {
+        run: RunId,
+        label: String,
+        position: usize,
+    },
+    Started {
+        run: RunId,
+        label: String,
+    },
+    /// A new stage of the run with this many units.
+    Stage {
+        run: RunId,
+        name: String,
+        total: usize,
+    },
+    /// Units of the current stage done.
+    Advance {
+        run: RunId,
+        done: usize,
+    },
+    /// A tuning step (or LoraHub generation) finished.
+    Progress {
+        run: RunId,
+        step: usize,
+        train_loss: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val_loss: Option<f64>,
+        /// Steps per second over the run so far.
+        throughput: f64,
+    },
+    /// Coefficients f(c) (groups × columns) at a validation check.
+    Coefficients {
+        run: RunId,
+        step: usize,
+        values: Vec<Vec<f32>>,
+    },
+    Log {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<RunId>,
+        line: String,
+    },
+    Finished {
+        run: RunId,
+        exact_match: f64,
+        loss: f64,
+    },
+    Failed {
+        run: RunId,
+        error: String,
+    },
+    Cancelled {
+        run: RunId,
+    },
+    PoolLoaded {
+        source: String,
+        usable: usize,
+        rejected: usize,
+    },
+    /// The engine stopped.
+    Stopped,
+}
+
+impl Event {
+    /// The run an event is about.
+    pub fn run(&self) -> Option<&RunId> {
+        match self {
+            Event::Queued { run, .. }
+            | Event::Started { run, .. }
+            | Event::Stage { run, .. }
+            | Event::Advance { run, .. }
+            | Event::Progress { run, .. }
+            | Event::Coefficients { run, .. }
+            | Event::Finished { run, .. }
+            | Event::Failed { run, .. }
+            | Event::Cancelled { run } => Some(run),
+            Event::Log { run, .. } => run.as_ref(),
+            Event::PoolLoaded { .. } | Event::Stopped => None,
+        }
+    }
+
+    /// Whether the event ends its run.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::Finished { .. } | Event::Failed { .. } | Event::Cancelled { .. }
+        )
+    }
+}

@@ -1,0 +1,318 @@
+//! The run store: one folder per run under the runs directory.
+//!
+//! - `spec.toml`   the spec as submitted (written once, atomically)
+//! - `status.json` state, owner process, timestamps, error (rewritten atomically on every change)
+//! - `curves.jsonl` one line per step, appended and flushed as the run goes
+//! - `record.json` the final record (atomically, when the run finishes)
+//!
+//! A crash loses at most the step in flight: a half-written last curve line is skipped when read.
+//! A run whose status says queued or running but whose owner process is gone is reported as
+//! `interrupted`, with its curve up to the last completed step.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::write::write_atomic;
+use crate::run::record::{CurvePoint, RunRecord, RunStatus, now_rfc3339};
+use crate::run::spec::RunSpec;
+
+/// A run's state as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl RunState {
+    pub fn is_live(self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl From<RunStatus> for RunState {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Finished => RunState::Finished,
+            RunStatus::Cancelled => RunState::Cancelled,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Interrupted => RunState::Interrupted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub id: String,
+    pub label: String,
+    pub state: RunState,
+    /// The process that owns the run while it is queued or running.
+    pub pid: u32,
+    pub submitted: String,
+    pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `runs list` shows of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub label: String,
+    pub state: RunState,
+    pub submitted: String,
+    pub steps: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no run {0:?} in the runs directory")]
+    NoRun(String),
+    #[error("run {0:?} is still {1}; cancel it first")]
+    Live(String, &'static str),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether process `pid` is alive (Linux: /proc; elsewhere assumed alive).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    pub root: PathBuf,
+}
+
+/// One run's folder, open for writing by its owner.
+#[derive(Debug)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    status: StatusFile,
+    curves: Option<std::fs::File>,
+}
+
+impl RunStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// A run id that names a plain folder of this store.
+    fn dir_of(&self, id: &str) -> Result<PathBuf, StoreError> {
+        if !crate::pool::is_plain_name(id) || id.starts_with('.') {
+            return Err(StoreError::NoRun(id.into()));
+        }
+        let dir = self.root.join(id);
+        if dir.join("status.json").is_file() || dir.join("record.json").is_file() {
+            Ok(dir)
+        } else {
+            Err(StoreError::NoRun(id.into()))
+        }
+    }
+
+    /// Creates the folder of a newly submitted run (state queued, owned by this process).
+    pub fn create(&self, id: &str, spec: &RunSpec) -> Result<RunFolder, StoreError> {
+        let dir = self.root.join(id);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let spec_path = dir.join("spec.toml");
+        write_atomic(&spec_path, spec.to_toml().as_bytes()).map_err(io(&spec_path))?;
+        let now = now_rfc3339();
+        let mut folder = RunFolder {
+            dir,
+            status: StatusFile {
+                id: id.into(),
+                label: spec.label(),
+                state: RunState::Queued,
+                pid: std::process::id(),
+                submitted: now.clone(),
+                updated: now,
+                error: None,
+            },
+            curves: None,
+        };
+        folder.write_status()?;
+        Ok(folder)
+    }
+
+    fn read_status(dir: &Path) -> Option<StatusFile> {
+        let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The curve written so far; a torn last line (a crash mid-write) is skipped.
+    pub fn read_curve(dir: &Path) -> Vec<CurvePoint> {
+        std::fs::read_to_string(dir.join("curves.jsonl"))
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let path = self.dir_of(id)?.join("record.json");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(serde_json::from_str(&t).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// The state, with live runs of dead processes reported as interrupted.
+    fn effective(status: &StatusFile) -> RunState {
+        if status.state.is_live() && !process_alive(status.pid) {
+            RunState::Interrupted
+        } else {
+            status.state
+        }
+    }
+
+    pub fn summary(&self, id: &str) -> Result<RunSummary, StoreError> {
+        let dir = self.dir_of(id)?;
+        let record = self.read_record(id)?;
+        let status = Self::read_status(&dir);
+        let (label, state, submitted, error) = match (&status, &record) {
+            (Some(s), _) => (
+                s.label.clone(),
+                Self::effective(s),
+                s.submitted.clone(),
+                s.error.clone(),
+            ),
+            (None, Some(r)) => (r.label.clone(), r.status.into(), r.started.clone(), None),
+            (None, None) => return Err(StoreError::NoRun(id.into())),
+        };
+        let steps = match &record {
+            Some(r) => r.curve.len(),
+            None => Self::read_curve(&dir).len(),
+        };
+        Ok(RunSummary {
+            id: id.into(),
+            label,
+            state,
+            submitted,
+            steps,
+            exact_match: record.as_ref().map(|r| r.metrics.exact_match.mean),
+            loss: record.as_ref().map(|r| r.metrics.loss.mean),
+            error,
+        })
+    }
+
+    /// Every run, oldest first.
+    pub fn list(&self) -> Vec<RunSummary> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        let mut out: Vec<RunSummary> = ids.iter().filter_map(|id| self.summary(id).ok()).collect();
+        out.sort_by(|a, b| a.submitted.cmp(&b.submitted).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Removes a finished, failed, cancelled or interrupted run.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let s = self.summary(id)?;
+        if s.state.is_live() {
+            return Err(StoreError::Live(id.into(), s.state.name()));
+        }
+        let dir = self.dir_of(id)?;
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    pub fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.dir_of(id)
+    }
+}
+
+impl RunFolder {
+    fn write_status(&mut self) -> Result<(), StoreError> {
+        self.status.updated = now_rfc3339();
+        let path = self.dir.join("status.json");
+        let text = serde_json::to_string_pretty(&self.status).expect("status serialises");
+        write_atomic(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    pub fn set_state(&mut self, state: RunState, error: Option<String>) -> Result<(), StoreError> {
+        self.status.state = state;
+        self.status.error = error;
+        self.write_status()
+    }
+
+    /// Appends one curve point and flushes it to the file.
+    pub fn append_curve(&mut self, p: &CurvePoint) -> Result<(), StoreError> {
+        let path = self.dir.join("curves.jsonl");
+        if self.curves.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            self.curves = Some(f);
+        }
+        let f = self.curves.as_mut().expect("opened above");
+        let mut line = serde_json::to_string(p).expect("point serialises");
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(io(&path))?;
+        f.flush().map_err(io(&path))
+    }
+
+    /// Writes the final record and the matching state.
+    pub fn finish(&mut self, record: &RunRecord) -> Result<(), StoreError> {
+        let path = self.dir.join("record.json");
+        let json = serde_json::to_string_pretty(record).expect("record serialises");
+        write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
+        self.set_state(record.status.into(), None)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.status.id
+    }
+}
