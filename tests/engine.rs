@@ -1,0 +1,304 @@
+//! The background engine on the lab: SIGKILL during a run (the record survives, the run reads as
+//! interrupted), cancel in mid-run, a failing run followed by one that succeeds, detach and
+//! reattach to a server receiving live events, and a socket other users could reach refused.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+
+use loracycle::engine::server::{Client, ServerError, check_socket_file, peer_allowed};
+use loracycle::engine::{Command, Event, RunStore, spawn};
+use loracycle::run::RunSpec;
+
+fn spec(text: &str) -> RunSpec {
+    RunSpec::from_toml(text, Path::new("test.toml")).unwrap()
+}
+
+/// A gradient run long enough to be interrupted: many small steps, validation every step.
+const LONG: &str = r#"
+name = "long"
+[task]
+lab = "caesar-5"
+train_examples = 16
+[selection]
+strategy = "random"
+k = 3
+[method]
+kind = "gradient"
+steps = 400
+batch_size = 2
+eval_every = 50
+[eval]
+bootstrap = 0
+"#;
+
+const BASE_RUN: &str = "name = \"base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n";
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn next_event(events: &std::sync::mpsc::Receiver<Event>) -> Event {
+    events
+        .recv_timeout(Duration::from_secs(120))
+        .expect("an event within 2 minutes")
+}
+
+#[test]
+fn sigkill_leaves_an_interrupted_run_with_its_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec_path = tmp.path().join("long.toml");
+    std::fs::write(&spec_path, LONG).unwrap();
+    let runs = tmp.path().join("runs");
+    let mut child = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args([
+            "run",
+            spec_path.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let curve_lines = || -> usize {
+        std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("curves.jsonl")).ok())
+            .map(|t| t.lines().count())
+            .sum()
+    };
+    wait_for("three curve points", Duration::from_secs(120), || {
+        curve_lines() >= 3
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let after_kill = curve_lines();
+    let list = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args([
+            "runs",
+            "list",
+            "--json",
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    let all: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["state"], "interrupted");
+    assert_eq!(all[0]["label"], "long");
+    assert_eq!(all[0]["steps"].as_u64().unwrap() as usize, after_kill);
+    // The curve reads back point by point, steps 1, 2, 3, ...
+    let store = RunStore::open(&runs).unwrap();
+    let id = all[0]["id"].as_str().unwrap();
+    let curve = RunStore::read_curve(&store.run_dir(id).unwrap());
+    assert_eq!(curve.len(), after_kill);
+    for (i, p) in curve.iter().enumerate() {
+        assert_eq!(p.step, i + 1);
+        assert!(p.train_loss.is_finite());
+    }
+    // The spec is there to run again; an interrupted run can be removed.
+    assert_eq!(
+        RunSpec::read(&store.run_dir(id).unwrap().join("spec.toml")).unwrap(),
+        spec(LONG)
+    );
+    store.remove(id).unwrap();
+    assert!(store.list().is_empty());
+}
+
+#[test]
+fn cancel_stops_a_running_run_within_a_step_and_the_queue_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(tmp.path()).unwrap();
+    let engine = spawn(store.clone());
+    // A run that fails, a long one to cancel, and one that succeeds, queued at once.
+    engine.send(Command::Submit {
+        spec: Box::new(spec(
+            "name = \"broken\"\n[task]\nlab = \"no-such-task\"\n[method]\nkind = \"base\"\n",
+        )),
+    });
+    engine.send(Command::Submit {
+        spec: Box::new(spec(LONG)),
+    });
+    engine.send(Command::Submit {
+        spec: Box::new(spec(BASE_RUN)),
+    });
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        if let Event::Queued { run, .. } = next_event(&engine.events) {
+            ids.push(run);
+        }
+    }
+    let (broken, long, base) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    // The broken run fails alone, with a message a person can act on.
+    loop {
+        match next_event(&engine.events) {
+            Event::Failed { run, error } => {
+                assert_eq!(run, broken);
+                assert!(
+                    error.starts_with("task: the lab has no held-out task \"no-such-task\""),
+                    "{error}"
+                );
+                break;
+            }
+            e => assert!(e.run() == Some(&broken) || e.run().is_none(), "{e:?}"),
+        }
+    }
+    // Cancel the long run after its second step; it stops within one more step.
+    let mut cancelled_at = None;
+    loop {
+        match next_event(&engine.events) {
+            Event::Progress { run, step, .. } if run == long => {
+                if step == 2 {
+                    engine.send(Command::Cancel { run: long.clone() });
+                    cancelled_at = Some(step);
+                } else if let Some(at) = cancelled_at {
+                    assert!(step <= at + 1, "still stepping at {step}");
+                }
+            }
+            Event::Cancelled { run } => {
+                assert_eq!(run, long);
+                break;
+            }
+            Event::Failed { run, error } => panic!("{run} failed: {error}"),
+            _ => {}
+        }
+    }
+    // The queue goes on: the base run finishes.
+    loop {
+        match next_event(&engine.events) {
+            Event::Finished {
+                run, exact_match, ..
+            } => {
+                assert_eq!(run, base);
+                assert!((0.0..=1.0).contains(&exact_match));
+                break;
+            }
+            Event::Failed { run, error } => panic!("{run} failed: {error}"),
+            _ => {}
+        }
+    }
+    engine.shutdown();
+    let states: Vec<(String, String)> = store
+        .list()
+        .into_iter()
+        .map(|s| (s.id, s.state.name().to_string()))
+        .collect();
+    assert!(states.contains(&(broken.0.clone(), "failed".into())));
+    assert!(states.contains(&(long.0.clone(), "cancelled".into())));
+    assert!(states.contains(&(base.0.clone(), "finished".into())));
+    assert!(store.read_record(&base.0).unwrap().is_some());
+}
+
+#[test]
+fn a_detached_server_keeps_running_and_a_new_client_sees_live_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("rt/engine.sock");
+    let runs = tmp.path().join("runs");
+    let mut server = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["serve", "--runs-dir", runs.to_str().unwrap()])
+        .env("LORACYCLE_SOCKET", &sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the socket", Duration::from_secs(30), || sock.exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // First client: submit, watch two steps, hang up (as a dropped SSH session would).
+    let mut first = Client::connect(&sock).unwrap();
+    first
+        .send(&Command::Submit {
+            spec: Box::new(spec(LONG)),
+        })
+        .unwrap();
+    let mut run = None;
+    let mut steps = 0;
+    while steps < 2 {
+        match first.next_event().expect("server alive") {
+            Event::Queued { run: r, .. } => run = Some(r),
+            Event::Progress { .. } => steps += 1,
+            _ => {}
+        }
+    }
+    let run = run.unwrap();
+    drop(first);
+    // A new client reattaches and sees the same run still making progress.
+    let mut second = Client::connect(&sock).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        if let Event::Progress { run: r, step, .. } = second.next_event().expect("server alive") {
+            assert_eq!(r, run);
+            seen.push(step);
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[1] > w[0]), "{seen:?}");
+    assert!(
+        seen[0] > 2,
+        "progress went on while no client was attached: {seen:?}"
+    );
+    // The run is in the server's runs directory, live.
+    let store = RunStore::open(&runs).unwrap();
+    assert_eq!(store.summary(&run.0).unwrap().state.name(), "running");
+    second.send(&Command::Cancel { run: run.clone() }).unwrap();
+    second.send(&Command::Shutdown).unwrap();
+    let mut cancelled = false;
+    while let Some(e) = second.next_event() {
+        if e == (Event::Cancelled { run: run.clone() }) {
+            cancelled = true;
+        }
+        if e == Event::Stopped {
+            break;
+        }
+    }
+    assert!(cancelled);
+    let status = server.wait().unwrap();
+    assert!(status.success());
+    assert!(!sock.exists(), "the server removes its socket");
+    assert_eq!(store.summary(&run.0).unwrap().state.name(), "cancelled");
+}
+
+#[test]
+fn a_socket_others_could_reach_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("engine.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = match Client::connect(&sock) {
+        Err(e) => e,
+        Ok(_) => panic!("a 0666 socket must be refused"),
+    };
+    assert!(matches!(err, ServerError::Unsafe { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "refusing {}: its mode is 0666; the engine socket must belong to you with mode 0600 (remove it and restart `loracycle serve`)",
+            sock.display()
+        )
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    check_socket_file(&sock).unwrap();
+    // The server side's rule: only the same user id.
+    assert!(peer_allowed(1000, 1000));
+    assert!(!peer_allowed(1001, 1000));
+    assert!(!peer_allowed(0, 1000));
+}
