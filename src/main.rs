@@ -229,6 +229,15 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a finished run's merged adapter as a PEFT folder (rebuilt from its record).
+    Export {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Rank of truncated results (TIES, DARE).
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+    },
     /// Remove runs that are not queued or running.
     Rm {
         #[arg(required = true)]
@@ -394,6 +403,7 @@ fn main() -> ExitCode {
             RunsCommand::List { json } => cli::runs::list(runs_dir, json),
             RunsCommand::Show { id, json } => cli::runs::show(runs_dir, &id, json),
             RunsCommand::Rm { ids } => cli::runs::rm(runs_dir, &ids),
+            RunsCommand::Export { id, out, rank } => cli::runs::export(runs_dir, &id, &out, rank),
         },
         Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),
         Some(Command::Study {

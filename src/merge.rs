@@ -351,6 +351,37 @@ impl Merged {
     }
 }
 
+impl Merged {
+    /// As PEFT needs it, one rank for every module: each pair of [`Merged::to_lora`] zero-padded
+    /// to the largest rank. Returns the pairs, that rank, and the relative truncation error.
+    pub fn to_padded_lora(
+        &self,
+        rank: usize,
+    ) -> Result<(crate::adapter::write::PairMap, usize, f64)> {
+        let (pairs, error) = self.to_lora(rank)?;
+        let r = pairs
+            .values()
+            .map(|(a, _)| a.dim(0).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let mut padded = BTreeMap::new();
+        for (key, (a, b)) in pairs {
+            let ri = a.dim(0)?;
+            let (inp, out) = (a.dim(1)?, b.dim(0)?);
+            let a = Tensor::cat(
+                &[a, Tensor::zeros((r - ri, inp), DType::F32, &Device::Cpu)?],
+                0,
+            )?;
+            let b = Tensor::cat(
+                &[b, Tensor::zeros((out, r - ri), DType::F32, &Device::Cpu)?],
+                1,
+            )?;
+            padded.insert(key, (a, b));
+        }
+        Ok((padded, r, error))
+    }
+}
+
 /// Merges whole adapters with per-adapter weights: every (layer, module) any of them touches.
 pub fn merge_adapters(
     sources: &[(&Adapter, f64)],

@@ -2,6 +2,7 @@
 //! execute specs on a [`Workbench`] that keeps the model, pools and adapter scores loaded.
 
 pub mod execute;
+pub mod export;
 pub mod record;
 pub mod spec;
 pub mod study;

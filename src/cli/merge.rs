@@ -1,10 +1,9 @@
 //! `loracycle merge`: merge adapters with a non-adaptive method and write a PEFT adapter.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 
 use loracycle::adapter::Adapter;
 use loracycle::adapter::write::write_peft;
@@ -94,27 +93,8 @@ pub fn merge(args: MergeArgs) -> Result<()> {
     }
     let sources: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();
     let merged = merge_adapters(&sources, &method, &cfg)?;
-    let (pairs, error) = merged.to_lora(args.rank)?;
-    // PEFT wants one rank for every module: pad smaller ones with zero rows / columns.
-    let rank = pairs
-        .values()
-        .map(|(a, _)| a.dim(0).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let mut padded = BTreeMap::new();
-    for (key, (a, b)) in pairs {
-        let r = a.dim(0)?;
-        let (inp, out) = (a.dim(1)?, b.dim(0)?);
-        let a = Tensor::cat(
-            &[a, Tensor::zeros((rank - r, inp), DType::F32, &Device::Cpu)?],
-            0,
-        )?;
-        let b = Tensor::cat(
-            &[b, Tensor::zeros((out, rank - r), DType::F32, &Device::Cpu)?],
-            1,
-        )?;
-        padded.insert(key, (a, b));
-    }
+    // PEFT wants one rank for every module: smaller ones are zero-padded.
+    let (padded, rank, error) = merged.to_padded_lora(args.rank)?;
     let base = base_name.unwrap_or_else(|| args.model.display().to_string());
     // alpha = r: the written scale is 1, B already carries every factor.
     write_peft(&args.out, &padded, rank, rank as f64, &base, DType::F32)?;

@@ -119,3 +119,18 @@ pub fn serve(runs: Option<PathBuf>) -> Result<()> {
     })?;
     Ok(())
 }
+
+pub fn export(runs: Option<PathBuf>, id: &str, out: &std::path::Path, rank: usize) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let Some(record) = store.read_record(id)? else {
+        bail!("run {id} has no record yet (it has not finished)");
+    };
+    let (r, error) = loracycle::run::export::export(&record, out, rank)?;
+    let how = if error > 0.0 {
+        format!("rank-{rank} truncation, relative error {error:.4}")
+    } else {
+        "exact".into()
+    };
+    println!("exported run {id} to {} (rank {r}, {how})", out.display());
+    Ok(())
+}

@@ -264,7 +264,11 @@ impl CoefficientBranches {
 
     /// Branches with gates f(C)[group, column]·s; differentiable in `c` (groups × columns).
     pub fn branches(&self, c: &Tensor) -> candle_core::Result<Branches> {
-        let fc = activate(c, self.activation)?;
+        self.branches_from_activated(&activate(c, self.activation)?)
+    }
+
+    /// Branches from already activated coefficients f(c) (as a run record keeps them).
+    pub fn branches_from_activated(&self, fc: &Tensor) -> candle_core::Result<Branches> {
         let mut out = Branches::empty(self.layout.num_layers());
         for s in &self.slots {
             let gate = fc
