@@ -7,7 +7,9 @@
 //! - a LoraHub generation of 16 candidates over k = 20 rank-16 adapters scored in batched forwards
 //!   against 16 one-candidate evaluations, on 5 and on 80 examples of 32 tokens.
 //!
-//! cargo bench --bench recycle -- [--iters N]
+//! With `--lab`, the same on the shipped lab (its base, 30 / 20 pool adapters, caesar-5 examples).
+//!
+//! cargo bench --bench recycle -- [--iters N] [--lab]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -70,8 +72,114 @@ fn examples(n: usize, len: usize, answer: usize, salt: usize) -> Vec<EncodedExam
         .collect()
 }
 
+/// The same measurements on the shipped lab: its base model, its pool adapters and a held-out
+/// task's examples (prompts and answers through the lab template).
+fn lab(iters: usize) {
+    use loracycle::eval::read_jsonl;
+    use loracycle::model::{Llama, TextCodec};
+    let dev = Device::Cpu;
+    let dir = loracycle::pool::lab_dir();
+    let base = dir.join("base");
+    let cfg = loracycle::model::weights::read_config(&base).unwrap();
+    let codec = TextCodec::load(&base, loracycle::model::Template::Lab, &cfg).unwrap();
+    let model = Llama::load(&base, DType::F32, &dev).unwrap();
+    let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
+    let enc: Vec<EncodedExample> = rows
+        .iter()
+        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .collect();
+    let pad = codec.pad_id();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pool: Vec<Adapter> = names
+        .iter()
+        .take(30)
+        .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
+        .collect();
+    println!("recycle (lab): hidden 128, 4 layers, caesar-5 examples, {iters} iters");
+    let batch = &enc[..8];
+    // Base fwd+bwd with every weight a variable: a copy of the model whose weights are Vars.
+    let mut tensors = std::collections::HashMap::new();
+    for (name, t) in candle_core::safetensors::load(base.join("model.safetensors"), &dev).unwrap() {
+        tensors.insert(name, Var::from_tensor(&t).unwrap().as_tensor().clone());
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+    let mut grad_base = Llama::from_var_builder(cfg.clone(), vb, DType::F32, &dev).unwrap();
+    grad_base.set_differentiable(true);
+    let (base_ms, min) = time_ms(iters, || {
+        let (nll, _) = token_nll(&grad_base, pad, batch, None).unwrap();
+        nll.mean_all().unwrap().backward().unwrap();
+    });
+    println!(
+        "  base fwd+bwd (all weight gradients)          median {base_ms:8.2} ms (min {min:8.2})"
+    );
+    let refs: Vec<&Adapter> = pool.iter().collect();
+    let cb = CoefficientBranches::new(
+        &refs,
+        cfg.num_hidden_layers,
+        Granularity::Module,
+        Activation::LeakyRelu,
+        DType::F32,
+        &dev,
+    )
+    .unwrap();
+    let c = Var::from_tensor(
+        &Tensor::full(0.01f32, (cb.layout.groups, cb.layout.columns), &dev).unwrap(),
+    )
+    .unwrap();
+    for (dense, name) in [
+        (true, "recipe step, k=30 (dense dW path)"),
+        (false, "recipe step, k=30 (branch path)"),
+    ] {
+        let mut m = model.clone();
+        m.set_differentiable(true);
+        m.set_dense_delta_grad(dense);
+        let (ms, min) = time_ms(iters, || {
+            let br = cb.branches(c.as_tensor()).unwrap();
+            let (nll, _) = token_nll(&m, pad, batch, Some(&br)).unwrap();
+            nll.mean_all().unwrap().backward().unwrap();
+        });
+        println!(
+            "  {name:<44} median {ms:8.2} ms (min {min:8.2})  {:5.2}x base",
+            ms / base_ms
+        );
+    }
+    let hub_refs: Vec<&Adapter> = refs[..20].to_vec();
+    let stacked = StackedPool::new(&hub_refs, &cfg, DType::F32, &dev).unwrap();
+    let candidates: Vec<Vec<f64>> = (0..16)
+        .map(|p| {
+            (0..20)
+                .map(|i| (((p * 20 + i) % 7) as f64 - 3.0) / 4.0)
+                .collect()
+        })
+        .collect();
+    for n in [5, 80] {
+        let ex = &enc[..n];
+        let (seq_ms, min) = time_ms(iters, || {
+            score_sequential(&model, pad, &stacked, ex, &candidates).unwrap();
+        });
+        println!(
+            "  LoraHub generation, {n:>2} examples, sequential  median {seq_ms:8.2} ms (min {min:8.2})"
+        );
+        let (ms, min) = time_ms(iters, || {
+            score_batched(&model, pad, &stacked, ex, &candidates, 2048).unwrap();
+        });
+        println!(
+            "  LoraHub generation, {n:>2} examples, batched     median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
+            seq_ms / ms
+        );
+    }
+}
+
 fn main() {
     let iters = iters_arg(10);
+    if std::env::args().any(|a| a == "--lab") {
+        lab(iters);
+        return;
+    }
     let dev = Device::Cpu;
     let cfg = config();
     let model = random_model(&cfg, &dev, false);

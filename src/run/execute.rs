@@ -744,6 +744,19 @@ fn evaluate_test(
         .iter()
         .map(|e| codec.encode_example(&e.prompt, &e.answer))
         .collect::<std::result::Result<_, _>>()?;
+    // With exact matching and an end token, teacher forcing gives greedy decoding's verdict
+    // (every answer position and the end token are the argmax) in the same forward as the loss.
+    if task.exact && !codec.eos_ids().is_empty() {
+        let (mut em, mut losses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for chunk in encoded.chunks(spec.eval.batch_size.max(1)) {
+            check_cancel(cancel)?;
+            let (exact, l) = eval::answer_scores(model, codec.pad_id(), chunk, None)?;
+            em.extend(exact.into_iter().map(|e| if e { 1.0 } else { 0.0 }));
+            losses.extend(l);
+            on(RunEvent::Advance(em.len()));
+        }
+        return Ok((em, losses));
+    }
     let mut losses = Vec::with_capacity(n);
     for chunk in encoded.chunks(spec.eval.batch_size.max(1)) {
         losses.extend(eval::answer_losses(model, codec.pad_id(), chunk, None)?);

@@ -72,7 +72,11 @@ pub fn lab_paper_arms() -> Vec<Arm> {
         ),
         (
             "LoraHub",
-            MethodSpec::Lorahub(LorahubSpec::default()),
+            // LoraHub's own recipe: 20 random adapters, a few (5) examples.
+            MethodSpec::Lorahub(LorahubSpec {
+                examples: Some(5),
+                ..LorahubSpec::default()
+            }),
             Selection::Random { k: 20, seed: None },
         ),
         (

@@ -261,6 +261,28 @@ pub fn score_sequential(
         .collect()
 }
 
+/// Scores candidates the cheaper way: one batched forward, unless the stacked branch (rank P·r
+/// per module) costs more arithmetic per token than the model itself and the examples already
+/// fill a forward, where one forward per candidate is faster.
+fn score(
+    model: &Llama,
+    pad_id: u32,
+    pool: &StackedPool,
+    examples: &[EncodedExample],
+    candidates: &[Vec<f64>],
+    rows_per_forward: usize,
+) -> Result<Vec<f64>> {
+    let h = model.config().hidden_size;
+    let stacked_rank = candidates.len() * pool.rank;
+    let branch_heavier = stacked_rank * (h + model.config().intermediate_size)
+        > h * model.config().intermediate_size;
+    if branch_heavier && examples.len() >= 32 {
+        score_sequential(model, pad_id, pool, examples, candidates)
+    } else {
+        score_batched(model, pad_id, pool, examples, candidates, rows_per_forward)
+    }
+}
+
 /// One generation of the search.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GenerationReport {
@@ -312,7 +334,7 @@ pub fn tune_lorahub(
     };
     // The starting point (the base model, c = 0) is the first incumbent.
     let zero = vec![0.0; k];
-    let l0 = score_batched(
+    let l0 = score(
         model,
         pad_id,
         pool,
@@ -329,7 +351,7 @@ pub fn tune_lorahub(
             break;
         }
         let candidates = es.ask();
-        let losses = score_batched(
+        let losses = score(
             model,
             pad_id,
             pool,
