@@ -22,7 +22,7 @@ use loracycle::model::branch::Branch;
 use loracycle::model::template::EncodedExample;
 use loracycle::model::{Branches, LlamaConfig, Module};
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity};
-use loracycle::tune::lorahub::{StackedPool, score_batched, score_sequential};
+use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
 #[path = "support/random.rs"]
 mod random;
@@ -169,6 +169,13 @@ fn lab(iters: usize) {
         });
         println!(
             "  LoraHub generation, {n:>2} examples, batched     median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
+            seq_ms / ms
+        );
+        let (ms, min) = time_ms(iters, || {
+            score_grouped(&model, pad, &stacked, ex, &candidates, 2048).unwrap();
+        });
+        println!(
+            "  LoraHub generation, {n:>2} examples, grouped     median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
             seq_ms / ms
         );
     }

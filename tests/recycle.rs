@@ -16,7 +16,7 @@ use loracycle::model::template::EncodedExample;
 use loracycle::model::weights::read_config;
 use loracycle::model::{Llama, Template, TextCodec};
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity, activate};
-use loracycle::tune::lorahub::{StackedPool, score_batched, score_sequential};
+use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
 const FIX: &str = "tests/fixtures";
 
@@ -187,10 +187,24 @@ fn lorahub_batched_scores_equal_one_candidate_at_a_time() {
     // Rows per forward smaller than the total, so chunks split candidates across forwards.
     let batched = score_batched(&model, codec.pad_id(), &pool, &enc, &candidates, 5).unwrap();
     let sequential = score_sequential(&model, codec.pad_id(), &pool, &enc, &candidates).unwrap();
-    for (b, s) in batched.iter().zip(&sequential) {
+    // Grouped dense updates, two candidates per forward.
+    let grouped = score_grouped(
+        &model,
+        codec.pad_id(),
+        &pool,
+        &enc,
+        &candidates,
+        2 * enc.len(),
+    )
+    .unwrap();
+    for ((b, g), s) in batched.iter().zip(&grouped).zip(&sequential) {
         assert!(
             (b - s).abs() < 1e-5 * s.abs().max(1.0),
             "batched {b} vs sequential {s}"
+        );
+        assert!(
+            (g - s).abs() < 1e-5 * s.abs().max(1.0),
+            "grouped {g} vs sequential {s}"
         );
     }
     // Candidate 0 is the base model; the others move the loss.

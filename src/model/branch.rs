@@ -68,6 +68,10 @@ pub struct Branches {
     layers: Vec<[Option<Branch>; 7]>,
     /// Dropout on every branch input (training only).
     pub dropout: Option<Dropout>,
+    /// Per-group dense updates (groups, out, in) by (layer, module): the batch's rows split into
+    /// `groups` equal, contiguous groups, group p computed with W + ΔW_p. Scores several merges in
+    /// one forward at the base model's arithmetic per token.
+    grouped: Vec<[Option<Tensor>; 7]>,
 }
 
 /// One adapter's contribution to a branch, before concatenation.
@@ -83,6 +87,7 @@ impl Branches {
         Self {
             layers: (0..num_layers).map(|_| Default::default()).collect(),
             dropout: None,
+            grouped: Vec::new(),
         }
     }
 
@@ -96,6 +101,18 @@ impl Branches {
 
     pub fn set(&mut self, layer: usize, module: Module, branch: Option<Branch>) {
         self.layers[layer][module.index()] = branch;
+    }
+
+    /// Sets the per-group dense updates of one module, (groups, out, in).
+    pub fn set_grouped(&mut self, layer: usize, module: Module, deltas: Tensor) {
+        if self.grouped.is_empty() {
+            self.grouped = (0..self.layers.len()).map(|_| Default::default()).collect();
+        }
+        self.grouped[layer][module.index()] = Some(deltas);
+    }
+
+    pub fn grouped(&self, layer: usize, module: Module) -> Option<&Tensor> {
+        self.grouped.get(layer)?[module.index()].as_ref()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -359,6 +359,9 @@ impl Llama {
             let dropout = branches
                 .and_then(|b| b.dropout)
                 .map(|d| move |x: &Tensor| d.apply(x, l, m));
+            if let Some(d) = branches.and_then(|b| b.grouped(l, m)) {
+                return grouped_linear(x, w, d);
+            }
             linear(
                 x,
                 w,
@@ -444,6 +447,20 @@ impl Llama {
             .reshape((b, t, nh * hd))?;
         Ok(lin(&out, Module::O)?)
     }
+}
+
+/// x (W + ΔW_p)ᵀ for each of the P contiguous row groups of x (batch, seq, in), with
+/// `deltas` (P, out, in): one batched matmul.
+fn grouped_linear(x: &Tensor, w: &Tensor, deltas: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let p = deltas.dim(0)?;
+    if p == 0 || b % p != 0 {
+        candle_core::bail!("{b} rows do not split into {p} equal groups");
+    }
+    let weights = deltas.broadcast_add(&w.unsqueeze(0)?)?; // (P, out, in)
+    let xg = x.reshape((p, (b / p) * t, i))?;
+    let y = xg.matmul(&weights.transpose(1, 2)?)?; // (P, rows·t, out)
+    y.reshape((b, t, ()))
 }
 
 /// Applies dropout to a branch input.

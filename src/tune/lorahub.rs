@@ -194,6 +194,67 @@ impl StackedPool {
     }
 }
 
+impl StackedPool {
+    /// Every candidate's ΔW_p = B_p A_p per module, (P, out, in), as grouped updates.
+    fn grouped(&self, candidates: &[Vec<f64>]) -> candle_core::Result<Branches> {
+        let (p, r) = (candidates.len(), self.rank);
+        let mut out = Branches::empty(self.num_layers);
+        for (l, m, a, b) in self.stacked(candidates)? {
+            let inp = a.dim(1)?;
+            let o = b.dim(0)?;
+            let ap = a.reshape((p, r, inp))?;
+            let bp = b.reshape((o, p, r))?.transpose(0, 1)?.contiguous()?;
+            out.set_grouped(l, m, bp.matmul(&ap)?);
+        }
+        Ok(out)
+    }
+
+    /// Elements of all candidates' dense updates for the largest module.
+    fn grouped_elements(&self, candidates: usize) -> usize {
+        self.modules
+            .iter()
+            .map(|(_, _, a, b)| candidates * a.dim(1).unwrap_or(0) * b.dim(0).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Each candidate's token-mean loss with its own ΔW in one forward per group of candidates: the
+/// base model's arithmetic per token, one forward instead of one per candidate.
+pub fn score_grouped(
+    model: &Llama,
+    pad_id: u32,
+    pool: &StackedPool,
+    examples: &[EncodedExample],
+    candidates: &[Vec<f64>],
+    rows_per_forward: usize,
+) -> Result<Vec<f64>> {
+    let e = examples.len().max(1);
+    let per = (rows_per_forward / e).max(1);
+    let mut out = Vec::with_capacity(candidates.len());
+    for group in candidates.chunks(per) {
+        let br = pool.grouped(group)?;
+        let batch: Vec<EncodedExample> = group
+            .iter()
+            .flat_map(|_| examples.iter().cloned())
+            .collect();
+        let (nll, owner) = token_nll(model, pad_id, &batch, Some(&br))?;
+        let nll = nll.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let mut sum = vec![0f64; group.len()];
+        let mut count = vec![0usize; group.len()];
+        for (v, o) in nll.iter().zip(owner) {
+            sum[o / e] += v;
+            count[o / e] += 1;
+        }
+        out.extend(
+            sum.iter()
+                .zip(&count)
+                .map(|(s, &n)| if n == 0 { f64::NAN } else { s / n as f64 }),
+        );
+    }
+    Ok(out)
+}
+
 /// Token-mean answer loss of each candidate on `examples`, all candidates in batched forwards
 /// of at most `rows_per_forward` rows.
 pub fn score_batched(
@@ -261,9 +322,11 @@ pub fn score_sequential(
         .collect()
 }
 
-/// Scores candidates the cheaper way: one batched forward, unless the stacked branch (rank P·r
-/// per module) costs more arithmetic per token than the model itself and the examples already
-/// fill a forward, where one forward per candidate is faster.
+/// Most elements of per-candidate dense updates of one module held at once (64 M floats).
+const GROUPED_LIMIT: usize = 1 << 26;
+
+/// Scores a generation in batched forwards: grouped dense updates where they fit, else the
+/// stacked branch with per-example gates.
 fn score(
     model: &Llama,
     pad_id: u32,
@@ -272,15 +335,12 @@ fn score(
     candidates: &[Vec<f64>],
     rows_per_forward: usize,
 ) -> Result<Vec<f64>> {
-    let h = model.config().hidden_size;
-    let stacked_rank = candidates.len() * pool.rank;
-    let branch_heavier = stacked_rank * (h + model.config().intermediate_size)
-        > h * model.config().intermediate_size;
-    if branch_heavier && examples.len() >= 32 {
-        score_sequential(model, pad_id, pool, examples, candidates)
-    } else {
-        score_batched(model, pad_id, pool, examples, candidates, rows_per_forward)
+    // Grouped dense updates while all candidates' ΔW of a module stay small (lab-sized models);
+    // on large models the stacked branch adds little per token.
+    if pool.grouped_elements(candidates.len()) <= GROUPED_LIMIT {
+        return score_grouped(model, pad_id, pool, examples, candidates, rows_per_forward);
     }
+    score_batched(model, pad_id, pool, examples, candidates, rows_per_forward)
 }
 
 /// One generation of the search.
