@@ -92,6 +92,10 @@ Examples:\n  loracycle study --seeds 1 --tasks caesar-5,table-m\n  loracycle stu
         /// Scale tuning steps and search budgets (e.g. 0.1 for a quick look); 1 is the preset.
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Rebuild the table from the run records already in the runs directory (and list the
+        /// cells that have none) instead of running.
+        #[arg(long)]
+        collect: bool,
     },
     /// Merge adapters with a non-adaptive method and write the result as a PEFT adapter.
     #[command(
@@ -413,7 +417,8 @@ fn main() -> ExitCode {
             out,
             runs_dir,
             scale,
-        }) => cli::run::study(tasks, seeds, out, runs_dir, scale),
+            collect,
+        }) => cli::run::study(tasks, seeds, out, runs_dir, scale, collect),
         Some(Command::Merge {
             model,
             adapters,

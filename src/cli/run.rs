@@ -203,7 +203,19 @@ pub fn study(
     out: Option<PathBuf>,
     runs: Option<PathBuf>,
     scale: f64,
+    collect: bool,
 ) -> Result<()> {
+    if collect {
+        let runs = runs_dir(runs.as_deref());
+        let out = out.unwrap_or_else(|| runs.join("study"));
+        let (report, missing) = loracycle::run::study::collect(&runs, &out, 0.0)?;
+        println!("{}", markdown(&report));
+        for m in &missing {
+            println!("missing: {m}");
+        }
+        println!("written: {}/study.{{md,csv,json}}", out.display());
+        return Ok(());
+    }
     let tasks = if tasks.is_empty() {
         loracycle::lab::tasks::held_out()
             .into_iter()

@@ -16,6 +16,9 @@ pub struct Estimate {
 impl Estimate {
     /// "0.812 [0.734, 0.883]"
     pub fn display(&self, digits: usize) -> String {
+        if self.mean.is_nan() {
+            return "–".into();
+        }
         format!(
             "{:.d$} [{:.d$}, {:.d$}]",
             self.mean,

@@ -268,6 +268,79 @@ pub fn run_study(
     Ok(report)
 }
 
+/// Rebuilds a study's table from the run records in `runs` (the study names every run
+/// "TASK / ARM / seed N"); cells with no finished record are listed as missing.
+pub fn collect(
+    runs: &Path,
+    out: &Path,
+    wall_s: f64,
+) -> std::io::Result<(StudyReport, Vec<String>)> {
+    let arms = lab_paper_arms();
+    let mut rows = Vec::new();
+    let mut tasks: Vec<String> = Vec::new();
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(runs)?.filter_map(|e| e.ok()) {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("record.json")) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_str::<RunRecord>(&text) else {
+            continue;
+        };
+        let parts: Vec<&str> = r.spec.name.split(" / ").collect();
+        let [task, arm, seed] = parts[..] else {
+            continue;
+        };
+        let Some(seed) = seed
+            .strip_prefix("seed ")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !arms.iter().any(|a| a.label == arm) {
+            continue;
+        }
+        if !tasks.iter().any(|t| t == task) {
+            tasks.push(task.to_string());
+        }
+        seeds = seeds.max(seed as usize + 1);
+        rows.push(StudyRow {
+            task: task.to_string(),
+            has_relative: crate::lab::tasks::relative_of(task).is_some(),
+            seed,
+            arm: arm.to_string(),
+            exact_match: r.metrics.exact_match.mean,
+            loss: r.metrics.loss.mean,
+            seconds: r.timings.total_s,
+            run_id: r.id.clone(),
+        });
+    }
+    let held: Vec<&str> = crate::lab::tasks::held_out();
+    tasks.sort_by_key(|t| held.iter().position(|h| h == t).unwrap_or(usize::MAX));
+    let mut missing = Vec::new();
+    for t in &tasks {
+        for seed in 0..seeds as u64 {
+            for a in &arms {
+                if !rows
+                    .iter()
+                    .any(|r| &r.task == t && r.seed == seed && r.arm == a.label)
+                {
+                    missing.push(format!("{t} / {} / seed {seed}", a.label));
+                }
+            }
+        }
+    }
+    let report = StudyReport {
+        preset: "lab-paper".into(),
+        summary: summarise(&rows, &arms),
+        tasks,
+        seeds,
+        wall_s,
+        rows,
+    };
+    write_outputs(out, &report)?;
+    Ok((report, missing))
+}
+
 pub fn summarise(rows: &[StudyRow], arms: &[Arm]) -> Vec<ArmSummary> {
     arms.iter()
         .map(|arm| {
