@@ -193,6 +193,30 @@ impl Engine {
                     }),
                 }
             }
+            Command::EvaluateAdapter { spec, adapter } => {
+                let outcome = self.ensure_bench(&spec).and_then(|()| {
+                    self.bench
+                        .as_mut()
+                        .expect("ensured")
+                        .evaluate_adapter(&spec, &adapter)
+                });
+                self.emit(match outcome {
+                    Ok((task, em, loss)) => Event::Evaluated {
+                        adapter,
+                        task,
+                        exact_match: Some(em),
+                        loss: Some(loss),
+                        error: None,
+                    },
+                    Err(e) => Event::Evaluated {
+                        adapter,
+                        task: spec.task.display_name(),
+                        exact_match: None,
+                        loss: None,
+                        error: Some(e.to_string()),
+                    },
+                });
+            }
             Command::Shutdown => {
                 self.stopping = true;
                 if let Some((_, flag)) = current {

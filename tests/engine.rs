@@ -191,6 +191,41 @@ fn cancel_stops_a_running_run_within_a_step_and_the_queue_goes_on() {
             _ => {}
         }
     }
+    // One adapter scored alone on a task, answered by an event; a wrong name says so.
+    let task_spec = spec("[task]\nlab = \"caesar-5\"\n");
+    engine.send(Command::EvaluateAdapter {
+        spec: Box::new(task_spec.clone()),
+        adapter: "caesar-4".into(),
+    });
+    engine.send(Command::EvaluateAdapter {
+        spec: Box::new(task_spec),
+        adapter: "nope".into(),
+    });
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        if let e @ Event::Evaluated { .. } = next_event(&engine.events) {
+            answers.push(e);
+        }
+    }
+    match &answers[0] {
+        Event::Evaluated {
+            adapter,
+            task,
+            exact_match: Some(em),
+            loss: Some(l),
+            error: None,
+        } => {
+            assert_eq!((adapter.as_str(), task.as_str()), ("caesar-4", "caesar-5"));
+            assert!((0.0..=1.0).contains(em) && l.is_finite());
+        }
+        e => panic!("{e:?}"),
+    }
+    match &answers[1] {
+        Event::Evaluated { error: Some(e), .. } => {
+            assert_eq!(e, "task: no adapter \"nope\" in pool lab")
+        }
+        e => panic!("{e:?}"),
+    }
     engine.shutdown();
     let states: Vec<(String, String)> = store
         .list()

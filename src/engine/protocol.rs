@@ -28,6 +28,9 @@ pub enum Command {
     Reprioritise { run: RunId, position: usize },
     /// Load (and keep) a pool on the engine's model, reporting what is usable.
     LoadPool { spec: Box<RunSpec> },
+    /// Score one adapter (a pool name of the spec's pool, or an adapter folder) alone on the
+    /// spec's task: exact match and answer loss on the test split.
+    EvaluateAdapter { spec: Box<RunSpec>, adapter: String },
     /// Finish the run in flight, then stop; queued runs stay queued on disk.
     Shutdown,
 }
@@ -93,6 +96,17 @@ pub enum Event {
         usable: usize,
         rejected: usize,
     },
+    /// The answer to `EvaluateAdapter` (or why it could not be scored).
+    Evaluated {
+        adapter: String,
+        task: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exact_match: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The engine stopped.
     Stopped,
 }
@@ -111,7 +125,7 @@ impl Event {
             | Event::Failed { run, .. }
             | Event::Cancelled { run } => Some(run),
             Event::Log { run, .. } => run.as_ref(),
-            Event::PoolLoaded { .. } | Event::Stopped => None,
+            Event::PoolLoaded { .. } | Event::Evaluated { .. } | Event::Stopped => None,
         }
     }
 

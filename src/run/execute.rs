@@ -254,6 +254,51 @@ impl Workbench {
         Ok(loaded)
     }
 
+    /// One adapter alone on the spec's task test split: (exact match, mean answer loss).
+    pub fn evaluate_adapter(
+        &mut self,
+        spec: &RunSpec,
+        adapter: &str,
+    ) -> Result<(String, f64, f64)> {
+        let task = load_task(spec)?;
+        let cfg = self.model.config().clone();
+        let dir = if Path::new(adapter).join("adapter_config.json").is_file() {
+            PathBuf::from(adapter)
+        } else {
+            pool::list(&spec.pool.source)
+                .map_err(|e| RunError::Pool {
+                    origin: spec.pool.source.to_string(),
+                    reason: e.to_string(),
+                })?
+                .into_iter()
+                .find(|c| c.name == adapter)
+                .map(|c| c.dir)
+                .ok_or_else(|| {
+                    RunError::Task(format!(
+                        "no adapter {adapter:?} in pool {}",
+                        spec.pool.source
+                    ))
+                })?
+        };
+        let ad = Adapter::load(&dir, Some((&cfg, self.identity.as_deref())))?;
+        let br = crate::adapter::branches_for(
+            &[(&ad, 1.0)],
+            &cfg,
+            self.model.dtype(),
+            self.model.device(),
+        )?;
+        let folded = self.model.fold(&br)?;
+        let test = self.encode(&task.test)?;
+        let (mut hits, mut loss) = (0usize, 0.0);
+        for chunk in test.chunks(32) {
+            let (exact, l) = eval::answer_scores(&folded, self.codec.pad_id(), chunk, None)?;
+            hits += exact.iter().filter(|&&e| e).count();
+            loss += l.iter().sum::<f64>();
+        }
+        let n = test.len().max(1) as f64;
+        Ok((task.name, hits as f64 / n, loss / n))
+    }
+
     fn encode(&self, rows: &[Example]) -> Result<Vec<EncodedExample>> {
         Ok(rows
             .iter()
