@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use loracycle::adapter::{self, Adapter};
 use loracycle::eval::{self, EvalOptions};
@@ -22,17 +22,7 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
-    let weights = if args.weights.is_empty() {
-        vec![1.0; args.adapters.len()]
-    } else if args.weights.len() != args.adapters.len() {
-        bail!(
-            "--weights has {} values for {} adapters",
-            args.weights.len(),
-            args.adapters.len()
-        );
-    } else {
-        args.weights.clone()
-    };
+    let weights = super::adapter_weights(&args.weights, args.adapters.len())?;
     let examples = eval::read_jsonl(&args.data)?;
     let device = args.device.open()?;
     let dtype = args.dtype.resolve(&device);

@@ -68,17 +68,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
         bail!("give at least one --adapter");
     }
     let method = method_of(&args)?;
-    let weights = if args.weights.is_empty() {
-        vec![1.0; args.adapters.len()]
-    } else if args.weights.len() != args.adapters.len() {
-        bail!(
-            "--weights has {} values for {} adapters",
-            args.weights.len(),
-            args.adapters.len()
-        );
-    } else {
-        args.weights.clone()
-    };
+    let weights = super::adapter_weights(&args.weights, args.adapters.len())?;
     let cfg = read_config(&args.model)?;
     let base_name = model_identity(&args.model, &cfg);
     let adapters = args

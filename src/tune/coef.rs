@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
-use super::optim::{Schedule, Trainer};
+use super::optim::{Batcher, Schedule, Trainer};
 use crate::adapter::Adapter;
 use crate::eval::{Result, token_nll};
 use crate::model::branch::Branch;
@@ -395,8 +394,7 @@ pub fn tune_coefficients(
     };
     let mut trainer = Trainer::new(vec![var.clone()], (0.9, 0.999), 0.0, Some(1.0))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0ef);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut cursor = order.len();
+    let mut batcher = Batcher::default();
     let mut best: Option<(f64, usize, Tensor)> = None;
     let mut curve = Vec::with_capacity(spec.steps);
     let mut done = 0;
@@ -405,15 +403,7 @@ pub fn tune_coefficients(
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             break;
         }
-        let mut batch = Vec::with_capacity(spec.batch_size);
-        while batch.len() < spec.batch_size.min(train.len()) {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            batch.push(train[order[cursor]].clone());
-            cursor += 1;
-        }
+        let batch = batcher.next(train, spec.batch_size, &mut rng);
         let br = branches.branches(var.as_tensor())?;
         let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
         let mut loss = nll.mean_all()?.to_dtype(DType::F32)?;

@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::optim::{Schedule, Trainer};
+use super::optim::{Batcher, Schedule, Trainer};
 use crate::adapter::write::PairMap;
 use crate::eval::{Result, teacher_forced_exact, token_nll};
 use crate::model::branch::Branch;
@@ -116,8 +115,7 @@ pub fn train_lora(
     };
     let mut trainer = Trainer::new(all_vars, (0.9, 0.999), spec.weight_decay, Some(1.0))?;
 
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut cursor = order.len();
+    let mut batcher = Batcher::default();
     let mut final_loss = f64::NAN;
     let mut check_accuracy = None;
     let mut steps = 0;
@@ -125,15 +123,7 @@ pub fn train_lora(
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             break;
         }
-        let mut batch = Vec::with_capacity(spec.batch_size);
-        while batch.len() < spec.batch_size.min(train.len()) {
-            if cursor == order.len() {
-                order.shuffle(&mut rng);
-                cursor = 0;
-            }
-            batch.push(train[order[cursor]].clone());
-            cursor += 1;
-        }
+        let batch = batcher.next(train, spec.batch_size, &mut rng);
         let mut br = branches(&vars);
         if dropout > 0.0 {
             br.dropout = Some(crate::model::branch::Dropout {

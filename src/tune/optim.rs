@@ -125,6 +125,40 @@ impl Trainer {
     }
 }
 
+/// Minibatches that walk a shuffled order of the examples, reshuffling (with the caller's
+/// generator) each time the order is used up.
+#[derive(Debug, Clone, Default)]
+pub struct Batcher {
+    order: Vec<usize>,
+    cursor: usize,
+}
+
+impl Batcher {
+    /// The next `size` items (at most `items.len()`).
+    pub fn next<T: Clone>(
+        &mut self,
+        items: &[T],
+        size: usize,
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Vec<T> {
+        use rand::seq::SliceRandom;
+        if self.order.len() != items.len() {
+            self.order = (0..items.len()).collect();
+            self.cursor = self.order.len();
+        }
+        let mut batch = Vec::with_capacity(size);
+        while batch.len() < size.min(items.len()) {
+            if self.cursor == self.order.len() {
+                self.order.shuffle(rng);
+                self.cursor = 0;
+            }
+            batch.push(items[self.order[self.cursor]].clone());
+            self.cursor += 1;
+        }
+        batch
+    }
+}
+
 /// Global L2 norm of the gradients of `vars`; scales them down to `max_norm` when given and
 /// exceeded.
 pub fn clip_grad_norm(vars: &[Var], grads: &mut GradStore, max_norm: Option<f64>) -> Result<f64> {
