@@ -7,26 +7,13 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 
 use loracycle::adapter::{self, Adapter};
-use loracycle::eval::{read_jsonl, token_nll};
-use loracycle::model::template::EncodedExample;
-use loracycle::model::weights::read_config;
-use loracycle::model::{Branches, Llama, Module, Template, TextCodec};
+use loracycle::eval::token_nll;
+use loracycle::model::{Branches, Module};
 use loracycle::tune::{LoraTrainSpec, train_lora};
 
-const FIX: &str = "tests/fixtures";
-
-fn setup(dtype: DType) -> (Llama, TextCodec, Vec<EncodedExample>) {
-    let dir = Path::new(FIX).join("tiny");
-    let cfg = read_config(&dir).unwrap();
-    let codec = TextCodec::load(&dir, Template::Llama3, &cfg).unwrap();
-    let model = Llama::load(&dir, dtype, &Device::Cpu).unwrap();
-    let enc = read_jsonl(&Path::new(FIX).join("data.jsonl"))
-        .unwrap()
-        .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
-        .collect();
-    (model, codec, enc)
-}
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::{FIX, setup};
 
 #[test]
 fn gate_gradient_matches_finite_difference() {

@@ -11,27 +11,13 @@ use rand_distr::{Distribution, Normal};
 
 use loracycle::adapter::Adapter;
 use loracycle::adapter::random::{RandomInit, adapter_std, randomize};
-use loracycle::eval::{read_jsonl, token_nll};
-use loracycle::model::template::EncodedExample;
-use loracycle::model::weights::read_config;
-use loracycle::model::{Llama, Template, TextCodec};
+use loracycle::eval::token_nll;
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity, activate};
 use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
-const FIX: &str = "tests/fixtures";
-
-fn setup(dtype: DType) -> (Llama, TextCodec, Vec<EncodedExample>) {
-    let dir = Path::new(FIX).join("tiny");
-    let cfg = read_config(&dir).unwrap();
-    let codec = TextCodec::load(&dir, Template::Llama3, &cfg).unwrap();
-    let model = Llama::load(&dir, dtype, &Device::Cpu).unwrap();
-    let enc = read_jsonl(&Path::new(FIX).join("data.jsonl"))
-        .unwrap()
-        .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
-        .collect();
-    (model, codec, enc)
-}
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::{FIX, setup};
 
 fn adapters() -> Vec<Adapter> {
     ["qv-r4", "all-r8-rslora", "mlp-r2"]
