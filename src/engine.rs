@@ -320,6 +320,11 @@ impl Engine {
                             step,
                             values,
                         },
+                        RunEvent::Layout { groups, columns } => Event::Layout {
+                            run: id.clone(),
+                            groups,
+                            columns,
+                        },
                         RunEvent::Log(line) => Event::Log {
                             run: Some(id.clone()),
                             line,

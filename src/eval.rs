@@ -7,7 +7,9 @@ pub mod loss;
 
 pub use bootstrap::{Estimate, bootstrap_mean};
 pub use dataset::{Example, read_jsonl};
-pub use loss::{answer_losses, answer_scores, teacher_forced_exact, token_nll};
+pub use loss::{
+    ForcedOutcome, answer_losses, answer_outcomes, answer_scores, teacher_forced_exact, token_nll,
+};
 
 use crate::model::{Branches, Llama, ModelError, TextCodec, generate};
 

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use loracycle::model::LlamaConfig;
-use loracycle::model::weights::{model_identity, read_config};
 use loracycle::pool::cache::{HfHome, MetaCache};
-use loracycle::pool::entry::{EntryStatus, ListOptions, PoolEntry, SortKey, list_entries, sort};
+use loracycle::pool::entry::{
+    EntryStatus, ListOptions, PoolEntry, SortKey, base_of, human_size, list_entries, offline,
+    pull_one, short_modules, sort, status_word,
+};
 use loracycle::pool::hub::{Hub, valid_repo_id};
 use loracycle::pool::rules::{self, Files, Outcome};
-use loracycle::pool::{Filter, PoolSource, lab_dir};
+use loracycle::pool::{Filter, PoolSource};
 
 pub struct ListArgs {
     pub source: PoolSource,
@@ -23,65 +24,6 @@ pub struct ListArgs {
     pub endpoint: Option<String>,
     pub offline: bool,
     pub jobs: usize,
-}
-
-/// The base model's id and config: `--model` folder, the lab's base for the lab source, or the
-/// base's config.json from the HF cache when it is there.
-fn base_of(
-    source: &PoolSource,
-    base: Option<&str>,
-    model: Option<&Path>,
-) -> (Option<String>, Option<LlamaConfig>) {
-    if let Some(dir) = model {
-        let cfg = read_config(dir).ok();
-        let id = base
-            .map(String::from)
-            .or_else(|| cfg.as_ref().and_then(|c| model_identity(dir, c)));
-        return (id, cfg);
-    }
-    if *source == PoolSource::Lab && base.is_none() {
-        let dir = lab_dir().join("base");
-        let cfg = read_config(&dir).ok();
-        let id = cfg.as_ref().and_then(|c| model_identity(&dir, c));
-        return (id, cfg);
-    }
-    let cfg = base.filter(|b| valid_repo_id(b)).and_then(|b| {
-        let snap = HfHome::from_env().snapshot(b, "main");
-        read_config(&snap).ok()
-    });
-    (base.map(String::from), cfg)
-}
-
-fn offline(flag: bool) -> bool {
-    flag || std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
-fn human_size(b: Option<u64>) -> String {
-    match b {
-        None => "–".into(),
-        Some(b) if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
-        Some(b) if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
-        Some(b) => format!("{:.0}K", b as f64 / 1024.0),
-    }
-}
-
-fn short_modules(m: &[String]) -> String {
-    if m.len() == 7 {
-        return "all".into();
-    }
-    m.iter()
-        .map(|s| s.trim_end_matches("_proj"))
-        .collect::<Vec<_>>()
-        .join("+")
-}
-
-fn status_word(s: &EntryStatus) -> String {
-    match s {
-        EntryStatus::Usable => "usable".into(),
-        EntryStatus::NotDownloaded => "remote".into(),
-        EntryStatus::Rejected { rule, .. } => format!("✗ {}", rule.name()),
-    }
 }
 
 pub fn list(args: ListArgs) -> Result<()> {
@@ -183,7 +125,7 @@ pub fn pull(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(id) = ids.get(i) else { break };
-                    let result = pull_one(&hub, id, cfg.as_ref());
+                    let result = pull_one(&hub, id, cfg.as_ref()).map_err(anyhow::Error::msg);
                     let _guard = out.lock();
                     match result {
                         Ok(line) => println!("{id}: {line}"),
@@ -203,42 +145,6 @@ pub fn pull(
     Ok(())
 }
 
-fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String> {
-    let info = hub.model_info(id)?;
-    let rev = info.sha.clone().unwrap_or_else(|| "main".into());
-    // Downloaded at main, as Python tools do, so refs/main names the snapshot.
-    let text = hub.fetch_text(id, "main", "adapter_config.json")?;
-    let parsed: Result<loracycle::adapter::AdapterConfig, String> =
-        serde_json::from_str(&text).map_err(|e| format!("adapter_config.json is not valid: {e}"));
-    let files = Files {
-        safetensors: info.has_file("adapter_model.safetensors"),
-        pickle: info.has_file("adapter_model.bin"),
-    };
-    let verdicts = rules::check_config(parsed.as_ref().map_err(String::as_str), files, None);
-    if let Some(v) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
-        bail!("rejected by rule {}: {}", v.rule.name(), v.detail);
-    }
-    let path = hub.fetch(id, "main", "adapter_model.safetensors")?;
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let mut line = format!(
-        "downloaded {} at {}",
-        human_size(Some(size)),
-        &rev[..rev.len().min(12)]
-    );
-    if let Some(cfg) = cfg {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let (v, _) = rules::check_weights(dir, cfg);
-        match v.iter().find(|v| v.outcome == Outcome::Fail) {
-            Some(f) => bail!(
-                "downloaded, but rejected by rule {}: {}",
-                f.rule.name(),
-                f.detail
-            ),
-            None => line.push_str(", weights pass shapes/finite/norm"),
-        }
-    }
-    Ok(line)
-}
 
 pub fn check(
     target: &str,

@@ -43,7 +43,7 @@ fn show(bar: &ProgressBar, e: &RunEvent) {
             bar.set_message(format!("loss {:.4}{v}", p.train_loss));
         }
         RunEvent::Log(line) => bar.println(line),
-        RunEvent::Coefficients(..) => {}
+        RunEvent::Coefficients(..) | RunEvent::Layout { .. } => {}
     }
 }
 

@@ -74,6 +74,12 @@ pub enum Event {
         step: usize,
         values: Vec<Vec<f32>>,
     },
+    /// Names of the coefficient matrix's rows and columns, before the first `Coefficients`.
+    Layout {
+        run: RunId,
+        groups: Vec<String>,
+        columns: Vec<String>,
+    },
     Log {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run: Option<RunId>,
@@ -121,6 +127,7 @@ impl Event {
             | Event::Advance { run, .. }
             | Event::Progress { run, .. }
             | Event::Coefficients { run, .. }
+            | Event::Layout { run, .. }
             | Event::Finished { run, .. }
             | Event::Failed { run, .. }
             | Event::Cancelled { run } => Some(run),

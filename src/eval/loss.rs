@@ -99,6 +99,17 @@ pub fn answer_losses(
         .collect())
 }
 
+/// Per-example outcome of a teacher-forced pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForcedOutcome {
+    pub exact: bool,
+    pub loss: f64,
+    /// What greedy decoding produces up to and including its first wrong token: the answer's
+    /// tokens before the first position whose argmax differs, then that argmax. Equal to the
+    /// full answer (with its end token) when the example is an exact match.
+    pub greedy_prefix: Vec<u32>,
+}
+
 /// Exact match (teacher-forced) and mean answer loss of every example from one forward.
 pub fn answer_scores(
     model: &Llama,
@@ -106,8 +117,21 @@ pub fn answer_scores(
     examples: &[EncodedExample],
     branches: Option<&Branches>,
 ) -> Result<(Vec<bool>, Vec<f64>)> {
+    let out = answer_outcomes(model, pad_id, examples, branches)?;
+    Ok(out.into_iter().map(|o| (o.exact, o.loss)).unzip())
+}
+
+/// Exact match, mean answer loss and greedy's output up to its first wrong token, per example,
+/// from one forward.
+pub fn answer_outcomes(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+) -> Result<Vec<ForcedOutcome>> {
     let (logits, targets, owner) = answer_rows(model, pad_id, examples, branches)?;
-    let hits = logits.argmax(D::Minus1)?.eq(&targets)?.to_vec1::<u8>()?;
+    let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let target_ids = targets.to_vec1::<u32>()?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let nll = logp
         .gather(&targets.unsqueeze(1)?, 1)?
@@ -116,18 +140,25 @@ pub fn answer_scores(
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
     let n = examples.len();
-    let mut exact = vec![true; n];
-    let mut sum = vec![0f64; n];
+    let mut out: Vec<ForcedOutcome> = (0..n)
+        .map(|_| ForcedOutcome {
+            exact: true,
+            loss: 0.0,
+            greedy_prefix: Vec::new(),
+        })
+        .collect();
     let mut count = vec![0usize; n];
-    for ((hit, v), &o) in hits.iter().zip(&nll).zip(&owner) {
-        exact[o] &= *hit == 1;
-        sum[o] += v;
+    for (((&pred, &target), v), &o) in argmax.iter().zip(&target_ids).zip(&nll).zip(&owner) {
+        let e = &mut out[o];
+        if e.exact {
+            e.greedy_prefix.push(pred);
+        }
+        e.exact &= pred == target;
+        e.loss += v;
         count[o] += 1;
     }
-    let losses = sum
-        .into_iter()
-        .zip(count)
-        .map(|(s, c)| if c == 0 { f64::NAN } else { s / c as f64 })
-        .collect();
-    Ok((exact, losses))
+    for (e, c) in out.iter_mut().zip(count) {
+        e.loss = if c == 0 { f64::NAN } else { e.loss / c as f64 };
+    }
+    Ok(out)
 }

@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::model::weights::{model_identity, read_config};
+use super::hub::valid_repo_id;
+use super::lab_dir;
+
 use serde::{Deserialize, Serialize};
 
 use super::cache::{CachedMeta, HfHome, MetaCache, card_excerpt, scan_adapters};
@@ -444,4 +448,112 @@ pub fn load_entry(entry: &PoolEntry, base: &LlamaConfig) -> Option<Adapter> {
     let mut ad = Adapter::load(dir, Some((base, None))).ok()?;
     ad.name = entry.id.clone();
     Some(ad)
+}
+
+/// The base model's id and config: `--model` folder, the lab's base for the lab source, or the
+/// base's config.json from the HF cache when it is there.
+pub fn base_of(
+    source: &PoolSource,
+    base: Option<&str>,
+    model: Option<&Path>,
+) -> (Option<String>, Option<LlamaConfig>) {
+    if let Some(dir) = model {
+        let cfg = read_config(dir).ok();
+        let id = base
+            .map(String::from)
+            .or_else(|| cfg.as_ref().and_then(|c| model_identity(dir, c)));
+        return (id, cfg);
+    }
+    if *source == PoolSource::Lab && base.is_none() {
+        let dir = lab_dir().join("base");
+        let cfg = read_config(&dir).ok();
+        let id = cfg.as_ref().and_then(|c| model_identity(&dir, c));
+        return (id, cfg);
+    }
+    let cfg = base.filter(|b| valid_repo_id(b)).and_then(|b| {
+        let snap = HfHome::from_env().snapshot(b, "main");
+        read_config(&snap).ok()
+    });
+    (base.map(String::from), cfg)
+}
+
+/// Whether the Hub must not be contacted: `--offline` or `HF_HUB_OFFLINE`.
+pub fn offline(flag: bool) -> bool {
+    flag || std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// A byte count as a short size (`96K`, `1.2M`); `–` when unknown.
+pub fn human_size(b: Option<u64>) -> String {
+    match b {
+        None => "–".into(),
+        Some(b) if b >= 1 << 30 => format!("{:.1}G", b as f64 / (1u64 << 30) as f64),
+        Some(b) if b >= 1 << 20 => format!("{:.1}M", b as f64 / (1u64 << 20) as f64),
+        Some(b) => format!("{:.0}K", b as f64 / 1024.0),
+    }
+}
+
+/// Target modules in a few letters: `all` for all seven, else `q+v` and so on.
+pub fn short_modules(m: &[String]) -> String {
+    if m.len() == 7 {
+        return "all".into();
+    }
+    m.iter()
+        .map(|s| s.trim_end_matches("_proj"))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// One word for a status: usable, remote, or the rejecting rule.
+pub fn status_word(s: &EntryStatus) -> String {
+    match s {
+        EntryStatus::Usable => "usable".into(),
+        EntryStatus::NotDownloaded => "remote".into(),
+        EntryStatus::Rejected { rule, .. } => format!("✗ {}", rule.name()),
+    }
+}
+
+/// Downloads one Hub adapter at `main` into the HF cache after its config passes the pool rules,
+/// then runs the weight rules when the base's config is known. Returns a line for a person.
+pub fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String, String> {
+    let info = hub.model_info(id).map_err(|e| e.to_string())?;
+    let rev = info.sha.clone().unwrap_or_else(|| "main".into());
+    // Downloaded at main, as Python tools do, so refs/main names the snapshot.
+    let text = hub
+        .fetch_text(id, "main", "adapter_config.json")
+        .map_err(|e| e.to_string())?;
+    let parsed: Result<AdapterConfig, String> =
+        serde_json::from_str(&text).map_err(|e| format!("adapter_config.json is not valid: {e}"));
+    let files = Files {
+        safetensors: info.has_file("adapter_model.safetensors"),
+        pickle: info.has_file("adapter_model.bin"),
+    };
+    let verdicts = rules::check_config(parsed.as_ref().map_err(String::as_str), files, None);
+    if let Some(v) = verdicts.iter().find(|v| v.outcome == Outcome::Fail) {
+        return Err(format!("rejected by rule {}: {}", v.rule.name(), v.detail));
+    }
+    let path = hub
+        .fetch(id, "main", "adapter_model.safetensors")
+        .map_err(|e| e.to_string())?;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut line = format!(
+        "downloaded {} at {}",
+        human_size(Some(size)),
+        &rev[..rev.len().min(12)]
+    );
+    if let Some(cfg) = cfg {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (v, _) = rules::check_weights(dir, cfg);
+        match v.iter().find(|v| v.outcome == Outcome::Fail) {
+            Some(f) => {
+                return Err(format!(
+                    "downloaded, but rejected by rule {}: {}",
+                    f.rule.name(),
+                    f.detail
+                ));
+            }
+            None => line.push_str(", weights pass shapes/finite/norm"),
+        }
+    }
+    Ok(line)
 }

@@ -66,6 +66,12 @@ pub enum RunEvent {
     Curve(CurvePoint),
     /// Coefficients f(c) at a validation check: (step, groups × columns).
     Coefficients(usize, Vec<Vec<f32>>),
+    /// The names of the coefficient matrix's rows (groups) and columns (adapters), sent before
+    /// the first `Coefficients`.
+    Layout {
+        groups: Vec<String>,
+        columns: Vec<String>,
+    },
     /// A line worth showing a person.
     Log(String),
 }
@@ -604,6 +610,13 @@ pub fn execute(
                         dtype,
                         &device,
                     )?;
+                    on(RunEvent::Layout {
+                        groups: group_names(&cb, cfg.num_hidden_layers),
+                        columns: column_names(
+                            &refs,
+                            g.granularity == crate::tune::coef::Granularity::Rank,
+                        ),
+                    });
                     on(RunEvent::Stage {
                         name: "tuning coefficients".into(),
                         total: g.steps,
@@ -697,7 +710,12 @@ pub fn execute(
     };
 
     let t = Instant::now();
-    let (em, loss) = evaluate_test(&tuned_model, &bench.codec, &task, spec, on, cancel)?;
+    let examples = evaluate_test(&tuned_model, &bench.codec, &task, spec, on, cancel)?;
+    let em: Vec<f64> = examples
+        .iter()
+        .map(|e| if e.correct { 1.0 } else { 0.0 })
+        .collect();
+    let loss: Vec<f64> = examples.iter().map(|e| e.loss).collect();
     timings.eval_s = t.elapsed().as_secs_f64();
     timings.total_s = t0.elapsed().as_secs_f64();
     let seed = spec.seed ^ 0xb007;
@@ -734,6 +752,7 @@ pub fn execute(
             val_loss,
         },
         timings,
+        examples,
     })
 }
 
@@ -778,7 +797,7 @@ fn evaluate_test(
     spec: &RunSpec,
     on: &mut dyn FnMut(RunEvent),
     cancel: Option<&AtomicBool>,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<Vec<ExampleOutcome>> {
     let n = task.test.len();
     on(RunEvent::Stage {
         name: "evaluating on test".into(),
@@ -789,25 +808,33 @@ fn evaluate_test(
         .iter()
         .map(|e| codec.encode_example(&e.prompt, &e.answer))
         .collect::<std::result::Result<_, _>>()?;
+    let mut out = Vec::with_capacity(n);
     // With exact matching and an end token, teacher forcing gives greedy decoding's verdict
     // (every answer position and the end token are the argmax) in the same forward as the loss.
     if task.exact && !codec.eos_ids().is_empty() {
-        let (mut em, mut losses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut examples = task.test.iter();
         for chunk in encoded.chunks(spec.eval.batch_size.max(1)) {
             check_cancel(cancel)?;
-            let (exact, l) = eval::answer_scores(model, codec.pad_id(), chunk, None)?;
-            em.extend(exact.into_iter().map(|e| if e { 1.0 } else { 0.0 }));
-            losses.extend(l);
-            on(RunEvent::Advance(em.len()));
+            for o in eval::answer_outcomes(model, codec.pad_id(), chunk, None)? {
+                let e = examples.next().expect("one outcome per example");
+                out.push(ExampleOutcome {
+                    prompt: e.prompt.clone(),
+                    answer: e.answer.clone(),
+                    prediction: codec.decode_answer(&o.greedy_prefix),
+                    truncated: !o.exact,
+                    correct: o.exact,
+                    loss: o.loss,
+                });
+            }
+            on(RunEvent::Advance(out.len()));
         }
-        return Ok((em, losses));
+        return Ok(out);
     }
     let mut losses = Vec::with_capacity(n);
     for chunk in encoded.chunks(spec.eval.batch_size.max(1)) {
         losses.extend(eval::answer_losses(model, codec.pad_id(), chunk, None)?);
     }
-    let mut em = Vec::with_capacity(n);
-    for (i, e) in task.test.iter().enumerate() {
+    for (i, (e, loss)) in task.test.iter().zip(losses).enumerate() {
         check_cancel(cancel)?;
         let prompt = codec.encode_prompt(&e.prompt)?;
         let ids = generate::greedy(
@@ -818,14 +845,17 @@ fn evaluate_test(
             None,
         )?;
         let prediction = codec.decode_answer(&ids);
-        em.push(if answers_match(&prediction, &e.answer, task.exact) {
-            1.0
-        } else {
-            0.0
+        out.push(ExampleOutcome {
+            prompt: e.prompt.clone(),
+            answer: e.answer.clone(),
+            correct: answers_match(&prediction, &e.answer, task.exact),
+            prediction,
+            truncated: false,
+            loss,
         });
         on(RunEvent::Advance(i + 1));
     }
-    Ok((em, losses))
+    Ok(out)
 }
 
 /// Keeps the dtype in records readable (`f32`, `bf16`).

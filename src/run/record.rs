@@ -89,6 +89,20 @@ pub struct CoefficientSnapshot {
     pub values: Vec<Vec<f32>>,
 }
 
+/// One test example as the evaluated model answered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleOutcome {
+    pub prompt: String,
+    pub answer: String,
+    /// Greedy decoding's output; with `truncated`, only up to and including its first wrong
+    /// token (what the one-pass, teacher-forced evaluation can tell without decoding).
+    pub prediction: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    pub correct: bool,
+    pub loss: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub exact_match: Estimate,
@@ -144,6 +158,9 @@ pub struct RunRecord {
     pub best_step: Option<usize>,
     pub metrics: Metrics,
     pub timings: Timings,
+    /// Every test example with its prediction (absent in records of older versions).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub examples: Vec<ExampleOutcome>,
 }
 
 /// Where runs are kept: `--runs-dir`, else `LORACYCLE_RUNS_DIR`, else the platform data folder
