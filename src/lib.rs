@@ -8,3 +8,4 @@ pub mod pool;
 pub mod run;
 pub mod select;
 pub mod tune;
+pub mod ui;

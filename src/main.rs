@@ -27,6 +27,16 @@ branches, and measure answer-token loss and exact match on (prompt, answer) JSON
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// The terminal UI's base model: `lab`, a model folder, or a Hub id in the HF cache.
+    #[arg(long, default_value = "lab")]
+    model: String,
+    /// The terminal UI's pool: lab, hub, cache or dir:PATH.
+    #[arg(long, default_value = "lab")]
+    pool: PoolSource,
+    /// The terminal UI's runs directory [default: $LORACYCLE_RUNS_DIR, else
+    /// ~/.local/share/loracycle/runs].
+    #[arg(long = "runs-dir", id = "ui_runs_dir")]
+    ui_runs_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -349,9 +359,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            Ok(())
+            if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                use clap::CommandFactory;
+                let _ = Cli::command().print_help();
+                eprintln!(
+                    "\nthe terminal UI needs a terminal; the subcommands above work without one"
+                );
+                return ExitCode::from(2);
+            }
+            loracycle::ui::run(loracycle::ui::UiOptions {
+                model: cli.model,
+                source: cli.pool,
+                runs_dir: loracycle::run::record::runs_dir(cli.ui_runs_dir.as_deref()),
+            })
         }
         Some(Command::Inspect { path, json }) => inspect(&path, json),
         Some(Command::Pool { command }) => match command {

@@ -145,7 +145,6 @@ pub fn pull(
     Ok(())
 }
 
-
 pub fn check(
     target: &str,
     base: Option<&str>,

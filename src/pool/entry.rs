@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::model::weights::{model_identity, read_config};
 use super::hub::valid_repo_id;
 use super::lab_dir;
+use crate::model::weights::{model_identity, read_config};
 
 use serde::{Deserialize, Serialize};
 

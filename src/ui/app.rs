@@ -1,0 +1,1101 @@
+//! The UI's state and its update functions. Keys become actions through the keymap; actions and
+//! engine events change the state; what must happen outside (a command to the engine, a
+//! download, an export) is put in `outbox` for the app loop. Nothing here blocks or computes
+//! with tensors, so every function can be tested without a terminal or an engine.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::form::{FieldId, Form};
+use super::keymap::{Action, Key, Keymap, Scope};
+use super::theme::Theme;
+use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
+use crate::pool::PoolSource;
+use crate::pool::entry::{EntryStatus, PoolEntry};
+use crate::run::record::{CurvePoint, RunRecord};
+use crate::run::spec::RunSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Pool,
+    NewRun,
+    Live,
+    Runs,
+    Compare,
+    Help,
+}
+
+pub const TABS: [(Screen, &str); 5] = [
+    (Screen::Pool, "Pool"),
+    (Screen::NewRun, "New run"),
+    (Screen::Live, "Live"),
+    (Screen::Runs, "Runs"),
+    (Screen::Compare, "Compare"),
+];
+
+impl Screen {
+    pub fn scope(self) -> Scope {
+        match self {
+            Screen::Pool => Scope::Pool,
+            Screen::NewRun => Scope::NewRun,
+            Screen::Live => Scope::Live,
+            Screen::Runs => Scope::Runs,
+            Screen::Compare => Scope::Compare,
+            Screen::Help => Scope::Global,
+        }
+    }
+}
+
+/// Something the app loop does on the UI's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Engine(Command),
+    /// Download a Hub adapter into the HF cache.
+    Download(String),
+    /// Rebuild a finished run's merged adapter as a PEFT folder.
+    Export {
+        run: RunId,
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    All,
+    Usable,
+    Rejected,
+    NotDownloaded,
+}
+
+impl StatusFilter {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusFilter::All => "all",
+            StatusFilter::Usable => "usable",
+            StatusFilter::Rejected => "rejected",
+            StatusFilter::NotDownloaded => "not downloaded",
+        }
+    }
+
+    fn next(self) -> Self {
+        match self {
+            StatusFilter::All => StatusFilter::Usable,
+            StatusFilter::Usable => StatusFilter::Rejected,
+            StatusFilter::Rejected => StatusFilter::NotDownloaded,
+            StatusFilter::NotDownloaded => StatusFilter::All,
+        }
+    }
+
+    fn keeps(self, s: &EntryStatus) -> bool {
+        match self {
+            StatusFilter::All => true,
+            StatusFilter::Usable => *s == EntryStatus::Usable,
+            StatusFilter::Rejected => matches!(s, EntryStatus::Rejected { .. }),
+            StatusFilter::NotDownloaded => *s == EntryStatus::NotDownloaded,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSort {
+    Name,
+    Rank,
+    Norm,
+    Downloads,
+    Likes,
+}
+
+impl PoolSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolSort::Name => "name",
+            PoolSort::Rank => "rank",
+            PoolSort::Norm => "‖ΔW‖",
+            PoolSort::Downloads => "downloads",
+            PoolSort::Likes => "likes",
+        }
+    }
+
+    fn next(self) -> Self {
+        match self {
+            PoolSort::Name => PoolSort::Rank,
+            PoolSort::Rank => PoolSort::Norm,
+            PoolSort::Norm => PoolSort::Downloads,
+            PoolSort::Downloads => PoolSort::Likes,
+            PoolSort::Likes => PoolSort::Name,
+        }
+    }
+}
+
+/// The Pool screen's state.
+#[derive(Debug, Clone)]
+pub struct PoolState {
+    pub entries: Vec<PoolEntry>,
+    /// Indexes into `entries` that pass search and filter, in sort order.
+    pub visible: Vec<usize>,
+    pub cursor: usize,
+    pub search: String,
+    pub searching: bool,
+    pub status: StatusFilter,
+    pub sort: PoolSort,
+    pub selected: BTreeSet<String>,
+    /// Loading progress while the listing is read: (what, done, total).
+    pub loading: Option<(String, usize, usize)>,
+    pub error: Option<String>,
+    /// Hub downloads: id → state line.
+    pub downloads: Vec<(String, String)>,
+}
+
+impl PoolState {
+    fn new() -> Self {
+        PoolState {
+            entries: Vec::new(),
+            visible: Vec::new(),
+            cursor: 0,
+            search: String::new(),
+            searching: false,
+            status: StatusFilter::All,
+            sort: PoolSort::Name,
+            selected: BTreeSet::new(),
+            loading: Some(("reading the pool".into(), 0, 0)),
+            error: None,
+            downloads: Vec::new(),
+        }
+    }
+
+    /// Recomputes the visible rows, keeping the cursor on the same entry where it can.
+    pub fn refresh(&mut self) {
+        let current = self.visible.get(self.cursor).copied();
+        let needle = self.search.to_lowercase();
+        let mut v: Vec<usize> = (0..self.entries.len())
+            .filter(|&i| {
+                let e = &self.entries[i];
+                self.status.keeps(&e.status)
+                    && (needle.is_empty()
+                        || e.id.to_lowercase().contains(&needle)
+                        || e.card
+                            .as_deref()
+                            .is_some_and(|c| c.to_lowercase().contains(&needle)))
+            })
+            .collect();
+        let e = &self.entries;
+        match self.sort {
+            PoolSort::Name => v.sort_by(|&a, &b| e[a].id.cmp(&e[b].id)),
+            PoolSort::Rank => {
+                v.sort_by(|&a, &b| e[a].rank.cmp(&e[b].rank).then(e[a].id.cmp(&e[b].id)))
+            }
+            PoolSort::Norm => v.sort_by(|&a, &b| {
+                e[b].norm
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&e[a].norm.unwrap_or(f64::NEG_INFINITY))
+            }),
+            PoolSort::Downloads => v.sort_by(|&a, &b| e[b].downloads.cmp(&e[a].downloads)),
+            PoolSort::Likes => v.sort_by(|&a, &b| e[b].likes.cmp(&e[a].likes)),
+        }
+        self.cursor = current
+            .and_then(|c| v.iter().position(|&i| i == c))
+            .unwrap_or(0)
+            .min(v.len().saturating_sub(1));
+        self.visible = v;
+    }
+
+    pub fn current(&self) -> Option<&PoolEntry> {
+        self.visible.get(self.cursor).map(|&i| &self.entries[i])
+    }
+
+    pub fn usable(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.status == EntryStatus::Usable)
+            .count()
+    }
+}
+
+/// The current stage of a run: name, units done, units in all, and when it began.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub done: usize,
+    pub total: usize,
+    pub began: Instant,
+    pub last: Instant,
+}
+
+impl Stage {
+    /// Seconds left at the pace so far.
+    pub fn eta(&self) -> Option<f64> {
+        if self.done == 0 {
+            return None;
+        }
+        let per = self.last.duration_since(self.began).as_secs_f64() / self.done as f64;
+        Some(per * self.total.saturating_sub(self.done) as f64)
+    }
+}
+
+/// Everything the UI knows of one run.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub id: RunId,
+    pub label: String,
+    pub state: RunState,
+    pub submitted: String,
+    pub stage: Option<Stage>,
+    pub curve: Vec<CurvePoint>,
+    pub throughput: Option<f64>,
+    pub groups: Vec<String>,
+    pub columns: Vec<String>,
+    pub coefficients: Vec<(usize, Vec<Vec<f32>>)>,
+    pub log: VecDeque<String>,
+    pub record: Option<Box<RunRecord>>,
+    pub exact_match: Option<f64>,
+    pub loss: Option<f64>,
+    pub error: Option<String>,
+    pub marked: bool,
+    /// Whether the history (curve, record) was read from the store.
+    pub loaded: bool,
+}
+
+impl RunView {
+    fn new(id: RunId, label: String, state: RunState) -> Self {
+        RunView {
+            id,
+            label,
+            state,
+            submitted: String::new(),
+            stage: None,
+            curve: Vec::new(),
+            throughput: None,
+            groups: Vec::new(),
+            columns: Vec::new(),
+            coefficients: Vec::new(),
+            log: VecDeque::new(),
+            record: None,
+            exact_match: None,
+            loss: None,
+            error: None,
+            marked: false,
+            loaded: false,
+        }
+    }
+
+    pub fn from_summary(s: &RunSummary) -> Self {
+        let mut v = RunView::new(RunId(s.id.clone()), s.label.clone(), s.state);
+        v.submitted = s.submitted.clone();
+        v.exact_match = s.exact_match;
+        v.loss = s.loss;
+        v.error = s.error.clone();
+        v
+    }
+
+    /// Takes a finished run's record: metrics, curve and coefficients.
+    pub fn set_record(&mut self, r: RunRecord) {
+        self.exact_match = Some(r.metrics.exact_match.mean);
+        self.loss = Some(r.metrics.loss.mean);
+        if self.curve.len() < r.curve.len() {
+            self.curve = r.curve.clone();
+        }
+        if let Some(c) = &r.coefficients {
+            self.groups = c.groups.clone();
+            self.columns = c.columns.clone();
+        }
+        if self.coefficients.len() < r.coefficient_curve.len() {
+            self.coefficients = r
+                .coefficient_curve
+                .iter()
+                .map(|s| (s.step, s.values.clone()))
+                .collect();
+        }
+        self.record = Some(Box::new(r));
+        self.loaded = true;
+    }
+
+    fn push_log(&mut self, line: String) {
+        if self.log.len() == 200 {
+            self.log.pop_front();
+        }
+        self.log.push_back(line);
+    }
+}
+
+/// A question waiting for y/n.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirm {
+    Quit,
+    Delete(RunId),
+}
+
+/// Where the UI runs: shown in the tab bar and used for new specs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The base model as a spec writes it (`lab`, a folder or a Hub id).
+    pub model: String,
+    pub source: PoolSource,
+    pub device: String,
+}
+
+pub struct App {
+    pub screen: Screen,
+    help_from: Screen,
+    pub help_scroll: u16,
+    pub theme: Theme,
+    pub keymap: Keymap,
+    pub context: Context,
+    pub pool: PoolState,
+    pub form: Form,
+    pub runs: Vec<RunView>,
+    pub runs_cursor: usize,
+    /// The run shown on Live.
+    pub live: usize,
+    pub compare_cursor: usize,
+    pub pair: usize,
+    pub store: Option<RunStore>,
+    pub message: Option<String>,
+    pub confirm: Option<Confirm>,
+    pub quit: bool,
+    pub engine_stopped: bool,
+    pub outbox: Vec<Request>,
+    /// The label of a run just submitted from the form; Live follows it once queued.
+    follow: Option<String>,
+}
+
+impl App {
+    pub fn new(theme: Theme, keymap: Keymap, context: Context, tasks: Vec<String>) -> App {
+        App {
+            screen: Screen::Pool,
+            help_from: Screen::Pool,
+            help_scroll: 0,
+            theme,
+            keymap,
+            context,
+            pool: PoolState::new(),
+            form: Form::new(tasks),
+            runs: Vec::new(),
+            runs_cursor: 0,
+            live: 0,
+            compare_cursor: 0,
+            pair: 0,
+            store: None,
+            message: None,
+            confirm: None,
+            quit: false,
+            engine_stopped: false,
+            outbox: Vec::new(),
+            follow: None,
+        }
+    }
+
+    /// Adopts a run store and lists its history.
+    pub fn open_store(&mut self, store: RunStore) {
+        self.runs = store.list().iter().map(RunView::from_summary).collect();
+        self.store = Some(store);
+        self.live = self.runs.len().saturating_sub(1);
+        self.runs_cursor = self.live;
+    }
+
+    pub fn set_pool(&mut self, entries: Vec<PoolEntry>) {
+        self.pool.entries = entries;
+        self.pool.loading = None;
+        self.pool.refresh();
+        self.form.pool_size = Some(self.pool.usable());
+    }
+
+    /// The screen the help was opened from.
+    pub fn help_from(&self) -> Screen {
+        self.help_from
+    }
+
+    pub fn running(&self) -> Option<&RunView> {
+        self.runs.iter().find(|r| r.state == RunState::Running)
+    }
+
+    pub fn live_run(&self) -> Option<&RunView> {
+        self.runs.get(self.live)
+    }
+
+    fn index_of(&self, id: &RunId) -> Option<usize> {
+        self.runs.iter().position(|r| r.id == *id)
+    }
+
+    /// Reads a run's record or curve from the store once, when a screen needs it.
+    pub fn ensure_loaded(&mut self, i: usize) {
+        let Some(store) = &self.store else { return };
+        let Some(run) = self.runs.get_mut(i) else {
+            return;
+        };
+        if run.loaded || run.state.is_live() {
+            return;
+        }
+        run.loaded = true;
+        if let Ok(Some(r)) = store.read_record(&run.id.0) {
+            run.set_record(r);
+        } else if let Ok(dir) = store.run_dir(&run.id.0) {
+            run.curve = RunStore::read_curve(&dir);
+        }
+    }
+
+    fn spec_of(&self, i: usize) -> Option<RunSpec> {
+        let run = self.runs.get(i)?;
+        if let Some(r) = &run.record {
+            return Some(r.spec.clone());
+        }
+        let dir = self.store.as_ref()?.run_dir(&run.id.0).ok()?;
+        RunSpec::read(&dir.join("spec.toml")).ok()
+    }
+
+    fn submit(&mut self, spec: RunSpec) {
+        self.outbox.push(Request::Engine(Command::Submit {
+            spec: Box::new(spec),
+        }));
+    }
+
+    // ---- engine events ----
+
+    pub fn on_engine(&mut self, e: Event) {
+        let now = Instant::now();
+        if let Some(id) = e.run().cloned()
+            && self.index_of(&id).is_none()
+        {
+            let label = match &e {
+                Event::Queued { label, .. } | Event::Started { label, .. } => label.clone(),
+                _ => id.0.clone(),
+            };
+            self.runs
+                .push(RunView::new(id.clone(), label, RunState::Queued));
+        }
+        let i = e.run().and_then(|id| self.index_of(id));
+        match e {
+            Event::Queued { label, .. } => {
+                let i = i.expect("added above");
+                if self.follow.as_deref() == Some(label.as_str()) {
+                    self.follow = None;
+                    self.live = i;
+                    self.runs_cursor = i;
+                }
+            }
+            Event::Started { .. } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.state = RunState::Running;
+                r.push_log("started".into());
+            }
+            Event::Stage { name, total, .. } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.push_log(format!("{name} ({total})"));
+                r.stage = Some(Stage {
+                    name,
+                    done: 0,
+                    total,
+                    began: now,
+                    last: now,
+                });
+            }
+            Event::Advance { done, .. } => {
+                if let Some(s) = &mut self.runs[i.expect("added above")].stage {
+                    s.done = done;
+                    s.last = now;
+                }
+            }
+            Event::Progress {
+                step,
+                train_loss,
+                val_loss,
+                throughput,
+                ..
+            } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.throughput = Some(throughput);
+                if r.curve.last().is_some_and(|p| p.step >= step) {
+                    r.curve.retain(|p| p.step < step);
+                }
+                r.curve.push(CurvePoint {
+                    step,
+                    train_loss,
+                    val_loss,
+                });
+                if let Some(v) = val_loss {
+                    r.push_log(format!("step {step} train {train_loss:.4} val {v:.4}"));
+                }
+            }
+            Event::Layout {
+                groups, columns, ..
+            } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.groups = groups;
+                r.columns = columns;
+            }
+            Event::Coefficients { step, values, .. } => {
+                self.runs[i.expect("added above")]
+                    .coefficients
+                    .push((step, values));
+            }
+            Event::Log { line, .. } => match i {
+                Some(i) => self.runs[i].push_log(line),
+                None => self.message = Some(line),
+            },
+            Event::Finished {
+                exact_match, loss, ..
+            } => {
+                let i = i.expect("added above");
+                let record = self
+                    .store
+                    .as_ref()
+                    .and_then(|s| s.read_record(&self.runs[i].id.0).ok().flatten());
+                let r = &mut self.runs[i];
+                r.state = RunState::Finished;
+                r.stage = None;
+                r.exact_match = Some(exact_match);
+                r.loss = Some(loss);
+                r.push_log(format!(
+                    "finished: exact match {exact_match:.3}, loss {loss:.4}"
+                ));
+                if let Some(rec) = record {
+                    r.set_record(rec);
+                }
+            }
+            Event::Failed { error, .. } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.state = RunState::Failed;
+                r.stage = None;
+                r.push_log(format!("failed: {error}"));
+                r.error = Some(error);
+            }
+            Event::Cancelled { .. } => {
+                let r = &mut self.runs[i.expect("added above")];
+                r.state = RunState::Cancelled;
+                r.stage = None;
+                r.push_log("cancelled".into());
+            }
+            Event::PoolLoaded {
+                source,
+                usable,
+                rejected,
+            } => {
+                self.message = Some(format!(
+                    "pool {source}: {usable} usable, {rejected} rejected"
+                ))
+            }
+            Event::Evaluated {
+                adapter,
+                task,
+                exact_match,
+                loss,
+                error,
+            } => {
+                self.message = Some(match (exact_match, loss, error) {
+                    (_, _, Some(e)) => format!("{adapter} on {task}: {e}"),
+                    (Some(em), Some(l), None) => {
+                        format!("{adapter} on {task}: exact match {em:.3}, loss {l:.4}")
+                    }
+                    _ => format!("{adapter} on {task}: no score"),
+                })
+            }
+            Event::Stopped => {
+                self.engine_stopped = true;
+                self.message = Some("the engine stopped".into());
+            }
+        }
+    }
+
+    // ---- keys ----
+
+    pub fn on_key(&mut self, e: KeyEvent) {
+        if e.kind != ratatui::crossterm::event::KeyEventKind::Press {
+            return;
+        }
+        // A pending question takes the next key.
+        if let Some(c) = self.confirm.take() {
+            if matches!(e.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
+                match c {
+                    Confirm::Quit => self.quit = true,
+                    Confirm::Delete(id) => self.delete(&id),
+                }
+            } else {
+                self.message = Some("kept".into());
+            }
+            return;
+        }
+        if self.screen == Screen::Help {
+            match e.code {
+                KeyCode::Down | KeyCode::Char('j') => self.help_scroll += 1,
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.help_scroll = self.help_scroll.saturating_sub(1)
+                }
+                KeyCode::PageDown => self.help_scroll += 10,
+                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                _ => self.screen = self.help_from,
+            }
+            return;
+        }
+        // Text entry takes every key but enter and esc.
+        if self.pool.searching {
+            self.search_key(e);
+            return;
+        }
+        if self.form.editing.is_some() {
+            self.edit_key(e);
+            return;
+        }
+        let key = Key::from_event(&e);
+        let Some(action) = self.keymap.action(self.screen.scope(), key) else {
+            return;
+        };
+        self.message = None;
+        self.act(action);
+    }
+
+    fn search_key(&mut self, e: KeyEvent) {
+        match e.code {
+            KeyCode::Enter => self.pool.searching = false,
+            KeyCode::Esc => {
+                self.pool.searching = false;
+                self.pool.search.clear();
+            }
+            KeyCode::Backspace => {
+                self.pool.search.pop();
+            }
+            KeyCode::Char(c) if !e.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.pool.search.push(c)
+            }
+            _ => return,
+        }
+        self.pool.refresh();
+    }
+
+    fn edit_key(&mut self, e: KeyEvent) {
+        let text = self.form.editing.as_mut().expect("editing");
+        match e.code {
+            KeyCode::Enter => {
+                let t = self.form.editing.take().expect("editing");
+                let f = self.form.field();
+                self.form.set_text(f, t.trim().to_string());
+            }
+            KeyCode::Esc => self.form.editing = None,
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) if !e.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
+            _ => {}
+        }
+    }
+
+    fn go(&mut self, s: Screen) {
+        self.screen = s;
+        match s {
+            Screen::Live => self.ensure_loaded(self.live),
+            Screen::Compare => {
+                for i in self.compared() {
+                    self.ensure_loaded(i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        match a {
+            Action::Quit => {
+                if self.runs.iter().any(|r| r.state.is_live()) {
+                    self.confirm = Some(Confirm::Quit);
+                } else {
+                    self.quit = true;
+                }
+                return;
+            }
+            Action::Help => {
+                self.help_from = self.screen;
+                self.help_scroll = 0;
+                self.screen = Screen::Help;
+                return;
+            }
+            Action::NextScreen | Action::PrevScreen => {
+                let i = TABS
+                    .iter()
+                    .position(|(s, _)| *s == self.screen)
+                    .unwrap_or(0);
+                let n = TABS.len();
+                let j = if a == Action::NextScreen {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
+                self.go(TABS[j].0);
+                return;
+            }
+            Action::ScreenPool => return self.go(Screen::Pool),
+            Action::ScreenNewRun => return self.go(Screen::NewRun),
+            Action::ScreenLive => return self.go(Screen::Live),
+            Action::ScreenRuns => return self.go(Screen::Runs),
+            Action::ScreenCompare => return self.go(Screen::Compare),
+            _ => {}
+        }
+        match self.screen {
+            Screen::Pool => self.pool_action(a),
+            Screen::NewRun => self.form_action(a),
+            Screen::Live => self.live_action(a),
+            Screen::Runs => self.runs_action(a),
+            Screen::Compare => self.compare_action(a),
+            Screen::Help => {}
+        }
+    }
+
+    /// Moves a cursor over `n` rows; `page` rows per page.
+    fn move_cursor(cursor: &mut usize, n: usize, a: Action, page: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let c = *cursor;
+        *cursor = match a {
+            Action::Up => c.saturating_sub(1),
+            Action::Down => (c + 1).min(n - 1),
+            Action::PageUp => c.saturating_sub(page),
+            Action::PageDown => (c + page).min(n - 1),
+            Action::Top => 0,
+            Action::Bottom => n - 1,
+            _ => return false,
+        };
+        true
+    }
+
+    fn pool_action(&mut self, a: Action) {
+        let n = self.pool.visible.len();
+        if Self::move_cursor(&mut self.pool.cursor, n, a, 10) {
+            return;
+        }
+        match a {
+            Action::Search => self.pool.searching = true,
+            Action::Back => {
+                self.pool.search.clear();
+                self.pool.refresh();
+            }
+            Action::Select => {
+                if let Some(e) = self.pool.current() {
+                    if e.status != EntryStatus::Usable {
+                        self.message =
+                            Some(format!("{} is not usable; it cannot be selected", e.id));
+                        return;
+                    }
+                    let id = e.id.clone();
+                    if !self.pool.selected.remove(&id) {
+                        self.pool.selected.insert(id);
+                    }
+                    Self::move_cursor(&mut self.pool.cursor, n, Action::Down, 1);
+                }
+            }
+            Action::CycleStatus => {
+                self.pool.status = self.pool.status.next();
+                self.pool.refresh();
+            }
+            Action::CycleSort => {
+                self.pool.sort = self.pool.sort.next();
+                self.pool.refresh();
+            }
+            Action::ClearSelection => self.pool.selected.clear(),
+            Action::NewRunWithSelection => {
+                if !self.pool.selected.is_empty() {
+                    self.form.manual = self.pool.selected.iter().cloned().collect();
+                    self.form.strategy = 3;
+                }
+                self.go(Screen::NewRun);
+            }
+            Action::Download => match self.pool.current() {
+                Some(e) if e.status == EntryStatus::NotDownloaded && e.source == "hub" => {
+                    let id = e.id.clone();
+                    self.pool.downloads.push((id.clone(), "queued".into()));
+                    self.outbox.push(Request::Download(id.clone()));
+                    self.message = Some(format!("downloading {id}…"));
+                }
+                Some(e) => {
+                    self.message = Some(format!("{} is already on disk", e.id));
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// A download's progress or end, from the app loop.
+    pub fn on_download(&mut self, id: &str, line: String, entry: Option<PoolEntry>) {
+        if let Some(d) = self.pool.downloads.iter_mut().find(|(i, _)| i == id) {
+            d.1 = line.clone();
+        }
+        if let Some(new) = entry
+            && let Some(e) = self.pool.entries.iter_mut().find(|e| e.id == id)
+        {
+            *e = new;
+            self.pool.refresh();
+            self.form.pool_size = Some(self.pool.usable());
+        }
+        self.message = Some(format!("{id}: {line}"));
+    }
+
+    fn form_action(&mut self, a: Action) {
+        let n = super::form::FIELDS.len();
+        if Self::move_cursor(&mut self.form.cursor, n, a, 5) {
+            return;
+        }
+        match a {
+            Action::Left => self.form.cycle(false),
+            Action::Right => self.form.cycle(true),
+            Action::Enter => {
+                let f = self.form.field();
+                if f == FieldId::Start {
+                    self.start();
+                } else if Form::is_text(f) {
+                    self.form.editing = Some(self.form.value(f));
+                } else {
+                    self.form.cycle(true);
+                }
+            }
+            Action::StartRun => self.start(),
+            Action::SaveSpec => self.save_spec(),
+            Action::LoadSpec => self.load_spec(),
+            _ => {}
+        }
+    }
+
+    /// Submits the form's runs and follows the main one on Live.
+    pub fn start(&mut self) {
+        match self.form.specs(&self.context.model, &self.context.source) {
+            Ok(specs) => {
+                let n = specs.len();
+                self.follow = Some(specs[0].label());
+                for s in specs {
+                    self.submit(s);
+                }
+                self.message = Some(if n == 1 {
+                    "run queued".into()
+                } else {
+                    format!("run queued with {} controls", n - 1)
+                });
+                self.go(Screen::Live);
+            }
+            Err(e) => self.message = Some(format!("cannot start: {e}")),
+        }
+    }
+
+    fn save_spec(&mut self) {
+        match self.form.specs(&self.context.model, &self.context.source) {
+            Ok(specs) => {
+                let path = PathBuf::from(&self.form.spec_file);
+                self.message = Some(
+                    match crate::adapter::write::write_atomic(&path, specs[0].to_toml().as_bytes())
+                    {
+                        Ok(()) => format!("saved {}", path.display()),
+                        Err(e) => format!("cannot save {}: {e}", path.display()),
+                    },
+                );
+            }
+            Err(e) => self.message = Some(format!("cannot save: {e}")),
+        }
+    }
+
+    fn load_spec(&mut self) {
+        let path = PathBuf::from(&self.form.spec_file);
+        match RunSpec::read(&path) {
+            Ok(spec) => {
+                self.form.load_spec(&spec);
+                self.message = Some(format!("loaded {}", path.display()));
+            }
+            Err(e) => self.message = Some(format!("cannot load: {e}")),
+        }
+    }
+
+    fn live_action(&mut self, a: Action) {
+        let n = self.runs.len();
+        match a {
+            Action::Left | Action::Up => {
+                self.live = self.live.saturating_sub(1);
+                self.ensure_loaded(self.live);
+            }
+            Action::Right | Action::Down => {
+                self.live = (self.live + 1).min(n.saturating_sub(1));
+                self.ensure_loaded(self.live);
+            }
+            Action::Cancel => self.cancel(self.live),
+            Action::RandomTwin => self.twin(self.live, true),
+            Action::BaseTwin => self.twin(self.live, false),
+            Action::Export => self.export(self.live),
+            _ => {}
+        }
+    }
+
+    fn cancel(&mut self, i: usize) {
+        if let Some(r) = self.runs.get(i) {
+            if r.state.is_live() {
+                self.outbox
+                    .push(Request::Engine(Command::Cancel { run: r.id.clone() }));
+                self.message = Some(format!("cancelling {}", r.label));
+            } else {
+                self.message = Some(format!(
+                    "{} is {}; nothing to cancel",
+                    r.label,
+                    r.state.name()
+                ));
+            }
+        }
+    }
+
+    /// Queues the random-init control (or the base model) of run `i`.
+    fn twin(&mut self, i: usize, random: bool) {
+        let Some(mut spec) = self.spec_of(i) else {
+            self.message = Some("no spec for this run".into());
+            return;
+        };
+        if random {
+            if !spec.method.uses_pool() {
+                self.message = Some("this run uses no pool; it has no random-init twin".into());
+                return;
+            }
+            spec.controls.random_init = crate::adapter::random::RandomInit::Pooled;
+        } else {
+            spec.method = crate::run::spec::MethodSpec::Base;
+            spec.controls = Default::default();
+        }
+        self.message = Some(format!("queued {}", spec.label()));
+        self.submit(spec);
+    }
+
+    fn export(&mut self, i: usize) {
+        self.ensure_loaded(i);
+        let Some(r) = self.runs.get(i) else { return };
+        if r.record.is_none() {
+            self.message = Some("only a finished run can be exported".into());
+            return;
+        }
+        let out = PathBuf::from(format!("export-{}", r.id.0));
+        self.message = Some(format!("exporting to {}…", out.display()));
+        self.outbox.push(Request::Export {
+            run: r.id.clone(),
+            out,
+        });
+    }
+
+    fn delete(&mut self, id: &RunId) {
+        let Some(store) = &self.store else { return };
+        match store.remove(&id.0) {
+            Ok(()) => {
+                self.runs.retain(|r| r.id != *id);
+                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
+                self.live = self.live.min(self.runs.len().saturating_sub(1));
+                self.message = Some(format!("deleted {id}"));
+            }
+            Err(e) => self.message = Some(e.to_string()),
+        }
+    }
+
+    fn runs_action(&mut self, a: Action) {
+        let n = self.runs.len();
+        if Self::move_cursor(&mut self.runs_cursor, n, a, 10) {
+            return;
+        }
+        let i = self.runs_cursor;
+        let Some(run) = self.runs.get(i) else { return };
+        match a {
+            Action::Enter => {
+                self.live = i;
+                self.go(Screen::Live);
+            }
+            Action::Select => {
+                self.runs[i].marked = !self.runs[i].marked;
+                Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
+            }
+            Action::Cancel => self.cancel(i),
+            Action::Retry => match self.spec_of(i) {
+                Some(spec) => {
+                    self.message = Some(format!("queued {} again", spec.label()));
+                    self.submit(spec);
+                }
+                None => self.message = Some("no spec for this run".into()),
+            },
+            Action::Delete => {
+                if run.state.is_live() {
+                    self.message = Some(format!(
+                        "{} is {}; cancel it first",
+                        run.label,
+                        run.state.name()
+                    ));
+                } else {
+                    self.message = Some(format!("delete {} and its folder? y/n", run.id));
+                    self.confirm = Some(Confirm::Delete(run.id.clone()));
+                }
+            }
+            Action::Export => self.export(i),
+            _ => {}
+        }
+    }
+
+    /// The runs on Compare: the marked ones, else every finished run on the task of the run
+    /// under the Runs cursor (the run with its controls).
+    pub fn compared(&self) -> Vec<usize> {
+        let marked: Vec<usize> = (0..self.runs.len())
+            .filter(|&i| self.runs[i].marked)
+            .collect();
+        if !marked.is_empty() {
+            return marked;
+        }
+        let Some(anchor) = self.runs.get(self.runs_cursor).or(self.runs.last()) else {
+            return Vec::new();
+        };
+        let task = anchor.label.split(" / ").next().unwrap_or("").to_string();
+        (0..self.runs.len())
+            .filter(|&i| {
+                let r = &self.runs[i];
+                r.state == RunState::Finished && r.label.split(" / ").next() == Some(task.as_str())
+            })
+            .collect()
+    }
+
+    fn compare_action(&mut self, a: Action) {
+        let rows = self.compared();
+        if Self::move_cursor(&mut self.compare_cursor, rows.len(), a, 5) {
+            return;
+        }
+        match a {
+            Action::SwitchPair => self.pair += 1,
+            Action::Enter => {
+                if let Some(&i) = rows.get(self.compare_cursor) {
+                    self.live = i;
+                    self.go(Screen::Live);
+                }
+            }
+            Action::ExportTable => self.export_table(&rows),
+            _ => {}
+        }
+    }
+
+    fn export_table(&mut self, rows: &[usize]) {
+        let table = super::render::compare::table_text(self, rows);
+        let (md, csv) = (PathBuf::from("compare.md"), PathBuf::from("compare.csv"));
+        let write = |p: &PathBuf, t: &str| crate::adapter::write::write_atomic(p, t.as_bytes());
+        self.message = Some(
+            match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
+                Ok(()) => format!("wrote {} and {}", md.display(), csv.display()),
+                Err(e) => format!("cannot write the table: {e}"),
+            },
+        );
+    }
+
+    /// The pair of compared runs whose examples are diffed.
+    pub fn diff_pair(&self) -> Option<(usize, usize)> {
+        let rows: Vec<usize> = self
+            .compared()
+            .into_iter()
+            .filter(|&i| {
+                self.runs[i]
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| !r.examples.is_empty())
+            })
+            .collect();
+        if rows.len() < 2 {
+            return None;
+        }
+        let pairs: Vec<(usize, usize)> = (0..rows.len())
+            .flat_map(|a| (a + 1..rows.len()).map(move |b| (a, b)))
+            .collect();
+        let (a, b) = pairs[self.pair % pairs.len()];
+        Some((rows[a], rows[b]))
+    }
+}

@@ -1,0 +1,217 @@
+//! Drawing: one function per screen region, all reading `App` and nothing else. Rendering never
+//! changes state and never waits, so a frame costs only layout and text.
+
+pub mod compare;
+mod help;
+mod live;
+mod new_run;
+mod pool;
+mod runs;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+use super::app::{App, Screen, TABS};
+use crate::engine::RunState;
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    f.render_widget(Block::new().style(app.theme.base()), area);
+    let [top, body, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    tabs(f, app, top);
+    match app.screen {
+        Screen::Pool => pool::draw(f, app, body),
+        Screen::NewRun => new_run::draw(f, app, body),
+        Screen::Live => live::draw(f, app, body),
+        Screen::Runs => runs::draw(f, app, body),
+        Screen::Compare => compare::draw(f, app, body),
+        Screen::Help => help::draw(f, app, body),
+    }
+    status(f, app, bottom);
+}
+
+fn tabs(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut spans = vec![Span::styled(" loracycle ", t.accent())];
+    for (i, (screen, name)) in TABS.iter().enumerate() {
+        let text = format!(" {} {name} ", i + 1);
+        let on = *screen == app.screen;
+        spans.push(if on {
+            Span::styled(text, t.highlight().add_modifier(Modifier::BOLD))
+        } else {
+            Span::styled(text, t.dim())
+        });
+    }
+    f.render_widget(Line::from(spans), area);
+    let right = format!(
+        "{} · {} ",
+        match &app.context.model[..] {
+            "lab" => "lab".to_string(),
+            m => short(m, 24),
+        },
+        app.context.device
+    );
+    let w = right.chars().count() as u16;
+    if area.width > w + 60 {
+        let r = Rect::new(area.right() - w, area.y, w, 1);
+        f.render_widget(Span::styled(right, t.dim()), r);
+    }
+}
+
+/// Engine state, pool size, and the latest message or the screen's key hints.
+fn status(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let engine = match app.running() {
+        Some(r) => {
+            let mut s = format!("running {}", short(&r.label, 28));
+            if let Some(st) = &r.stage {
+                s.push_str(&format!(" · {} {}/{}", st.name, st.done, st.total));
+                if let Some(e) = st.eta() {
+                    s.push_str(&format!(" · ETA {}", clock(e)));
+                }
+            }
+            if let Some(tp) = r.throughput {
+                s.push_str(&format!(" · {tp:.1} it/s"));
+            }
+            s
+        }
+        None if app.engine_stopped => "engine stopped".into(),
+        None => "idle".into(),
+    };
+    let queued = app
+        .runs
+        .iter()
+        .filter(|r| r.state == RunState::Queued)
+        .count();
+    let mut spans = vec![Span::styled(format!(" {engine}"), t.accent())];
+    if queued > 0 {
+        spans.push(Span::raw(format!(" · {queued} queued")));
+    }
+    spans.push(Span::styled(
+        format!(" · pool {}", app.pool.entries.len()),
+        t.dim(),
+    ));
+    let tail = if let Some(m) = &app.message {
+        Span::styled(format!(" │ {m}"), t.fg(t.warn))
+    } else {
+        Span::styled(format!(" │ {}", hints(app)), t.dim())
+    };
+    spans.push(tail);
+    f.render_widget(Line::from(spans), area);
+    if app.confirm.is_some() {
+        let msg = app.message.clone().unwrap_or_else(|| "quit? y/n".into());
+        let text = match app.confirm {
+            Some(super::app::Confirm::Quit) => {
+                "runs are going and stop when loracycle quits: quit anyway? y/n".to_string()
+            }
+            _ => msg,
+        };
+        let w = (text.chars().count() as u16 + 4).min(area.width);
+        let r = Rect::new(area.x, area.y, w, 1);
+        f.render_widget(Clear, r);
+        f.render_widget(
+            Span::styled(
+                format!("  {text}  "),
+                t.highlight().add_modifier(Modifier::BOLD),
+            ),
+            r,
+        );
+    }
+}
+
+fn hints(app: &App) -> String {
+    use super::keymap::{Action as A, Scope as S};
+    let k = |s, a| app.keymap.key_of(s, a);
+    match app.screen {
+        Screen::Pool => format!(
+            "{} search · {} select · {} filter · {} sort · {} new run · ? help",
+            k(S::Pool, A::Search),
+            k(S::Pool, A::Select),
+            k(S::Pool, A::CycleStatus),
+            k(S::Pool, A::CycleSort),
+            k(S::Pool, A::NewRunWithSelection)
+        ),
+        Screen::NewRun => format!(
+            "↑↓ field · ←→ value · enter edit · {} start · {} save · {} load · ? help",
+            k(S::NewRun, A::StartRun),
+            k(S::NewRun, A::SaveSpec),
+            k(S::NewRun, A::LoadSpec)
+        ),
+        Screen::Live => format!(
+            "{} cancel · {} random-init twin · {} base · {} export · ←→ runs",
+            k(S::Live, A::Cancel),
+            k(S::Live, A::RandomTwin),
+            k(S::Live, A::BaseTwin),
+            k(S::Live, A::Export)
+        ),
+        Screen::Runs => format!(
+            "enter open · {} mark · {} cancel · {} retry · {} delete · {} export",
+            k(S::Runs, A::Select),
+            k(S::Runs, A::Cancel),
+            k(S::Runs, A::Retry),
+            k(S::Runs, A::Delete),
+            k(S::Runs, A::Export)
+        ),
+        Screen::Compare => format!(
+            "enter open run · {} next pair · {} export table · marks from Runs",
+            k(S::Compare, A::SwitchPair),
+            k(S::Compare, A::ExportTable)
+        ),
+        Screen::Help => "↑↓ scroll · any other key closes the help".into(),
+    }
+}
+
+/// Text cut to `n` characters with an ellipsis.
+pub fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars()
+            .take(n.saturating_sub(1))
+            .chain(std::iter::once('…'))
+            .collect()
+    }
+}
+
+/// Seconds as m:ss or h:mm:ss.
+pub fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// A bordered block with a title in the accent style.
+pub fn block<'a>(app: &App, title: impl Into<Line<'a>>) -> Block<'a> {
+    Block::bordered()
+        .border_style(app.theme.dim())
+        .title(title.into().style(app.theme.accent()))
+}
+
+/// A paragraph of dim text, for empty states.
+pub fn note<'a>(app: &App, text: impl Into<String>) -> Paragraph<'a> {
+    Paragraph::new(text.into())
+        .style(Style::new().fg(app.theme.dim))
+        .wrap(ratatui::widgets::Wrap { trim: true })
+}
+
+pub fn state_style(app: &App, s: RunState) -> Style {
+    let t = &app.theme;
+    match s {
+        RunState::Finished => t.fg(t.ok),
+        RunState::Running => t.accent(),
+        RunState::Queued => t.dim(),
+        RunState::Failed | RunState::Interrupted => t.fg(t.bad),
+        RunState::Cancelled => t.fg(t.warn),
+    }
+}

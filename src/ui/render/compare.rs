@@ -1,0 +1,268 @@
+//! The Compare screen: runs side by side with exact match and its bootstrap interval, loss,
+//! the difference to the base model and a bar, then the test examples on which two of them
+//! disagree.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+
+use super::{block, note, short};
+use crate::run::spec::MethodSpec;
+use crate::ui::app::{App, RunView};
+
+/// The task shared by the runs' labels, if they share one.
+fn common_task(app: &App, rows: &[usize]) -> Option<String> {
+    let tasks: Vec<&str> = rows
+        .iter()
+        .map(|&i| app.runs[i].label.split(" / ").next().unwrap_or(""))
+        .collect();
+    let first = *tasks.first()?;
+    tasks.iter().all(|t| *t == first).then(|| first.to_string())
+}
+
+/// A run's name on this screen: its label without the shared task.
+fn name(run: &RunView, task: Option<&str>) -> String {
+    match task {
+        Some(t) => run
+            .label
+            .strip_prefix(t)
+            .map(|s| s.trim_start_matches(" / ").replace(" / ", " · "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| run.label.clone()),
+        None => run.label.replace(" / ", " · "),
+    }
+}
+
+fn base_exact(app: &App, rows: &[usize]) -> Option<f64> {
+    rows.iter().find_map(|&i| {
+        let r = app.runs[i].record.as_ref()?;
+        matches!(r.spec.method, MethodSpec::Base).then_some(r.metrics.exact_match.mean)
+    })
+}
+
+/// A horizontal bar of `v` in [0, 1] over `width` cells, in eighths.
+pub fn bar(v: f64, width: usize) -> String {
+    let eighths = (v.clamp(0.0, 1.0) * width as f64 * 8.0).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    let part = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"][eighths % 8];
+    s.push_str(part);
+    s
+}
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let rows = app.compared();
+    let task = common_task(app, &rows);
+    let n_test = rows
+        .iter()
+        .find_map(|&i| app.runs[i].record.as_ref().map(|r| r.task.test));
+    let title = match (&task, n_test) {
+        (Some(task), Some(n)) => format!(" compare · {task} · test n={n} "),
+        (Some(task), None) => format!(" compare · {task} "),
+        _ => " compare ".into(),
+    };
+    if rows.is_empty() {
+        let b = block(app, title);
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        f.render_widget(
+            note(
+                app,
+                "nothing to compare yet: finished runs on the task of the run under the Runs \
+                 cursor appear here, or the runs marked with space on Runs",
+            ),
+            inner,
+        );
+        return;
+    }
+    let table_h = (rows.len() as u16 + 3).min(area.height / 2).max(5);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Length(table_h), Constraint::Min(3)]).areas(area);
+    let base = base_exact(app, &rows);
+    let bar_w = (top.width as usize).saturating_sub(70).clamp(8, 40);
+    let table_rows: Vec<Row> = rows
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let r = &app.runs[i];
+            let (em, loss) = match &r.record {
+                Some(rec) => (
+                    rec.metrics.exact_match.display(2),
+                    format!("{:.4}", rec.metrics.loss.mean),
+                ),
+                None => (
+                    r.exact_match.map_or("–".into(), |v| format!("{v:.3}")),
+                    r.loss.map_or("–".into(), |v| format!("{v:.4}")),
+                ),
+            };
+            let mean = r.exact_match.unwrap_or(0.0);
+            let delta = match base {
+                Some(b)
+                    if r.record
+                        .as_ref()
+                        .is_some_and(|x| !matches!(x.spec.method, MethodSpec::Base)) =>
+                {
+                    format!("{:+.3}", mean - b)
+                }
+                _ => "–".into(),
+            };
+            let row = Row::new(vec![
+                Cell::from(name(r, task.as_deref())),
+                Cell::from(em),
+                Cell::from(loss),
+                Cell::from(delta),
+                Cell::from(Span::styled(bar(mean, bar_w), t.fg(t.bar))),
+            ]);
+            if k == app.compare_cursor {
+                row.style(t.highlight())
+            } else {
+                row
+            }
+        })
+        .collect();
+    let header = Row::new(["run", "exact match [95% CI]", "loss", "Δ base", ""])
+        .style(t.dim().add_modifier(Modifier::BOLD));
+    let widths = [
+        Constraint::Fill(1),
+        Constraint::Length(20),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(bar_w as u16),
+    ];
+    f.render_widget(
+        Table::new(table_rows, widths)
+            .header(header)
+            .block(block(app, title)),
+        top,
+    );
+    diff(f, app, &task, bottom);
+}
+
+fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
+    let t = &app.theme;
+    let Some((a, b)) = app.diff_pair() else {
+        let bl = block(app, " examples ");
+        let inner = bl.inner(area);
+        f.render_widget(bl, area);
+        f.render_widget(
+            note(
+                app,
+                "two finished runs with per-example results are needed for a diff",
+            ),
+            inner,
+        );
+        return;
+    };
+    let (ra, rb) = (&app.runs[a], &app.runs[b]);
+    let (ea, eb) = (
+        &ra.record.as_ref().expect("diff_pair checks").examples,
+        &rb.record.as_ref().expect("diff_pair checks").examples,
+    );
+    let differ: Vec<usize> = (0..ea.len().min(eb.len()))
+        .filter(|&k| ea[k].correct != eb[k].correct || ea[k].prediction != eb[k].prediction)
+        .collect();
+    let (na, nb) = (name(ra, task.as_deref()), name(rb, task.as_deref()));
+    let title = format!(
+        " examples where A = {} and B = {} differ ({}) ",
+        short(&na, 24),
+        short(&nb, 24),
+        differ.len()
+    );
+    let bl = block(app, title);
+    let inner = bl.inner(area);
+    f.render_widget(bl, area);
+    if differ.is_empty() {
+        f.render_widget(
+            note(app, "the two runs answer every test example alike"),
+            inner,
+        );
+        return;
+    }
+    let w = inner.width as usize;
+    let col = (w.saturating_sub(4)) / 3;
+    let mark = |ok: bool| {
+        if ok {
+            Span::styled(" ✓", t.fg(t.ok))
+        } else {
+            Span::styled(" ✗", t.fg(t.bad))
+        }
+    };
+    let shown = |e: &crate::run::record::ExampleOutcome| {
+        let mut p = e.prediction.clone();
+        if e.truncated {
+            p.push('…');
+        }
+        p
+    };
+    let lines: Vec<Line> = differ
+        .iter()
+        .take(inner.height as usize)
+        .map(|&k| {
+            Line::from(vec![
+                Span::raw(format!("{:<col$} ", short(&ea[k].prompt, col))),
+                Span::styled("A ", t.dim()),
+                Span::raw(format!(
+                    "{:<w$}",
+                    short(&shown(&ea[k]), col.saturating_sub(4)),
+                    w = col.saturating_sub(4)
+                )),
+                mark(ea[k].correct),
+                Span::styled("  B ", t.dim()),
+                Span::raw(short(&shown(&eb[k]), col.saturating_sub(4))),
+                mark(eb[k].correct),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The compared runs as Markdown and CSV tables.
+pub fn table_text(app: &App, rows: &[usize]) -> (String, String) {
+    let task = common_task(app, rows);
+    let base = base_exact(app, rows);
+    let mut md =
+        String::from("| run | exact match | 95% CI | loss | Δ vs base |\n|---|---|---|---|---|\n");
+    let mut csv = String::from("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n");
+    for &i in rows {
+        let r = &app.runs[i];
+        let Some(rec) = &r.record else { continue };
+        let em = &rec.metrics.exact_match;
+        let delta = base
+            .filter(|_| !matches!(rec.spec.method, MethodSpec::Base))
+            .map(|b| em.mean - b);
+        let n = name(r, task.as_deref());
+        md.push_str(&format!(
+            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} |\n",
+            em.mean,
+            em.lo,
+            em.hi,
+            rec.metrics.loss.mean,
+            delta.map_or("–".into(), |d| format!("{d:+.3}"))
+        ));
+        csv.push_str(&format!(
+            "\"{}\",{},{},{},{},{},{}\n",
+            n.replace('"', "\"\""),
+            r.id,
+            em.mean,
+            em.lo,
+            em.hi,
+            rec.metrics.loss.mean,
+            delta.map_or(String::new(), |d| d.to_string())
+        ));
+    }
+    (md, csv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn bars_in_eighths() {
+        assert_eq!(bar(0.0, 10), "");
+        assert_eq!(bar(1.0, 4), "████");
+        assert_eq!(bar(0.5, 3), "█▍");
+    }
+}

@@ -1,0 +1,469 @@
+//! The Live screen: the selected run's stage and ETA, loss curves, coefficient trajectories of
+//! the adapters with the largest |f(c)|, a heat map of |f(c)| by adapter × layer, what is queued
+//! beside it, and the log tail.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LineGauge, Paragraph};
+
+use super::{block, clock, note, short, state_style};
+use crate::engine::RunState;
+use crate::ui::app::{App, RunView};
+
+pub fn draw(f: &mut Frame, app: &App, area: Rect) {
+    let Some(run) = app.live_run() else {
+        let b = block(app, " live ");
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        f.render_widget(
+            note(app, "no run yet: press 2 to set one up, then s to start it"),
+            inner,
+        );
+        return;
+    };
+    let big = area.height >= 36;
+    let top_n = if big { 8 } else { 5 };
+    let heat_rows = if run.columns.is_empty() {
+        0
+    } else {
+        top_n.min(run.columns.len()) as u16 + 2
+    };
+    let log_rows = if big { 8 } else { 3 };
+    let [head, gauge, charts, heat, log] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(6),
+        Constraint::Length(heat_rows),
+        Constraint::Length(log_rows),
+    ])
+    .areas(area);
+    header(f, app, run, head);
+    progress(f, app, run, gauge);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    loss_chart(f, app, run, left);
+    let top = top_columns(run, top_n);
+    coefficient_chart(f, app, run, &top, right);
+    if heat_rows > 0 {
+        heat_map(f, app, run, &top, heat);
+    }
+    log_tail(f, app, run, log);
+}
+
+fn header(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
+    let t = &app.theme;
+    let pos = app.live + 1;
+    let mut spans = vec![
+        Span::styled(format!(" run {pos}/{} ", app.runs.len()), t.dim()),
+        Span::styled(run.label.clone(), t.accent()),
+        Span::raw("  "),
+        Span::styled(run.state.name(), state_style(app, run.state)),
+    ];
+    if let Some(r) = &run.record {
+        spans.push(Span::raw(format!(
+            "  exact match {}  loss {:.4}",
+            r.metrics.exact_match.display(2),
+            r.metrics.loss.mean
+        )));
+    } else if let (Some(em), Some(l)) = (run.exact_match, run.loss) {
+        spans.push(Span::raw(format!("  exact match {em:.3}  loss {l:.4}")));
+    }
+    f.render_widget(Line::from(spans), area);
+}
+
+fn progress(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
+    let t = &app.theme;
+    let Some(s) = &run.stage else {
+        let text = match (run.state, &run.error) {
+            (_, Some(e)) => format!(" {}", short(e, area.width as usize - 2)),
+            (RunState::Queued, _) => " waiting in the queue".into(),
+            (RunState::Finished, _) => match run.curve.last() {
+                Some(p) => format!(" done after {} steps", p.step),
+                None => " done".into(),
+            },
+            (s, _) => format!(" {}", s.name()),
+        };
+        f.render_widget(Span::styled(text, t.dim()), area);
+        return;
+    };
+    let ratio = if s.total == 0 {
+        0.0
+    } else {
+        (s.done as f64 / s.total as f64).clamp(0.0, 1.0)
+    };
+    let mut label = format!(" {} {}/{}", s.name, s.done, s.total);
+    if let Some(tp) = run.throughput {
+        label.push_str(&format!(" · {tp:.1} it/s"));
+    }
+    if let Some(eta) = s.eta() {
+        label.push_str(&format!(" · ETA {}", clock(eta)));
+    }
+    f.render_widget(
+        LineGauge::default()
+            .ratio(ratio)
+            .label(label)
+            .filled_style(t.fg(t.accent))
+            .unfilled_style(t.dim()),
+        area,
+    );
+}
+
+/// At most `max` points of a series, keeping each bucket's extremes so spikes survive.
+pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max < 4 {
+        return points.to_vec();
+    }
+    let buckets = max / 2;
+    let per = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(max);
+    for chunk in points.chunks(per) {
+        let (mut lo, mut hi) = (chunk[0], chunk[0]);
+        for &p in chunk {
+            if p.1 < lo.1 {
+                lo = p;
+            }
+            if p.1 > hi.1 {
+                hi = p;
+            }
+        }
+        if lo.0 <= hi.0 {
+            out.push(lo);
+            if hi != lo {
+                out.push(hi);
+            }
+        } else {
+            out.push(hi);
+            out.push(lo);
+        }
+    }
+    out
+}
+
+fn bounds(series: &[&[(f64, f64)]]) -> ([f64; 2], [f64; 2]) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for s in series {
+        for &(x, y) in *s {
+            if y.is_finite() {
+                x0 = x0.min(x);
+                x1 = x1.max(x);
+                y0 = y0.min(y);
+                y1 = y1.max(y);
+            }
+        }
+    }
+    if x0 > x1 {
+        return ([0.0, 1.0], [0.0, 1.0]);
+    }
+    if x1 - x0 < 1.0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-6 {
+        y0 -= 0.5;
+        y1 += 0.5;
+    }
+    ([x0, x1], [y0, y1])
+}
+
+fn axis_labels(b: [f64; 2], digits: usize) -> Vec<Line<'static>> {
+    vec![
+        Line::raw(format!("{:.*}", digits, b[0])),
+        Line::raw(format!("{:.*}", digits, b[1])),
+    ]
+}
+
+fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
+    let t = &app.theme;
+    let best = run
+        .curve
+        .iter()
+        .filter_map(|p| p.val_loss.map(|v| (p.step, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let title = match best {
+        Some((s, v)) => format!(" loss · best val {v:.3} @ {s} "),
+        None => " loss ".into(),
+    };
+    let b = block(app, title);
+    if run.curve.is_empty() {
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        f.render_widget(note(app, "no steps yet"), inner);
+        return;
+    }
+    let max_points = (area.width as usize).saturating_mul(4).max(8);
+    let train: Vec<(f64, f64)> = run
+        .curve
+        .iter()
+        .map(|p| (p.step as f64, p.train_loss))
+        .collect();
+    let val: Vec<(f64, f64)> = run
+        .curve
+        .iter()
+        .filter_map(|p| p.val_loss.map(|v| (p.step as f64, v)))
+        .collect();
+    let train = thin(&train, max_points);
+    let val = thin(&val, max_points);
+    let (xb, yb) = bounds(&[&train, &val]);
+    let datasets = vec![
+        Dataset::default()
+            .name("train")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(t.fg(t.train))
+            .data(&train),
+        Dataset::default()
+            .name("val")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(t.fg(t.val))
+            .data(&val),
+    ];
+    let chart = Chart::new(datasets)
+        .block(b)
+        .x_axis(
+            Axis::default()
+                .bounds(xb)
+                .labels(axis_labels(xb, 0))
+                .style(t.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds(yb)
+                .labels(axis_labels(yb, 2))
+                .style(t.dim()),
+        );
+    f.render_widget(chart, area);
+}
+
+/// Each column's mean f(c) over the groups, per coefficient snapshot.
+fn column_means(values: &[Vec<f32>], j: usize) -> f64 {
+    let n = values.len().max(1);
+    values
+        .iter()
+        .map(|row| row.get(j).copied().unwrap_or(0.0) as f64)
+        .sum::<f64>()
+        / n as f64
+}
+
+/// The columns with the largest mean |f(c)| at the latest snapshot, largest first.
+fn top_columns(run: &RunView, n: usize) -> Vec<usize> {
+    let Some((_, last)) = run.coefficients.last() else {
+        return Vec::new();
+    };
+    let cols = last.first().map_or(0, |r| r.len());
+    let mut idx: Vec<(usize, f64)> = (0..cols)
+        .map(|j| {
+            let m = last
+                .iter()
+                .map(|row| row.get(j).copied().unwrap_or(0.0).abs() as f64)
+                .sum::<f64>();
+            (j, m)
+        })
+        .collect();
+    idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    idx.into_iter().take(n).map(|(j, _)| j).collect()
+}
+
+fn column_name(run: &RunView, j: usize) -> String {
+    run.columns
+        .get(j)
+        .cloned()
+        .unwrap_or_else(|| format!("#{j}"))
+}
+
+fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) {
+    let t = &app.theme;
+    let b = block(app, format!(" coefficients · top {} by |f(c)| ", top.len()));
+    if top.is_empty() || run.coefficients.len() < 2 {
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        let text = match run.coefficients.len() {
+            1 => "one snapshot so far (they come with each validation check)",
+            _ if run
+                .record
+                .as_ref()
+                .and_then(|r| r.coefficients.as_ref())
+                .is_some() =>
+            {
+                "no trajectory recorded (LoraHub keeps only its final coefficients)"
+            }
+            _ => "coefficients appear at the first validation check",
+        };
+        f.render_widget(note(app, text), inner);
+        return;
+    }
+    let series: Vec<Vec<(f64, f64)>> = top
+        .iter()
+        .map(|&j| {
+            run.coefficients
+                .iter()
+                .map(|(step, v)| (*step as f64, column_means(v, j)))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[(f64, f64)]> = series.iter().map(|s| s.as_slice()).collect();
+    let (xb, yb) = bounds(&refs);
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .zip(top)
+        .enumerate()
+        .map(|(i, (s, &j))| {
+            Dataset::default()
+                .name(short(&column_name(run, j), 16))
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(t.fg(t.series(i)))
+                .data(s)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
+        .block(b)
+        .x_axis(
+            Axis::default()
+                .bounds(xb)
+                .labels(axis_labels(xb, 0))
+                .style(t.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds(yb)
+                .labels(axis_labels(yb, 2))
+                .style(t.dim()),
+        )
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
+    f.render_widget(chart, area);
+}
+
+/// The layer a group name belongs to (`layer 3 q_proj` → 3); `None` for `all`.
+fn layer_of(group: &str) -> Option<usize> {
+    group
+        .strip_prefix("layer ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) {
+    let t = &app.theme;
+    let Some((step, last)) = run.coefficients.last() else {
+        let b = block(app, " heat map ");
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        f.render_widget(note(app, "no coefficients yet"), inner);
+        return;
+    };
+    // Columns: layers when the groups name them, else the groups themselves.
+    let layers: Vec<Option<usize>> = run.groups.iter().map(|g| layer_of(g)).collect();
+    let n_layers = layers.iter().flatten().max().map_or(0, |m| m + 1);
+    let (n_cols, col_of): (usize, Box<dyn Fn(usize) -> usize>) = if n_layers > 0 {
+        (n_layers, Box::new(|g| layers[g].unwrap_or(0)))
+    } else {
+        (last.len().max(1), Box::new(|g| g))
+    };
+    let mut cells = vec![vec![0f64; n_cols]; top.len()];
+    let mut counts = vec![0usize; n_cols];
+    for (g, row) in last.iter().enumerate() {
+        let c = col_of(g).min(n_cols - 1);
+        counts[c] += 1;
+        for (r, &j) in top.iter().enumerate() {
+            cells[r][c] += row.get(j).copied().unwrap_or(0.0).abs() as f64;
+        }
+    }
+    for row in &mut cells {
+        for (v, &n) in row.iter_mut().zip(&counts) {
+            *v /= n.max(1) as f64;
+        }
+    }
+    let max = cells
+        .iter()
+        .flatten()
+        .fold(0f64, |m, &v| m.max(v))
+        .max(1e-12);
+    let unit = if n_layers > 0 { "layer" } else { "group" };
+    let b = block(
+        app,
+        format!(" |f(c)| by adapter × {unit} at step {step} (█ = {max:.2}) "),
+    );
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    let name_w = 16usize;
+    let room = (inner.width as usize).saturating_sub(name_w + 1);
+    let cell_w = if n_cols * 2 <= room { 2 } else { 1 };
+    let shown = (room / cell_w).min(n_cols);
+    let lines: Vec<Line> = top
+        .iter()
+        .zip(&cells)
+        .map(|(&j, row)| {
+            let mut spans = vec![Span::raw(format!(
+                "{:<w$} ",
+                short(&column_name(run, j), name_w),
+                w = name_w
+            ))];
+            for &v in row.iter().take(shown) {
+                let x = v / max;
+                let ch = match x {
+                    x if x >= 0.75 => '█',
+                    x if x >= 0.5 => '▓',
+                    x if x >= 0.25 => '▒',
+                    x if x > 0.0 => '░',
+                    _ => ' ',
+                };
+                spans.push(Span::styled(ch.to_string().repeat(cell_w), t.fg(t.heat(x))));
+            }
+            if shown < n_cols {
+                spans.push(Span::styled("…", t.dim()));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn log_tail(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
+    let t = &app.theme;
+    let mut lines: Vec<Line> = Vec::new();
+    let beside: Vec<String> = app
+        .runs
+        .iter()
+        .filter(|r| r.id != run.id && r.state.is_live())
+        .map(|r| format!("{} ({})", r.label, r.state.name()))
+        .collect();
+    if !beside.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("also queued: ", t.dim()),
+            Span::raw(short(&beside.join(" · "), area.width as usize - 14)),
+        ]));
+    }
+    let room = (area.height as usize).saturating_sub(lines.len());
+    let skip = run.log.len().saturating_sub(room);
+    for l in run.log.iter().skip(skip) {
+        lines.push(Line::styled(short(l, area.width as usize), t.dim()));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_extremes_in_order() {
+        let pts: Vec<(f64, f64)> = (0..1000)
+            .map(|i| (i as f64, if i == 500 { 9.0 } else { (i % 7) as f64 }))
+            .collect();
+        let out = thin(&pts, 100);
+        assert!(out.len() <= 100, "{}", out.len());
+        assert!(out.contains(&(500.0, 9.0)));
+        assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(thin(&pts[..10], 100).len(), 10);
+    }
+
+    #[test]
+    fn layers_from_group_names() {
+        assert_eq!(layer_of("layer 3 q_proj"), Some(3));
+        assert_eq!(layer_of("layer 12 attn"), Some(12));
+        assert_eq!(layer_of("all"), None);
+    }
+}
