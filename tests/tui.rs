@@ -1,0 +1,451 @@
+//! The terminal UI without a terminal: every screen rendered on ratatui's `TestBackend` at 80x24
+//! and 160x48 and compared with insta snapshots, and `update` tests that drive `App` with keys
+//! and engine events and check the state and the commands it sends.
+//!
+//! The runs on Compare are three real run records of the lab (caesar-5: the gradient recipe, its
+//! random-init twin and the base model) kept under tests/fixtures/ui/runs.
+
+use std::path::Path;
+
+use loracycle::engine::{Command, Event, RunId, RunState, RunStore};
+use loracycle::pool::PoolSource;
+use loracycle::pool::entry::{EntryStatus, PoolEntry};
+use loracycle::pool::rules::Rule;
+use loracycle::run::spec::MethodSpec;
+use loracycle::ui::app::{Confirm, Request, Screen};
+use loracycle::ui::keymap::Keymap;
+use loracycle::ui::theme::Theme;
+use loracycle::ui::{App, Context, draw};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+fn entry(i: usize) -> PoolEntry {
+    let families = ["caesar", "rotate", "table", "next", "add-mod"];
+    let id = format!("{}-{}", families[i % 5], i / 5 + 1);
+    PoolEntry {
+        id: id.clone(),
+        source: "lab".into(),
+        revision: None,
+        rank: Some([4, 8, 16][i % 3]),
+        alpha: Some([8.0, 16.0, 16.0][i % 3]),
+        rslora: false,
+        target_modules: if i % 2 == 0 {
+            [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            vec!["q_proj".into(), "v_proj".into()]
+        },
+        size_bytes: Some(30_000 + 1000 * i as u64),
+        base_model: Some("loracycle/lab-base".into()),
+        downloads: None,
+        likes: None,
+        last_modified: None,
+        tags: Vec::new(),
+        card: Some(format!(
+            "# {id} A LoRA of the loracycle lab, trained on one task."
+        )),
+        status: EntryStatus::Usable,
+        norm: Some(10.0 + i as f64 / 4.0),
+        path: None,
+        verdicts: Vec::new(),
+    }
+}
+
+fn pool(n: usize) -> Vec<PoolEntry> {
+    let mut v: Vec<PoolEntry> = (0..n).map(entry).collect();
+    v.push(PoolEntry {
+        id: "acme/llama31-sql-lora".into(),
+        source: "hub".into(),
+        rank: Some(16),
+        alpha: Some(32.0),
+        status: EntryStatus::NotDownloaded,
+        norm: None,
+        size_bytes: None,
+        downloads: Some(1520),
+        likes: Some(12),
+        card: None,
+        ..entry(0)
+    });
+    v.push(PoolEntry {
+        id: "bob/lora-bin".into(),
+        source: "hub".into(),
+        status: EntryStatus::Rejected {
+            rule: Rule::Safetensors,
+            reason: "only a pickle checkpoint (adapter_model.bin); pickles are never loaded".into(),
+        },
+        norm: None,
+        card: None,
+        ..entry(1)
+    });
+    v
+}
+
+fn app() -> App {
+    let mut app = App::new(
+        Theme::built_in("dark").unwrap(),
+        Keymap::default(),
+        Context {
+            model: "lab".into(),
+            source: PoolSource::Lab,
+            device: "cpu".into(),
+        },
+        vec!["caesar-5".into(), "table-m".into()],
+    );
+    app.set_pool(pool(40));
+    app
+}
+
+/// A copy of the fixture run store in a temporary folder.
+fn fixture_store() -> (tempfile::TempDir, RunStore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ui/runs");
+    for run in std::fs::read_dir(&src).unwrap() {
+        let run = run.unwrap().path();
+        let to = tmp.path().join(run.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&run).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let store = RunStore::open(tmp.path()).unwrap();
+    (tmp, store)
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, keys: &str) {
+    for c in keys.chars() {
+        app.on_key(if c == '\n' {
+            code(KeyCode::Enter)
+        } else {
+            key(c)
+        });
+    }
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app)).unwrap();
+    t.backend().to_string()
+}
+
+/// A run in flight, as the engine's events describe it: 60 of 100 steps, coefficients at each
+/// validation check.
+fn live_app() -> App {
+    let mut app = app();
+    let run = RunId("20261129T120000Z-caesar-5-gradient-0001".into());
+    let twin = RunId("20261129T120000Z-caesar-5-gradient-random-init-0002".into());
+    let ev = |e: Event, app: &mut App| app.on_engine(e);
+    ev(
+        Event::Queued {
+            run: run.clone(),
+            label: "caesar-5 / gradient".into(),
+            position: 0,
+        },
+        &mut app,
+    );
+    ev(
+        Event::Queued {
+            run: twin.clone(),
+            label: "caesar-5 / gradient / random-init".into(),
+            position: 1,
+        },
+        &mut app,
+    );
+    ev(
+        Event::Started {
+            run: run.clone(),
+            label: "caesar-5 / gradient".into(),
+        },
+        &mut app,
+    );
+    let columns: Vec<String> = [
+        "caesar-4", "caesar-6", "rotate-1", "next-5", "table-k", "copy-2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let groups: Vec<String> = (0..4)
+        .flat_map(|l| ["q_proj", "v_proj"].map(|m| format!("layer {l} {m}")))
+        .collect();
+    ev(
+        Event::Layout {
+            run: run.clone(),
+            groups: groups.clone(),
+            columns: columns.clone(),
+        },
+        &mut app,
+    );
+    ev(
+        Event::Stage {
+            run: run.clone(),
+            name: "tuning coefficients".into(),
+            total: 100,
+        },
+        &mut app,
+    );
+    for step in 1..=60 {
+        let s = step as f64;
+        ev(
+            Event::Advance {
+                run: run.clone(),
+                done: step,
+            },
+            &mut app,
+        );
+        ev(
+            Event::Progress {
+                run: run.clone(),
+                step,
+                train_loss: 2.0 / (1.0 + s / 8.0),
+                val_loss: (step % 10 == 0).then(|| 2.2 / (1.0 + s / 9.0)),
+                throughput: 3.1,
+            },
+            &mut app,
+        );
+        if step % 10 == 0 {
+            let values: Vec<Vec<f32>> = (0..groups.len())
+                .map(|g| {
+                    (0..columns.len())
+                        .map(|j| {
+                            (s as f32 / 60.0) * (0.9 - 0.15 * j as f32) * (1.0 + 0.1 * g as f32)
+                        })
+                        .collect()
+                })
+                .collect();
+            ev(
+                Event::Coefficients {
+                    run: run.clone(),
+                    step,
+                    values,
+                },
+                &mut app,
+            );
+        }
+    }
+    app.live = 0;
+    app
+}
+
+fn finished_app() -> (tempfile::TempDir, App) {
+    let (tmp, store) = fixture_store();
+    let mut app = app();
+    app.open_store(store);
+    (tmp, app)
+}
+
+macro_rules! screens {
+    ($name:ident, $make:expr, $keys:expr) => {
+        #[test]
+        fn $name() {
+            #[allow(unused_mut)]
+            let (_keep, mut app) = $make;
+            press(&mut app, $keys);
+            insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), render(&app, 80, 24));
+            insta::assert_snapshot!(concat!(stringify!($name), "_160x48"), render(&app, 160, 48));
+        }
+    };
+}
+
+screens!(pool_screen, ((), app()), "jj ");
+screens!(pool_search, ((), app()), "/rot\n");
+screens!(new_run_screen, ((), app()), "2");
+screens!(live_screen, ((), live_app()), "3");
+screens!(runs_screen, finished_app(), "4");
+screens!(compare_screen, finished_app(), "5");
+screens!(help_screen, ((), app()), "?");
+screens!(empty_live, ((), app()), "3");
+
+#[test]
+fn pool_search_filter_sort_and_selection() {
+    let mut app = app();
+    assert_eq!(app.pool.visible.len(), 42);
+    press(&mut app, "/caesar\n");
+    assert_eq!(app.pool.visible.len(), 8);
+    assert!(
+        app.pool
+            .visible
+            .iter()
+            .all(|&i| app.pool.entries[i].id.starts_with("caesar"))
+    );
+    app.on_key(code(KeyCode::Esc));
+    assert_eq!(app.pool.visible.len(), 42);
+    press(&mut app, "f");
+    assert_eq!(app.pool.status.name(), "usable");
+    assert_eq!(app.pool.visible.len(), 40);
+    press(&mut app, "fff");
+    press(&mut app, "sg");
+    assert_eq!(app.pool.sort.name(), "rank");
+    assert_eq!(app.pool.current().unwrap().rank, Some(4));
+    press(&mut app, "G");
+    assert_eq!(app.pool.current().unwrap().rank, Some(16));
+    press(&mut app, "g  ");
+    assert_eq!(app.pool.selected.len(), 2);
+    press(&mut app, "n");
+    assert_eq!(app.screen, Screen::NewRun);
+    assert_eq!(app.form.strategy, 3);
+    assert_eq!(app.form.manual.len(), 2);
+}
+
+#[test]
+fn rejected_entries_cannot_be_selected() {
+    let mut app = app();
+    press(&mut app, "/bob\n ");
+    assert!(app.pool.selected.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("bob/lora-bin is not usable; it cannot be selected")
+    );
+}
+
+#[test]
+fn starting_from_the_form_queues_the_run_and_its_controls() {
+    let mut app = app();
+    press(&mut app, "2s");
+    let labels: Vec<String> = app
+        .outbox
+        .iter()
+        .map(|r| match r {
+            Request::Engine(Command::Submit { spec }) => spec.label(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "caesar-5 / gradient",
+            "caesar-5 / gradient / random-init",
+            "caesar-5 / base"
+        ]
+    );
+    assert_eq!(app.screen, Screen::Live);
+    assert_eq!(app.message.as_deref(), Some("run queued with 2 controls"));
+}
+
+#[test]
+fn the_form_edits_text_and_refuses_bad_values() {
+    let mut app = app();
+    press(&mut app, "2jj");
+    app.on_key(code(KeyCode::Enter));
+    for _ in 0..2 {
+        app.on_key(code(KeyCode::Backspace));
+    }
+    // Digits go to the field while editing, not to the screen keys.
+    press(&mut app, "500");
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.form.k, "500");
+    assert_eq!(app.screen, Screen::NewRun);
+    press(&mut app, "s");
+    assert!(app.outbox.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("cannot start: k: the pool has 40 usable adapters")
+    );
+    // ← on the method field goes to base, which needs no pool and no k.
+    press(&mut app, "jh");
+    assert_eq!(app.form.method_name(), "base");
+    press(&mut app, "s");
+    assert_eq!(app.outbox.len(), 1);
+}
+
+#[test]
+fn live_follows_engine_events() {
+    let app = live_app();
+    let r = &app.runs[0];
+    assert_eq!(r.state, RunState::Running);
+    assert_eq!(r.curve.len(), 60);
+    assert_eq!(r.coefficients.len(), 6);
+    assert_eq!(r.stage.as_ref().unwrap().done, 60);
+    assert_eq!(r.log.back().unwrap(), "step 60 train 0.2353 val 0.2870");
+    assert_eq!(app.running().unwrap().label, "caesar-5 / gradient");
+}
+
+#[test]
+fn cancel_twin_and_quit_confirmation() {
+    let mut app = live_app();
+    press(&mut app, "3c");
+    assert_eq!(
+        app.outbox,
+        [Request::Engine(Command::Cancel {
+            run: app.runs[0].id.clone()
+        })]
+    );
+    press(&mut app, "q");
+    assert_eq!(app.confirm, Some(Confirm::Quit));
+    press(&mut app, "n");
+    assert!(!app.quit);
+    press(&mut app, "qy");
+    assert!(app.quit);
+}
+
+#[test]
+fn runs_retry_twin_delete_and_compare_marks() {
+    let (tmp, mut app) = finished_app();
+    assert_eq!(app.runs.len(), 3);
+    press(&mut app, "4g");
+    let first = app.runs[0].label.clone();
+    assert_eq!(first, "caesar-5 / base");
+    press(&mut app, "R");
+    match &app.outbox[..] {
+        [Request::Engine(Command::Submit { spec })] => {
+            assert_eq!(spec.method, MethodSpec::Base)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    app.outbox.clear();
+    // The base run has no pool: no random-init twin.
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.screen, Screen::Live);
+    press(&mut app, "r");
+    assert_eq!(
+        app.message.as_deref(),
+        Some("this run uses no pool; it has no random-init twin")
+    );
+    press(&mut app, "lr");
+    match &app.outbox[..] {
+        [Request::Engine(Command::Submit { spec })] => {
+            assert_eq!(spec.label(), "caesar-5 / gradient / random-init")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Compare shows the three finished runs of the task; marks narrow it.
+    press(&mut app, "5");
+    assert_eq!(app.compared().len(), 3);
+    press(&mut app, "4g  ");
+    assert_eq!(app.compared(), vec![0, 1]);
+    // Delete asks, then removes the folder.
+    press(&mut app, "gD");
+    assert!(matches!(app.confirm, Some(Confirm::Delete(_))));
+    press(&mut app, "y");
+    assert_eq!(app.runs.len(), 2);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+}
+
+#[test]
+fn compare_exports_markdown_and_csv() {
+    let (_tmp, mut app) = finished_app();
+    let rows = app.compared();
+    for &i in &rows {
+        app.ensure_loaded(i);
+    }
+    let (md, csv) = loracycle::ui::render::compare::table_text(&app, &rows);
+    insta::assert_snapshot!("compare_table_md", md);
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.starts_with("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n"));
+}
