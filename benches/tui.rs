@@ -61,8 +61,16 @@ fn state() -> App {
     let columns: Vec<String> = (0..30).map(|j| format!("adapter-{j}")).collect();
     let groups: Vec<String> = (0..32)
         .flat_map(|l| {
-            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(|m| format!("layer {l} {m}"))
+            [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(|m| format!("layer {l} {m}"))
         })
         .collect();
     app.on_engine(Event::Layout {
@@ -81,14 +89,16 @@ fn state() -> App {
             run: run.clone(),
             step,
             train_loss: 2.0 / (1.0 + s / 300.0) + 0.05 * (s * 0.37).sin(),
-            val_loss: (step % 100 == 0).then(|| 2.1 / (1.0 + s / 320.0)),
+            val_loss: (step.is_multiple_of(100)).then(|| 2.1 / (1.0 + s / 320.0)),
             throughput: 3.0,
         });
-        if step % 100 == 0 {
+        if step.is_multiple_of(100) {
             let values = (0..groups.len())
                 .map(|g| {
                     (0..columns.len())
-                        .map(|j| ((s / 1e4) * (j as f64 + 1.0) / 30.0 * (1.0 + g as f64 / 224.0)) as f32)
+                        .map(|j| {
+                            ((s / 1e4) * (j as f64 + 1.0) / 30.0 * (1.0 + g as f64 / 224.0)) as f32
+                        })
                         .collect()
                 })
                 .collect();
@@ -119,7 +129,13 @@ fn main() {
     let mut app = state();
     let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
     println!("frame at 200x60, 1,000 adapters, 10,000-step curve ({frames} frames, median / max):");
-    for (key, name) in [('1', "Pool"), ('2', "New run"), ('3', "Live"), ('4', "Runs"), ('5', "Compare")] {
+    for (key, name) in [
+        ('1', "Pool"),
+        ('2', "New run"),
+        ('3', "Live"),
+        ('4', "Runs"),
+        ('5', "Compare"),
+    ] {
         app.on_key(KeyEvent::new(KeyCode::Char(key), KeyModifiers::NONE));
         let mut times = Vec::with_capacity(frames);
         for i in 0..frames + 10 {
@@ -152,5 +168,8 @@ fn main() {
         times.push(t.elapsed().as_secs_f64() * 1e6);
         app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
     }
-    println!("a search character over 1,000 adapters: {:.1} µs median", median(times));
+    println!(
+        "a search character over 1,000 adapters: {:.1} µs median",
+        median(times)
+    );
 }

@@ -45,7 +45,7 @@ enum Helper {
     Download {
         id: String,
         line: String,
-        entry: Option<PoolEntry>,
+        entry: Option<Box<PoolEntry>>,
     },
     Exported(String),
 }
@@ -135,7 +135,11 @@ fn spawn_download(opts: &UiOptions, id: String, tx: Sender<Helper>) {
             }
             Err(e) => (format!("failed: {e}"), None),
         };
-        let _ = tx.send(Helper::Download { id, line, entry });
+        let _ = tx.send(Helper::Download {
+            id,
+            line,
+            entry: entry.map(Box::new),
+        });
     });
 }
 
@@ -255,7 +259,9 @@ fn event_loop(
                     app.pool.loading = None;
                     app.pool.error = Some(format!("cannot list the pool: {e}"));
                 }
-                Helper::Download { id, line, entry } => app.on_download(&id, line, entry),
+                Helper::Download { id, line, entry } => {
+                    app.on_download(&id, line, entry.map(|e| *e))
+                }
                 Helper::Exported(line) => app.message = Some(line),
             }
             dirty = true;

@@ -30,7 +30,7 @@ fn entry(i: usize) -> PoolEntry {
         rank: Some([4, 8, 16][i % 3]),
         alpha: Some([8.0, 16.0, 16.0][i % 3]),
         rslora: false,
-        target_modules: if i % 2 == 0 {
+        target_modules: if i.is_multiple_of(2) {
             [
                 "q_proj",
                 "k_proj",
@@ -214,12 +214,12 @@ fn live_app() -> App {
                 run: run.clone(),
                 step,
                 train_loss: 2.0 / (1.0 + s / 8.0),
-                val_loss: (step % 10 == 0).then(|| 2.2 / (1.0 + s / 9.0)),
+                val_loss: (step.is_multiple_of(10)).then(|| 2.2 / (1.0 + s / 9.0)),
                 throughput: 3.1,
             },
             &mut app,
         );
-        if step % 10 == 0 {
+        if step.is_multiple_of(10) {
             let values: Vec<Vec<f32>> = (0..groups.len())
                 .map(|g| {
                     (0..columns.len())
