@@ -281,3 +281,15 @@ fn inspect_refuses_a_folder_that_is_neither() {
         )
     );
 }
+
+#[test]
+fn without_a_terminal_the_ui_explains_and_shows_the_subcommands() {
+    let out = Command::cargo_bin("loracycle").unwrap().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("Commands:\n  pool"), "{stdout}");
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "\nthe terminal UI needs a terminal; the subcommands above work without one\n"
+    );
+}

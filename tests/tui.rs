@@ -304,6 +304,33 @@ fn pool_search_filter_sort_and_selection() {
 }
 
 #[test]
+fn a_search_with_an_operator_is_a_filter_expression() {
+    let mut app = app();
+    press(&mut app, "/rank<=4,modules=all\n");
+    let ids: Vec<&str> = app
+        .pool
+        .visible
+        .iter()
+        .map(|&i| app.pool.entries[i].id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert!(app.pool.visible.iter().all(|&i| {
+        let e = &app.pool.entries[i];
+        e.rank == Some(4) && e.target_modules.len() == 7
+    }));
+    press(&mut app, "/");
+    app.on_key(code(KeyCode::Backspace));
+    press(&mut app, "x\n");
+    assert_eq!(
+        app.pool.search_error.as_deref(),
+        Some(
+            "filter condition \"modules=alx\": unknown module \"alx\" (use q, k, v, o, gate, up, down or all)"
+        )
+    );
+    assert!(app.pool.visible.is_empty());
+}
+
+#[test]
 fn rejected_entries_cannot_be_selected() {
     let mut app = app();
     press(&mut app, "/bob\n ");

@@ -13,8 +13,8 @@ use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::theme::Theme;
 use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
-use crate::pool::PoolSource;
 use crate::pool::entry::{EntryStatus, PoolEntry};
+use crate::pool::{Filter, PoolSource};
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
 
@@ -142,6 +142,8 @@ pub struct PoolState {
     pub status: StatusFilter,
     pub sort: PoolSort,
     pub selected: BTreeSet<String>,
+    /// Why the search, read as a filter expression, does not parse.
+    pub search_error: Option<String>,
     /// Loading progress while the listing is read: (what, done, total).
     pub loading: Option<(String, usize, usize)>,
     pub error: Option<String>,
@@ -160,6 +162,7 @@ impl PoolState {
             status: StatusFilter::All,
             sort: PoolSort::Name,
             selected: BTreeSet::new(),
+            search_error: None,
             loading: Some(("reading the pool".into(), 0, 0)),
             error: None,
             downloads: Vec::new(),
@@ -169,16 +172,37 @@ impl PoolState {
     /// Recomputes the visible rows, keeping the cursor on the same entry where it can.
     pub fn refresh(&mut self) {
         let current = self.visible.get(self.cursor).copied();
+        // A search with an operator is a filter expression (`rank<=16,modules=all`); anything
+        // else is text looked for in ids and model cards.
+        self.search_error = None;
+        let filter: Option<Filter> = if self.search.contains(['<', '>', '=', '~']) {
+            match self.search.parse() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.search_error = Some(format!("{e}"));
+                    self.visible.clear();
+                    self.cursor = 0;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let needle = self.search.to_lowercase();
         let mut v: Vec<usize> = (0..self.entries.len())
             .filter(|&i| {
                 let e = &self.entries[i];
                 self.status.keeps(&e.status)
-                    && (needle.is_empty()
-                        || e.id.to_lowercase().contains(&needle)
-                        || e.card
-                            .as_deref()
-                            .is_some_and(|c| c.to_lowercase().contains(&needle)))
+                    && match &filter {
+                        Some(f) => e.matches(f),
+                        None => {
+                            needle.is_empty()
+                                || e.id.to_lowercase().contains(&needle)
+                                || e.card
+                                    .as_deref()
+                                    .is_some_and(|c| c.to_lowercase().contains(&needle))
+                        }
+                    }
             })
             .collect();
         let e = &self.entries;

@@ -307,7 +307,7 @@ const DEFAULTS: &[(Scope, &[&str], Action, &str, &str)] = &[
         &["/"],
         Action::Search,
         "search",
-        "search ids and model cards (enter keeps, esc clears)",
+        "search ids and cards, or filter: rank<=16,modules=q+v",
     ),
     (
         Scope::Pool,

@@ -263,6 +263,6 @@ mod tests {
     fn bars_in_eighths() {
         assert_eq!(bar(0.0, 10), "");
         assert_eq!(bar(1.0, 4), "████");
-        assert_eq!(bar(0.5, 3), "█▍");
+        assert_eq!(bar(0.5, 3), "█▌");
     }
 }

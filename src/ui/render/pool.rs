@@ -44,10 +44,21 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
     let search = if p.searching {
         Span::styled(format!("/ {}▏", p.search), t.accent())
     } else if p.search.is_empty() {
-        Span::styled("/ search", t.dim())
+        Span::styled(
+            "/ search (text, or a filter: rank<=16,modules=all)",
+            t.dim(),
+        )
     } else {
         Span::raw(format!("/ {}", p.search))
     };
+    if let Some(e) = &p.search_error {
+        f.render_widget(
+            Line::from(vec![search, Span::styled(format!("  {e}"), t.fg(t.bad))]),
+            bar,
+        );
+        f.render_widget(note(app, "the search reads as a filter expression: KEY OP VALUE, comma-separated; keys name, rank, alpha, modules; ops = != < <= > >= ~ !~"), rows_area);
+        return;
+    }
     f.render_widget(
         Line::from(vec![
             search,
@@ -134,11 +145,10 @@ fn status_cell<'a>(app: &App, s: &EntryStatus) -> Cell<'a> {
     let t = &app.theme;
     match s {
         EntryStatus::Usable => Cell::from(Span::styled("usable", t.fg(t.ok))),
-        EntryStatus::NotDownloaded => Cell::from(Span::styled("not downloaded", t.dim())),
-        EntryStatus::Rejected { rule, .. } => Cell::from(Span::styled(
-            format!("rejected: {}", rule.name()),
-            t.fg(t.bad),
-        )),
+        EntryStatus::NotDownloaded => Cell::from(Span::styled("remote", t.dim())),
+        EntryStatus::Rejected { rule, .. } => {
+            Cell::from(Span::styled(format!("✗ {}", rule.name()), t.fg(t.bad)))
+        }
     }
 }
 
