@@ -119,6 +119,111 @@ pub fn score_adapters(
     Ok(out)
 }
 
+/// Each adapter alone on `examples`, many adapters per forward: the rows of a batch are
+/// (adapter, example) pairs in adapter order, and each adapter's run of rows goes through its own
+/// side branch only ([`crate::model::branch::Segment`]). `rows_per_forward` bounds a batch.
+/// `done(i, score)` is called as soon as adapter `i`'s last example is scored, in order.
+pub fn screen_adapters(
+    model: &Llama,
+    pad_id: u32,
+    adapters: &[&Adapter],
+    examples: &[EncodedExample],
+    rows_per_forward: usize,
+    done: &mut dyn FnMut(usize, Score),
+) -> Result<()> {
+    use std::collections::HashMap;
+
+    use crate::model::branch::{Branches, Segment};
+
+    let m = examples.len();
+    if m == 0 {
+        for i in 0..adapters.len() {
+            done(
+                i,
+                Score {
+                    exact_match: f64::NAN,
+                    loss: f64::NAN,
+                },
+            );
+        }
+        return Ok(());
+    }
+    let cfg = model.config();
+    let (dtype, device) = (model.dtype(), model.device());
+    // Each adapter's halves on the model's device, B scaled; built when its rows first appear.
+    let mut prepared: HashMap<
+        usize,
+        HashMap<(usize, crate::model::Module), (candle_core::Tensor, candle_core::Tensor)>,
+    > = HashMap::new();
+    let mut hits = vec![0usize; adapters.len()];
+    let mut loss = vec![0f64; adapters.len()];
+    let mut seen = vec![0usize; adapters.len()];
+    let rows: Vec<(usize, usize)> = (0..adapters.len())
+        .flat_map(|g| (0..m).map(move |x| (g, x)))
+        .collect();
+    for chunk in rows.chunks(rows_per_forward.max(1)) {
+        // Runs of equal adapters in the chunk: (adapter, rows).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &(g, _) in chunk {
+            match runs.last_mut() {
+                Some((last, n)) if *last == g => *n += 1,
+                _ => runs.push((g, 1)),
+            }
+        }
+        for &(g, _) in &runs {
+            if let std::collections::hash_map::Entry::Vacant(slot) = prepared.entry(g) {
+                let ad = adapters[g];
+                let mut halves = HashMap::new();
+                for (key, p) in &ad.pairs {
+                    let a = p.a.to_device(device)?.to_dtype(dtype)?;
+                    let b = (p.b.to_dtype(DType::F32)? * ad.scale())?
+                        .to_device(device)?
+                        .to_dtype(dtype)?;
+                    halves.insert(*key, (a, b));
+                }
+                slot.insert(halves);
+            }
+        }
+        let mut br = Branches::empty(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            for module in crate::model::Module::ALL {
+                if !runs
+                    .iter()
+                    .any(|(g, _)| prepared[g].contains_key(&(l, module)))
+                {
+                    continue;
+                }
+                let segments = runs
+                    .iter()
+                    .map(|&(g, n)| Segment {
+                        rows: n,
+                        ab: prepared[&g].get(&(l, module)).cloned(),
+                    })
+                    .collect();
+                br.set_segments(l, module, segments);
+            }
+        }
+        let batch: Vec<EncodedExample> = chunk.iter().map(|&(_, x)| examples[x].clone()).collect();
+        let outcomes = crate::eval::answer_outcomes(model, pad_id, &batch, Some(&br))?;
+        for (&(g, _), o) in chunk.iter().zip(outcomes) {
+            hits[g] += usize::from(o.exact);
+            loss[g] += o.loss;
+            seen[g] += 1;
+            if seen[g] == m {
+                prepared.remove(&g);
+                done(
+                    g,
+                    Score {
+                        exact_match: hits[g] as f64 / m as f64,
+                        loss: loss[g] / m as f64,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// ⟨ΔW_a, ΔW_b⟩ summed over every (layer, module) both touch, through r × r products:
 /// ⟨sₐBₐAₐ, s_bB_bA_b⟩ = sₐs_b Σ (AₐA_bᵀ) ⊙ (BₐᵀB_b).
 pub fn delta_dot(a: &Adapter, b: &Adapter) -> candle_core::Result<f64> {

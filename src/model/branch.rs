@@ -72,6 +72,18 @@ pub struct Branches {
     /// `groups` equal, contiguous groups, group p computed with W + ΔW_p. Scores several merges in
     /// one forward at the base model's arithmetic per token.
     grouped: Vec<[Option<Tensor>; 7]>,
+    /// Per-segment low-rank updates by (layer, module): the batch's rows split into contiguous
+    /// segments, each through its own adapter's (A, s·B) or none — the way multi-adapter servers
+    /// batch requests. Ranks and module sets may differ from segment to segment.
+    segmented: Vec<[Option<Vec<Segment>>; 7]>,
+}
+
+/// `rows` consecutive examples of a batch and the adapter halves they go through: A (r, in) and
+/// B already scaled (out, r); `None` for rows that see the base model alone.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub rows: usize,
+    pub ab: Option<(Tensor, Tensor)>,
 }
 
 /// One adapter's contribution to a branch, before concatenation.
@@ -88,6 +100,7 @@ impl Branches {
             layers: (0..num_layers).map(|_| Default::default()).collect(),
             dropout: None,
             grouped: Vec::new(),
+            segmented: Vec::new(),
         }
     }
 
@@ -113,6 +126,18 @@ impl Branches {
 
     pub fn grouped(&self, layer: usize, module: Module) -> Option<&Tensor> {
         self.grouped.get(layer)?[module.index()].as_ref()
+    }
+
+    /// Sets the per-segment adapters of one module; the segments' rows must add up to the batch.
+    pub fn set_segments(&mut self, layer: usize, module: Module, segments: Vec<Segment>) {
+        if self.segmented.is_empty() {
+            self.segmented = (0..self.layers.len()).map(|_| Default::default()).collect();
+        }
+        self.segmented[layer][module.index()] = Some(segments);
+    }
+
+    pub fn segments(&self, layer: usize, module: Module) -> Option<&[Segment]> {
+        self.segmented.get(layer)?[module.index()].as_deref()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -362,6 +362,9 @@ impl Llama {
             if let Some(d) = branches.and_then(|b| b.grouped(l, m)) {
                 return grouped_linear(x, w, d);
             }
+            if let Some(segs) = branches.and_then(|b| b.segments(l, m)) {
+                return segmented_linear(x, w, segs);
+            }
             linear(
                 x,
                 w,
@@ -461,6 +464,41 @@ fn grouped_linear(x: &Tensor, w: &Tensor, deltas: &Tensor) -> candle_core::Resul
     let xg = x.reshape((p, (b / p) * t, i))?;
     let y = xg.matmul(&weights.transpose(1, 2)?)?; // (P, rows·t, out)
     y.reshape((b, t, ()))
+}
+
+/// x Wᵀ for the whole batch, plus each segment's own (x Aᵀ) Bᵀ on its rows only: the base
+/// weights are read once, and every row pays for its own adapter's rank and no other.
+fn segmented_linear(
+    x: &Tensor,
+    w: &Tensor,
+    segments: &[super::branch::Segment],
+) -> candle_core::Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let o = w.dim(0)?;
+    let total: usize = segments.iter().map(|s| s.rows).sum();
+    if total != b {
+        candle_core::bail!("segments cover {total} rows of a batch of {b}");
+    }
+    let y = x.reshape((b * t, i))?.matmul(&w.t()?)?.reshape((b, t, o))?;
+    if segments.iter().all(|s| s.ab.is_none()) {
+        return Ok(y);
+    }
+    let mut parts = Vec::with_capacity(segments.len());
+    let mut start = 0;
+    for s in segments {
+        let part = match &s.ab {
+            Some((a, bm)) => {
+                let xs = x.narrow(0, start, s.rows)?.reshape((s.rows * t, i))?;
+                xs.matmul(&a.t()?)?
+                    .matmul(&bm.t()?)?
+                    .reshape((s.rows, t, o))?
+            }
+            None => Tensor::zeros((s.rows, t, o), y.dtype(), y.device())?,
+        };
+        parts.push(part);
+        start += s.rows;
+    }
+    y + Tensor::cat(&parts, 0)?
 }
 
 /// Applies dropout to a branch input.
