@@ -326,6 +326,34 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         #[arg(long)]
         json: bool,
     },
+    /// Score every usable adapter of a pool alone on a task's train + validation examples (exact
+    /// match by teacher forcing, and answer loss), many adapters per forward, cached on disk.
+    #[command(
+        after_help = "Scores stream to stdout as they come, then the ranking. A second screen of the same pool and task reads the screening cache (screen-cache.json in $LORACYCLE_CACHE_DIR or ~/.cache/loracycle) and is instant; an interrupted one resumes where it stopped. The engine's top-k selection reads the same cache.\n\nExamples:\n  loracycle pool screen --task caesar-5\n  loracycle pool screen --task data/mytask --model ./llama --source cache --metric loss --json"
+    )]
+    Screen {
+        /// A lab task name, or a folder with train.jsonl and validation.jsonl.
+        #[arg(long)]
+        task: String,
+        /// lab, cache or dir:PATH (downloaded adapters only).
+        #[arg(long, default_value = "lab")]
+        source: PoolSource,
+        /// `lab`, a model folder, or a Hub id in the HF cache.
+        #[arg(long, default_value = "lab")]
+        model: String,
+        /// A pool filter, e.g. rank<=16,modules=all.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// What the ranking sorts by.
+        #[arg(long, default_value = "exact-match", value_parser = ["exact-match", "loss"])]
+        metric: String,
+        /// Rows (adapter × example) per forward.
+        #[arg(long, default_value_t = loracycle::select::screen::DEFAULT_ROWS)]
+        rows: usize,
+        /// Print the ranking as JSON on stdout (no streaming lines).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -403,6 +431,23 @@ fn main() -> ExitCode {
                 jobs,
                 offline,
             } => cli::pool::pull(&ids, endpoint.as_deref(), base.as_deref(), jobs, offline),
+            PoolCommand::Screen {
+                task,
+                source,
+                model,
+                filter,
+                metric,
+                rows,
+                json,
+            } => cli::pool::screen(cli::pool::ScreenArgs {
+                task,
+                source,
+                model,
+                filter,
+                by_loss: metric == "loss",
+                rows,
+                json,
+            }),
             PoolCommand::Check {
                 target,
                 base,

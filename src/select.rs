@@ -4,6 +4,8 @@
 //! match by teacher forcing (one forward, the same verdict as a greedy decode) plus the answer
 //! loss, which breaks exact-match ties.
 
+pub mod screen;
+
 use candle_core::DType;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;

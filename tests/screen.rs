@@ -80,3 +80,91 @@ fn batched_screening_equals_one_adapter_at_a_time() {
     }
     assert!(solved >= 1, "the oracle solves caesar-5: {alone:?}");
 }
+
+/// `loracycle pool screen` gives each adapter the exact match and loss `loracycle eval` gives it
+/// on the same examples, and a second screen reads every score from the cache.
+#[test]
+fn pool_screen_equals_eval_and_hits_the_cache() {
+    use assert_cmd::Command;
+
+    let lab = lab_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool");
+    let names = ["caesar-4", "next-5-v2", "rotate-3"];
+    for n in names {
+        let to = pool.join(n);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(lab.join("pool").join(n).join(f), to.join(f)).unwrap();
+        }
+    }
+    let mut data = std::fs::read_to_string(lab.join("tasks/caesar-5/train.jsonl")).unwrap();
+    data.push_str(&std::fs::read_to_string(lab.join("tasks/caesar-5/validation.jsonl")).unwrap());
+    let data_path = tmp.path().join("train-validation.jsonl");
+    std::fs::write(&data_path, data).unwrap();
+    let cache = tmp.path().join("cache");
+    let screen = || {
+        let out = Command::cargo_bin("loracycle")
+            .unwrap()
+            .env("LORACYCLE_CACHE_DIR", &cache)
+            .args([
+                "pool", "screen", "--task", "caesar-5", "--json", "--rows", "70",
+            ])
+            .arg("--source")
+            .arg(format!("dir:{}", pool.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, String::from_utf8(out.stderr).unwrap())
+    };
+    let (first, _) = screen();
+    let rows = first.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row["cached"], false);
+        let name = row["adapter"].as_str().unwrap();
+        let out = Command::cargo_bin("loracycle")
+            .unwrap()
+            .args(["eval", "--metric", "both", "--json", "--template", "lab"])
+            .arg("--model")
+            .arg(lab.join("base"))
+            .arg("--adapter")
+            .arg(pool.join(name))
+            .arg("--data")
+            .arg(&data_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(row["exact_match"], e["exact_match"], "{name}");
+        let (a, b) = (
+            row["loss"].as_f64().unwrap(),
+            e["mean_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "{name}: {a} vs {b}"
+        );
+    }
+    let (second, stderr) = screen();
+    assert!(
+        stderr.contains("3 of 3 scores from the screening cache"),
+        "{stderr}"
+    );
+    let second = second.as_array().unwrap();
+    assert!(second.iter().all(|r| r["cached"] == true));
+    for (a, b) in rows.iter().zip(second) {
+        assert_eq!(a["adapter"], b["adapter"]);
+        assert_eq!(a["exact_match"], b["exact_match"]);
+        assert_eq!(a["loss"], b["loss"]);
+    }
+}

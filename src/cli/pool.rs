@@ -241,3 +241,169 @@ pub fn check(
     }
     Ok(())
 }
+
+pub struct ScreenArgs {
+    pub task: String,
+    pub source: PoolSource,
+    pub model: String,
+    pub filter: String,
+    pub by_loss: bool,
+    pub rows: usize,
+    pub json: bool,
+}
+
+/// `pool screen`: every usable adapter of the pool alone on the task, batched and cached.
+pub fn screen(args: ScreenArgs) -> Result<()> {
+    use loracycle::run::RunSpec;
+    use loracycle::run::execute::{Workbench, load_task};
+    use loracycle::select::screen::{ScreenCache, ScreenProgress, screen, task_hash};
+
+    let lab_task = loracycle::pool::lab_dir().join("tasks").join(&args.task);
+    let task = if loracycle::pool::is_plain_name(&args.task) && lab_task.is_dir() {
+        serde_json::json!({ "lab": args.task })
+    } else {
+        let dir = Path::new(&args.task);
+        serde_json::json!({
+            "train": dir.join("train.jsonl"),
+            "validation": dir.join("validation.jsonl"),
+            "test": dir.join("test.jsonl"),
+        })
+    };
+    let spec: RunSpec = serde_json::from_value(serde_json::json!({
+        "model": { "base": args.model },
+        "pool": { "source": args.source.to_string(), "filter": args.filter },
+        "task": task,
+    }))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:<20} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_message("loading the model");
+    let mut bench = Workbench::open(&spec)?;
+    let data = load_task(&spec)?;
+    let pool = bench.pool(&args.source, &args.filter, &mut |e| {
+        if let loracycle::run::execute::RunEvent::Stage { name, total } = e {
+            bar.set_message(name);
+            bar.set_length(total as u64);
+        }
+    })?;
+    if pool.adapters.is_empty() {
+        bail!(
+            "no usable adapter in pool {} (filter {:?})",
+            args.source,
+            args.filter
+        );
+    }
+    let examples = data
+        .train
+        .iter()
+        .chain(&data.validation)
+        .map(|e| bench.codec.encode_example(&e.prompt, &e.answer))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let identity = bench
+        .identity
+        .clone()
+        .unwrap_or_else(|| bench.model_path.display().to_string());
+    let hash = task_hash(&identity, &examples);
+    let mut cache = ScreenCache::open_default();
+    let refs: Vec<&loracycle::adapter::Adapter> = pool.adapters.iter().collect();
+    let mut from_cache = vec![false; refs.len()];
+    let t0 = std::time::Instant::now();
+    bar.set_message("screening");
+    let scores = screen(
+        &bench.model,
+        bench.codec.pad_id(),
+        &refs,
+        &examples,
+        &hash,
+        &mut cache,
+        args.rows,
+        &mut |p| match p {
+            ScreenProgress::Start { total, cached } => {
+                bar.set_length(total as u64);
+                bar.set_position(0);
+                bar.reset_eta();
+                if cached > 0 {
+                    bar.suspend(|| {
+                        eprintln!("{cached} of {total} scores from the screening cache")
+                    });
+                }
+            }
+            ScreenProgress::Scored {
+                index,
+                score,
+                cached,
+                done,
+                ..
+            } => {
+                from_cache[index] = cached;
+                bar.set_position(done as u64);
+                if !args.json {
+                    bar.suspend(|| {
+                        println!(
+                            "{:>6.3} {:>8.4}  {}{}",
+                            score.exact_match,
+                            score.loss,
+                            refs[index].name,
+                            if cached { "  (cached)" } else { "" }
+                        )
+                    });
+                }
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let rank = if args.by_loss {
+        loracycle::select::ScoreMetric::Loss
+    } else {
+        loracycle::select::ScoreMetric::ExactMatch
+    };
+    let names: Vec<&str> = refs.iter().map(|a| a.name.as_str()).collect();
+    let order = loracycle::select::rank_by(&scores, &names, rank);
+    if args.json {
+        let rows: Vec<serde_json::Value> = order
+            .iter()
+            .map(|&i| {
+                serde_json::json!({
+                    "adapter": refs[i].name,
+                    "exact_match": scores[i].exact_match,
+                    "loss": scores[i].loss,
+                    "cached": from_cache[i],
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    let fresh = from_cache.iter().filter(|c| !**c).count();
+    println!(
+        "\nranking by {} on {} ({} examples): {} adapters, {fresh} screened in {secs:.1} s{}",
+        if args.by_loss { "loss" } else { "exact match" },
+        data.name,
+        examples.len(),
+        scores.len(),
+        if fresh > 0 {
+            format!(" ({:.1} adapters/s)", fresh as f64 / secs.max(1e-9))
+        } else {
+            String::new()
+        }
+    );
+    println!("{:>4} {:>6} {:>8}  adapter", "rank", "exact", "loss");
+    for (r, &i) in order.iter().enumerate().take(30) {
+        println!(
+            "{:>4} {:>6.3} {:>8.4}  {}",
+            r + 1,
+            scores[i].exact_match,
+            scores[i].loss,
+            refs[i].name
+        );
+    }
+    if order.len() > 30 {
+        println!("   … {} more (--json lists all)", order.len() - 30);
+    }
+    Ok(())
+}

@@ -100,6 +100,16 @@ pub fn scan_adapters(home: &HfHome) -> Vec<CachedRepo> {
     out
 }
 
+/// loracycle's cache folder: `$LORACYCLE_CACHE_DIR`, else the platform cache folder
+/// (`~/.cache/loracycle` on Linux).
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("LORACYCLE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            directories::ProjectDirs::from("", "", "loracycle").map(|d| d.cache_dir().to_path_buf())
+        })
+}
+
 /// What loracycle remembers about one adapter revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CachedMeta {
@@ -123,13 +133,7 @@ impl MetaCache {
     /// `$LORACYCLE_CACHE_DIR/pool-meta.json`, else the platform cache folder. A file that does not
     /// parse is ignored (and replaced on the next save): it is only a cache.
     pub fn open_default() -> Self {
-        let dir = std::env::var_os("LORACYCLE_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                directories::ProjectDirs::from("", "", "loracycle")
-                    .map(|d| d.cache_dir().to_path_buf())
-            });
-        match dir {
+        match cache_dir() {
             Some(d) => Self::open(&d.join("pool-meta.json")),
             None => Self::default(),
         }

@@ -188,7 +188,7 @@ pub struct Workbench {
     pub identity: Option<String>,
     device_name: String,
     pools: HashMap<(String, String), std::sync::Arc<pool::Pool>>,
-    scores: HashMap<(String, String), Score>,
+    screen_cache: select::screen::ScreenCache,
 }
 
 impl Workbench {
@@ -210,7 +210,7 @@ impl Workbench {
             codec,
             identity,
             pools: HashMap::new(),
-            scores: HashMap::new(),
+            screen_cache: select::screen::ScreenCache::open_default(),
         })
     }
 
@@ -312,44 +312,45 @@ impl Workbench {
             .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
-    /// Scores of `adapters` on a task, computed once per (task, adapter) and cached.
+    /// Scores of `adapters` on a task: screened many adapters per forward, kept in the screening
+    /// cache on disk by (adapter revision, task data hash).
     fn scores(
         &mut self,
-        task_key: &str,
         adapters: &[&Adapter],
         examples: &[EncodedExample],
         on: &mut dyn FnMut(RunEvent),
     ) -> Result<Vec<Score>> {
-        let missing: Vec<&Adapter> = adapters
-            .iter()
-            .copied()
-            .filter(|a| {
-                !self
-                    .scores
-                    .contains_key(&(task_key.to_string(), a.name.clone()))
-            })
-            .collect();
-        if !missing.is_empty() {
-            on(RunEvent::Stage {
-                name: "scoring adapters".into(),
-                total: missing.len(),
-            });
-            let fresh = select::score_adapters(
-                &self.model,
-                self.codec.pad_id(),
-                &missing,
-                examples,
-                &mut |d, _| on(RunEvent::Advance(d)),
-            )?;
-            for (a, s) in missing.iter().zip(fresh) {
-                self.scores
-                    .insert((task_key.to_string(), a.name.clone()), s);
-            }
-        }
-        Ok(adapters
-            .iter()
-            .map(|a| self.scores[&(task_key.to_string(), a.name.clone())])
-            .collect())
+        let identity = self
+            .identity
+            .clone()
+            .unwrap_or_else(|| self.model_path.display().to_string());
+        let task = select::screen::task_hash(&identity, examples);
+        let mut cache = std::mem::take(&mut self.screen_cache);
+        let result = select::screen::screen(
+            &self.model,
+            self.codec.pad_id(),
+            adapters,
+            examples,
+            &task,
+            &mut cache,
+            select::screen::DEFAULT_ROWS,
+            &mut |p| match p {
+                select::screen::ScreenProgress::Start { total, cached } => {
+                    if cached > 0 {
+                        on(RunEvent::Log(format!(
+                            "{cached} of {total} adapter scores from the screening cache"
+                        )));
+                    }
+                    on(RunEvent::Stage {
+                        name: "scoring adapters".into(),
+                        total,
+                    })
+                }
+                select::screen::ScreenProgress::Scored { done, .. } => on(RunEvent::Advance(done)),
+            },
+        );
+        self.screen_cache = cache;
+        Ok(result?)
     }
 }
 
@@ -513,7 +514,7 @@ pub fn execute(
             let scores = if spec.selection.needs_scores() {
                 let mut both = train.clone();
                 both.extend(val.iter().cloned());
-                Some(bench.scores(&task_key(spec, &task), &candidates, &both, on)?)
+                Some(bench.scores(&candidates, &both, on)?)
             } else {
                 None
             };
@@ -754,10 +755,6 @@ pub fn execute(
         timings,
         examples,
     })
-}
-
-fn task_key(spec: &RunSpec, task: &TaskData) -> String {
-    format!("{}#{}", task.name, spec.task.train_examples.unwrap_or(0))
 }
 
 fn group_names(cb: &CoefficientBranches, layers: usize) -> Vec<String> {
