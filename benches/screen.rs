@@ -1,0 +1,105 @@
+//! Pool screening on the lab: every pool adapter (119, ranks 4–16, all modules or q,v) scored
+//! alone on one task's 100 train + validation examples — one adapter at a time (folded into the
+//! weights, 64 rows per forward) against many adapters per forward (each adapter's rows through
+//! its own side branch). Scores are checked equal before timing.
+//!
+//! `cargo bench --bench screen [-- --task caesar-5 --rows 256,512,1024 --iters 3]`
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+use loracycle::adapter::Adapter;
+use loracycle::eval::read_jsonl;
+use loracycle::model::{Llama, Template, TextCodec};
+use loracycle::pool::lab_dir;
+use loracycle::select::{Score, score_adapters, screen_adapters};
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let task = arg(&args, "--task").unwrap_or("caesar-5");
+    let iters: usize = arg(&args, "--iters").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rows: Vec<usize> = arg(&args, "--rows")
+        .unwrap_or("256,512,1024")
+        .split(',')
+        .map(|r| r.parse().expect("--rows takes numbers"))
+        .collect();
+    let dir = lab_dir();
+    let base = dir.join("base");
+    let cfg = loracycle::model::weights::read_config(&base).unwrap();
+    let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
+    let model = Llama::load(&base, DType::F32, &Device::Cpu).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(dir.join("pool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let adapters: Vec<Adapter> = names
+        .iter()
+        .map(|p| Adapter::load(p, Some((&cfg, None))).unwrap())
+        .collect();
+    let refs: Vec<&Adapter> = adapters.iter().collect();
+    let t = dir.join("tasks").join(task);
+    let mut data = read_jsonl(&t.join("train.jsonl")).unwrap();
+    data.extend(read_jsonl(&t.join("validation.jsonl")).unwrap());
+    let enc: Vec<_> = data
+        .iter()
+        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .collect();
+    println!(
+        "screening {} lab adapters on {task} ({} examples), {iters} iterations, medians:",
+        refs.len(),
+        enc.len()
+    );
+    let mut reference = Vec::new();
+    let seq = median(
+        (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                reference = score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}).unwrap();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    println!(
+        "  one adapter at a time      {seq:7.2} s  {:6.1} adapters/s",
+        refs.len() as f64 / seq
+    );
+    for r in rows {
+        let mut got: Vec<Option<Score>> = vec![None; refs.len()];
+        let secs = median(
+            (0..iters)
+                .map(|_| {
+                    let t = Instant::now();
+                    screen_adapters(&model, codec.pad_id(), &refs, &enc, r, &mut |i, s| {
+                        got[i] = Some(s)
+                    })
+                    .unwrap();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        for (a, b) in reference.iter().zip(&got) {
+            let b = b.unwrap();
+            assert_eq!(a.exact_match, b.exact_match);
+            assert!((a.loss - b.loss).abs() <= 1e-4 * a.loss.abs().max(1.0));
+        }
+        println!(
+            "  batched, {r:>5} rows/forward {secs:7.2} s  {:6.1} adapters/s  {:.2}x",
+            refs.len() as f64 / secs,
+            seq / secs
+        );
+    }
+}
