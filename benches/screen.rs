@@ -30,7 +30,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let task = arg(&args, "--task").unwrap_or("caesar-5");
-    let iters: usize = arg(&args, "--iters").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let iters: usize = arg(&args, "--iters")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let rows: Vec<usize> = arg(&args, "--rows")
         .unwrap_or("256,512,1024")
         .split(',')
@@ -68,7 +70,8 @@ fn main() {
         (0..iters)
             .map(|_| {
                 let t = Instant::now();
-                reference = score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}).unwrap();
+                reference =
+                    score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}).unwrap();
                 t.elapsed().as_secs_f64()
             })
             .collect(),

@@ -347,9 +347,10 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         /// What the ranking sorts by.
         #[arg(long, default_value = "exact-match", value_parser = ["exact-match", "loss"])]
         metric: String,
-        /// Rows (adapter × example) per forward.
-        #[arg(long, default_value_t = loracycle::select::screen::DEFAULT_ROWS)]
-        rows: usize,
+        /// Rows (adapter × example) per forward, many adapters per batch; 0 scores one adapter at
+        /// a time. Default: one at a time on a CPU (faster there), 256 rows on a GPU.
+        #[arg(long)]
+        rows: Option<usize>,
         /// Print the ranking as JSON on stdout (no streaming lines).
         #[arg(long)]
         json: bool,

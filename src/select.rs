@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Adapter, branches_for};
 use crate::eval::{Result, answer_scores};
-use crate::model::Llama;
 use crate::model::template::EncodedExample;
+use crate::model::{Llama, Module};
 
 /// What top-k ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -121,6 +121,14 @@ pub fn score_adapters(
     Ok(out)
 }
 
+/// One adapter's (A, s·B) per (layer, module), on the model's device.
+type Halves =
+    std::collections::HashMap<(usize, Module), (candle_core::Tensor, candle_core::Tensor)>;
+
+/// Above this many elements in one module's stacked dense updates, screening uses low-rank
+/// segments instead (large models, where a dense ΔW per adapter would not fit).
+const DENSE_SCREEN_LIMIT: usize = 1 << 24;
+
 /// Each adapter alone on `examples`, many adapters per forward: the rows of a batch are
 /// (adapter, example) pairs in adapter order, and each adapter's run of rows goes through its own
 /// side branch only ([`crate::model::branch::Segment`]). `rows_per_forward` bounds a batch.
@@ -152,11 +160,68 @@ pub fn screen_adapters(
     }
     let cfg = model.config();
     let (dtype, device) = (model.dtype(), model.device());
+    // Small models: whole adapters per forward, each group of rows through W + ΔW_g formed
+    // densely (a batched matmul at the base model's arithmetic per token).
+    let per = (rows_per_forward / m).max(1);
+    let largest = Module::ALL
+        .iter()
+        .map(|&md| {
+            let (i, o) = cfg.module_shape(md);
+            i * o
+        })
+        .max()
+        .unwrap_or(0);
+    if per > 1 && per * largest <= DENSE_SCREEN_LIMIT {
+        for (c, group) in adapters.chunks(per).enumerate() {
+            let mut br = Branches::empty(cfg.num_hidden_layers);
+            for l in 0..cfg.num_hidden_layers {
+                for md in Module::ALL {
+                    if !group.iter().any(|a| a.pairs.contains_key(&(l, md))) {
+                        continue;
+                    }
+                    let (i, o) = cfg.module_shape(md);
+                    let deltas = group
+                        .iter()
+                        .map(|a| match a.pairs.get(&(l, md)) {
+                            Some(p) => (p.b.to_dtype(DType::F32)? * a.scale())?
+                                .matmul(&p.a.to_dtype(DType::F32)?),
+                            None => candle_core::Tensor::zeros(
+                                (o, i),
+                                DType::F32,
+                                &candle_core::Device::Cpu,
+                            ),
+                        })
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    br.set_grouped(
+                        l,
+                        md,
+                        candle_core::Tensor::stack(&deltas, 0)?
+                            .to_device(device)?
+                            .to_dtype(dtype)?,
+                    );
+                }
+            }
+            let batch: Vec<EncodedExample> = group
+                .iter()
+                .flat_map(|_| examples.iter().cloned())
+                .collect();
+            let outcomes = crate::eval::answer_outcomes(model, pad_id, &batch, Some(&br))?;
+            for (j, chunk) in outcomes.chunks(m).enumerate() {
+                let hits = chunk.iter().filter(|o| o.exact).count();
+                let loss: f64 = chunk.iter().map(|o| o.loss).sum();
+                done(
+                    c * per + j,
+                    Score {
+                        exact_match: hits as f64 / m as f64,
+                        loss: loss / m as f64,
+                    },
+                );
+            }
+        }
+        return Ok(());
+    }
     // Each adapter's halves on the model's device, B scaled; built when its rows first appear.
-    let mut prepared: HashMap<
-        usize,
-        HashMap<(usize, crate::model::Module), (candle_core::Tensor, candle_core::Tensor)>,
-    > = HashMap::new();
+    let mut prepared: HashMap<usize, Halves> = HashMap::new();
     let mut hits = vec![0usize; adapters.len()];
     let mut loss = vec![0f64; adapters.len()];
     let mut seen = vec![0usize; adapters.len()];

@@ -248,7 +248,7 @@ pub struct ScreenArgs {
     pub model: String,
     pub filter: String,
     pub by_loss: bool,
-    pub rows: usize,
+    pub rows: Option<usize>,
     pub json: bool,
 }
 
@@ -320,7 +320,11 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
         &examples,
         &hash,
         &mut cache,
-        args.rows,
+        match args.rows {
+            Some(0) => loracycle::select::screen::Batching::OneAtATime,
+            Some(n) => loracycle::select::screen::Batching::Rows(n),
+            None => loracycle::select::screen::Batching::Auto,
+        },
         &mut |p| match p {
             ScreenProgress::Start { total, cached } => {
                 bar.set_length(total as u64);

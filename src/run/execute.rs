@@ -333,7 +333,7 @@ impl Workbench {
             examples,
             &task,
             &mut cache,
-            select::screen::DEFAULT_ROWS,
+            select::screen::Batching::Auto,
             &mut |p| match p {
                 select::screen::ScreenProgress::Start { total, cached } => {
                     if cached > 0 {

@@ -1,5 +1,6 @@
 //! Screening a pool on a task: every adapter scored alone on the task's train + validation
-//! examples, many adapters per forward ([`super::screen_adapters`]), with the scores kept on disk
+//! examples — many adapters per forward ([`super::screen_adapters`]) on a GPU, one at a time on
+//! a CPU — with the scores kept on disk
 //! by (adapter revision, task data hash) — `screen-cache.json` in the cache folder, rewritten
 //! atomically every few seconds — so a second screen of the same pool and task is instant and an
 //! interrupted one resumes where it stopped. Both metrics come from the same forward, so one
@@ -17,8 +18,18 @@ use crate::eval::Result;
 use crate::model::Llama;
 use crate::model::template::EncodedExample;
 
-/// Rows per screening forward unless told otherwise.
+/// Rows per screening forward on a GPU unless told otherwise.
 pub const DEFAULT_ROWS: usize = 256;
+
+/// How a screen batches: `Auto` scores one adapter at a time (folded into the weights) on a CPU,
+/// where batching across adapters measured slower (BENCHMARKS.md), and `DEFAULT_ROWS` rows of
+/// many adapters per forward on a GPU; `Rows(n)` forces batches of n rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    Auto,
+    OneAtATime,
+    Rows(usize),
+}
 
 #[derive(Debug, Default)]
 pub struct ScreenCache {
@@ -142,6 +153,7 @@ pub enum ScreenProgress {
     },
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Scores every adapter on `examples`, from the cache where it can, the rest batched
 /// `rows_per_forward` rows at a time; results are in the adapters' order.
 pub fn screen(
@@ -151,7 +163,7 @@ pub fn screen(
     examples: &[EncodedExample],
     task: &str,
     cache: &mut ScreenCache,
-    rows_per_forward: usize,
+    batching: Batching,
     progress: &mut dyn FnMut(ScreenProgress),
 ) -> Result<Vec<Score>> {
     let keys: Vec<String> = adapters.iter().map(|a| key(a, task)).collect();
@@ -177,32 +189,39 @@ pub fn screen(
         let refs: Vec<&Adapter> = missing.iter().map(|&i| adapters[i]).collect();
         let mut last_save = Instant::now();
         let mut save_error = None;
-        screen_adapters(
-            model,
-            pad_id,
-            &refs,
-            examples,
-            rows_per_forward,
-            &mut |j, score| {
-                let i = missing[j];
-                out[i] = Some(score);
-                cache.put(keys[i].clone(), score);
-                if last_save.elapsed() > Duration::from_secs(2) {
-                    last_save = Instant::now();
-                    if let Err(e) = cache.save() {
-                        save_error = Some(e);
-                    }
+        let rows = match batching {
+            Batching::Rows(n) => Some(n),
+            Batching::Auto if !model.device().is_cpu() => Some(DEFAULT_ROWS),
+            _ => None,
+        };
+        let mut on_score = |j: usize, score: Score| {
+            let i = missing[j];
+            out[i] = Some(score);
+            cache.put(keys[i].clone(), score);
+            if last_save.elapsed() > Duration::from_secs(2) {
+                last_save = Instant::now();
+                if let Err(e) = cache.save() {
+                    save_error = Some(e);
                 }
-                done += 1;
-                progress(ScreenProgress::Scored {
-                    index: i,
-                    score,
-                    cached: false,
-                    done,
-                    total,
-                });
-            },
-        )?;
+            }
+            done += 1;
+            progress(ScreenProgress::Scored {
+                index: i,
+                score,
+                cached: false,
+                done,
+                total,
+            });
+        };
+        match rows {
+            Some(n) => screen_adapters(model, pad_id, &refs, examples, n, &mut on_score)?,
+            None => {
+                for (j, a) in refs.iter().enumerate() {
+                    let s = super::score_adapters(model, pad_id, &[*a], examples, &mut |_, _| {})?;
+                    on_score(j, s[0]);
+                }
+            }
+        }
         cache.save().or(save_error.map_or(Ok(()), Err)).ok();
     }
     Ok(out
