@@ -16,10 +16,9 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::Instant;
 
 pub use protocol::{Command, Event, RunId};
-pub use store::{RunFolder, RunState, RunStore, RunSummary};
+pub use store::{RunFolder, RunState, RunStore, RunSummary, StageStatus};
 
 use crate::run::execute::{RunError, RunEvent, Workbench, execute};
-use crate::run::record::new_run_id;
 use crate::run::spec::RunSpec;
 
 /// The UI's side of the engine.
@@ -124,28 +123,26 @@ impl Engine {
     /// Handles a command; `current` is the run in flight and its cancel flag, if any.
     fn handle(&mut self, c: Command, current: Option<(&RunId, &AtomicBool)>) {
         match c {
-            Command::Submit { spec } => {
-                let id = RunId(new_run_id(&spec.label()));
-                match self.store.create(&id.0, &spec) {
-                    Ok(folder) => {
-                        let label = spec.label();
-                        self.queue.push_back(Queued {
-                            id: id.clone(),
-                            spec: *spec,
-                            folder,
-                        });
-                        self.emit(Event::Queued {
-                            run: id,
-                            label,
-                            position: self.queue.len() - 1,
-                        });
-                    }
-                    Err(e) => self.emit(Event::Failed {
+            Command::Submit { spec } => match self.store.create(&spec) {
+                Ok(folder) => {
+                    let id = RunId(folder.id().to_string());
+                    let label = spec.label();
+                    self.queue.push_back(Queued {
+                        id: id.clone(),
+                        spec: *spec,
+                        folder,
+                    });
+                    self.emit(Event::Queued {
                         run: id,
-                        error: e.to_string(),
-                    }),
+                        label,
+                        position: self.queue.len() - 1,
+                    });
                 }
-            }
+                Err(e) => self.emit(Event::Failed {
+                    run: RunId(String::new()),
+                    error: e.to_string(),
+                }),
+            },
             Command::Cancel { run } => {
                 if let Some((cur, flag)) = current
                     && *cur == run
@@ -289,6 +286,12 @@ impl Engine {
                 &mut bench,
                 &spec,
                 &mut |e| {
+                    if let Err(err) = folder.observe(&e) {
+                        let _ = events.send(Event::Log {
+                            run: Some(id.clone()),
+                            line: format!("cannot write the run's progress: {err}"),
+                        });
+                    }
                     let ev = match e {
                         RunEvent::Stage { name, total } => Event::Stage {
                             run: id.clone(),
@@ -300,12 +303,6 @@ impl Engine {
                             done,
                         },
                         RunEvent::Curve(p) => {
-                            if let Err(err) = folder.append_curve(&p) {
-                                let _ = events.send(Event::Log {
-                                    run: Some(id.clone()),
-                                    line: format!("cannot append to the curve: {err}"),
-                                });
-                            }
                             let secs = start.elapsed().as_secs_f64().max(1e-9);
                             Event::Progress {
                                 run: id.clone(),

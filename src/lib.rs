@@ -7,5 +7,6 @@ pub mod model;
 pub mod pool;
 pub mod run;
 pub mod select;
+pub mod slurm;
 pub mod tune;
 pub mod ui;

@@ -79,34 +79,20 @@ enum Command {
     },
     /// The paper's comparison on the lab: base, new LoRA, average, TIES, LoraHub and the gradient
     /// recipe, each on the real and the random-init pool, with and without the oracle adapter.
+    /// Runs here one cell after another, or hands the cells to Slurm as a job array.
     #[command(
         after_help = "Writes study.md (means with bootstrap 95% intervals over task × seed), study.csv and study.json\n\
-into --out, and every run's record into the runs directory.\n\n\
-Examples:\n  loracycle study --seeds 1 --tasks caesar-5,table-m\n  loracycle study --preset lab-paper --seeds 3 --out results/"
+into --out, and every run (status, curve, record) into the runs directory.\n\n\
+On a Slurm cluster, --emit slurm writes one RunSpec per cell and an sbatch job-array script into\n\
+--out (one array task per cell, each a headless `loracycle run` into --runs-dir, which must be on a\n\
+filesystem every node sees); --submit also calls sbatch. Watch the runs in the TUI\n\
+(`loracycle --runs-dir SHARED`, screen 4) and rebuild the table with --collect, which lists the\n\
+cells that have no finished run with their Slurm state and the tail of their log.\n\n\
+Examples:\n  loracycle study --seeds 1 --tasks caesar-5,table-m\n  loracycle study --preset lab-paper --seeds 3 --out results/\n  \
+loracycle study --seeds 3 --emit slurm --runs-dir /shared/runs --partition gpu --gpus-per-task 1 --time 01:00:00 --submit\n  \
+loracycle study --collect --runs-dir /shared/runs"
     )]
-    Study {
-        /// The comparison to run (only lab-paper so far).
-        #[arg(long, default_value = "lab-paper", value_parser = ["lab-paper"])]
-        preset: String,
-        /// Seeds per task.
-        #[arg(long, default_value_t = 1)]
-        seeds: usize,
-        /// Comma-separated lab tasks [default: all held-out tasks].
-        #[arg(long, value_delimiter = ',')]
-        tasks: Vec<String>,
-        /// Output folder for study.md/csv/json [default: RUNS_DIR/study].
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long)]
-        runs_dir: Option<PathBuf>,
-        /// Scale tuning steps and search budgets (e.g. 0.1 for a quick look); 1 is the preset.
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-        /// Rebuild the table from the run records already in the runs directory (and list the
-        /// cells that have none) instead of running.
-        #[arg(long)]
-        collect: bool,
-    },
+    Study(cli::run::StudyArgs),
     /// Merge adapters with a non-adaptive method and write the result as a PEFT adapter.
     #[command(
         after_help = "Exact methods (sum, average, task-arithmetic, svd, tsv, lorahub-sum) are written as rank\n\
@@ -476,15 +462,7 @@ fn main() -> ExitCode {
             RunsCommand::Export { id, out, rank } => cli::runs::export(runs_dir, &id, &out, rank),
         },
         Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),
-        Some(Command::Study {
-            preset: _,
-            seeds,
-            tasks,
-            out,
-            runs_dir,
-            scale,
-            collect,
-        }) => cli::run::study(tasks, seeds, out, runs_dir, scale, collect),
+        Some(Command::Study(args)) => cli::run::study(args),
         Some(Command::Merge {
             model,
             adapters,

@@ -10,8 +10,11 @@ use loracycle::engine::server::{Client, socket_path};
 use loracycle::engine::{Command, Event, RunId, RunStore};
 use loracycle::run::execute::RunEvent;
 use loracycle::run::record::{CurvePoint, runs_dir};
-use loracycle::run::study::{StudyOptions, markdown, run_study};
+use loracycle::run::study::{
+    CellProblem, StudyOptions, Submission, emit_slurm, markdown, run_study,
+};
 use loracycle::run::{RunRecord, RunSpec};
+use loracycle::slurm::BatchOptions;
 
 fn bar() -> ProgressBar {
     let bar = ProgressBar::new(0).with_style(
@@ -197,43 +200,173 @@ fn print_summary(r: &RunRecord, folder: &Path) {
     println!("  record: {}", folder.join("record.json").display());
 }
 
-pub fn study(
-    tasks: Vec<String>,
-    seeds: usize,
-    out: Option<PathBuf>,
-    runs: Option<PathBuf>,
-    scale: f64,
-    collect: bool,
-) -> Result<()> {
-    if collect {
-        let runs = runs_dir(runs.as_deref());
-        let out = out.unwrap_or_else(|| runs.join("study"));
-        let (report, missing) = loracycle::run::study::collect(&runs, &out, 0.0)?;
-        println!("{}", markdown(&report));
-        for m in &missing {
-            println!("missing: {m}");
+/// `loracycle study`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct StudyArgs {
+    /// The comparison to run (only lab-paper so far).
+    #[arg(long, default_value = "lab-paper", value_parser = ["lab-paper"])]
+    pub preset: String,
+    /// Seeds per task.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: usize,
+    /// Comma-separated lab tasks [default: all held-out tasks].
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Comma-separated arms to keep, by label (`base`, `gradient`, `average/random-init`,
+    /// `TIES/+oracle`, ...) [default: every arm].
+    #[arg(long, value_delimiter = ',')]
+    pub arms: Vec<String>,
+    /// Output folder for study.md/csv/json, and for the cells, script and logs of --emit
+    /// [default: RUNS_DIR/study].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Scale tuning steps and search budgets (e.g. 0.1 for a quick look); 1 is the preset.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// The device of every run: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Rebuild the table from the run records already in the runs directory (and list the
+    /// cells that have none) instead of running.
+    #[arg(long, conflicts_with = "emit")]
+    pub collect: bool,
+    /// Instead of running, write the cells and a job-array script for this scheduler.
+    #[arg(long, value_parser = ["slurm"])]
+    pub emit: Option<String>,
+    /// Slurm partition of the array (--emit).
+    #[arg(long, requires = "emit")]
+    pub partition: Option<String>,
+    /// GPUs for each array task (--emit).
+    #[arg(long, requires = "emit")]
+    pub gpus_per_task: Option<u32>,
+    /// CPUs for each array task (--emit).
+    #[arg(long, requires = "emit")]
+    pub cpus_per_task: Option<u32>,
+    /// Time limit of each array task, in Slurm's format (HH:MM:SS, D-HH:MM, ...) (--emit).
+    #[arg(long, requires = "emit")]
+    pub time: Option<String>,
+    /// At most this many array tasks at once (--emit).
+    #[arg(long, requires = "emit")]
+    pub max_parallel: Option<u32>,
+    /// The loracycle binary the array tasks run [default: this one].
+    #[arg(long, requires = "emit")]
+    pub exe: Option<PathBuf>,
+    /// Submit the script with sbatch and store the job id with the study.
+    #[arg(long, requires = "emit")]
+    pub submit: bool,
+}
+
+fn print_problems(problems: &[CellProblem]) {
+    for p in problems {
+        let mut line = format!("{}: {}", p.state, p.cell);
+        if let Some(i) = p.index {
+            line.push_str(&format!(" (cell {i}"));
+            if let Some(s) = &p.slurm {
+                line.push_str(&format!(", slurm {s}"));
+            }
+            line.push(')');
+        } else if let Some(s) = &p.slurm {
+            line.push_str(&format!(" (slurm {s})"));
         }
-        println!("written: {}/study.{{md,csv,json}}", out.display());
+        if let Some(id) = &p.run_id {
+            line.push_str(&format!(" run {id}"));
+        }
+        println!("{line}");
+        if let Some(e) = &p.error {
+            println!("  error: {e}");
+        }
+        if let Some(log) = &p.log {
+            println!("  log {}:", log.display());
+            for l in &p.log_tail {
+                println!("  | {l}");
+            }
+        }
+    }
+}
+
+pub fn study(a: StudyArgs) -> Result<()> {
+    let runs = runs_dir(a.runs_dir.as_deref());
+    let out = a.out.clone().unwrap_or_else(|| runs.join("study"));
+    if a.collect {
+        let (report, problems) =
+            loracycle::run::study::collect(&runs, &out, &|ids| loracycle::slurm::query(ids))?;
+        println!("{}", markdown(&report));
+        print_problems(&problems);
+        let cells = report.rows.len() + problems.len();
+        println!(
+            "{} of {cells} cells finished; written: {}/study.{{md,csv,json}}",
+            report.rows.len(),
+            out.display()
+        );
         return Ok(());
     }
-    let tasks = if tasks.is_empty() {
+    let tasks = if a.tasks.is_empty() {
         loracycle::lab::tasks::held_out()
             .into_iter()
             .map(String::from)
             .collect()
     } else {
-        tasks
+        a.tasks.clone()
     };
-    let out = out.unwrap_or_else(|| runs_dir(runs.as_deref()).join("study"));
-    let bar = bar();
     let opts = StudyOptions {
         tasks,
-        seeds,
-        out: &out,
-        runs: runs.as_deref(),
-        scale,
+        seeds: a.seeds,
+        arms: a.arms.clone(),
+        scale: a.scale,
+        device: a.device.clone(),
     };
-    let report = run_study(&opts, &mut |i, n, label, event| match event {
+    if a.emit.is_some() {
+        if a.runs_dir.is_none() {
+            bail!(
+                "--emit slurm needs --runs-dir: a folder on a filesystem that every node of the cluster sees"
+            );
+        }
+        let exe = match a.exe.clone() {
+            Some(e) => e,
+            None => std::env::current_exe()?,
+        };
+        let batch = BatchOptions {
+            job_name: "loracycle-study".into(),
+            partition: a.partition.clone(),
+            gpus_per_task: a.gpus_per_task,
+            cpus_per_task: a.cpus_per_task,
+            time: a.time.clone(),
+            max_parallel: a.max_parallel,
+        };
+        let emitted = emit_slurm(&opts, &runs, &out, &batch, &exe).map_err(anyhow::Error::msg)?;
+        println!(
+            "{} cells: {} ({} tasks × {} seed(s) × {} arms)",
+            emitted.plan.cells.len(),
+            emitted.cells_dir.display(),
+            opts.tasks.len(),
+            opts.seeds,
+            emitted.plan.cells.len() / (opts.tasks.len() * opts.seeds).max(1)
+        );
+        println!("script: {}", emitted.script.display());
+        println!("logs:   {}", emitted.logs_dir.display());
+        if !a.submit {
+            println!("submit: sbatch {}", emitted.script.display());
+            return Ok(());
+        }
+        let job = loracycle::slurm::submit(&emitted.script)?;
+        let mut plan = emitted.plan;
+        plan.jobs.push(Submission {
+            job_id: job.clone(),
+            submitted: loracycle::run::record::now_rfc3339(),
+        });
+        plan.write(&out)?;
+        println!(
+            "submitted: job array {job} ({} tasks); watch with `loracycle --runs-dir {}`, then `loracycle study --collect --runs-dir {}`",
+            plan.cells.len(),
+            runs.display(),
+            runs.display()
+        );
+        return Ok(());
+    }
+    let bar = bar();
+    let report = run_study(&opts, &runs, &out, &mut |i, n, label, event| match event {
         None => {
             bar.set_prefix(format!("run {i}/{n} "));
             bar.println(format!("[{i}/{n}] {label}"));

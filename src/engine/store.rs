@@ -8,15 +8,50 @@
 //! A crash loses at most the step in flight: a half-written last curve line is skipped when read.
 //! A run whose status says queued or running but whose owner process is gone is reported as
 //! `interrupted`, with its curve up to the last completed step.
+//!
+//! Many processes on many hosts may write one store (a study's Slurm array on a shared
+//! filesystem): each run has its own folder, created with an exclusive `mkdir` under an id with
+//! random digits (a clash draws again), and every file but the curve is replaced by an atomic
+//! rename of a uniquely named temporary file. There are no lock files. A running run rewrites its
+//! status every few seconds with its stage (a heartbeat): a run on another host whose status has
+//! not changed for [`STALE_AFTER`] is reported as interrupted, unless Slurm says more.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::write::write_atomic;
-use crate::run::record::{CurvePoint, RunRecord, RunStatus, now_rfc3339};
+use crate::run::execute::RunEvent;
+use crate::run::record::{CurvePoint, RunRecord, RunStatus, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
+use crate::slurm::SlurmJob;
+
+/// How long a running run on another host may stay silent before it counts as interrupted.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// How often a running run rewrites its status at most (stage changes are written at once).
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// The stage a running run is in, as its status file records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageStatus {
+    pub name: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// This machine's host name (empty where it cannot be read).
+pub fn host_name() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+    .clone()
+}
 
 /// A run's state as the store knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,10 +98,17 @@ pub struct StatusFile {
     pub id: String,
     pub label: String,
     pub state: RunState,
-    /// The process that owns the run while it is queued or running.
+    /// The process that owns the run while it is queued or running, and its host.
     pub pid: u32,
+    #[serde(default)]
+    pub host: String,
+    /// The Slurm job the owner runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmJob>,
     pub submitted: String,
     pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -79,6 +121,16 @@ pub struct RunSummary {
     pub state: RunState,
     pub submitted: String,
     pub steps: usize,
+    /// The host and Slurm job of the process that ran it.
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmJob>,
+    /// When its status last changed (its heartbeat while running).
+    #[serde(default)]
+    pub updated: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +150,8 @@ pub enum StoreError {
     NoRun(String),
     #[error("run {0:?} is still {1}; cancel it first")]
     Live(String, &'static str),
+    #[error("no free run id in {0} after 32 tries")]
+    NoFreeId(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -130,6 +184,7 @@ pub struct RunFolder {
     pub dir: PathBuf,
     status: StatusFile,
     curves: Option<std::fs::File>,
+    last_write: Instant,
 }
 
 impl RunStore {
@@ -153,31 +208,50 @@ impl RunStore {
         }
     }
 
-    /// Creates the folder of a newly submitted run (state queued, owned by this process).
-    pub fn create(&self, id: &str, spec: &RunSpec) -> Result<RunFolder, StoreError> {
-        let dir = self.root.join(id);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    /// Creates the folder of a newly submitted run under a fresh id (state queued, owned by this
+    /// process, with the Slurm job it runs in). The folder is made with an exclusive `mkdir`, so
+    /// two writers never share one, whatever host they run on.
+    pub fn create(&self, spec: &RunSpec) -> Result<RunFolder, StoreError> {
+        let label = spec.label();
+        let mut made = None;
+        for _ in 0..32 {
+            let id = new_run_id(&label);
+            let dir = self.root.join(&id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    made = Some((id, dir));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            }
+        }
+        let (id, dir) = made.ok_or_else(|| StoreError::NoFreeId(self.root.clone()))?;
         let spec_path = dir.join("spec.toml");
         write_atomic(&spec_path, spec.to_toml().as_bytes()).map_err(io(&spec_path))?;
         let now = now_rfc3339();
         let mut folder = RunFolder {
             dir,
             status: StatusFile {
-                id: id.into(),
-                label: spec.label(),
+                id,
+                label,
                 state: RunState::Queued,
                 pid: std::process::id(),
+                host: host_name(),
+                slurm: SlurmJob::from_env(),
                 submitted: now.clone(),
                 updated: now,
+                stage: None,
                 error: None,
             },
             curves: None,
+            last_write: Instant::now(),
         };
         folder.write_status()?;
         Ok(folder)
     }
 
-    fn read_status(dir: &Path) -> Option<StatusFile> {
+    pub fn read_status(dir: &Path) -> Option<StatusFile> {
         let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
         serde_json::from_str(&text).ok()
     }
@@ -202,13 +276,22 @@ impl RunStore {
         }
     }
 
-    /// The state, with live runs of dead processes reported as interrupted.
-    fn effective(status: &StatusFile) -> RunState {
-        if status.state.is_live() && !process_alive(status.pid) {
-            RunState::Interrupted
-        } else {
-            status.state
+    /// The state, with live runs of dead processes reported as interrupted: on this host by their
+    /// pid, on another by a running run's heartbeat older than [`STALE_AFTER`].
+    pub fn effective(status: &StatusFile) -> RunState {
+        if !status.state.is_live() {
+            return status.state;
         }
+        if status.host.is_empty() || status.host == host_name() {
+            if !process_alive(status.pid) {
+                return RunState::Interrupted;
+            }
+        } else if status.state == RunState::Running
+            && age(&status.updated).is_some_and(|a| a > STALE_AFTER)
+        {
+            return RunState::Interrupted;
+        }
+        status.state
     }
 
     pub fn summary(&self, id: &str) -> Result<RunSummary, StoreError> {
@@ -225,6 +308,18 @@ impl RunStore {
             (None, Some(r)) => (r.label.clone(), r.status.into(), r.started.clone(), None),
             (None, None) => return Err(StoreError::NoRun(id.into())),
         };
+        let status = status.unwrap_or_else(|| StatusFile {
+            id: id.into(),
+            label: label.clone(),
+            state,
+            pid: 0,
+            host: String::new(),
+            slurm: None,
+            submitted: submitted.clone(),
+            updated: submitted.clone(),
+            stage: None,
+            error: None,
+        });
         let steps = match &record {
             Some(r) => r.curve.len(),
             None => Self::read_curve(&dir).len(),
@@ -235,6 +330,10 @@ impl RunStore {
             state,
             submitted,
             steps,
+            host: status.host,
+            slurm: status.slurm,
+            updated: status.updated,
+            stage: status.stage.filter(|_| state == RunState::Running),
             exact_match: record.as_ref().map(|r| r.metrics.exact_match.mean),
             loss: record.as_ref().map(|r| r.metrics.loss.mean),
             error,
@@ -272,9 +371,16 @@ impl RunStore {
     }
 }
 
+/// How long ago an RFC 3339 time was (None when it does not parse or lies ahead).
+fn age(stamp: &str) -> Option<Duration> {
+    let t = humantime::parse_rfc3339_weak(stamp).ok()?;
+    SystemTime::now().duration_since(t).ok()
+}
+
 impl RunFolder {
     fn write_status(&mut self) -> Result<(), StoreError> {
         self.status.updated = now_rfc3339();
+        self.last_write = Instant::now();
         let path = self.dir.join("status.json");
         let text = serde_json::to_string_pretty(&self.status).expect("status serialises");
         write_atomic(&path, text.as_bytes()).map_err(io(&path))
@@ -283,7 +389,58 @@ impl RunFolder {
     pub fn set_state(&mut self, state: RunState, error: Option<String>) -> Result<(), StoreError> {
         self.status.state = state;
         self.status.error = error;
+        if !state.is_live() {
+            self.status.stage = None;
+        }
         self.write_status()
+    }
+
+    /// Records the stage in flight: written at once when the stage changes, else at most every
+    /// [`HEARTBEAT`] (which is also what tells other hosts the run is alive).
+    pub fn progress(&mut self, stage: StageStatus) -> Result<(), StoreError> {
+        let changed = self.status.stage.as_ref().map(|s| &s.name) != Some(&stage.name);
+        self.status.stage = Some(stage);
+        if changed || self.last_write.elapsed() >= HEARTBEAT {
+            self.write_status()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the status if the last write is older than [`HEARTBEAT`].
+    pub fn heartbeat(&mut self) -> Result<(), StoreError> {
+        if self.last_write.elapsed() >= HEARTBEAT {
+            self.write_status()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what a run event leaves in the store: a curve point, the stage and the heartbeat.
+    pub fn observe(&mut self, e: &RunEvent) -> Result<(), StoreError> {
+        match e {
+            RunEvent::Stage { name, total } => self.progress(StageStatus {
+                name: name.clone(),
+                done: 0,
+                total: *total,
+            }),
+            RunEvent::Advance(done) => {
+                let mut s = self.status.stage.clone().unwrap_or(StageStatus {
+                    name: String::new(),
+                    done: 0,
+                    total: 0,
+                });
+                s.done = *done;
+                self.progress(s)
+            }
+            RunEvent::Curve(p) => {
+                self.append_curve(p)?;
+                self.heartbeat()
+            }
+            _ => self.heartbeat(),
+        }
+    }
+
+    pub fn slurm(&self) -> Option<&SlurmJob> {
+        self.status.slurm.as_ref()
     }
 
     /// Appends one curve point and flushes it to the file.

@@ -754,6 +754,8 @@ pub fn execute(
         },
         timings,
         examples,
+        host: crate::engine::store::host_name(),
+        slurm: crate::slurm::SlurmJob::from_env(),
     })
 }
 

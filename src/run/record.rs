@@ -161,6 +161,11 @@ pub struct RunRecord {
     /// Every test example with its prediction (absent in records of older versions).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub examples: Vec<ExampleOutcome>,
+    /// The host that ran it, and the Slurm job it ran in (when Slurm started it).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slurm: Option<crate::slurm::SlurmJob>,
 }
 
 /// Where runs are kept: `--runs-dir`, else `LORACYCLE_RUNS_DIR`, else the platform data folder
@@ -177,7 +182,7 @@ pub fn runs_dir(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("loracycle-runs"))
 }
 
-/// A run id: UTC time, a slug of the label, and a few random hex digits.
+/// A run id: UTC time, a slug of the label, and eight random hex digits.
 pub fn new_run_id(label: &str) -> String {
     let now = std::time::SystemTime::now();
     let stamp: String = humantime::format_rfc3339_seconds(now)
@@ -199,14 +204,8 @@ pub fn new_run_id(label: &str) -> String {
         slug = slug.replace("--", "-");
     }
     let slug: String = slug.trim_matches('-').chars().take(40).collect();
-    let nanos = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{stamp}-{slug}-{:04x}",
-        (nanos ^ std::process::id()) & 0xffff
-    )
+    // 32 random bits: folders are made with an exclusive mkdir, so a clash only draws again.
+    format!("{stamp}-{slug}-{:08x}", rand::random::<u32>())
 }
 
 pub fn now_rfc3339() -> String {

@@ -5,15 +5,16 @@
 //! without the task's own (oracle) adapter. Results are written as per-run rows (CSV, JSON) and a
 //! Markdown table of means with bootstrap 95% intervals over (task, seed).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::execute::{RunEvent, Workbench, execute};
-use super::record::{RunRecord, runs_dir, save};
+use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
 use crate::adapter::random::RandomInit;
 use crate::adapter::write::write_atomic;
+use crate::engine::store::{RunState, RunStore, StoreError};
 use crate::eval::{Estimate, bootstrap_mean};
 use crate::merge::{MergeMethod, SignElection};
 use crate::select::{ScoreMetric, Selection};
@@ -148,13 +149,123 @@ pub struct StudyReport {
     pub rows: Vec<StudyRow>,
 }
 
-pub struct StudyOptions<'a> {
+/// Which cells a study has: tasks × seeds × arms, and how its runs are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyOptions {
     pub tasks: Vec<String>,
     pub seeds: usize,
-    pub out: &'a Path,
-    pub runs: Option<&'a Path>,
+    /// Arm labels to keep (see [`select_arms`]); empty keeps every arm of the preset.
+    #[serde(default)]
+    pub arms: Vec<String>,
     /// Tuning steps / search budget scale-down for quick checks (1.0 = the preset as is).
     pub scale: f64,
+    /// The device every run asks for (`auto`, `cpu`, `cuda`, `cuda:N`).
+    pub device: String,
+}
+
+/// One cell of the study: a task, a seed and an arm, run as one RunSpec named
+/// "TASK / ARM / seed N" (the name is how [`collect`] finds its record again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub index: usize,
+    pub task: String,
+    pub seed: u64,
+    pub arm: String,
+}
+
+impl Cell {
+    pub fn name(&self) -> String {
+        format!("{} / {} / seed {}", self.task, self.arm, self.seed)
+    }
+
+    /// The cell a run's spec name stands for.
+    pub fn parse(name: &str) -> Option<(String, String, u64)> {
+        let parts: Vec<&str> = name.split(" / ").collect();
+        let [task, arm, seed] = parts[..] else {
+            return None;
+        };
+        let seed = seed.strip_prefix("seed ")?.parse().ok()?;
+        Some((task.to_string(), arm.to_string(), seed))
+    }
+}
+
+/// An arm label reduced to its letters and digits, lower case: `average/random-init` and
+/// `average · random-init` are one arm.
+fn arm_key(label: &str) -> String {
+    label
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The preset's arms that `wanted` names (all of them when it is empty), in the preset's order.
+pub fn select_arms(wanted: &[String]) -> Result<Vec<Arm>, String> {
+    let arms = lab_paper_arms();
+    if wanted.is_empty() {
+        return Ok(arms);
+    }
+    for w in wanted {
+        if !arms.iter().any(|a| arm_key(&a.label) == arm_key(w)) {
+            let names: Vec<String> = arms.iter().map(|a| a.label.clone()).collect();
+            return Err(format!(
+                "no arm {w:?} in the lab-paper preset; the arms are: {}",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(arms
+        .into_iter()
+        .filter(|a| wanted.iter().any(|w| arm_key(w) == arm_key(&a.label)))
+        .collect())
+}
+
+/// Every cell of the study with its RunSpec, tasks outermost, then seeds, then arms.
+pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
+    let arms = select_arms(&opts.arms)?;
+    let known = crate::lab::tasks::held_out();
+    for t in &opts.tasks {
+        if !known.contains(&t.as_str()) {
+            return Err(format!(
+                "{t:?} is not a held-out lab task; they are: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    if opts.seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    let mut out = Vec::new();
+    for task in &opts.tasks {
+        for seed in 0..opts.seeds as u64 {
+            for arm in &arms {
+                let cell = Cell {
+                    index: out.len(),
+                    task: task.clone(),
+                    seed,
+                    arm: arm.label.clone(),
+                };
+                let spec = RunSpec {
+                    name: cell.name(),
+                    seed,
+                    device: opts.device.clone(),
+                    dtype: "f32".into(),
+                    model: Default::default(),
+                    pool: Default::default(),
+                    task: TaskSpec {
+                        lab: Some(task.clone()),
+                        ..Default::default()
+                    },
+                    selection: arm.selection.clone(),
+                    method: scaled(&arm.method, opts.scale),
+                    controls: arm.controls.clone(),
+                    eval: Default::default(),
+                };
+                out.push((cell, spec));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
@@ -180,165 +291,401 @@ fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
 /// Sees (run index, total runs, label) before each run, then that run's events.
 pub type StudyProgress<'a> = dyn FnMut(usize, usize, &str, Option<&RunEvent>) + 'a;
 
-/// Runs the study; `on` sees (run index, total runs, label) before each run and every run event.
+fn row_of(cell_task: &str, seed: u64, arm: &str, record: &RunRecord) -> StudyRow {
+    StudyRow {
+        task: cell_task.to_string(),
+        has_relative: crate::lab::tasks::relative_of(cell_task).is_some(),
+        seed,
+        arm: arm.to_string(),
+        exact_match: record.metrics.exact_match.mean,
+        loss: record.metrics.loss.mean,
+        seconds: record.timings.total_s,
+        run_id: record.id.clone(),
+    }
+}
+
+/// Runs the study here, one cell after another, each a run in the run store `runs` (status,
+/// curve and record, like `loracycle run`), then writes the table into `out`.
+/// `on` sees (run index, total runs, label) before each run and every run event.
 pub fn run_study(
-    opts: &StudyOptions<'_>,
+    opts: &StudyOptions,
+    runs: &Path,
+    out: &Path,
     on: &mut StudyProgress<'_>,
 ) -> Result<StudyReport, super::RunError> {
     let t0 = std::time::Instant::now();
-    let arms = lab_paper_arms();
-    let total = opts.tasks.len() * opts.seeds * arms.len();
+    let cells = cells(opts).map_err(super::RunError::Task)?;
+    let store = RunStore::open(runs).map_err(|e| super::RunError::Task(e.to_string()))?;
+    let total = cells.len();
     let mut rows = Vec::with_capacity(total);
-    let template = RunSpec {
-        name: String::new(),
-        seed: 0,
-        device: "cpu".into(),
-        dtype: "f32".into(),
-        model: Default::default(),
-        pool: Default::default(),
-        task: TaskSpec {
-            lab: Some(opts.tasks.first().cloned().unwrap_or_default()),
-            ..Default::default()
-        },
-        selection: Selection::All,
-        method: MethodSpec::Base,
-        controls: ControlSpec::default(),
-        eval: Default::default(),
-    };
-    let mut bench = Workbench::open(&template)?;
-    let runs = runs_dir(opts.runs);
-    let mut index = 0;
-    for task in &opts.tasks {
-        for seed in 0..opts.seeds as u64 {
-            for arm in &arms {
-                index += 1;
-                let spec = RunSpec {
-                    name: format!("{task} / {} / seed {seed}", arm.label),
-                    seed,
-                    task: TaskSpec {
-                        lab: Some(task.clone()),
-                        ..Default::default()
-                    },
-                    selection: arm.selection.clone(),
-                    method: scaled(&arm.method, opts.scale),
-                    controls: arm.controls.clone(),
-                    ..template.clone()
-                };
-                on(index, total, &spec.name, None);
-                let record: RunRecord = execute(
-                    &mut bench,
-                    &spec,
-                    &mut |e| on(index, total, "", Some(&e)),
-                    None,
-                )?;
-                save(&runs, &record).map_err(|e| {
-                    super::RunError::Task(format!(
-                        "cannot save run record in {}: {e}",
-                        runs.display()
-                    ))
-                })?;
-                rows.push(StudyRow {
-                    task: task.clone(),
-                    has_relative: crate::lab::tasks::relative_of(task).is_some(),
-                    seed,
-                    arm: arm.label.clone(),
-                    exact_match: record.metrics.exact_match.mean,
-                    loss: record.metrics.loss.mean,
-                    seconds: record.timings.total_s,
-                    run_id: record.id.clone(),
-                });
-            }
+    let mut bench: Option<Workbench> = None;
+    for (cell, spec) in &cells {
+        let index = cell.index + 1;
+        on(index, total, &spec.name, None);
+        if !bench.as_ref().is_some_and(|b| b.serves(spec)) {
+            // Free the old model before loading the next.
+            drop(bench.take());
+            bench = Some(Workbench::open(spec)?);
         }
+        let bench = bench.as_mut().expect("opened above");
+        let task_err = |e: StoreError| super::RunError::Task(e.to_string());
+        let mut folder = store.create(spec).map_err(task_err)?;
+        folder
+            .set_state(RunState::Running, None)
+            .map_err(task_err)?;
+        let mut write_error = None;
+        let result = execute(
+            bench,
+            spec,
+            &mut |e| {
+                if let Err(err) = folder.observe(&e) {
+                    write_error.get_or_insert(err);
+                }
+                on(index, total, "", Some(&e))
+            },
+            None,
+        );
+        let mut record = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = folder.set_state(RunState::Failed, Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        if let Some(e) = write_error {
+            on(
+                index,
+                total,
+                "",
+                Some(&RunEvent::Log(format!(
+                    "cannot write the run's progress: {e}"
+                ))),
+            );
+        }
+        record.id = folder.id().to_string();
+        folder.finish(&record).map_err(|e| {
+            super::RunError::Task(format!("cannot save run record in {}: {e}", runs.display()))
+        })?;
+        rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
-    let summary = summarise(&rows, &arms);
+    let arms = select_arms(&opts.arms).map_err(super::RunError::Task)?;
     let report = StudyReport {
         preset: "lab-paper".into(),
         tasks: opts.tasks.clone(),
         seeds: opts.seeds,
         wall_s: t0.elapsed().as_secs_f64(),
-        summary,
+        summary: summarise(&rows, &arms),
         rows,
     };
-    write_outputs(opts.out, &report).map_err(|e| {
+    write_outputs(out, &report).map_err(|e| {
         super::RunError::Task(format!(
             "cannot write the study into {}: {e}",
-            opts.out.display()
+            out.display()
         ))
     })?;
     Ok(report)
 }
 
-/// Rebuilds a study's table from the run records in `runs` (the study names every run
-/// "TASK / ARM / seed N"); cells with no finished record are listed as missing.
-pub fn collect(
-    runs: &Path,
-    out: &Path,
-    wall_s: f64,
-) -> std::io::Result<(StudyReport, Vec<String>)> {
-    let arms = lab_paper_arms();
-    let mut rows = Vec::new();
-    let mut tasks: Vec<String> = Vec::new();
-    let mut seeds = 0;
-    for entry in std::fs::read_dir(runs)?.filter_map(|e| e.ok()) {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("record.json")) else {
-            continue;
-        };
-        let Ok(r) = serde_json::from_str::<RunRecord>(&text) else {
-            continue;
-        };
-        let parts: Vec<&str> = r.spec.name.split(" / ").collect();
-        let [task, arm, seed] = parts[..] else {
-            continue;
-        };
-        let Some(seed) = seed
-            .strip_prefix("seed ")
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if !arms.iter().any(|a| a.label == arm) {
-            continue;
-        }
-        if !tasks.iter().any(|t| t == task) {
-            tasks.push(task.to_string());
-        }
-        seeds = seeds.max(seed as usize + 1);
-        rows.push(StudyRow {
-            task: task.to_string(),
-            has_relative: crate::lab::tasks::relative_of(task).is_some(),
-            seed,
-            arm: arm.to_string(),
-            exact_match: r.metrics.exact_match.mean,
-            loss: r.metrics.loss.mean,
-            seconds: r.timings.total_s,
-            run_id: r.id.clone(),
-        });
+/// A study handed to a scheduler: its cells, where their specs and logs are, and its jobs.
+/// Written as `plan.json` in the study folder; `--collect` reads it to know every cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub preset: String,
+    pub options: StudyOptions,
+    pub runs_dir: PathBuf,
+    pub emitted: String,
+    pub cells: Vec<Cell>,
+    /// Jobs submitted for the plan, oldest first.
+    #[serde(default)]
+    pub jobs: Vec<Submission>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submission {
+    pub job_id: String,
+    pub submitted: String,
+}
+
+pub const PLAN_FILE: &str = "plan.json";
+pub const SCRIPT_FILE: &str = "study.sbatch";
+
+impl Plan {
+    pub fn read(study: &Path) -> Option<Plan> {
+        let text = std::fs::read_to_string(study.join(PLAN_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
     }
-    let held: Vec<&str> = crate::lab::tasks::held_out();
-    tasks.sort_by_key(|t| held.iter().position(|h| h == t).unwrap_or(usize::MAX));
-    let mut missing = Vec::new();
-    for t in &tasks {
-        for seed in 0..seeds as u64 {
-            for a in &arms {
-                if !rows
-                    .iter()
-                    .any(|r| &r.task == t && r.seed == seed && r.arm == a.label)
-                {
-                    missing.push(format!("{t} / {} / seed {seed}", a.label));
-                }
+
+    pub fn write(&self, study: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("a plan always serialises");
+        write_atomic(&study.join(PLAN_FILE), json.as_bytes())
+    }
+}
+
+/// What `study --emit slurm` wrote.
+#[derive(Debug)]
+pub struct Emitted {
+    pub plan: Plan,
+    pub script: PathBuf,
+    pub cells_dir: PathBuf,
+    pub logs_dir: PathBuf,
+}
+
+/// Writes one RunSpec per cell (`STUDY/cells/NNNN.toml`), the plan and an sbatch job-array
+/// script (`STUDY/study.sbatch`) whose task `i` runs cell `i` into `runs` with the binary `exe`.
+/// Both folders are made absolute: the array tasks run wherever Slurm puts them.
+pub fn emit_slurm(
+    opts: &StudyOptions,
+    runs: &Path,
+    study: &Path,
+    batch: &crate::slurm::BatchOptions,
+    exe: &Path,
+) -> Result<Emitted, String> {
+    crate::slurm::check_options(batch)?;
+    let cells = cells(opts)?;
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (runs, study) = (abs(runs)?, abs(study)?);
+    let cells_dir = study.join("cells");
+    let logs_dir = study.join("logs");
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| format!("{}: {e}", p.display())
+    };
+    for d in [&runs, &cells_dir, &logs_dir] {
+        std::fs::create_dir_all(d).map_err(io(d))?;
+    }
+    for (cell, spec) in &cells {
+        let path = cells_dir.join(crate::slurm::cell_file(cell.index));
+        write_atomic(&path, spec.to_toml().as_bytes()).map_err(io(&path))?;
+    }
+    // Cell files of an earlier, larger plan would be run by nobody; remove them.
+    if let Ok(rd) = std::fs::read_dir(&cells_dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = name
+                .strip_suffix(".toml")
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|i| i >= cells.len());
+            if stale {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
+    let script = crate::slurm::batch_script(batch, cells.len(), exe, &cells_dir, &runs, &logs_dir);
+    let script_path = study.join(SCRIPT_FILE);
+    write_atomic(&script_path, script.as_bytes()).map_err(io(&script_path))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(&script_path))?;
+    let plan = Plan {
+        preset: "lab-paper".into(),
+        options: opts.clone(),
+        runs_dir: runs,
+        emitted: now_rfc3339(),
+        cells: cells.into_iter().map(|(c, _)| c).collect(),
+        jobs: Vec::new(),
+    };
+    plan.write(&study).map_err(io(&study.join(PLAN_FILE)))?;
+    Ok(Emitted {
+        plan,
+        script: script_path,
+        cells_dir,
+        logs_dir,
+    })
+}
+
+/// A cell with no finished run: why, and what its last attempt left.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellProblem {
+    pub cell: String,
+    /// The cell's index in the plan (its Slurm array task), when there is a plan.
+    pub index: Option<usize>,
+    /// `missing` (no run at all), or the state of its latest run (failed, interrupted, running, ...).
+    pub state: String,
+    pub run_id: Option<String>,
+    pub error: Option<String>,
+    /// The Slurm state of the cell's array task, when Slurm knows it.
+    pub slurm: Option<String>,
+    pub log: Option<PathBuf>,
+    pub log_tail: Vec<String>,
+}
+
+/// One run of the store that names a study cell.
+struct Attempt {
+    id: String,
+    task: String,
+    arm: String,
+    seed: u64,
+    submitted: String,
+    state: RunState,
+    error: Option<String>,
+    slurm: Option<crate::slurm::SlurmJob>,
+    record: Option<RunRecord>,
+}
+
+fn attempts(runs: &Path) -> std::io::Result<Vec<Attempt>> {
+    let store = RunStore {
+        root: runs.to_path_buf(),
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(runs)?.filter_map(|e| e.ok()) {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let Ok(summary) = store.summary(&id) else {
+            continue;
+        };
+        let Some((task, arm, seed)) = Cell::parse(&summary.label) else {
+            continue;
+        };
+        let record = match summary.state {
+            RunState::Finished => store.read_record(&id).ok().flatten(),
+            _ => None,
+        };
+        out.push(Attempt {
+            id,
+            task,
+            arm,
+            seed,
+            submitted: summary.submitted,
+            state: summary.state,
+            error: summary.error,
+            slurm: summary.slurm,
+            record,
+        });
+    }
+    // Oldest first, so that later attempts of a cell win below.
+    out.sort_by(|a, b| a.submitted.cmp(&b.submitted).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Rebuilds a study's table from the run records in `runs`. Its cells are those of the plan in
+/// `out` (written by `--emit slurm`) when there is one, else every (task, arm, seed) the records
+/// name. Each cell counts its latest finished run; cells without one are returned as problems with
+/// their latest run's state and error, their Slurm state and the tail of their log.
+/// `slurm_states` maps array task keys ("JOB_TASK") to Slurm states.
+pub fn collect(
+    runs: &Path,
+    out: &Path,
+    slurm_states: &dyn Fn(&[&str]) -> std::collections::HashMap<String, String>,
+) -> std::io::Result<(StudyReport, Vec<CellProblem>)> {
+    let plan = Plan::read(out);
+    let attempts = attempts(runs)?;
+    let all_arms = lab_paper_arms();
+    let (arms, grid): (Vec<Arm>, Vec<Cell>) = match &plan {
+        Some(p) => (
+            select_arms(&p.options.arms).unwrap_or_else(|_| all_arms.clone()),
+            p.cells.clone(),
+        ),
+        None => {
+            let mut tasks: Vec<String> = Vec::new();
+            let mut seeds = 0;
+            for a in attempts.iter().filter(|a| a.record.is_some()) {
+                if !all_arms.iter().any(|x| x.label == a.arm) {
+                    continue;
+                }
+                if !tasks.contains(&a.task) {
+                    tasks.push(a.task.clone());
+                }
+                seeds = seeds.max(a.seed as usize + 1);
+            }
+            let held = crate::lab::tasks::held_out();
+            tasks.sort_by_key(|t| held.iter().position(|h| h == t).unwrap_or(usize::MAX));
+            let mut grid = Vec::new();
+            for t in &tasks {
+                for seed in 0..seeds as u64 {
+                    for a in &all_arms {
+                        grid.push(Cell {
+                            index: grid.len(),
+                            task: t.clone(),
+                            seed,
+                            arm: a.label.clone(),
+                        });
+                    }
+                }
+            }
+            (all_arms.clone(), grid)
+        }
+    };
+    let study_jobs: Vec<&str> = plan
+        .as_ref()
+        .map(|p| p.jobs.iter().map(|j| j.job_id.as_str()).collect())
+        .unwrap_or_default();
+    let mut query: Vec<&str> = study_jobs.clone();
+    query.extend(
+        attempts
+            .iter()
+            .filter_map(|a| a.slurm.as_ref().map(|s| s.query_id())),
+    );
+    let states = if query.is_empty() {
+        Default::default()
+    } else {
+        slurm_states(&query)
+    };
+    let logs_dir = out.join("logs");
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let mut tasks: Vec<String> = Vec::new();
+    let mut span: Option<(std::time::SystemTime, std::time::SystemTime)> = None;
+    for cell in &grid {
+        if !tasks.contains(&cell.task) {
+            tasks.push(cell.task.clone());
+        }
+        let mine: Vec<&Attempt> = attempts
+            .iter()
+            .filter(|a| a.task == cell.task && a.arm == cell.arm && a.seed == cell.seed)
+            .collect();
+        if let Some(r) = mine.iter().rev().find_map(|a| a.record.as_ref()) {
+            rows.push(row_of(&cell.task, cell.seed, &cell.arm, r));
+            if let Ok(t) = humantime::parse_rfc3339_weak(&r.started) {
+                let end = t + std::time::Duration::from_secs_f64(r.timings.total_s.max(0.0));
+                span = Some(match span {
+                    Some((a, b)) => (t.min(a), end.max(b)),
+                    None => (t, end),
+                });
+            }
+            continue;
+        }
+        let last = mine.last();
+        let index = plan.as_ref().map(|_| cell.index);
+        // The Slurm state: the latest attempt's own job, else the cell's array task in the
+        // latest submission.
+        let slurm = last
+            .and_then(|a| a.slurm.as_ref())
+            .and_then(|j| states.get(&j.key()).cloned())
+            .or_else(|| {
+                let i = index?;
+                study_jobs
+                    .iter()
+                    .rev()
+                    .find_map(|j| states.get(&format!("{j}_{i}")).cloned())
+            });
+        let log = index.and_then(|i| crate::slurm::cell_logs(&logs_dir, i).into_iter().next());
+        problems.push(CellProblem {
+            cell: cell.name(),
+            index,
+            state: last.map_or("missing", |a| a.state.name()).to_string(),
+            run_id: last.map(|a| a.id.clone()),
+            error: last.and_then(|a| a.error.clone()),
+            slurm,
+            log_tail: log
+                .as_deref()
+                .map(|l| crate::slurm::tail(l, 8))
+                .unwrap_or_default(),
+            log,
+        });
+    }
+    let seeds = grid.iter().map(|c| c.seed as usize + 1).max().unwrap_or(0);
     let report = StudyReport {
         preset: "lab-paper".into(),
         summary: summarise(&rows, &arms),
         tasks,
         seeds,
-        wall_s,
+        // From the first run's start to the last run's end.
+        wall_s: span
+            .and_then(|(a, b)| b.duration_since(a).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
         rows,
     };
     write_outputs(out, &report)?;
-    Ok((report, missing))
+    Ok((report, problems))
 }
 
 pub fn summarise(rows: &[StudyRow], arms: &[Arm]) -> Vec<ArmSummary> {

@@ -479,6 +479,12 @@ impl App {
 
     pub fn on_engine(&mut self, e: Event) {
         let now = Instant::now();
+        if let Event::Failed { run, error } = &e
+            && run.0.is_empty()
+        {
+            self.message = Some(format!("cannot queue the run: {error}"));
+            return;
+        }
         if let Some(id) = e.run().cloned()
             && self.index_of(&id).is_none()
         {
