@@ -11,6 +11,7 @@ pub mod form;
 pub mod keymap;
 pub mod render;
 pub mod theme;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,7 +48,8 @@ enum Helper {
         line: String,
         entry: Option<Box<PoolEntry>>,
     },
-    Exported(String),
+    Message(String),
+    Store(Vec<watch::RunUpdate>),
 }
 
 /// The lab's held-out tasks (then the rest of its tasks), offered on the New run form.
@@ -156,7 +158,22 @@ fn spawn_export(store: RunStore, run: String, out: PathBuf, tx: Sender<Helper>) 
             Ok(None) => format!("{run} has no record to export"),
             Err(e) => format!("cannot export {run}: {e}"),
         };
-        let _ = tx.send(Helper::Exported(line));
+        let _ = tx.send(Helper::Message(line));
+    });
+}
+
+/// Cancels a Slurm job on a helper thread; the store watcher then sees its state change.
+fn spawn_scancel(job: String, tx: Sender<Helper>) {
+    std::thread::spawn(move || {
+        let line = match std::process::Command::new("scancel").arg(&job).output() {
+            Ok(o) if o.status.success() => format!("scancel {job}: done"),
+            Ok(o) => format!(
+                "scancel {job} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("cannot run scancel: {e}"),
+        };
+        let _ = tx.send(Helper::Message(line));
     });
 }
 
@@ -187,6 +204,9 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
     let engine = crate::engine::spawn(store.clone());
     let (htx, hrx) = channel();
     spawn_pool_listing(&opts, htx.clone());
+    // Runs that other processes or hosts write into the store (a Slurm array, another terminal).
+    let wtx = htx.clone();
+    watch::spawn(store.clone(), move |u| wtx.send(Helper::Store(u)).is_ok());
 
     let mut terminal = ratatui::try_init()?;
     let result = event_loop(
@@ -262,7 +282,8 @@ fn event_loop(
                 Helper::Download { id, line, entry } => {
                     app.on_download(&id, line, entry.map(|e| *e))
                 }
-                Helper::Exported(line) => app.message = Some(line),
+                Helper::Message(line) => app.message = Some(line),
+                Helper::Store(updates) => app.on_watch(updates),
             }
             dirty = true;
         }
@@ -273,12 +294,16 @@ fn event_loop(
                 Request::Export { run, out } => {
                     spawn_export(store.clone(), run.0, out, helper_tx.clone())
                 }
+                Request::Scancel(job) => spawn_scancel(job, helper_tx.clone()),
             }
         }
         // The ETA and elapsed times move even without events.
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            dirty |= app.running().is_some();
+            dirty |= app
+                .runs
+                .iter()
+                .any(|r| r.state == crate::engine::RunState::Running);
         }
         if app.quit || signalled.load(Ordering::SeqCst) {
             return Ok(());

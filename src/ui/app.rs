@@ -12,11 +12,14 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::theme::Theme;
+use super::watch::RunUpdate;
+use crate::engine::store::host_name;
 use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
 use crate::pool::entry::{EntryStatus, PoolEntry};
 use crate::pool::{Filter, PoolSource};
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
+use crate::slurm::SlurmJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -60,6 +63,8 @@ pub enum Request {
         run: RunId,
         out: PathBuf,
     },
+    /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
+    Scancel(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +285,15 @@ pub struct RunView {
     pub marked: bool,
     /// Whether the history (curve, record) was read from the store.
     pub loaded: bool,
+    /// Whether this UI's own engine runs it (its events are the truth); other runs are followed
+    /// through the store.
+    pub local: bool,
+    /// Where another process runs it: host, Slurm job and Slurm's state of that job.
+    pub host: String,
+    pub slurm: Option<SlurmJob>,
+    pub slurm_state: Option<String>,
+    /// When its status last changed (RFC 3339).
+    pub updated: String,
 }
 
 impl RunView {
@@ -302,7 +316,33 @@ impl RunView {
             error: None,
             marked: false,
             loaded: false,
+            local: false,
+            host: String::new(),
+            slurm: None,
+            slurm_state: None,
+            updated: String::new(),
         }
+    }
+
+    /// Whether another host, or Slurm, runs it.
+    pub fn remote(&self) -> bool {
+        self.slurm.is_some() || (!self.host.is_empty() && self.host != host_name())
+    }
+
+    /// Where it runs, for the Runs table: `host · slurm 12_3 RUNNING`.
+    pub fn place(&self) -> String {
+        let mut s = self.host.clone();
+        if let Some(j) = &self.slurm {
+            if !s.is_empty() {
+                s.push_str(" · ");
+            }
+            s.push_str(&format!("slurm {}", j.key()));
+            if let Some(state) = &self.slurm_state {
+                s.push(' ');
+                s.push_str(state);
+            }
+        }
+        s
     }
 
     pub fn from_summary(s: &RunSummary) -> Self {
@@ -311,7 +351,77 @@ impl RunView {
         v.exact_match = s.exact_match;
         v.loss = s.loss;
         v.error = s.error.clone();
+        v.host = s.host.clone();
+        v.slurm = s.slurm.clone();
+        v.updated = s.updated.clone();
         v
+    }
+
+    /// Takes what the store says of a run another process writes.
+    fn follow(&mut self, u: RunUpdate, now: Instant) {
+        let s = u.summary;
+        let was_live = self.state.is_live();
+        self.state = s.state;
+        self.label = s.label;
+        self.submitted = s.submitted;
+        self.exact_match = s.exact_match.or(self.exact_match);
+        self.loss = s.loss.or(self.loss);
+        if self.error != s.error
+            && let Some(e) = &s.error
+        {
+            self.push_log(format!("failed: {e}"));
+        }
+        self.error = s.error;
+        self.host = s.host;
+        self.slurm = s.slurm;
+        self.updated = s.updated;
+        if self.slurm_state != u.slurm_state
+            && let Some(st) = &u.slurm_state
+        {
+            self.push_log(format!("slurm: {st}"));
+        }
+        self.slurm_state = u.slurm_state;
+        self.stage = match (s.stage, self.stage.take()) {
+            (Some(new), Some(mut old)) if old.name == new.name => {
+                if new.done != old.done {
+                    old.last = now;
+                }
+                old.done = new.done;
+                old.total = new.total;
+                Some(old)
+            }
+            (Some(new), _) => {
+                self.push_log(format!("{} ({})", new.name, new.total));
+                Some(Stage {
+                    name: new.name,
+                    done: new.done,
+                    total: new.total,
+                    began: now,
+                    last: now,
+                })
+            }
+            (None, _) => None,
+        };
+        for p in u.points {
+            if self.curve.last().is_some_and(|q| q.step >= p.step) {
+                self.curve.retain(|q| q.step < p.step);
+            }
+            if let Some(v) = p.val_loss {
+                self.push_log(format!(
+                    "step {} train {:.4} val {v:.4}",
+                    p.step, p.train_loss
+                ));
+            }
+            self.curve.push(p);
+        }
+        // A run that just ended has a record (curve, coefficients, examples).
+        if was_live && !self.state.is_live() {
+            self.loaded = false;
+            self.push_log(self.state.name().to_string());
+        }
+        if let Some(r) = u.record {
+            self.set_record(*r);
+        }
     }
 
     /// Takes a finished run's record: metrics, curve and coefficients.
@@ -431,12 +541,34 @@ impl App {
         self.help_from
     }
 
+    /// The run this UI's engine has in flight.
     pub fn running(&self) -> Option<&RunView> {
-        self.runs.iter().find(|r| r.state == RunState::Running)
+        self.runs
+            .iter()
+            .find(|r| r.local && r.state == RunState::Running)
     }
 
     pub fn live_run(&self) -> Option<&RunView> {
         self.runs.get(self.live)
+    }
+
+    /// Takes the watcher's news of runs that other processes write; runs of this UI's own engine
+    /// keep following its events.
+    pub fn on_watch(&mut self, updates: Vec<RunUpdate>) {
+        let now = Instant::now();
+        for u in updates {
+            match self.index_of(&RunId(u.summary.id.clone())) {
+                Some(i) if self.runs[i].local => {}
+                Some(i) => self.runs[i].follow(u, now),
+                None => {
+                    let mut v = RunView::from_summary(&u.summary);
+                    v.follow(u, now);
+                    v.loaded = false;
+                    v.log.clear();
+                    self.runs.push(v);
+                }
+            }
+        }
     }
 
     fn index_of(&self, id: &RunId) -> Option<usize> {
@@ -492,10 +624,16 @@ impl App {
                 Event::Queued { label, .. } | Event::Started { label, .. } => label.clone(),
                 _ => id.0.clone(),
             };
-            self.runs
-                .push(RunView::new(id.clone(), label, RunState::Queued));
+            let mut v = RunView::new(id.clone(), label, RunState::Queued);
+            v.local = true;
+            v.host = host_name();
+            self.runs.push(v);
         }
         let i = e.run().and_then(|id| self.index_of(id));
+        if let Some(i) = i {
+            // The watcher may have seen the folder first; the engine's events are the truth.
+            self.runs[i].local = true;
+        }
         match e {
             Event::Queued { label, .. } => {
                 let i = i.expect("added above");
@@ -726,7 +864,8 @@ impl App {
     fn act(&mut self, a: Action) {
         match a {
             Action::Quit => {
-                if self.runs.iter().any(|r| r.state.is_live()) {
+                // Runs of other processes go on without this UI.
+                if self.runs.iter().any(|r| r.local && r.state.is_live()) {
                     self.confirm = Some(Confirm::Quit);
                 } else {
                     self.quit = true;
@@ -953,7 +1092,24 @@ impl App {
 
     fn cancel(&mut self, i: usize) {
         if let Some(r) = self.runs.get(i) {
-            if r.state.is_live() {
+            if r.state.is_live() && !r.local {
+                self.message = Some(match &r.slurm {
+                    Some(j) => {
+                        self.outbox.push(Request::Scancel(j.key()));
+                        format!("scancel {} ({})", j.key(), r.label)
+                    }
+                    None => format!(
+                        "{} runs in another process (pid {} on {}); stop it there",
+                        r.label,
+                        self.store
+                            .as_ref()
+                            .and_then(|s| s.run_dir(&r.id.0).ok())
+                            .and_then(|d| RunStore::read_status(&d))
+                            .map_or(0, |st| st.pid),
+                        r.host
+                    ),
+                });
+            } else if r.state.is_live() {
                 self.outbox
                     .push(Request::Engine(Command::Cancel { run: r.id.clone() }));
                 self.message = Some(format!("cancelling {}", r.label));

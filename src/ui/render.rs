@@ -89,11 +89,19 @@ fn status(f: &mut Frame, app: &App, area: Rect) {
     let queued = app
         .runs
         .iter()
-        .filter(|r| r.state == RunState::Queued)
+        .filter(|r| r.local && r.state == RunState::Queued)
+        .count();
+    let remote = app
+        .runs
+        .iter()
+        .filter(|r| !r.local && r.state == RunState::Running)
         .count();
     let mut spans = vec![Span::styled(format!(" {engine}"), t.accent())];
     if queued > 0 {
         spans.push(Span::raw(format!(" · {queued} queued")));
+    }
+    if remote > 0 {
+        spans.push(Span::raw(format!(" · {remote} running elsewhere")));
     }
     spans.push(Span::styled(
         format!(" · pool {}", app.pool.entries.len()),

@@ -70,6 +70,9 @@ fn header(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     } else if let (Some(em), Some(l)) = (run.exact_match, run.loss) {
         spans.push(Span::raw(format!("  exact match {em:.3}  loss {l:.4}")));
     }
+    if run.remote() {
+        spans.push(Span::styled(format!("  on {}", run.place()), t.dim()));
+    }
     f.render_widget(Line::from(spans), area);
 }
 
@@ -287,6 +290,9 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
                 .is_some() =>
             {
                 "no trajectory recorded (LoraHub keeps only its final coefficients)"
+            }
+            _ if !run.local && run.state.is_live() => {
+                "run by another process: its coefficients come with its record when it ends"
             }
             _ => "coefficients appear at the first validation check",
         };

@@ -8,6 +8,17 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
 use super::{block, note, state_style};
+use crate::ui::app::RunView;
+
+/// Slurm states that ended badly in the warning colour, the rest dim.
+fn slurm_style(app: &App, r: &RunView) -> ratatui::style::Style {
+    let t = &app.theme;
+    match r.slurm_state.as_deref() {
+        Some("COMPLETED") | Some("RUNNING") | Some("PENDING") | None => t.dim(),
+        Some(s) if crate::slurm::state_ended(s) => t.fg(t.bad),
+        Some(_) => t.dim(),
+    }
+}
 use crate::ui::app::App;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -34,6 +45,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let height = table_area.height.saturating_sub(1) as usize;
     let start = app.runs_cursor.saturating_sub(height.saturating_sub(1));
     let end = (start + height).min(app.runs.len());
+    // Where each run runs, when some run is another host's or Slurm's.
+    let places = app.runs.iter().any(|r| r.remote());
     let rows: Vec<Row> = (start..end)
         .map(|i| {
             let r = &app.runs[i];
@@ -42,7 +55,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 (None, Some(p)) => format!("step {}", p.step),
                 (None, None) => String::new(),
             };
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Cell::from(Span::styled(
                     if r.marked { "●" } else { " " },
                     t.fg(t.marked),
@@ -52,8 +65,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(progress),
                 Cell::from(r.exact_match.map_or("–".into(), |v| format!("{v:.3}"))),
                 Cell::from(r.loss.map_or("–".into(), |v| format!("{v:.4}"))),
-                Cell::from(Span::styled(r.id.0.clone(), t.dim())),
-            ]);
+            ];
+            if places {
+                let place = if r.remote() { r.place() } else { "here".into() };
+                cells.push(Cell::from(Span::styled(place, slurm_style(app, r))));
+            }
+            cells.push(Cell::from(Span::styled(r.id.0.clone(), t.dim())));
+            let row = Row::new(cells);
             if i == app.runs_cursor {
                 row.style(t.highlight())
             } else {
@@ -61,17 +79,33 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             }
         })
         .collect();
-    let header = Row::new(["", "run", "state", "progress", "exact", "loss", "id"])
-        .style(t.dim().add_modifier(Modifier::BOLD));
-    let widths = [
+    let mut names = vec!["", "run", "state", "progress", "exact", "loss"];
+    let mut widths = vec![
         Constraint::Length(1),
         Constraint::Fill(3),
         Constraint::Length(11),
         Constraint::Fill(2),
         Constraint::Length(6),
         Constraint::Length(7),
-        Constraint::Fill(2),
     ];
+    if places {
+        let widest = app.runs[start..end]
+            .iter()
+            .map(|r| {
+                if r.remote() {
+                    r.place().chars().count()
+                } else {
+                    4
+                }
+            })
+            .max()
+            .unwrap_or(5);
+        names.push("where");
+        widths.push(Constraint::Length(widest.clamp(5, 32) as u16));
+    }
+    names.push("id");
+    widths.push(Constraint::Fill(2));
+    let header = Row::new(names).style(t.dim().add_modifier(Modifier::BOLD));
     f.render_widget(Table::new(rows, widths).header(header), table_area);
     if let Some(r) = app.runs.get(app.runs_cursor) {
         let line = match (&r.error, r.log.back()) {
@@ -81,6 +115,16 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             ]),
             (None, Some(l)) => Line::styled(l.clone(), t.dim()),
             (None, None) => Line::styled(format!("submitted {}", r.submitted), t.dim()),
+        };
+        let line = if r.remote() {
+            let mut spans = vec![Span::styled(
+                format!("on {} · updated {} · ", r.place(), r.updated),
+                t.dim(),
+            )];
+            spans.extend(line.spans);
+            Line::from(spans)
+        } else {
+            line
         };
         f.render_widget(Paragraph::new(line).wrap(Wrap { trim: true }), detail_area);
     }

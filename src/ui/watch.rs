@@ -1,0 +1,232 @@
+//! Following a run store that other processes write (a study's Slurm array on a shared
+//! filesystem, a `loracycle run` in another terminal): a helper thread polls the store, reads each
+//! live run's `curves.jsonl` from where it stopped, asks Slurm for the state of the jobs behind the
+//! runs, and sends what changed to the UI.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::engine::store::{RunState, RunStore, RunSummary};
+use crate::run::record::{CurvePoint, RunRecord};
+use crate::slurm::SlurmJob;
+
+/// How often the store is polled, and Slurm asked.
+pub const POLL: Duration = Duration::from_secs(1);
+pub const SLURM_POLL: Duration = Duration::from_secs(5);
+
+/// What changed in one run since the last poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    pub summary: RunSummary,
+    /// Curve points appended since the last update (all of them the first time).
+    pub points: Vec<CurvePoint>,
+    /// Slurm's word on the run's job (`RUNNING`, `COMPLETED`, `TIMEOUT`, ...), when it has one.
+    pub slurm_state: Option<String>,
+    /// The record of a run seen finishing (read here, off the UI's thread).
+    pub record: Option<Box<RunRecord>>,
+}
+
+/// A run the watcher has seen, and how far its curve was read.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The summary last sent.
+    sent: Option<RunSummary>,
+    slurm_sent: Option<String>,
+    /// Bytes of `curves.jsonl` consumed (whole lines only).
+    offset: u64,
+    /// Whether the run reached a final state and its folder need not be read again.
+    done: bool,
+}
+
+/// Polls one run store; [`Watcher::poll`] returns the runs that changed.
+pub struct Watcher {
+    store: RunStore,
+    seen: HashMap<String, Seen>,
+    slurm: HashMap<String, String>,
+    last_slurm: Option<Instant>,
+    /// Asks Slurm for job states (query ids in, states by job key out).
+    query: Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>,
+}
+
+impl Watcher {
+    pub fn new(store: RunStore) -> Watcher {
+        Self::with_query(store, Box::new(|ids| crate::slurm::query(ids)))
+    }
+
+    pub fn with_query(
+        store: RunStore,
+        query: Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>,
+    ) -> Watcher {
+        Watcher {
+            store,
+            seen: HashMap::new(),
+            slurm: HashMap::new(),
+            last_slurm: None,
+            query,
+        }
+    }
+
+    /// Reads the curve lines appended since `offset`; returns the points and the new offset (a
+    /// line still being written stays for the next poll).
+    fn read_new_points(dir: &Path, offset: u64) -> (Vec<CurvePoint>, u64) {
+        let Ok(mut f) = std::fs::File::open(dir.join("curves.jsonl")) else {
+            return (Vec::new(), offset);
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        // A file shorter than what was read was rewritten: start over.
+        let offset = if len < offset { 0 } else { offset };
+        let mut bytes = Vec::new();
+        if f.seek(SeekFrom::Start(offset)).is_err() || f.read_to_end(&mut bytes).is_err() {
+            return (Vec::new(), offset);
+        }
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let points = String::from_utf8_lossy(&bytes[..whole])
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (points, offset + whole as u64)
+    }
+
+    /// One look at the store: the runs that are new or changed since the last call.
+    pub fn poll(&mut self) -> Vec<RunUpdate> {
+        let ids: Vec<String> = std::fs::read_dir(&self.store.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut summaries = Vec::new();
+        for id in ids {
+            if self.seen.get(&id).is_some_and(|s| s.done) {
+                continue;
+            }
+            if let Ok(s) = self.store.summary(&id) {
+                summaries.push(s);
+            }
+        }
+        self.refresh_slurm(&summaries);
+        let mut out = Vec::new();
+        for mut summary in summaries {
+            let seen = self.seen.entry(summary.id.clone()).or_default();
+            let slurm_state = summary
+                .slurm
+                .as_ref()
+                .and_then(|j| self.slurm.get(&j.key()).cloned());
+            // Slurm knows a job ended that the run's status still calls live: the job was killed
+            // (time limit, cancel, node failure) before the run could say so.
+            if summary.state.is_live()
+                && slurm_state
+                    .as_deref()
+                    .is_some_and(crate::slurm::state_ended)
+            {
+                summary.state = RunState::Interrupted;
+            }
+            let points = match self.store.run_dir(&summary.id) {
+                Ok(dir) if summary.state.is_live() => {
+                    let (p, offset) = Self::read_new_points(&dir, seen.offset);
+                    seen.offset = offset;
+                    p
+                }
+                _ => Vec::new(),
+            };
+            let finished_now = summary.state == RunState::Finished
+                && seen.sent.as_ref().is_some_and(|s| s.state.is_live());
+            let record = if finished_now {
+                self.store
+                    .read_record(&summary.id)
+                    .ok()
+                    .flatten()
+                    .map(Box::new)
+            } else {
+                None
+            };
+            let changed = seen.sent.as_ref() != Some(&summary)
+                || seen.slurm_sent != slurm_state
+                || !points.is_empty();
+            // A final run is read no more once Slurm has nothing left to say of it.
+            seen.done = !summary.state.is_live()
+                && (summary.slurm.is_none()
+                    || slurm_state
+                        .as_deref()
+                        .is_some_and(crate::slurm::state_ended));
+            if changed {
+                seen.sent = Some(summary.clone());
+                seen.slurm_sent = slurm_state.clone();
+                out.push(RunUpdate {
+                    summary,
+                    points,
+                    slurm_state,
+                    record,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.summary.submitted, &a.summary.id).cmp(&(&b.summary.submitted, &b.summary.id))
+        });
+        out
+    }
+
+    /// Asks Slurm about the jobs of runs not yet final, at most every [`SLURM_POLL`].
+    fn refresh_slurm(&mut self, summaries: &[RunSummary]) {
+        if self.last_slurm.is_some_and(|t| t.elapsed() < SLURM_POLL) {
+            return;
+        }
+        let jobs: Vec<&SlurmJob> = summaries.iter().filter_map(|s| s.slurm.as_ref()).collect();
+        if jobs.is_empty() {
+            return;
+        }
+        self.last_slurm = Some(Instant::now());
+        let ids: Vec<&str> = jobs.iter().map(|j| j.query_id()).collect();
+        let states = (self.query)(&ids);
+        // Jobs Slurm has forgotten keep the last state it gave.
+        self.slurm.extend(states);
+    }
+}
+
+/// Runs a watcher on its own thread, sending each poll's changes until the receiver is gone.
+pub fn spawn(store: RunStore, send: impl Fn(Vec<RunUpdate>) -> bool + Send + 'static) {
+    std::thread::Builder::new()
+        .name("loracycle-watch".into())
+        .spawn(move || {
+            let mut w = Watcher::new(store);
+            loop {
+                let updates = w.poll();
+                if !updates.is_empty() && !send(updates) {
+                    return;
+                }
+                std::thread::sleep(POLL);
+            }
+        })
+        .expect("spawning the store watcher");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn curve_lines_are_read_once_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, r#"{{"step":1,"train_loss":2.5}}"#).unwrap();
+        write!(f, r#"{{"step":2,"train_lo"#).unwrap();
+        f.flush().unwrap();
+        let (p, off) = Watcher::read_new_points(dir.path(), 0);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].step, p[0].train_loss), (1, 2.5));
+        // The half-written line waits; once finished it is read, and only it.
+        writeln!(f, r#"ss":2.25,"val_loss":2.0}}"#).unwrap();
+        f.flush().unwrap();
+        let (p, off2) = Watcher::read_new_points(dir.path(), off);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].step, p[0].val_loss), (2, Some(2.0)));
+        assert_eq!(off2, std::fs::metadata(&path).unwrap().len());
+        assert!(Watcher::read_new_points(dir.path(), off2).0.is_empty());
+    }
+}
