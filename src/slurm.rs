@@ -133,9 +133,10 @@ pub fn batch_script(
     let parallel = o.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
     s.push_str(&format!("#SBATCH --array=0-{}{parallel}\n", cells - 1));
     s.push_str("#SBATCH --ntasks=1\n");
-    // %4a pads the array index like the cell files; %A is the array job id.
+    // %4a pads the array index like the cell files; %A is the array job id. Slurm takes a
+    // double-quoted value here (the folder may hold spaces; `log_folder_ok` refused quotes).
     s.push_str(&format!(
-        "#SBATCH --output={}/cell-%4a.%A.log\n",
+        "#SBATCH --output=\"{}/cell-%4a.%A.log\"\n",
         logs_dir.display()
     ));
     if let Some(p) = &o.partition {
@@ -160,6 +161,18 @@ pub fn batch_script(
         shell_quote(&runs_dir.display().to_string()),
     ));
     s
+}
+
+/// Whether a folder can go into an `#SBATCH --output` value: no quotes, newlines or `%` (Slurm
+/// expands `%` patterns in it).
+pub fn log_folder_ok(dir: &Path) -> Result<(), String> {
+    let s = dir.display().to_string();
+    if s.contains(['"', '\n', '\r', '%', '\\']) {
+        return Err(format!(
+            "{s:?}: Slurm cannot write logs into a folder whose path holds quotes, %, backslashes or newlines; choose another --out"
+        ));
+    }
+    Ok(())
 }
 
 /// The file name of cell `i`'s spec.
@@ -403,7 +416,7 @@ mod tests {
 #SBATCH --job-name=loracycle-study\n\
 #SBATCH --array=0-27%8\n\
 #SBATCH --ntasks=1\n\
-#SBATCH --output=/shared/runs/study/logs/cell-%4a.%A.log\n\
+#SBATCH --output=\"/shared/runs/study/logs/cell-%4a.%A.log\"\n\
 #SBATCH --partition=gpu\n\
 #SBATCH --gpus-per-task=1\n\
 #SBATCH --time=02:00:00\n\
@@ -434,6 +447,11 @@ exec '/opt/bin/loracycle' run '/shared/runs/study/cells'/\"$cell\".toml --runs-d
         );
         o.time = Some("1-12:00:00".into());
         assert_eq!(check_options(&o), Ok(()));
+        assert_eq!(log_folder_ok(Path::new("/shared/my runs/logs")), Ok(()));
+        assert_eq!(
+            log_folder_ok(Path::new("/shared/100%/logs")).unwrap_err(),
+            "\"/shared/100%/logs\": Slurm cannot write logs into a folder whose path holds quotes, %, backslashes or newlines; choose another --out"
+        );
     }
 
     #[test]

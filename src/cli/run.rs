@@ -11,7 +11,7 @@ use loracycle::engine::{Command, Event, RunId, RunStore};
 use loracycle::run::execute::RunEvent;
 use loracycle::run::record::{CurvePoint, runs_dir};
 use loracycle::run::study::{
-    CellProblem, StudyOptions, Submission, emit_slurm, markdown, run_study,
+    CellProblem, Plan, SCRIPT_FILE, StudyOptions, Submission, emit_slurm, markdown, run_study,
 };
 use loracycle::run::{RunRecord, RunSpec};
 use loracycle::slurm::BatchOptions;
@@ -253,9 +253,26 @@ pub struct StudyArgs {
     /// The loracycle binary the array tasks run [default: this one].
     #[arg(long, requires = "emit")]
     pub exe: Option<PathBuf>,
-    /// Submit the script with sbatch and store the job id with the study.
-    #[arg(long, requires = "emit")]
+    /// Submit the script with sbatch and store the job id with the study; without --emit,
+    /// submits the study already emitted into --out (after a look at its script, say).
+    #[arg(long, conflicts_with = "collect")]
     pub submit: bool,
+}
+
+/// Submits an emitted study's script and stores the job id in its plan.
+fn submit_plan(mut plan: Plan, study: &Path) -> Result<()> {
+    let job = loracycle::slurm::submit(&study.join(SCRIPT_FILE))?;
+    plan.jobs.push(Submission {
+        job_id: job.clone(),
+        submitted: loracycle::run::record::now_rfc3339(),
+    });
+    plan.write(study)?;
+    let runs = plan.runs_dir.display();
+    println!(
+        "submitted: job array {job} ({} tasks); watch with `loracycle --runs-dir {runs}`, then `loracycle study --collect --runs-dir {runs}`",
+        plan.cells.len(),
+    );
+    Ok(())
 }
 
 fn print_problems(problems: &[CellProblem]) {
@@ -317,6 +334,15 @@ pub fn study(a: StudyArgs) -> Result<()> {
         scale: a.scale,
         device: a.device.clone(),
     };
+    if a.submit && a.emit.is_none() {
+        let Some(plan) = Plan::read(&out) else {
+            bail!(
+                "no emitted study in {} (run `loracycle study --emit slurm --runs-dir SHARED ...` first)",
+                out.display()
+            );
+        };
+        return submit_plan(plan, &out);
+    }
     if a.emit.is_some() {
         if a.runs_dir.is_none() {
             bail!(
@@ -350,20 +376,7 @@ pub fn study(a: StudyArgs) -> Result<()> {
             println!("submit: sbatch {}", emitted.script.display());
             return Ok(());
         }
-        let job = loracycle::slurm::submit(&emitted.script)?;
-        let mut plan = emitted.plan;
-        plan.jobs.push(Submission {
-            job_id: job.clone(),
-            submitted: loracycle::run::record::now_rfc3339(),
-        });
-        plan.write(&out)?;
-        println!(
-            "submitted: job array {job} ({} tasks); watch with `loracycle --runs-dir {}`, then `loracycle study --collect --runs-dir {}`",
-            plan.cells.len(),
-            runs.display(),
-            runs.display()
-        );
-        return Ok(());
+        return submit_plan(emitted.plan, &out);
     }
     let bar = bar();
     let report = run_study(&opts, &runs, &out, &mut |i, n, label, event| match event {

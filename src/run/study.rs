@@ -446,6 +446,7 @@ pub fn emit_slurm(
     let (runs, study) = (abs(runs)?, abs(study)?);
     let cells_dir = study.join("cells");
     let logs_dir = study.join("logs");
+    crate::slurm::log_folder_ok(&logs_dir)?;
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| format!("{}: {e}", p.display())
@@ -747,7 +748,11 @@ pub fn markdown(report: &StudyReport) -> String {
                     .filter(|r| &r.task == task && r.arm == *arm)
                     .map(|r| r.exact_match)
                     .collect();
-                format!("{:.2}", v.iter().sum::<f64>() / v.len().max(1) as f64)
+                if v.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{:.2}", v.iter().sum::<f64>() / v.len() as f64)
+                }
             })
             .collect();
         let rel = if crate::lab::tasks::relative_of(task).is_some() {

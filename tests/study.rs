@@ -1,0 +1,377 @@
+//! The study's cells, `--emit slurm` and `--collect` on a store written by "other hosts": which
+//! cells a plan has, what the emitted files hold, which run counts for a cell, and how unfinished
+//! cells are reported (state, error, Slurm state, log tail). No model is loaded here; the real
+//! cluster is in tests/slurm.rs.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use loracycle::engine::store::{RunState, StatusFile};
+use loracycle::run::study::{Cell, StudyOptions, cells, collect, emit_slurm, select_arms};
+use loracycle::slurm::{BatchOptions, SlurmJob};
+
+fn options(tasks: &[&str], seeds: usize, arms: &[&str]) -> StudyOptions {
+    StudyOptions {
+        tasks: tasks.iter().map(|s| s.to_string()).collect(),
+        seeds,
+        arms: arms.iter().map(|s| s.to_string()).collect(),
+        scale: 0.1,
+        device: "auto".into(),
+    }
+}
+
+fn batch() -> BatchOptions {
+    BatchOptions {
+        job_name: "loracycle-study".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn arms_and_cells() {
+    let arms: Vec<String> = select_arms(&["gradient/random-init".into(), "BASE".into()])
+        .unwrap()
+        .into_iter()
+        .map(|a| a.label)
+        .collect();
+    assert_eq!(arms, ["base", "gradient · random-init"]);
+    assert_eq!(select_arms(&[]).unwrap().len(), 18);
+    let err = select_arms(&["gradiant".into()]).err().unwrap();
+    assert!(
+        err.starts_with("no arm \"gradiant\" in the lab-paper preset; the arms are: base, new LoRA, average, average · +oracle, "),
+        "{err}"
+    );
+    let c = cells(&options(&["caesar-5", "table-m"], 2, &["base", "gradient"])).unwrap();
+    let names: Vec<String> = c.iter().map(|(cell, _)| cell.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "caesar-5 / base / seed 0",
+            "caesar-5 / gradient / seed 0",
+            "caesar-5 / base / seed 1",
+            "caesar-5 / gradient / seed 1",
+            "table-m / base / seed 0",
+            "table-m / gradient / seed 0",
+            "table-m / base / seed 1",
+            "table-m / gradient / seed 1",
+        ]
+    );
+    // The spec carries the cell: name, seed, task, the scaled recipe.
+    let (cell, spec) = &c[3];
+    assert_eq!(
+        (cell.index, spec.seed, spec.name.as_str()),
+        (3, 1, "caesar-5 / gradient / seed 1")
+    );
+    assert_eq!(spec.task.lab.as_deref(), Some("caesar-5"));
+    assert!(
+        spec.to_toml().contains("steps = 10\n"),
+        "{}",
+        spec.to_toml()
+    );
+    assert_eq!(
+        Cell::parse("table-m / TIES · +oracle / seed 4"),
+        Some(("table-m".into(), "TIES · +oracle".into(), 4))
+    );
+    let err = cells(&options(&["caesar-6"], 1, &[])).err().unwrap();
+    assert!(
+        err.starts_with("\"caesar-6\" is not a held-out lab task; they are: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn emit_writes_cells_plan_and_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let study = runs.join("study");
+    let e = emit_slurm(
+        &options(&["caesar-5", "table-m"], 2, &["base", "gradient"]),
+        &runs,
+        &study,
+        &batch(),
+        Path::new("/opt/loracycle"),
+    )
+    .unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&e.cells_dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        (0..8).map(|i| format!("{i:04}.toml")).collect::<Vec<_>>()
+    );
+    let spec = loracycle::run::RunSpec::read(&e.cells_dir.join("0005.toml")).unwrap();
+    assert_eq!(spec.name, "table-m / gradient / seed 0");
+    let script = std::fs::read_to_string(&e.script).unwrap();
+    assert!(script.contains("#SBATCH --array=0-7\n"), "{script}");
+    assert!(
+        script.ends_with(&format!(
+            "exec '/opt/loracycle' run '{}'/\"$cell\".toml --runs-dir '{}'\n",
+            e.cells_dir.display(),
+            runs.display()
+        )),
+        "{script}"
+    );
+    let plan = loracycle::run::study::Plan::read(&study).unwrap();
+    assert_eq!(plan.cells.len(), 8);
+    assert_eq!(plan.runs_dir, runs);
+    // A smaller plan in the same folder leaves no cell file that nobody would run.
+    emit_slurm(
+        &options(&["caesar-5"], 1, &["base"]),
+        &runs,
+        &study,
+        &batch(),
+        Path::new("/x"),
+    )
+    .unwrap();
+    let left: Vec<_> = std::fs::read_dir(&e.cells_dir).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert!(
+        std::fs::read_to_string(&e.script)
+            .unwrap()
+            .contains("#SBATCH --array=0-0\n")
+    );
+    // Bad scheduler values never reach the script.
+    let mut bad = batch();
+    bad.time = Some("1 hour".into());
+    let err = emit_slurm(
+        &options(&["caesar-5"], 1, &["base"]),
+        &runs,
+        &study,
+        &bad,
+        Path::new("/x"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "--time \"1 hour\" is not a plain Slurm value (letters, digits and - _ : . , only)"
+    );
+}
+
+/// Copies a fixture run as the run of a study cell written by another host under Slurm.
+fn fake_run(runs: &Path, fixture: &str, id: &str, cell: &str, submitted: &str, task: u32) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ui/runs")
+        .join(fixture);
+    let dir = runs.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("record.json")).unwrap()).unwrap();
+    record["id"] = id.into();
+    record["label"] = cell.into();
+    record["spec"]["name"] = cell.into();
+    record["started"] = submitted.into();
+    std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    write_status(&dir, id, cell, RunState::Finished, submitted, None, task);
+}
+
+fn write_status(
+    dir: &Path,
+    id: &str,
+    cell: &str,
+    state: RunState,
+    submitted: &str,
+    error: Option<&str>,
+    task: u32,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let s = StatusFile {
+        id: id.into(),
+        label: cell.into(),
+        state,
+        pid: 4242,
+        host: "gpu-node-7".into(),
+        slurm: Some(SlurmJob {
+            job_id: format!("{}", 100 + task),
+            array_job_id: Some("41".into()),
+            array_task_id: Some(task),
+        }),
+        submitted: submitted.into(),
+        updated: submitted.into(),
+        stage: None,
+        error: error.map(String::from),
+    };
+    std::fs::write(dir.join("status.json"), serde_json::to_string(&s).unwrap()).unwrap();
+}
+
+#[test]
+fn collect_counts_the_latest_finished_run_and_reports_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let study = runs.join("study");
+    let mut e = emit_slurm(
+        &options(&["caesar-5", "table-m"], 2, &["base", "gradient"]),
+        &runs,
+        &study,
+        &batch(),
+        Path::new("/opt/loracycle"),
+    )
+    .unwrap();
+    e.plan.jobs.push(loracycle::run::study::Submission {
+        job_id: "41".into(),
+        submitted: "2026-11-29T08:00:00Z".into(),
+    });
+    e.plan.write(&study).unwrap();
+    // Cell 0 finished; cell 1 finished twice (the later run, exact match 0.79, counts).
+    fake_run(
+        &runs,
+        "20261129T035014Z-caesar-5-base-1512",
+        "a-base",
+        "caesar-5 / base / seed 0",
+        "2026-11-29T08:01:00Z",
+        0,
+    );
+    fake_run(
+        &runs,
+        "20261129T035014Z-caesar-5-gradient-random-init-107e",
+        "b-old",
+        "caesar-5 / gradient / seed 0",
+        "2026-11-29T08:01:00Z",
+        1,
+    );
+    fake_run(
+        &runs,
+        "20261129T035014Z-caesar-5-gradient-b7cf",
+        "c-new",
+        "caesar-5 / gradient / seed 0",
+        "2026-11-29T09:01:00Z",
+        1,
+    );
+    // Cell 2 failed, with a log; cell 3 never started and Slurm still has it pending.
+    write_status(
+        &runs.join("d-failed"),
+        "d-failed",
+        "caesar-5 / base / seed 1",
+        RunState::Failed,
+        "2026-11-29T08:02:00Z",
+        Some("CUDA out of memory"),
+        2,
+    );
+    std::fs::write(
+        study.join("logs/cell-0002.41.log"),
+        "loracycle: cell 0002 on gpu-node-7 as job 102\nscoring 3/119\rscoring 119/119\nerror: CUDA out of memory\n",
+    )
+    .unwrap();
+    let slurm = |ids: &[&str]| -> HashMap<String, String> {
+        assert!(ids.contains(&"41"), "{ids:?}");
+        [
+            ("41_0", "COMPLETED"),
+            ("41_1", "COMPLETED"),
+            ("41_2", "FAILED"),
+            ("41_3", "PENDING"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let (report, problems) = collect(&runs, &study, &slurm).unwrap();
+    let rows: Vec<(String, String, u64, f64, String)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.task.clone(),
+                r.arm.clone(),
+                r.seed,
+                r.exact_match,
+                r.run_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("caesar-5".into(), "base".into(), 0, 0.0, "a-base".into()),
+            (
+                "caesar-5".into(),
+                "gradient".into(),
+                0,
+                0.79,
+                "c-new".into()
+            ),
+        ]
+    );
+    assert_eq!(report.tasks, ["caesar-5", "table-m"]);
+    assert_eq!(report.seeds, 2);
+    assert_eq!(
+        report
+            .summary
+            .iter()
+            .map(|a| a.arm.as_str())
+            .collect::<Vec<_>>(),
+        ["base", "gradient"]
+    );
+    let brief: Vec<(
+        String,
+        Option<usize>,
+        String,
+        Option<String>,
+        Option<String>,
+    )> = problems
+        .iter()
+        .map(|p| {
+            (
+                p.cell.clone(),
+                p.index,
+                p.state.clone(),
+                p.slurm.clone(),
+                p.error.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief[0],
+        (
+            "caesar-5 / base / seed 1".into(),
+            Some(2),
+            "failed".into(),
+            Some("FAILED".into()),
+            Some("CUDA out of memory".into())
+        )
+    );
+    assert_eq!(
+        brief[1],
+        (
+            "caesar-5 / gradient / seed 1".into(),
+            Some(3),
+            "missing".into(),
+            Some("PENDING".into()),
+            None
+        )
+    );
+    assert_eq!(
+        brief[2],
+        (
+            "table-m / base / seed 0".into(),
+            Some(4),
+            "missing".into(),
+            None,
+            None
+        )
+    );
+    assert_eq!(problems.len(), 6);
+    assert_eq!(problems[0].run_id.as_deref(), Some("d-failed"));
+    assert_eq!(
+        problems[0].log.as_deref(),
+        Some(study.join("logs/cell-0002.41.log").as_path())
+    );
+    assert_eq!(
+        problems[0].log_tail,
+        [
+            "loracycle: cell 0002 on gpu-node-7 as job 102",
+            "scoring 119/119",
+            "error: CUDA out of memory"
+        ]
+    );
+    assert!(problems[1].log.is_none() && problems[1].log_tail.is_empty());
+    // The table files are written, and a per-task cell without runs shows a dash.
+    let md = std::fs::read_to_string(study.join("study.md")).unwrap();
+    assert!(
+        md.contains("| caesar-5 (relative in pool) | 0.00 | 0.79 |\n"),
+        "{md}"
+    );
+    assert!(md.contains("| table-m | – | – |\n"), "{md}");
+    let csv = std::fs::read_to_string(study.join("study.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+}
