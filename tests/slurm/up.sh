@@ -8,6 +8,7 @@
 # picked free at start. Clients use it through SLURM_CONF=DIR/slurm.conf. Needs root (slurmd
 # runs jobs as their submitting user) and Debian's slurmctld, slurmd and munge packages.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
 dir=$(realpath -m "${1:?usage: up.sh DIR}")
 mkdir -p "$dir"/{state,spool,log,munge}
 chmod 700 "$dir/munge"
