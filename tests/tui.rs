@@ -476,3 +476,140 @@ fn compare_exports_markdown_and_csv() {
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n"));
 }
+
+/// A run of a study's Slurm array, written into the store by another host: spec, a status with
+/// its stage and job, and the first points of its curve.
+fn remote_run(store: &RunStore, done: usize, steps: &[usize]) -> std::path::PathBuf {
+    let dir = store
+        .root
+        .join("20261129T120500Z-caesar-5-gradient-seed-0-5e1f0a2b");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("spec.toml"),
+        "name = \"caesar-5 / gradient / seed 0\"\n[task]\nlab = \"caesar-5\"\n",
+    )
+    .unwrap();
+    let status = loracycle::engine::store::StatusFile {
+        id: "20261129T120500Z-caesar-5-gradient-seed-0-5e1f0a2b".into(),
+        label: "caesar-5 / gradient / seed 0".into(),
+        state: RunState::Running,
+        pid: 4242,
+        host: "gpu-node-7".into(),
+        slurm: Some(loracycle::slurm::SlurmJob {
+            job_id: "44".into(),
+            array_job_id: Some("41".into()),
+            array_task_id: Some(3),
+        }),
+        submitted: "2026-11-29T12:05:00Z".into(),
+        updated: loracycle::run::record::now_rfc3339(),
+        stage: Some(loracycle::engine::StageStatus {
+            name: "tuning coefficients".into(),
+            done,
+            total: 100,
+        }),
+        error: None,
+    };
+    std::fs::write(
+        dir.join("status.json"),
+        serde_json::to_string(&status).unwrap(),
+    )
+    .unwrap();
+    let curve: String = steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{{\"step\":{s},\"train_loss\":{},\"val_loss\":{}}}\n",
+                10.0 / *s as f64,
+                11.0 / *s as f64
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("curves.jsonl"), curve).unwrap();
+    dir
+}
+
+#[test]
+fn runs_written_by_other_hosts_are_followed() {
+    let (_tmp, store) = fixture_store();
+    remote_run(&store, 40, &[10, 20]);
+    let slurm = std::sync::Arc::new(std::sync::Mutex::new("RUNNING"));
+    let s2 = slurm.clone();
+    let mut watcher = loracycle::ui::watch::Watcher::with_query(
+        store.clone(),
+        Box::new(move |ids| {
+            assert_eq!(ids, ["41"]);
+            [("41_3".to_string(), s2.lock().unwrap().to_string())]
+                .into_iter()
+                .collect()
+        }),
+    )
+    .slurm_every(std::time::Duration::ZERO);
+    let mut app = app();
+    app.open_store(store.clone());
+    app.on_watch(watcher.poll());
+    let i = app
+        .runs
+        .iter()
+        .position(|r| r.label == "caesar-5 / gradient / seed 0")
+        .unwrap();
+    assert_eq!(i, 3, "listed after the fixture runs, by submission time");
+    let r = &app.runs[i];
+    assert!(!r.local && r.remote());
+    assert_eq!(r.place(), "gpu-node-7 · slurm 41_3 RUNNING");
+    assert_eq!(r.curve.iter().map(|p| p.step).collect::<Vec<_>>(), [10, 20]);
+    press(&mut app, "4");
+    app.runs_cursor = i;
+    let updated = app.runs[i].updated.clone();
+    insta::assert_snapshot!(
+        "runs_remote_120x12",
+        render(&app, 120, 12).replace(&updated, "<heartbeat>   ")
+    );
+    app.live = i;
+    press(&mut app, "3");
+    let live = render(&app, 120, 30);
+    assert!(
+        live.contains("running  on gpu-node-7 · slurm 41_3 RUNNING"),
+        "{live}"
+    );
+    assert!(live.contains("tuning coefficients 40/100"), "{live}");
+    assert!(
+        live.contains("run by another process: its coefficients come with its"),
+        "{live}"
+    );
+    // The status line counts it as running elsewhere, and quitting needs no confirmation.
+    assert!(
+        live.contains(" idle · 1 running elsewhere · pool 42 │"),
+        "{live}"
+    );
+
+    // The curve and the stage grow as the other host writes them.
+    remote_run(&store, 60, &[10, 20, 30]);
+    app.on_watch(watcher.poll());
+    let r = &app.runs[i];
+    assert_eq!(
+        r.curve.iter().map(|p| p.step).collect::<Vec<_>>(),
+        [10, 20, 30]
+    );
+    assert_eq!(r.stage.as_ref().map(|s| s.done), Some(60));
+    assert!(watcher.poll().is_empty(), "nothing changed since");
+
+    // Cancel asks Slurm.
+    press(&mut app, "4");
+    press(&mut app, "c");
+    assert_eq!(app.outbox.last(), Some(&Request::Scancel("41_3".into())));
+    assert_eq!(
+        app.message.as_deref(),
+        Some("scancel 41_3 (caesar-5 / gradient / seed 0)")
+    );
+
+    // Slurm kills it at its time limit before it can say so: interrupted, with Slurm's reason.
+    *slurm.lock().unwrap() = "TIMEOUT";
+    app.on_watch(watcher.poll());
+    let r = &app.runs[i];
+    assert_eq!(r.state, RunState::Interrupted);
+    assert_eq!(r.place(), "gpu-node-7 · slurm 41_3 TIMEOUT");
+    assert_eq!(r.log.back().map(String::as_str), Some("interrupted"));
+    app.confirm = None;
+    press(&mut app, "q");
+    assert!(app.quit);
+}

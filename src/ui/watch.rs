@@ -46,6 +46,7 @@ pub struct Watcher {
     seen: HashMap<String, Seen>,
     slurm: HashMap<String, String>,
     last_slurm: Option<Instant>,
+    slurm_every: Duration,
     /// Asks Slurm for job states (query ids in, states by job key out).
     query: Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>,
 }
@@ -64,8 +65,15 @@ impl Watcher {
             seen: HashMap::new(),
             slurm: HashMap::new(),
             last_slurm: None,
+            slurm_every: SLURM_POLL,
             query,
         }
+    }
+
+    /// Asks Slurm at most this often (default [`SLURM_POLL`]).
+    pub fn slurm_every(mut self, every: Duration) -> Watcher {
+        self.slurm_every = every;
+        self
     }
 
     /// Reads the curve lines appended since `offset`; returns the points and the new offset (a
@@ -170,9 +178,12 @@ impl Watcher {
         out
     }
 
-    /// Asks Slurm about the jobs of runs not yet final, at most every [`SLURM_POLL`].
+    /// Asks Slurm about the jobs of runs not yet final, at most every `slurm_every`.
     fn refresh_slurm(&mut self, summaries: &[RunSummary]) {
-        if self.last_slurm.is_some_and(|t| t.elapsed() < SLURM_POLL) {
+        if self
+            .last_slurm
+            .is_some_and(|t| t.elapsed() < self.slurm_every)
+        {
             return;
         }
         let jobs: Vec<&SlurmJob> = summaries.iter().filter_map(|s| s.slurm.as_ref()).collect();

@@ -67,7 +67,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(r.loss.map_or("–".into(), |v| format!("{v:.4}"))),
             ];
             if places {
-                let place = if r.remote() { r.place() } else { "here".into() };
+                let place = match () {
+                    _ if r.remote() => r.place(),
+                    _ if r.host.is_empty() => String::new(),
+                    _ => "here".into(),
+                };
                 cells.push(Cell::from(Span::styled(place, slurm_style(app, r))));
             }
             cells.push(Cell::from(Span::styled(r.id.0.clone(), t.dim())));
