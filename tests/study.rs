@@ -195,6 +195,15 @@ fn write_status(
     std::fs::write(dir.join("status.json"), serde_json::to_string(&s).unwrap()).unwrap();
 }
 
+/// A problem's cell, index, state, Slurm state and error.
+type Brief = (
+    String,
+    Option<usize>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 #[test]
 fn collect_counts_the_latest_finished_run_and_reports_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
@@ -302,13 +311,7 @@ fn collect_counts_the_latest_finished_run_and_reports_the_rest() {
             .collect::<Vec<_>>(),
         ["base", "gradient"]
     );
-    let brief: Vec<(
-        String,
-        Option<usize>,
-        String,
-        Option<String>,
-        Option<String>,
-    )> = problems
+    let brief: Vec<Brief> = problems
         .iter()
         .map(|p| {
             (

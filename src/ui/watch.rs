@@ -16,6 +16,9 @@ use crate::slurm::SlurmJob;
 pub const POLL: Duration = Duration::from_secs(1);
 pub const SLURM_POLL: Duration = Duration::from_secs(5);
 
+/// Asks Slurm for job states: query ids in, states by job key out (see [`crate::slurm::query`]).
+pub type SlurmQuery = Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>;
+
 /// What changed in one run since the last poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunUpdate {
@@ -48,18 +51,15 @@ pub struct Watcher {
     last_slurm: Option<Instant>,
     slurm_every: Duration,
     /// Asks Slurm for job states (query ids in, states by job key out).
-    query: Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>,
+    query: SlurmQuery,
 }
 
 impl Watcher {
     pub fn new(store: RunStore) -> Watcher {
-        Self::with_query(store, Box::new(|ids| crate::slurm::query(ids)))
+        Self::with_query(store, Box::new(crate::slurm::query))
     }
 
-    pub fn with_query(
-        store: RunStore,
-        query: Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>,
-    ) -> Watcher {
+    pub fn with_query(store: RunStore, query: SlurmQuery) -> Watcher {
         Watcher {
             store,
             seen: HashMap::new(),
