@@ -396,3 +396,58 @@ fn every_example_spec_parses() {
     }
     assert!(n >= 4, "{n} example specs");
 }
+
+#[test]
+fn a_study_runs_its_cells_into_the_run_store_and_is_collected_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap();
+    let base_row =
+        "| base | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | – | 10.271 [10.271, 10.271] |";
+    let (code, out, err) = run(
+        &[
+            "study",
+            "--tasks",
+            "caesar-5",
+            "--arms",
+            "base",
+            "--device",
+            "cpu",
+            "--runs-dir",
+            runs_s,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(base_row), "{out}");
+    assert!(
+        out.ends_with(&format!("written: {runs_s}/study/study.{{md,csv,json}}\n")),
+        "{out}"
+    );
+    // The cell is a run of the store, like `loracycle run`: status, record, this host.
+    let (code, out, err) = run(&["runs", "list", "--json", "--runs-dir", runs_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let runs_listed = list.as_array().unwrap();
+    assert_eq!(runs_listed.len(), 1, "{out}");
+    assert_eq!(runs_listed[0]["label"], "caesar-5 / base / seed 0");
+    assert_eq!(runs_listed[0]["state"], "finished");
+    assert!(!runs_listed[0]["host"].as_str().unwrap().is_empty());
+    // --collect knows the study had one cell.
+    let (code, out, err) = run(&["study", "--collect", "--runs-dir", runs_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(base_row), "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "1 of 1 cells finished; written: {runs_s}/study/study.{{md,csv,json}}\n"
+        )),
+        "{out}"
+    );
+    // A study without --runs-dir cannot go to Slurm: the nodes need a shared folder.
+    let (code, _, err) = run(&["study", "--emit", "slurm"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--emit slurm needs --runs-dir: a folder on a filesystem that every node of the cluster sees"),
+        "{err}"
+    );
+}

@@ -256,7 +256,7 @@ pub struct ScreenArgs {
 pub fn screen(args: ScreenArgs) -> Result<()> {
     use loracycle::run::RunSpec;
     use loracycle::run::execute::{Workbench, load_task};
-    use loracycle::select::screen::{ScreenCache, ScreenProgress, screen, task_hash};
+    use loracycle::select::screen::{ScreenProgress, open_cache, screen, task_hash};
 
     let lab_task = loracycle::pool::lab_dir().join("tasks").join(&args.task);
     let task = if loracycle::pool::is_plain_name(&args.task) && lab_task.is_dir() {
@@ -308,7 +308,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| bench.model_path.display().to_string());
     let hash = task_hash(&identity, &examples);
-    let mut cache = ScreenCache::open_default();
+    let mut cache = open_cache();
     let refs: Vec<&loracycle::adapter::Adapter> = pool.adapters.iter().collect();
     let mut from_cache = vec![false; refs.len()];
     let t0 = std::time::Instant::now();
@@ -356,6 +356,9 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
                         )
                     });
                 }
+            }
+            ScreenProgress::CacheNotSaved(e) => {
+                bar.suspend(|| eprintln!("warning: the screening cache was not saved: {e}"))
             }
         },
     )?;

@@ -37,6 +37,15 @@ pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
         if let Some(e) = &r.error {
             println!("{:<12} {e}", "");
         }
+        let here = loracycle::engine::store::host_name();
+        if r.slurm.is_some() || (!r.host.is_empty() && r.host != here) {
+            let job = r
+                .slurm
+                .as_ref()
+                .map(|j| format!(" · slurm job {}", j.key()))
+                .unwrap_or_default();
+            println!("{:<12} on {}{job}", "", r.host);
+        }
     }
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! snapshots/<rev>,blobs}`), scanned offline, and loracycle's own metadata cache of rule verdicts
 //! keyed by repo and revision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Verdict;
@@ -121,65 +122,109 @@ pub struct CachedMeta {
     pub card: Option<String>,
 }
 
-/// The metadata cache: one JSON file, rewritten atomically.
-#[derive(Debug, Default)]
-pub struct MetaCache {
+/// A cache kept as one JSON object in a file, rewritten atomically (temporary file + rename) on
+/// save. Several processes may share the file (array tasks on a cluster with a shared home):
+/// a save first reads what the others wrote and keeps their entries, so no process undoes
+/// another's work, and a reader never sees half a file. A file that does not parse is ignored
+/// (and replaced on the next save): it is only a cache.
+#[derive(Debug)]
+pub struct JsonCache<V> {
     path: Option<PathBuf>,
-    pub entries: BTreeMap<String, CachedMeta>,
-    dirty: bool,
+    entries: BTreeMap<String, V>,
+    /// Keys this process put since its last save.
+    changed: BTreeSet<String>,
 }
 
-impl MetaCache {
-    /// `$LORACYCLE_CACHE_DIR/pool-meta.json`, else the platform cache folder. A file that does not
-    /// parse is ignored (and replaced on the next save): it is only a cache.
-    pub fn open_default() -> Self {
+impl<V> Default for JsonCache<V> {
+    /// A cache in memory only (never saved).
+    fn default() -> Self {
+        Self {
+            path: None,
+            entries: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + PartialEq> JsonCache<V> {
+    /// `NAME` in loracycle's cache folder.
+    pub fn open_named(name: &str) -> Self {
         match cache_dir() {
-            Some(d) => Self::open(&d.join("pool-meta.json")),
+            Some(d) => Self::open(&d.join(name)),
             None => Self::default(),
         }
     }
 
     pub fn open(path: &Path) -> Self {
-        let entries = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
         Self {
             path: Some(path.to_path_buf()),
-            entries,
-            dirty: false,
+            entries: Self::read(path),
+            changed: BTreeSet::new(),
         }
     }
 
-    pub fn key(source: &str, id: &str, revision: &str) -> String {
-        format!("{source}:{id}@{revision}")
+    fn read(path: &Path) -> BTreeMap<String, V> {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
     }
 
-    pub fn get(&self, key: &str) -> Option<&CachedMeta> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
         self.entries.get(key)
     }
 
-    pub fn put(&mut self, key: String, meta: CachedMeta) {
-        if self.entries.get(&key) != Some(&meta) {
-            self.entries.insert(key, meta);
-            self.dirty = true;
+    pub fn put(&mut self, key: String, value: V) {
+        if self.entries.get(&key) != Some(&value) {
+            self.entries.insert(key.clone(), value);
+            self.changed.insert(key);
         }
     }
 
+    /// Writes the entries put since the last save, merged into what the file holds now.
     pub fn save(&mut self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if !self.dirty {
+        if self.changed.is_empty() {
             return Ok(());
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let text = serde_json::to_string(&self.entries).expect("metadata serialises");
-        write_atomic(path, text.as_bytes())?;
-        self.dirty = false;
-        Ok(())
+        let mut merged = Self::read(path);
+        for k in std::mem::take(&mut self.changed) {
+            if let Some(v) = self.entries.remove(&k) {
+                merged.insert(k, v);
+            }
+        }
+        let text = serde_json::to_string(&merged).expect("cache entries serialise");
+        let written = write_atomic(path, text.as_bytes());
+        self.entries = merged;
+        written
+    }
+}
+
+/// The metadata cache, `pool-meta.json`: weight verdicts, norms and card excerpts per adapter
+/// revision.
+pub type MetaCache = JsonCache<CachedMeta>;
+
+impl MetaCache {
+    /// `pool-meta.json` in the cache folder (`$LORACYCLE_CACHE_DIR`, else the platform's).
+    pub fn open_default() -> Self {
+        Self::open_named("pool-meta.json")
+    }
+
+    pub fn key(source: &str, id: &str, revision: &str) -> String {
+        format!("{source}:{id}@{revision}")
     }
 }
 

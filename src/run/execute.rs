@@ -210,7 +210,7 @@ impl Workbench {
             codec,
             identity,
             pools: HashMap::new(),
-            screen_cache: select::screen::ScreenCache::open_default(),
+            screen_cache: select::screen::open_cache(),
         })
     }
 
@@ -347,6 +347,9 @@ impl Workbench {
                     })
                 }
                 select::screen::ScreenProgress::Scored { done, .. } => on(RunEvent::Advance(done)),
+                select::screen::ScreenProgress::CacheNotSaved(e) => on(RunEvent::Log(format!(
+                    "the screening cache was not saved (scores will be computed again next time): {e}"
+                ))),
             },
         );
         self.screen_cache = cache;

@@ -316,6 +316,23 @@ pub fn run_study(
     let t0 = std::time::Instant::now();
     let cells = cells(opts).map_err(super::RunError::Task)?;
     let store = RunStore::open(runs).map_err(|e| super::RunError::Task(e.to_string()))?;
+    // The plan tells `--collect` which cells this study has.
+    let plan = Plan {
+        preset: "lab-paper".into(),
+        options: opts.clone(),
+        runs_dir: std::path::absolute(runs).unwrap_or_else(|_| runs.to_path_buf()),
+        emitted: now_rfc3339(),
+        cells: cells.iter().map(|(c, _)| c.clone()).collect(),
+        jobs: Vec::new(),
+    };
+    std::fs::create_dir_all(out)
+        .and_then(|()| plan.write(out))
+        .map_err(|e| {
+            super::RunError::Task(format!(
+                "cannot write the study into {}: {e}",
+                out.display()
+            ))
+        })?;
     let total = cells.len();
     let mut rows = Vec::with_capacity(total);
     let mut bench: Option<Workbench> = None;

@@ -6,8 +6,6 @@
 //! interrupted one resumes where it stopped. Both metrics come from the same forward, so one
 //! entry serves exact-match and loss ranking alike.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -31,66 +29,12 @@ pub enum Batching {
     Rows(usize),
 }
 
-#[derive(Debug, Default)]
-pub struct ScreenCache {
-    path: Option<PathBuf>,
-    entries: BTreeMap<String, Score>,
-    dirty: bool,
-}
+/// The screening cache, `screen-cache.json`: both metrics per (adapter revision, task data hash).
+pub type ScreenCache = crate::pool::cache::JsonCache<Score>;
 
-impl ScreenCache {
-    /// `screen-cache.json` in the cache folder; a file that does not parse is started afresh.
-    pub fn open_default() -> Self {
-        match crate::pool::cache::cache_dir() {
-            Some(d) => Self::open(&d.join("screen-cache.json")),
-            None => Self::default(),
-        }
-    }
-
-    pub fn open(path: &Path) -> Self {
-        let entries = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        Self {
-            path: Some(path.to_path_buf()),
-            entries,
-            dirty: false,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn get(&self, key: &str) -> Option<Score> {
-        self.entries.get(key).copied()
-    }
-
-    pub fn put(&mut self, key: String, s: Score) {
-        self.entries.insert(key, s);
-        self.dirty = true;
-    }
-
-    pub fn save(&mut self) -> std::io::Result<()> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        if !self.dirty {
-            return Ok(());
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let text = serde_json::to_string(&self.entries).expect("scores serialise");
-        crate::adapter::write::write_atomic(path, text.as_bytes())?;
-        self.dirty = false;
-        Ok(())
-    }
+/// `screen-cache.json` in the cache folder.
+pub fn open_cache() -> ScreenCache {
+    ScreenCache::open_named("screen-cache.json")
 }
 
 /// An adapter's revision: the Hub commit when it sits in an HF cache snapshot, else its folder
@@ -151,6 +95,8 @@ pub enum ScreenProgress {
         done: usize,
         total: usize,
     },
+    /// The scores could not be written to the screening cache (they are still returned).
+    CacheNotSaved(String),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,7 +113,7 @@ pub fn screen(
     progress: &mut dyn FnMut(ScreenProgress),
 ) -> Result<Vec<Score>> {
     let keys: Vec<String> = adapters.iter().map(|a| key(a, task)).collect();
-    let mut out: Vec<Option<Score>> = keys.iter().map(|k| cache.get(k)).collect();
+    let mut out: Vec<Option<Score>> = keys.iter().map(|k| cache.get(k).copied()).collect();
     let total = adapters.len();
     let cached = out.iter().filter(|s| s.is_some()).count();
     progress(ScreenProgress::Start { total, cached });
@@ -222,7 +168,10 @@ pub fn screen(
                 }
             }
         }
-        cache.save().or(save_error.map_or(Ok(()), Err)).ok();
+        // A cache that cannot be written costs a re-screen next time, not this result.
+        if let Some(e) = cache.save().err().or(save_error) {
+            progress(ScreenProgress::CacheNotSaved(e.to_string()));
+        }
     }
     Ok(out
         .into_iter()
@@ -262,8 +211,36 @@ mod tests {
         c.put("t|a".into(), s);
         c.save().unwrap();
         let c = ScreenCache::open(&p);
-        assert_eq!(c.get("t|a"), Some(s));
+        assert_eq!(c.get("t|a"), Some(&s));
         std::fs::write(&p, "{not json").unwrap();
         assert!(ScreenCache::open(&p).is_empty());
+    }
+
+    #[test]
+    fn processes_sharing_the_cache_keep_each_others_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("screen-cache.json");
+        let s = |x: f64| Score {
+            exact_match: x,
+            loss: x,
+        };
+        // Two processes open the same (empty) cache, score different adapters, save in turn.
+        let mut one = ScreenCache::open(&p);
+        let mut two = ScreenCache::open(&p);
+        one.put("t|a".into(), s(0.1));
+        two.put("t|b".into(), s(0.2));
+        one.save().unwrap();
+        two.save().unwrap();
+        let both = ScreenCache::open(&p);
+        assert_eq!(
+            (both.get("t|a"), both.get("t|b")),
+            (Some(&s(0.1)), Some(&s(0.2)))
+        );
+        // The later saver also sees the other's entries now.
+        assert_eq!(two.get("t|a"), Some(&s(0.1)));
+        // A newer score of the same key wins.
+        one.put("t|b".into(), s(0.3));
+        one.save().unwrap();
+        assert_eq!(ScreenCache::open(&p).get("t|b"), Some(&s(0.3)));
     }
 }
