@@ -340,8 +340,8 @@ impl RunStore {
         })
     }
 
-    /// Every run, oldest first.
-    pub fn list(&self) -> Vec<RunSummary> {
+    /// The names of the store's folders (run ids and anything else kept beside them), sorted.
+    pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(&self.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
@@ -351,6 +351,12 @@ impl RunStore {
             })
             .unwrap_or_default();
         ids.sort();
+        ids
+    }
+
+    /// Every run, oldest first.
+    pub fn list(&self) -> Vec<RunSummary> {
+        let ids = self.ids();
         let mut out: Vec<RunSummary> = ids.iter().filter_map(|id| self.summary(id).ok()).collect();
         out.sort_by(|a, b| a.submitted.cmp(&b.submitted).then(a.id.cmp(&b.id)));
         out

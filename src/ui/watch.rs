@@ -99,16 +99,8 @@ impl Watcher {
 
     /// One look at the store: the runs that are new or changed since the last call.
     pub fn poll(&mut self) -> Vec<RunUpdate> {
-        let ids: Vec<String> = std::fs::read_dir(&self.store.root)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
         let mut summaries = Vec::new();
-        for id in ids {
+        for id in self.store.ids() {
             if self.seen.get(&id).is_some_and(|s| s.done) {
                 continue;
             }
