@@ -199,7 +199,16 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
     let signalled = Arc::new(AtomicBool::new(false));
     {
         let s = signalled.clone();
-        let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
+        let _ = ctrlc::set_handler(move || {
+            s.store(true, Ordering::SeqCst);
+            // The loop sees the flag within a frame and leaves. A loop stuck reading a terminal
+            // that is gone (the SIGHUP of a dropped SSH session: the tty then reads as endless
+            // EOF, which crossterm retries) cannot, so the process ends by itself shortly after;
+            // runs in flight are then reported interrupted with their curves, as after a crash.
+            std::thread::sleep(Duration::from_secs(2));
+            ratatui::restore();
+            std::process::exit(129);
+        });
     }
     let engine = crate::engine::spawn(store.clone());
     let (htx, hrx) = channel();
