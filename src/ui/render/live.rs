@@ -4,9 +4,10 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LineGauge, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragraph};
 
 use super::{block, clock, note, short, state_style};
 use crate::engine::RunState;
@@ -176,6 +177,41 @@ fn axis_labels(b: [f64; 2], digits: usize) -> Vec<Line<'static>> {
     ]
 }
 
+/// One line of a chart, drawn in braille dots.
+fn line_series<'a>(name: String, style: Style, data: &'a [(f64, f64)]) -> Dataset<'a> {
+    Dataset::default()
+        .name(name)
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(style)
+        .data(data)
+}
+
+/// A line chart in `block` with step on x (whole numbers) and values on y (two decimals).
+fn chart<'a>(
+    app: &App,
+    datasets: Vec<Dataset<'a>>,
+    block: Block<'a>,
+    xb: [f64; 2],
+    yb: [f64; 2],
+) -> Chart<'a> {
+    let t = &app.theme;
+    Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds(xb)
+                .labels(axis_labels(xb, 0))
+                .style(t.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds(yb)
+                .labels(axis_labels(yb, 2))
+                .style(t.dim()),
+        )
+}
+
 fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     let t = &app.theme;
     let best = run
@@ -209,34 +245,10 @@ fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     let val = thin(&val, max_points);
     let (xb, yb) = bounds(&[&train, &val]);
     let datasets = vec![
-        Dataset::default()
-            .name("train")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(t.fg(t.train))
-            .data(&train),
-        Dataset::default()
-            .name("val")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(t.fg(t.val))
-            .data(&val),
+        line_series("train".into(), t.fg(t.train), &train),
+        line_series("val".into(), t.fg(t.val), &val),
     ];
-    let chart = Chart::new(datasets)
-        .block(b)
-        .x_axis(
-            Axis::default()
-                .bounds(xb)
-                .labels(axis_labels(xb, 0))
-                .style(t.dim()),
-        )
-        .y_axis(
-            Axis::default()
-                .bounds(yb)
-                .labels(axis_labels(yb, 2))
-                .style(t.dim()),
-        );
-    f.render_widget(chart, area);
+    f.render_widget(chart(app, datasets, b, xb, yb), area);
 }
 
 /// Each column's mean f(c) over the groups, per coefficient snapshot.
@@ -314,29 +326,9 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
         .iter()
         .zip(top)
         .enumerate()
-        .map(|(i, (s, &j))| {
-            Dataset::default()
-                .name(short(&column_name(run, j), 16))
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(t.fg(t.series(i)))
-                .data(s)
-        })
+        .map(|(i, (s, &j))| line_series(short(&column_name(run, j), 16), t.fg(t.series(i)), s))
         .collect();
-    let chart = Chart::new(datasets)
-        .block(b)
-        .x_axis(
-            Axis::default()
-                .bounds(xb)
-                .labels(axis_labels(xb, 0))
-                .style(t.dim()),
-        )
-        .y_axis(
-            Axis::default()
-                .bounds(yb)
-                .labels(axis_labels(yb, 2))
-                .style(t.dim()),
-        )
+    let chart = chart(app, datasets, b, xb, yb)
         .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
     f.render_widget(chart, area);
 }
