@@ -50,6 +50,7 @@ enum Helper {
     },
     Message(String),
     Store(Vec<watch::RunUpdate>),
+    Record(crate::engine::RunId, Box<crate::run::RunRecord>),
 }
 
 /// The lab's held-out tasks (then the rest of its tasks), offered on the New run form.
@@ -293,6 +294,7 @@ fn event_loop(
                 }
                 Helper::Message(line) => app.message = Some(line),
                 Helper::Store(updates) => app.on_watch(updates),
+                Helper::Record(id, record) => app.on_record(&id, *record),
             }
             dirty = true;
         }
@@ -304,6 +306,14 @@ fn event_loop(
                     spawn_export(store.clone(), run.0, out, helper_tx.clone())
                 }
                 Request::Scancel(job) => spawn_scancel(job, helper_tx.clone()),
+                Request::LoadRecord(run) => {
+                    let (store, tx) = (store.clone(), helper_tx.clone());
+                    std::thread::spawn(move || {
+                        if let Ok(Some(r)) = store.read_record(&run.0) {
+                            let _ = tx.send(Helper::Record(run, Box::new(r)));
+                        }
+                    });
+                }
             }
         }
         // The ETA and elapsed times move even without events.

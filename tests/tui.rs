@@ -613,3 +613,33 @@ fn runs_written_by_other_hosts_are_followed() {
     press(&mut app, "q");
     assert!(app.quit);
 }
+
+#[test]
+fn a_finished_run_gets_its_record_from_a_helper() {
+    let (_tmp, store) = fixture_store();
+    let mut app = app();
+    app.open_store(store.clone());
+    let id = RunId("20261129T035014Z-caesar-5-gradient-b7cf".into());
+    app.on_engine(Event::Started {
+        run: id.clone(),
+        label: "caesar-5 / gradient".into(),
+    });
+    app.outbox.clear();
+    app.on_engine(Event::Finished {
+        run: id.clone(),
+        exact_match: 0.79,
+        loss: 0.1169,
+    });
+    // The UI thread does not read the record; it asks for it.
+    assert_eq!(app.outbox, [Request::LoadRecord(id.clone())]);
+    let i = app.runs.iter().position(|r| r.id == id).unwrap();
+    assert!(app.runs[i].record.is_none());
+    let record = store.read_record(&id.0).unwrap().unwrap();
+    app.on_record(&id, record);
+    let r = &app.runs[i];
+    assert_eq!(r.record.as_ref().map(|r| r.examples.len()), Some(40));
+    assert_eq!(
+        r.coefficients.len(),
+        r.record.as_ref().unwrap().coefficient_curve.len()
+    );
+}

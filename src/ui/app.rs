@@ -65,6 +65,9 @@ pub enum Request {
     },
     /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
     Scancel(String),
+    /// Read a finished run's record from the store (off the UI's thread); it comes back
+    /// through [`App::on_record`].
+    LoadRecord(RunId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,6 +555,13 @@ impl App {
         self.runs.get(self.live)
     }
 
+    /// Takes a finished run's record, read for it by a helper thread.
+    pub fn on_record(&mut self, id: &RunId, record: RunRecord) {
+        if let Some(i) = self.index_of(id) {
+            self.runs[i].set_record(record);
+        }
+    }
+
     /// Takes the watcher's news of runs that other processes write; runs of this UI's own engine
     /// keep following its events.
     pub fn on_watch(&mut self, updates: Vec<RunUpdate>) {
@@ -706,10 +716,6 @@ impl App {
                 exact_match, loss, ..
             } => {
                 let i = i.expect("added above");
-                let record = self
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.read_record(&self.runs[i].id.0).ok().flatten());
                 let r = &mut self.runs[i];
                 r.state = RunState::Finished;
                 r.stage = None;
@@ -718,8 +724,8 @@ impl App {
                 r.push_log(format!(
                     "finished: exact match {exact_match:.3}, loss {loss:.4}"
                 ));
-                if let Some(rec) = record {
-                    r.set_record(rec);
+                if self.store.is_some() {
+                    self.outbox.push(Request::LoadRecord(r.id.clone()));
                 }
             }
             Event::Failed { error, .. } => {
