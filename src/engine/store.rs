@@ -295,6 +295,14 @@ impl RunStore {
     }
 
     pub fn summary(&self, id: &str) -> Result<RunSummary, StoreError> {
+        self.summary_and_record(id).map(|(s, _)| s)
+    }
+
+    /// The summary and, for a run that has one, its record — read once for both.
+    pub fn summary_and_record(
+        &self,
+        id: &str,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
         let dir = self.dir_of(id)?;
         let record = self.read_record(id)?;
         let status = Self::read_status(&dir);
@@ -324,7 +332,7 @@ impl RunStore {
             Some(r) => r.curve.len(),
             None => Self::read_curve(&dir).len(),
         };
-        Ok(RunSummary {
+        let summary = RunSummary {
             id: id.into(),
             label,
             state,
@@ -337,7 +345,8 @@ impl RunStore {
             exact_match: record.as_ref().map(|r| r.metrics.exact_match.mean),
             loss: record.as_ref().map(|r| r.metrics.loss.mean),
             error,
-        })
+        };
+        Ok((summary, record))
     }
 
     /// The names of the store's folders (run ids and anything else kept beside them), sorted.

@@ -317,14 +317,11 @@ pub fn run_study(
     let cells = cells(opts).map_err(super::RunError::Task)?;
     let store = RunStore::open(runs).map_err(|e| super::RunError::Task(e.to_string()))?;
     // The plan tells `--collect` which cells this study has.
-    let plan = Plan {
-        preset: "lab-paper".into(),
-        options: opts.clone(),
-        runs_dir: std::path::absolute(runs).unwrap_or_else(|_| runs.to_path_buf()),
-        emitted: now_rfc3339(),
-        cells: cells.iter().map(|(c, _)| c.clone()).collect(),
-        jobs: Vec::new(),
-    };
+    let plan = Plan::new(
+        opts,
+        std::path::absolute(runs).unwrap_or_else(|_| runs.to_path_buf()),
+        &cells,
+    );
     std::fs::create_dir_all(out)
         .and_then(|()| plan.write(out))
         .map_err(|e| {
@@ -427,6 +424,18 @@ pub const PLAN_FILE: &str = "plan.json";
 pub const SCRIPT_FILE: &str = "study.sbatch";
 
 impl Plan {
+    /// The plan of `cells`, written now, with no job submitted yet.
+    pub fn new(opts: &StudyOptions, runs_dir: PathBuf, cells: &[(Cell, RunSpec)]) -> Plan {
+        Plan {
+            preset: "lab-paper".into(),
+            options: opts.clone(),
+            runs_dir,
+            emitted: now_rfc3339(),
+            cells: cells.iter().map(|(c, _)| c.clone()).collect(),
+            jobs: Vec::new(),
+        }
+    }
+
     pub fn read(study: &Path) -> Option<Plan> {
         let text = std::fs::read_to_string(study.join(PLAN_FILE)).ok()?;
         serde_json::from_str(&text).ok()
@@ -494,14 +503,7 @@ pub fn emit_slurm(
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755))
         .map_err(io(&script_path))?;
-    let plan = Plan {
-        preset: "lab-paper".into(),
-        options: opts.clone(),
-        runs_dir: runs,
-        emitted: now_rfc3339(),
-        cells: cells.into_iter().map(|(c, _)| c).collect(),
-        jobs: Vec::new(),
-    };
+    let plan = Plan::new(opts, runs, &cells);
     plan.write(&study).map_err(io(&study.join(PLAN_FILE)))?;
     Ok(Emitted {
         plan,
@@ -544,19 +546,17 @@ fn attempts(runs: &Path) -> std::io::Result<Vec<Attempt>> {
     let store = RunStore {
         root: runs.to_path_buf(),
     };
+    // A runs folder that is not there is an error, not an empty study.
+    std::fs::read_dir(runs)?;
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(runs)?.filter_map(|e| e.ok()) {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        let Ok(summary) = store.summary(&id) else {
+    for id in store.ids() {
+        let Ok((summary, record)) = store.summary_and_record(&id) else {
             continue;
         };
         let Some((task, arm, seed)) = Cell::parse(&summary.label) else {
             continue;
         };
-        let record = match summary.state {
-            RunState::Finished => store.read_record(&id).ok().flatten(),
-            _ => None,
-        };
+        let record = record.filter(|_| summary.state == RunState::Finished);
         out.push(Attempt {
             id,
             task,

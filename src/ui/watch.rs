@@ -104,13 +104,14 @@ impl Watcher {
             if self.seen.get(&id).is_some_and(|s| s.done) {
                 continue;
             }
-            if let Ok(s) = self.store.summary(&id) {
+            if let Ok(s) = self.store.summary_and_record(&id) {
                 summaries.push(s);
             }
         }
-        self.refresh_slurm(&summaries);
+        let runs: Vec<RunSummary> = summaries.iter().map(|(s, _)| s.clone()).collect();
+        self.refresh_slurm(&runs);
         let mut out = Vec::new();
-        for mut summary in summaries {
+        for (mut summary, record) in summaries {
             let seen = self.seen.entry(summary.id.clone()).or_default();
             let slurm_state = summary
                 .slurm
@@ -135,15 +136,8 @@ impl Watcher {
             };
             let finished_now = summary.state == RunState::Finished
                 && seen.sent.as_ref().is_some_and(|s| s.state.is_live());
-            let record = if finished_now {
-                self.store
-                    .read_record(&summary.id)
-                    .ok()
-                    .flatten()
-                    .map(Box::new)
-            } else {
-                None
-            };
+            // The record was read with the summary; it travels once, when the run finishes.
+            let record = record.filter(|_| finished_now).map(Box::new);
             let changed = seen.sent.as_ref() != Some(&summary)
                 || seen.slurm_sent != slurm_state
                 || !points.is_empty();
