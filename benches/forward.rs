@@ -41,6 +41,8 @@ fn random_branches(cfg: &LlamaConfig, adapters: usize, rank: usize, dev: &Device
 }
 
 fn main() {
+    // SAFETY: first thing in main; no other thread has started.
+    unsafe { loracycle::process::prepare() };
     let iters = iters_arg(10);
     let dev = Device::Cpu;
     let cfg = config();

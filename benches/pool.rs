@@ -91,6 +91,8 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    // SAFETY: first thing in main; no other thread has started.
+    unsafe { loracycle::process::prepare() };
     let iters = iters_arg(10);
     let args: Vec<String> = std::env::args().collect();
     let snapshot = args

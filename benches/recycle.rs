@@ -9,7 +9,7 @@
 //!
 //! With `--lab`, the same on the shipped lab (its base, 30 / 20 pool adapters, caesar-5 examples).
 //!
-//! cargo bench --bench recycle -- [--iters N] [--lab]
+//! cargo bench --bench recycle -- [--iters N] [--lab] [--only recipe|lorahub] [--examples 5,80]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use loracycle::adapter::{Adapter, AdapterConfig, LoraPair};
 use loracycle::eval::token_nll;
 use loracycle::model::branch::Branch;
 use loracycle::model::template::EncodedExample;
-use loracycle::model::{Branches, LlamaConfig, Module};
+use loracycle::model::{Branches, Llama, LlamaConfig, Module};
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity};
 use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
@@ -72,11 +72,94 @@ fn examples(n: usize, len: usize, answer: usize, salt: usize) -> Vec<EncodedExam
         .collect()
 }
 
+/// One step of the gradient recipe (per-module coefficients, leaky-ReLU, all at 0.01) over
+/// `adapters`, with ΔW formed per step and with side branches: (case, median ms, min ms).
+fn recipe_steps(
+    model: &Llama,
+    adapters: &[&Adapter],
+    pad: u32,
+    batch: &[EncodedExample],
+    iters: usize,
+) -> Vec<(&'static str, f64, f64)> {
+    let dev = Device::Cpu;
+    let cfg = model.config();
+    let cb = CoefficientBranches::new(
+        adapters,
+        cfg.num_hidden_layers,
+        Granularity::Module,
+        Activation::LeakyRelu,
+        DType::F32,
+        &dev,
+    )
+    .unwrap();
+    let c = Var::from_tensor(
+        &Tensor::full(0.01f32, (cb.layout.groups, cb.layout.columns), &dev).unwrap(),
+    )
+    .unwrap();
+    [
+        (true, "recipe step, k=30 (dense dW path)"),
+        (false, "recipe step, k=30 (branch path)"),
+    ]
+    .into_iter()
+    .map(|(dense, name)| {
+        let mut m = model.clone();
+        m.set_differentiable(true);
+        m.set_dense_delta_grad(dense);
+        let (ms, min) = time_ms(iters, || {
+            let br = cb.branches(c.as_tensor()).unwrap();
+            let (nll, _) = token_nll(&m, pad, batch, Some(&br)).unwrap();
+            nll.mean_all().unwrap().backward().unwrap();
+        });
+        (name, ms, min)
+    })
+    .collect()
+}
+
+/// A LoraHub generation of 16 fixed candidates over `adapters` scored one candidate at a time,
+/// in stacked-branch batches and in grouped-ΔW batches of `rows` rows: (case, median, min ms).
+fn lorahub_generation(
+    model: &Llama,
+    adapters: &[&Adapter],
+    pad: u32,
+    examples: &[EncodedExample],
+    rows: usize,
+    iters: usize,
+) -> Vec<(&'static str, f64, f64)> {
+    let k = adapters.len();
+    let stacked = StackedPool::new(adapters, model.config(), DType::F32, &Device::Cpu).unwrap();
+    let candidates: Vec<Vec<f64>> = (0..16)
+        .map(|p| {
+            (0..k)
+                .map(|i| (((p * k + i) % 7) as f64 - 3.0) / 4.0)
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for name in [
+        "sequential",
+        "batched, stacked branch",
+        "batched, grouped dW",
+    ] {
+        let (ms, min) = time_ms(iters, || {
+            match name {
+                "sequential" => score_sequential(model, pad, &stacked, examples, &candidates),
+                "batched, stacked branch" => {
+                    score_batched(model, pad, &stacked, examples, &candidates, rows)
+                }
+                _ => score_grouped(model, pad, &stacked, examples, &candidates, rows),
+            }
+            .unwrap();
+        });
+        out.push((name, ms, min));
+    }
+    out
+}
+
 /// The same measurements on the shipped lab: its base model, its pool adapters and a held-out
 /// task's examples (prompts and answers through the lab template).
 fn lab(iters: usize) {
     use loracycle::eval::read_jsonl;
-    use loracycle::model::{Llama, TextCodec};
+    use loracycle::model::TextCodec;
     let dev = Device::Cpu;
     let dir = loracycle::pool::lab_dir();
     let base = dir.join("base");
@@ -100,88 +183,74 @@ fn lab(iters: usize) {
         .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
         .collect();
     println!("recycle (lab): hidden 128, 4 layers, caesar-5 examples, {iters} iters");
-    let batch = &enc[..8];
-    // Base fwd+bwd with every weight a variable: a copy of the model whose weights are Vars.
-    let mut tensors = std::collections::HashMap::new();
-    for (name, t) in candle_core::safetensors::load(base.join("model.safetensors"), &dev).unwrap() {
-        tensors.insert(name, Var::from_tensor(&t).unwrap().as_tensor().clone());
-    }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
-    let mut grad_base = Llama::from_var_builder(cfg.clone(), vb, DType::F32, &dev).unwrap();
-    grad_base.set_differentiable(true);
-    let (base_ms, min) = time_ms(iters, || {
-        let (nll, _) = token_nll(&grad_base, pad, batch, None).unwrap();
-        nll.mean_all().unwrap().backward().unwrap();
-    });
-    println!(
-        "  base fwd+bwd (all weight gradients)          median {base_ms:8.2} ms (min {min:8.2})"
-    );
     let refs: Vec<&Adapter> = pool.iter().collect();
-    let cb = CoefficientBranches::new(
-        &refs,
-        cfg.num_hidden_layers,
-        Granularity::Module,
-        Activation::LeakyRelu,
-        DType::F32,
-        &dev,
-    )
-    .unwrap();
-    let c = Var::from_tensor(
-        &Tensor::full(0.01f32, (cb.layout.groups, cb.layout.columns), &dev).unwrap(),
-    )
-    .unwrap();
-    for (dense, name) in [
-        (true, "recipe step, k=30 (dense dW path)"),
-        (false, "recipe step, k=30 (branch path)"),
-    ] {
-        let mut m = model.clone();
-        m.set_differentiable(true);
-        m.set_dense_delta_grad(dense);
-        let (ms, min) = time_ms(iters, || {
-            let br = cb.branches(c.as_tensor()).unwrap();
-            let (nll, _) = token_nll(&m, pad, batch, Some(&br)).unwrap();
+    if wanted("recipe") {
+        let batch = &enc[..8];
+        // Base fwd+bwd with every weight a variable: a copy of the model whose weights are Vars.
+        let mut tensors = std::collections::HashMap::new();
+        for (name, t) in
+            candle_core::safetensors::load(base.join("model.safetensors"), &dev).unwrap()
+        {
+            tensors.insert(name, Var::from_tensor(&t).unwrap().as_tensor().clone());
+        }
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let mut grad_base = Llama::from_var_builder(cfg.clone(), vb, DType::F32, &dev).unwrap();
+        grad_base.set_differentiable(true);
+        let (base_ms, min) = time_ms(iters, || {
+            let (nll, _) = token_nll(&grad_base, pad, batch, None).unwrap();
             nll.mean_all().unwrap().backward().unwrap();
         });
         println!(
-            "  {name:<44} median {ms:8.2} ms (min {min:8.2})  {:5.2}x base",
-            ms / base_ms
+            "  base fwd+bwd (all weight gradients)          median {base_ms:8.2} ms (min {min:8.2})"
         );
+        for (name, ms, min) in recipe_steps(&model, &refs, pad, batch, iters) {
+            println!(
+                "  {name:<44} median {ms:8.2} ms (min {min:8.2})  {:5.2}x base",
+                ms / base_ms
+            );
+        }
     }
-    let hub_refs: Vec<&Adapter> = refs[..20].to_vec();
-    let stacked = StackedPool::new(&hub_refs, &cfg, DType::F32, &dev).unwrap();
-    let candidates: Vec<Vec<f64>> = (0..16)
-        .map(|p| {
-            (0..20)
-                .map(|i| (((p * 20 + i) % 7) as f64 - 3.0) / 4.0)
-                .collect()
-        })
-        .collect();
-    for n in [5, 80] {
-        let ex = &enc[..n];
-        let (seq_ms, min) = time_ms(iters, || {
-            score_sequential(&model, pad, &stacked, ex, &candidates).unwrap();
-        });
-        println!(
-            "  LoraHub generation, {n:>2} examples, sequential  median {seq_ms:8.2} ms (min {min:8.2})"
-        );
-        let (ms, min) = time_ms(iters, || {
-            score_batched(&model, pad, &stacked, ex, &candidates, 2048).unwrap();
-        });
-        println!(
-            "  LoraHub generation, {n:>2} examples, batched     median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
-            seq_ms / ms
-        );
-        let (ms, min) = time_ms(iters, || {
-            score_grouped(&model, pad, &stacked, ex, &candidates, 2048).unwrap();
-        });
-        println!(
-            "  LoraHub generation, {n:>2} examples, grouped     median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
-            seq_ms / ms
-        );
+    if wanted("lorahub") {
+        for n in example_counts() {
+            let cases = lorahub_generation(&model, &refs[..20], pad, &enc[..n], 2048, iters);
+            let seq_ms = cases[0].1;
+            for (name, ms, min) in cases {
+                println!(
+                    "  LoraHub generation, {n:>2} examples, {name:<24} median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
+                    seq_ms / ms
+                );
+            }
+        }
+    }
+}
+
+fn wanted(part: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args.get(i + 1).is_some_and(|v| v == part),
+        None => true,
+    }
+}
+
+/// `--examples 5,80`: the LoraHub example counts to measure.
+fn example_counts() -> Vec<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--examples") {
+        Some(i) => args
+            .get(i + 1)
+            .map(|v| {
+                v.split(',')
+                    .map(|n| n.parse().expect("--examples: numbers"))
+                    .collect()
+            })
+            .expect("--examples needs a list"),
+        None => vec![5, 80],
     }
 }
 
 fn main() {
+    // SAFETY: first thing in main; no other thread has started.
+    unsafe { loracycle::process::prepare() };
     let iters = iters_arg(10);
     if std::env::args().any(|a| a == "--lab") {
         lab(iters);
@@ -201,114 +270,77 @@ fn main() {
         let vs = base
             .map(|(b, n)| format!("  {:5.2}x {n}", ms / b))
             .unwrap_or_default();
-        println!("  {name:<44} median {ms:8.1} ms (min {min:8.1}){vs}");
+        println!("  {name:<56} median {ms:8.1} ms (min {min:8.1}){vs}");
         println!(
             "{}",
             serde_json::json!({"case": name, "median_ms": ms, "min_ms": min})
         );
     };
 
-    // Forward + backward of the base model alone, every weight a variable.
-    let (base_ms, min) = time_ms(iters, || {
-        let (nll, _) = token_nll(&grad_base, 0, &batch, None).unwrap();
-        nll.mean_all().unwrap().backward().unwrap();
-    });
-    report("base fwd+bwd (all weight gradients)", base_ms, min, None);
-
-    // Forward + backward with gradients only for one rank-16 LoRA (no weight gradients).
-    let mut grad_model = model.clone();
-    grad_model.set_differentiable(true);
-    let lora = random_adapter(&cfg, 16, 999);
-    let mut vars = Vec::new();
-    let mut lora_br = Branches::empty(cfg.num_hidden_layers);
-    for (&(l, m), p) in &lora.pairs {
-        let a = Var::from_tensor(&p.a).unwrap();
-        let b = Var::from_tensor(&p.b).unwrap();
-        lora_br.set(
-            l,
-            m,
-            Some(Branch {
-                a: a.as_tensor().clone(),
-                b: b.as_tensor().clone(),
-                gate: Tensor::full(2f32, 16, &dev).unwrap(),
-            }),
-        );
-        vars.push((a, b));
-    }
-    let (lora_ms, min) = time_ms(iters, || {
-        let (nll, _) = token_nll(&grad_model, 0, &batch, Some(&lora_br)).unwrap();
-        nll.mean_all().unwrap().backward().unwrap();
-    });
-    report(
-        "base fwd+bwd (one r16 LoRA's gradients)",
-        lora_ms,
-        min,
-        Some((base_ms, "base")),
-    );
-
-    // One step of the gradient recipe with k = 30.
-    let pool: Vec<Adapter> = (0..30).map(|i| random_adapter(&cfg, 16, i)).collect();
-    let refs: Vec<&Adapter> = pool.iter().collect();
-    let cb = CoefficientBranches::new(
-        &refs,
-        cfg.num_hidden_layers,
-        Granularity::Module,
-        Activation::LeakyRelu,
-        DType::F32,
-        &dev,
-    )
-    .unwrap();
-    let c = Var::from_tensor(
-        &Tensor::full(0.01f32, (cb.layout.groups, cb.layout.columns), &dev).unwrap(),
-    )
-    .unwrap();
-    for (dense, name) in [
-        (true, "recipe step, k=30 r16 (dense dW path)"),
-        (false, "recipe step, k=30 r16 (branch path)"),
-    ] {
-        let mut m = model.clone();
-        m.set_differentiable(true);
-        m.set_dense_delta_grad(dense);
-        let (ms, min) = time_ms(iters, || {
-            let br = cb.branches(c.as_tensor()).unwrap();
-            let (nll, _) = token_nll(&m, 0, &batch, Some(&br)).unwrap();
+    if wanted("recipe") {
+        // Forward + backward of the base model alone, every weight a variable.
+        let (base_ms, min) = time_ms(iters, || {
+            let (nll, _) = token_nll(&grad_base, 0, &batch, None).unwrap();
             nll.mean_all().unwrap().backward().unwrap();
         });
-        report(name, ms, min, Some((base_ms, "base")));
+        report("base fwd+bwd (all weight gradients)", base_ms, min, None);
+
+        // Forward + backward with gradients only for one rank-16 LoRA (no weight gradients).
+        let mut grad_model = model.clone();
+        grad_model.set_differentiable(true);
+        let lora = random_adapter(&cfg, 16, 999);
+        let mut vars = Vec::new();
+        let mut lora_br = Branches::empty(cfg.num_hidden_layers);
+        for (&(l, m), p) in &lora.pairs {
+            let a = Var::from_tensor(&p.a).unwrap();
+            let b = Var::from_tensor(&p.b).unwrap();
+            lora_br.set(
+                l,
+                m,
+                Some(Branch {
+                    a: a.as_tensor().clone(),
+                    b: b.as_tensor().clone(),
+                    gate: Tensor::full(2f32, 16, &dev).unwrap(),
+                }),
+            );
+            vars.push((a, b));
+        }
+        let (lora_ms, min) = time_ms(iters, || {
+            let (nll, _) = token_nll(&grad_model, 0, &batch, Some(&lora_br)).unwrap();
+            nll.mean_all().unwrap().backward().unwrap();
+        });
+        report(
+            "base fwd+bwd (one r16 LoRA's gradients)",
+            lora_ms,
+            min,
+            Some((base_ms, "base")),
+        );
+
+        // One step of the gradient recipe with k = 30.
+        let pool: Vec<Adapter> = (0..30).map(|i| random_adapter(&cfg, 16, i)).collect();
+        let refs: Vec<&Adapter> = pool.iter().collect();
+        for (name, ms, min) in recipe_steps(&model, &refs, 0, &batch, iters) {
+            report(name, ms, min, Some((base_ms, "base")));
+        }
     }
 
-    // A LoraHub generation: 16 candidates over 20 adapters.
-    let hub: Vec<Adapter> = (0..20).map(|i| random_adapter(&cfg, 16, 100 + i)).collect();
-    let hub_refs: Vec<&Adapter> = hub.iter().collect();
-    let stacked = StackedPool::new(&hub_refs, &cfg, DType::F32, &dev).unwrap();
-    let candidates: Vec<Vec<f64>> = (0..16)
-        .map(|p| {
-            (0..20)
-                .map(|i| (((p * 20 + i) % 7) as f64 - 3.0) / 4.0)
-                .collect()
-        })
-        .collect();
-    for n in [5, 80] {
-        let ex = examples(n, 32, 8, 1);
-        let (seq_ms, min) = time_ms(iters, || {
-            score_sequential(&model, 0, &stacked, &ex, &candidates).unwrap();
-        });
-        report(
-            &format!("LoraHub generation, {n} examples, sequential"),
-            seq_ms,
-            min,
-            None,
-        );
-        let (ms, min) = time_ms(iters, || {
-            score_batched(&model, 0, &stacked, &ex, &candidates, 512).unwrap();
-        });
-        let speedup = seq_ms / ms;
-        report(
-            &format!("LoraHub generation, {n} examples, batched"),
-            ms,
-            min,
-            None,
-        );
-        println!("    batched is {speedup:.2}x faster than sequential");
+    if wanted("lorahub") {
+        // A LoraHub generation: 16 candidates over 20 adapters.
+        let hub: Vec<Adapter> = (0..20).map(|i| random_adapter(&cfg, 16, 100 + i)).collect();
+        let hub_refs: Vec<&Adapter> = hub.iter().collect();
+        for n in example_counts() {
+            let ex = examples(n, 32, 8, 1);
+            let cases = lorahub_generation(&model, &hub_refs, 0, &ex, 512, iters);
+            let seq_ms = cases[0].1;
+            for (name, ms, min) in cases {
+                let vs = (name != "sequential").then_some((seq_ms, "sequential time"));
+                report(
+                    &format!("LoraHub generation, {n} examples, {name}"),
+                    ms,
+                    min,
+                    vs,
+                );
+            }
+        }
     }
 }

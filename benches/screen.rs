@@ -15,6 +15,9 @@ use loracycle::model::{Llama, Template, TextCodec};
 use loracycle::pool::lab_dir;
 use loracycle::select::{Score, score_adapters, screen_adapters};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)
@@ -28,6 +31,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // SAFETY: first thing in main; no other thread has started.
+    unsafe { loracycle::process::prepare() };
     let args: Vec<String> = std::env::args().collect();
     let task = arg(&args, "--task").unwrap_or("caesar-5");
     let iters: usize = arg(&args, "--iters")

@@ -5,6 +5,7 @@ pub mod lab;
 pub mod merge;
 pub mod model;
 pub mod pool;
+pub mod process;
 pub mod run;
 pub mod select;
 pub mod slurm;

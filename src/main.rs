@@ -371,6 +371,8 @@ enum LabCommand {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main; no other thread has started.
+    unsafe { loracycle::process::prepare() };
     let cli = Cli::parse();
     let result = match cli.command {
         None => {

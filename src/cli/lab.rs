@@ -20,11 +20,11 @@ pub fn lab_build(
     let device = device.open()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = jobs.unwrap_or(if device.is_cpu() { cores } else { 1 });
-    if jobs > 1 && device.is_cpu() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+    if jobs > 1 && device.is_cpu() && !loracycle::process::threads_set_by_user() {
         // One thread per job: the lab's matrices are too small for candle to gain from splitting
         // an op over cores, and the spinning workers would steal time from the other jobs.
         // SAFETY: no other thread has started yet.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+        unsafe { loracycle::process::set_threads(1) };
     }
     let watch = Stopwatch::start();
     let style = indicatif::ProgressStyle::with_template(
