@@ -125,14 +125,11 @@ fn spawn_download(opts: &UiOptions, id: String, tx: Sender<Helper>) {
                     offline: true,
                     jobs: 1,
                 };
-                let entry =
-                    list_entries(&PoolSource::Cache, &list_opts, &mut meta, &mut |_, _, _| {})
-                        .ok()
-                        .and_then(|v| v.into_iter().find(|e| e.id == id))
-                        .map(|mut e| {
-                            e.source = "hub".into();
-                            e
-                        });
+                let entry = crate::pool::entry::cached_entry(&hub.home, &id, &list_opts, &mut meta)
+                    .map(|mut e| {
+                        e.source = "hub".into();
+                        e
+                    });
                 let _ = meta.save();
                 (line, entry)
             }

@@ -749,4 +749,27 @@ fn pull_downloads_into_the_hf_cache_and_refuses_bad_adapters() {
     let good_entry = entries.iter().find(|e| e["id"] == "good/qv").unwrap();
     assert_eq!(good_entry["status"], json!({"state": "usable"}));
     assert!(good_entry["norm"].as_f64().unwrap() > 0.0);
+
+    // The UI refreshes one entry after a download from the cache alone: the same entry.
+    let base_cfg = loracycle::model::weights::read_config(
+        &e.hf_home
+            .join("hub/models--loracycle-fixtures--tiny-llama/snapshots/0000"),
+    )
+    .unwrap();
+    let home = loracycle::pool::cache::HfHome {
+        root: e.hf_home.clone(),
+    };
+    let opts = loracycle::pool::entry::ListOptions {
+        base: Some(TINY_BASE),
+        base_config: Some(&base_cfg),
+        endpoint: None,
+        offline: true,
+        jobs: 1,
+    };
+    let mut meta = loracycle::pool::cache::MetaCache::open(&e.meta.join("in-process.json"));
+    let one = loracycle::pool::entry::cached_entry(&home, "good/qv", &opts, &mut meta).unwrap();
+    assert_eq!(&serde_json::to_value(&one).unwrap(), good_entry);
+    assert!(
+        loracycle::pool::entry::cached_entry(&home, "nobody/nothing", &opts, &mut meta).is_none()
+    );
 }

@@ -65,40 +65,41 @@ pub struct CachedRepo {
 
 /// Every cached model repo whose main snapshot holds an `adapter_config.json`.
 pub fn scan_adapters(home: &HfHome) -> Vec<CachedRepo> {
-    let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(home.hub()) else {
-        return out;
+        return Vec::new();
     };
-    for entry in rd.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("models--") else {
-            continue;
-        };
-        let Some((org, repo)) = rest.split_once("--") else {
-            continue;
-        };
-        let id = format!("{org}/{repo}");
-        if !super::hub::valid_repo_id(&id) {
-            continue;
-        }
-        let Ok(rev) = std::fs::read_to_string(entry.path().join("refs").join("main")) else {
-            continue;
-        };
-        let rev = rev.trim().to_string();
-        if !super::is_plain_name(&rev) {
-            continue;
-        }
-        let dir = entry.path().join("snapshots").join(&rev);
-        if dir.join("adapter_config.json").is_file() {
-            out.push(CachedRepo {
-                id,
-                revision: rev,
-                dir,
-            });
-        }
-    }
+    let mut out: Vec<CachedRepo> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let (org, repo) = name.strip_prefix("models--")?.split_once("--")?;
+            cached_adapter(home, &format!("{org}/{repo}"))
+        })
+        .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
+}
+
+/// One cached repo, if its id is valid, `refs/main` names a commit and that snapshot holds an
+/// `adapter_config.json`.
+pub fn cached_adapter(home: &HfHome, id: &str) -> Option<CachedRepo> {
+    if !super::hub::valid_repo_id(id) {
+        return None;
+    }
+    let folder = home.hub().join(repo_folder(id));
+    let rev = std::fs::read_to_string(folder.join("refs").join("main")).ok()?;
+    let rev = rev.trim().to_string();
+    if !super::is_plain_name(&rev) {
+        return None;
+    }
+    let dir = folder.join("snapshots").join(&rev);
+    dir.join("adapter_config.json")
+        .is_file()
+        .then(|| CachedRepo {
+            id: id.to_string(),
+            revision: rev,
+            dir,
+        })
 }
 
 /// loracycle's cache folder: `$LORACYCLE_CACHE_DIR`, else the platform cache folder
@@ -284,5 +285,41 @@ mod tests {
             home.snapshot("org/name", "evil"),
             repo.join("snapshots/evil")
         );
+    }
+
+    #[test]
+    fn cached_adapters_need_a_plain_main_ref_and_a_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = HfHome {
+            root: tmp.path().to_path_buf(),
+        };
+        let repo = |id: &str, rev: &str, config: bool| {
+            let dir = tmp.path().join("hub").join(repo_folder(id));
+            std::fs::create_dir_all(dir.join("refs")).unwrap();
+            std::fs::write(dir.join("refs/main"), format!("{rev}\n")).unwrap();
+            let snap = dir.join("snapshots").join(rev);
+            std::fs::create_dir_all(&snap).unwrap();
+            if config {
+                std::fs::write(snap.join("adapter_config.json"), "{}").unwrap();
+            }
+            snap
+        };
+        let good = repo("org/good", "abc123", true);
+        repo("org/model", "def456", false);
+        repo("org/escape", "..", true);
+        let found = cached_adapter(&home, "org/good").unwrap();
+        assert_eq!(
+            found,
+            CachedRepo {
+                id: "org/good".into(),
+                revision: "abc123".into(),
+                dir: good,
+            }
+        );
+        assert_eq!(cached_adapter(&home, "org/model"), None);
+        assert_eq!(cached_adapter(&home, "org/escape"), None);
+        assert_eq!(cached_adapter(&home, "org/absent"), None);
+        assert_eq!(cached_adapter(&home, "../hub"), None);
+        assert_eq!(scan_adapters(&home), vec![found]);
     }
 }

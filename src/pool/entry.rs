@@ -336,6 +336,25 @@ pub fn list_entries(
     }
 }
 
+/// One downloaded repo's entry, read from the HF cache as the cache source lists it (after a
+/// download, to refresh that entry alone); `None` when the cache holds no adapter for `id`.
+pub fn cached_entry(
+    home: &HfHome,
+    id: &str,
+    opts: &ListOptions<'_>,
+    meta: &mut MetaCache,
+) -> Option<PoolEntry> {
+    let r = super::cache::cached_adapter(home, id)?;
+    Some(local_entry(
+        r.id,
+        "cache",
+        Some(r.revision),
+        &r.dir,
+        opts,
+        meta,
+    ))
+}
+
 /// A repo's config text (or why there is none) and its model card.
 type Fetched = (Result<String, String>, Option<String>);
 
