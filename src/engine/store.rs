@@ -267,6 +267,14 @@ impl RunStore {
             .unwrap_or_default()
     }
 
+    /// The number of whole lines in the curve (one per step), counted without parsing them: the
+    /// watcher asks for it every second for every live run, whose curve may be long.
+    pub fn curve_steps(dir: &Path) -> usize {
+        std::fs::read(dir.join("curves.jsonl"))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    }
+
     pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let path = self.dir_of(id)?.join("record.json");
         match std::fs::read_to_string(&path) {
@@ -330,7 +338,7 @@ impl RunStore {
         });
         let steps = match &record {
             Some(r) => r.curve.len(),
-            None => Self::read_curve(&dir).len(),
+            None => Self::curve_steps(&dir),
         };
         let summary = RunSummary {
             id: id.into(),
@@ -630,5 +638,18 @@ mod tests {
             (s.state, s.stage, s.error),
             (RunState::Failed, None, Some("boom".into()))
         );
+    }
+
+    #[test]
+    fn curve_steps_counts_whole_lines_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(RunStore::curve_steps(tmp.path()), 0);
+        std::fs::write(
+            tmp.path().join("curves.jsonl"),
+            "{\"step\":1,\"train_loss\":2.0}\n{\"step\":2,\"train_loss\":1.5}\n{\"step\":3,\"tr",
+        )
+        .unwrap();
+        assert_eq!(RunStore::curve_steps(tmp.path()), 2);
+        assert_eq!(RunStore::read_curve(tmp.path()).len(), 2);
     }
 }
