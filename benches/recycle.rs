@@ -10,6 +10,7 @@
 //! With `--lab`, the same on the shipped lab (its base, 30 / 20 pool adapters, caesar-5 examples).
 //!
 //! cargo bench --bench recycle -- [--iters N] [--lab] [--only recipe|lorahub] [--examples 5,80]
+//!     [--case sequential|stacked|grouped]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -140,6 +141,9 @@ fn lorahub_generation(
         "batched, stacked branch",
         "batched, grouped dW",
     ] {
+        if !case_wanted(name) {
+            continue;
+        }
         let (ms, min) = time_ms(iters, || {
             match name {
                 "sequential" => score_sequential(model, pad, &stacked, examples, &candidates),
@@ -213,7 +217,7 @@ fn lab(iters: usize) {
     if wanted("lorahub") {
         for n in example_counts() {
             let cases = lorahub_generation(&model, &refs[..20], pad, &enc[..n], 2048, iters);
-            let seq_ms = cases[0].1;
+            let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
                 println!(
                     "  LoraHub generation, {n:>2} examples, {name:<24} median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
@@ -230,6 +234,23 @@ fn wanted(part: &str) -> bool {
         Some(i) => args.get(i + 1).is_some_and(|v| v == part),
         None => true,
     }
+}
+
+/// `--case WORD`: only the LoraHub cases whose name contains WORD (sequential, stacked, grouped).
+fn case_wanted(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--case") {
+        Some(i) => args.get(i + 1).is_some_and(|w| name.contains(w.as_str())),
+        None => true,
+    }
+}
+
+/// The sequential case's median among `cases` (NaN when it was not run).
+fn sequential_ms(cases: &[(&str, f64, f64)]) -> f64 {
+    cases
+        .iter()
+        .find(|c| c.0 == "sequential")
+        .map_or(f64::NAN, |c| c.1)
 }
 
 /// `--examples 5,80`: the LoraHub example counts to measure.
@@ -331,7 +352,7 @@ fn main() {
         for n in example_counts() {
             let ex = examples(n, 32, 8, 1);
             let cases = lorahub_generation(&model, &hub_refs, 0, &ex, 512, iters);
-            let seq_ms = cases[0].1;
+            let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
                 let vs = (name != "sequential").then_some((seq_ms, "sequential time"));
                 report(
