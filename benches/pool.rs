@@ -20,7 +20,7 @@ use loracycle::pool::entry::{ListOptions, SortKey, list_entries, sort};
 
 #[path = "support/random.rs"]
 mod random;
-use random::{iters_arg, time_ms};
+use random::{flag, iters_arg, time_ms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,13 +94,8 @@ fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
     let iters = iters_arg(10);
-    let args: Vec<String> = std::env::args().collect();
-    let snapshot = args
-        .iter()
-        .position(|a| a == "--snapshot")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str);
-    let (cfgs, origin) = configs(snapshot);
+    let snapshot = flag("--snapshot");
+    let (cfgs, origin) = configs(snapshot.as_deref());
     let tmp = tempfile::tempdir().unwrap();
     let hub_dir = tmp.path().join("hf/hub");
     for (i, (id, c)) in cfgs.iter().enumerate() {

@@ -27,7 +27,7 @@ use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_
 
 #[path = "support/random.rs"]
 mod random;
-use random::{config, iters_arg, random_model, time_ms};
+use random::{config, flag, iters_arg, random_model, time_ms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -219,9 +219,11 @@ fn lab(iters: usize) {
             let cases = lorahub_generation(&model, &refs[..20], pad, &enc[..n], 2048, iters);
             let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
+                let vs = seq_ms
+                    .map(|s| format!("  {:5.2}x faster", s / ms))
+                    .unwrap_or_default();
                 println!(
-                    "  LoraHub generation, {n:>2} examples, {name:<24} median {ms:8.2} ms (min {min:8.2})  {:5.2}x faster",
-                    seq_ms / ms
+                    "  LoraHub generation, {n:>2} examples, {name:<24} median {ms:8.2} ms (min {min:8.2}){vs}"
                 );
             }
         }
@@ -229,42 +231,27 @@ fn lab(iters: usize) {
 }
 
 fn wanted(part: &str) -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--only") {
-        Some(i) => args.get(i + 1).is_some_and(|v| v == part),
-        None => true,
-    }
+    std::env::args().all(|a| a != "--only") || flag("--only").is_some_and(|v| v == part)
 }
 
 /// `--case WORD`: only the LoraHub cases whose name contains WORD (sequential, stacked, grouped).
 fn case_wanted(name: &str) -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--case") {
-        Some(i) => args.get(i + 1).is_some_and(|w| name.contains(w.as_str())),
-        None => true,
-    }
+    std::env::args().all(|a| a != "--case") || flag("--case").is_some_and(|w| name.contains(&w))
 }
 
-/// The sequential case's median among `cases` (NaN when it was not run).
-fn sequential_ms(cases: &[(&str, f64, f64)]) -> f64 {
-    cases
-        .iter()
-        .find(|c| c.0 == "sequential")
-        .map_or(f64::NAN, |c| c.1)
+/// The sequential case's median among `cases`, when it was run.
+fn sequential_ms(cases: &[(&str, f64, f64)]) -> Option<f64> {
+    cases.iter().find(|c| c.0 == "sequential").map(|c| c.1)
 }
 
 /// `--examples 5,80`: the LoraHub example counts to measure.
 fn example_counts() -> Vec<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--examples") {
-        Some(i) => args
-            .get(i + 1)
-            .map(|v| {
-                v.split(',')
-                    .map(|n| n.parse().expect("--examples: numbers"))
-                    .collect()
-            })
-            .expect("--examples needs a list"),
+    match flag("--examples") {
+        Some(v) => v
+            .split(',')
+            .map(|n| n.parse().expect("--examples: numbers"))
+            .collect(),
+        None if std::env::args().any(|a| a == "--examples") => panic!("--examples needs a list"),
         None => vec![5, 80],
     }
 }
@@ -354,7 +341,9 @@ fn main() {
             let cases = lorahub_generation(&model, &hub_refs, 0, &ex, 512, iters);
             let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
-                let vs = (name != "sequential").then_some((seq_ms, "sequential time"));
+                let vs = seq_ms
+                    .filter(|_| name != "sequential")
+                    .map(|s| (s, "sequential time"));
                 report(
                     &format!("LoraHub generation, {n} examples, {name}"),
                     ms,

@@ -18,15 +18,12 @@ use loracycle::model::{Llama, Template, TextCodec};
 use loracycle::pool::lab_dir;
 use loracycle::select::{Score, score_adapters, screen_adapters};
 
+#[path = "support/random.rs"]
+mod random;
+use random::{flag, iters_arg};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -36,12 +33,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
-    let args: Vec<String> = std::env::args().collect();
-    let task = arg(&args, "--task").unwrap_or("caesar-5");
-    let iters: usize = arg(&args, "--iters")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let rows: Vec<usize> = arg(&args, "--rows")
+    let task = flag("--task").unwrap_or_else(|| "caesar-5".into());
+    let iters = iters_arg(3);
+    let rows: Vec<usize> = flag("--rows")
+        .as_deref()
         .unwrap_or("256,512,1024")
         .split(',')
         .map(|r| r.parse().expect("--rows takes numbers"))
@@ -50,12 +45,13 @@ fn main() {
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
-    let device: DevicePref = arg(&args, "--device")
+    let device: DevicePref = flag("--device")
+        .as_deref()
         .unwrap_or("cpu")
         .parse()
         .expect("--device");
     let device = device.open().expect("--device");
-    let dtype = match arg(&args, "--dtype") {
+    let dtype = match flag("--dtype") {
         Some(d) => d.parse::<DtypePref>().expect("--dtype").resolve(&device),
         None => DType::F32,
     };
@@ -70,7 +66,7 @@ fn main() {
         .map(|p| Adapter::load(p, Some((&cfg, None))).unwrap())
         .collect();
     let refs: Vec<&Adapter> = adapters.iter().collect();
-    let t = dir.join("tasks").join(task);
+    let t = dir.join("tasks").join(&task);
     let mut data = read_jsonl(&t.join("train.jsonl")).unwrap();
     data.extend(read_jsonl(&t.join("validation.jsonl")).unwrap());
     let enc: Vec<_> = data

@@ -7,11 +7,15 @@
 use std::time::Instant;
 
 use loracycle::engine::{Event, RunId};
+
+#[path = "support/random.rs"]
+mod random;
 use loracycle::pool::PoolSource;
 use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
 use loracycle::ui::{App, Context, draw};
+use random::flag;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -119,13 +123,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let frames: usize = args
-        .iter()
-        .position(|a| a == "--frames")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let frames: usize = flag("--frames").and_then(|v| v.parse().ok()).unwrap_or(200);
     let mut app = state();
     let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
     println!("frame at 200x60, 1,000 adapters, 10,000-step curve ({frames} frames, median / max):");

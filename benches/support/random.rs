@@ -74,12 +74,16 @@ pub fn time_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     (times[times.len() / 2], times[0])
 }
 
+/// The value after `name` on the command line (`--rows 256,512` → `"256,512"`).
+pub fn flag(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next()?;
+    args.next()
+}
+
 /// `--iters N` from the command line.
 pub fn iters_arg(default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--iters")
-        .and_then(|i| args.get(i + 1))
+    flag("--iters")
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
