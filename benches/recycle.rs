@@ -9,8 +9,12 @@
 //!
 //! With `--lab`, the same on the shipped lab (its base, 30 / 20 pool adapters, caesar-5 examples).
 //!
+//! Each LoraHub measurement also times the base model alone on the same rows, as 16 forwards and
+//! as one batch: what batching saves before any adapter work, which bounds the batched cases.
+//!
 //! cargo bench --bench recycle -- [--iters N] [--lab] [--only recipe|lorahub] [--examples 5,80]
-//!     [--case sequential|stacked|grouped]
+//!     [--case sequential|stacked|grouped|base] [--device cpu|cuda]
+//! (`--device cuda` needs `--features cuda`.)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use loracycle::adapter::{Adapter, AdapterConfig, LoraPair};
 use loracycle::eval::token_nll;
 use loracycle::model::branch::Branch;
+use loracycle::model::device::device_label;
 use loracycle::model::template::EncodedExample;
 use loracycle::model::{Branches, Llama, LlamaConfig, Module};
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity};
@@ -27,7 +32,7 @@ use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_
 
 #[path = "support/random.rs"]
 mod random;
-use random::{config, flag, iters_arg, random_model, time_ms};
+use random::{config, device_arg, flag, iters_arg, random_model, time_ms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -82,7 +87,7 @@ fn recipe_steps(
     batch: &[EncodedExample],
     iters: usize,
 ) -> Vec<(&'static str, f64, f64)> {
-    let dev = Device::Cpu;
+    let dev = model.device().clone();
     let cfg = model.config();
     let cb = CoefficientBranches::new(
         adapters,
@@ -109,7 +114,9 @@ fn recipe_steps(
         let (ms, min) = time_ms(iters, || {
             let br = cb.branches(c.as_tensor()).unwrap();
             let (nll, _) = token_nll(&m, pad, batch, Some(&br)).unwrap();
-            nll.mean_all().unwrap().backward().unwrap();
+            let loss = nll.mean_all().unwrap();
+            loss.backward().unwrap();
+            sync(&loss);
         });
         (name, ms, min)
     })
@@ -127,7 +134,7 @@ fn lorahub_generation(
     iters: usize,
 ) -> Vec<(&'static str, f64, f64)> {
     let k = adapters.len();
-    let stacked = StackedPool::new(adapters, model.config(), DType::F32, &Device::Cpu).unwrap();
+    let stacked = StackedPool::new(adapters, model.config(), DType::F32, model.device()).unwrap();
     let candidates: Vec<Vec<f64>> = (0..16)
         .map(|p| {
             (0..k)
@@ -135,28 +142,52 @@ fn lorahub_generation(
                 .collect()
         })
         .collect();
+    // The base model alone on the same rows, as 16 forwards and as one: what batching saves
+    // before any adapter work (the bound on every batched case's speed-up).
+    let repeated: Vec<EncodedExample> = (0..16).flat_map(|_| examples.iter().cloned()).collect();
+    let base_loss = |rows: &[EncodedExample]| {
+        let (nll, _) = token_nll(model, pad, rows, None).unwrap();
+        nll.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    };
     let mut out = Vec::new();
     for name in [
         "sequential",
         "batched, stacked branch",
         "batched, grouped dW",
+        "base alone, 16 forwards",
+        "base alone, one batch",
     ] {
         if !case_wanted(name) {
             continue;
         }
-        let (ms, min) = time_ms(iters, || {
-            match name {
-                "sequential" => score_sequential(model, pad, &stacked, examples, &candidates),
-                "batched, stacked branch" => {
-                    score_batched(model, pad, &stacked, examples, &candidates, rows)
-                }
-                _ => score_grouped(model, pad, &stacked, examples, &candidates, rows),
+        let (ms, min) = time_ms(iters, || match name {
+            "sequential" => {
+                score_sequential(model, pad, &stacked, examples, &candidates).unwrap();
             }
-            .unwrap();
+            "batched, stacked branch" => {
+                score_batched(model, pad, &stacked, examples, &candidates, rows).unwrap();
+            }
+            "batched, grouped dW" => {
+                score_grouped(model, pad, &stacked, examples, &candidates, rows).unwrap();
+            }
+            "base alone, 16 forwards" => (0..16).for_each(|_| base_loss(examples)),
+            _ => base_loss(&repeated),
         });
         out.push((name, ms, min));
     }
     out
+}
+
+/// Waits for a device's queued work (a read-back follows everything queued before it).
+fn sync(t: &Tensor) {
+    t.flatten_all()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
 }
 
 /// The same measurements on the shipped lab: its base model, its pool adapters and a held-out
@@ -164,7 +195,7 @@ fn lorahub_generation(
 fn lab(iters: usize) {
     use loracycle::eval::read_jsonl;
     use loracycle::model::TextCodec;
-    let dev = Device::Cpu;
+    let dev = device_arg();
     let dir = loracycle::pool::lab_dir();
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
@@ -186,7 +217,10 @@ fn lab(iters: usize) {
         .take(30)
         .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
         .collect();
-    println!("recycle (lab): hidden 128, 4 layers, caesar-5 examples, {iters} iters");
+    println!(
+        "recycle (lab): hidden 128, 4 layers, caesar-5 examples, {}, {iters} iters",
+        device_label(&dev)
+    );
     let refs: Vec<&Adapter> = pool.iter().collect();
     if wanted("recipe") {
         let batch = &enc[..8];
@@ -202,7 +236,9 @@ fn lab(iters: usize) {
         grad_base.set_differentiable(true);
         let (base_ms, min) = time_ms(iters, || {
             let (nll, _) = token_nll(&grad_base, pad, batch, None).unwrap();
-            nll.mean_all().unwrap().backward().unwrap();
+            let loss = nll.mean_all().unwrap();
+            loss.backward().unwrap();
+            sync(&loss);
         });
         println!(
             "  base fwd+bwd (all weight gradients)          median {base_ms:8.2} ms (min {min:8.2})"
@@ -264,14 +300,15 @@ fn main() {
         lab(iters);
         return;
     }
-    let dev = Device::Cpu;
+    let dev = device_arg();
     let cfg = config();
     let model = random_model(&cfg, &dev, false);
     let mut grad_base = random_model(&cfg, &dev, true);
     grad_base.set_differentiable(true);
     let batch = examples(8, 64, 16, 0);
     println!(
-        "recycle: hidden 512, 8 layers, vocab 32000, f32, cpu, {} threads, {iters} iters",
+        "recycle: hidden 512, 8 layers, vocab 32000, f32, {}, {} CPU threads, {iters} iters",
+        device_label(&dev),
         candle_core::utils::get_num_threads()
     );
     let report = |name: &str, ms: f64, min: f64, base: Option<(f64, &str)>| {
@@ -289,7 +326,9 @@ fn main() {
         // Forward + backward of the base model alone, every weight a variable.
         let (base_ms, min) = time_ms(iters, || {
             let (nll, _) = token_nll(&grad_base, 0, &batch, None).unwrap();
-            nll.mean_all().unwrap().backward().unwrap();
+            let loss = nll.mean_all().unwrap();
+            loss.backward().unwrap();
+            sync(&loss);
         });
         report("base fwd+bwd (all weight gradients)", base_ms, min, None);
 
@@ -300,8 +339,8 @@ fn main() {
         let mut vars = Vec::new();
         let mut lora_br = Branches::empty(cfg.num_hidden_layers);
         for (&(l, m), p) in &lora.pairs {
-            let a = Var::from_tensor(&p.a).unwrap();
-            let b = Var::from_tensor(&p.b).unwrap();
+            let a = Var::from_tensor(&p.a.to_device(&dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&p.b.to_device(&dev).unwrap()).unwrap();
             lora_br.set(
                 l,
                 m,
@@ -315,7 +354,9 @@ fn main() {
         }
         let (lora_ms, min) = time_ms(iters, || {
             let (nll, _) = token_nll(&grad_model, 0, &batch, Some(&lora_br)).unwrap();
-            nll.mean_all().unwrap().backward().unwrap();
+            let loss = nll.mean_all().unwrap();
+            loss.backward().unwrap();
+            sync(&loss);
         });
         report(
             "base fwd+bwd (one r16 LoRA's gradients)",

@@ -13,14 +13,14 @@ use candle_core::DType;
 
 use loracycle::adapter::Adapter;
 use loracycle::eval::read_jsonl;
-use loracycle::model::device::{DevicePref, DtypePref, device_label};
+use loracycle::model::device::{DtypePref, device_label};
 use loracycle::model::{Llama, Template, TextCodec};
 use loracycle::pool::lab_dir;
 use loracycle::select::{Score, score_adapters, screen_adapters};
 
 #[path = "support/random.rs"]
 mod random;
-use random::{flag, iters_arg};
+use random::{device_arg, flag, iters_arg};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -45,12 +45,7 @@ fn main() {
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
-    let device: DevicePref = flag("--device")
-        .as_deref()
-        .unwrap_or("cpu")
-        .parse()
-        .expect("--device");
-    let device = device.open().expect("--device");
+    let device = device_arg();
     let dtype = match flag("--dtype") {
         Some(d) => d.parse::<DtypePref>().expect("--dtype").resolve(&device),
         None => DType::F32,

@@ -1,7 +1,8 @@
 //! The recycling engine's numerics on the tiny fixtures: coefficient gradients against finite
 //! differences (both the branch and the dense-ΔW paths, three granularities and activations),
 //! zero-init leaky-ReLU coefficients reproducing the base model, LoraHub's batched candidate
-//! scores against one-at-a-time scores, and the random-init control's shapes and spreads.
+//! scores against one-at-a-time scores and against the merged model, and the random-init
+//! control's shapes and spreads.
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use rand_distr::{Distribution, Normal};
 use loracycle::adapter::Adapter;
 use loracycle::adapter::random::{RandomInit, adapter_std, randomize};
 use loracycle::eval::token_nll;
+use loracycle::merge::{MergeMethod, merge_adapters};
 use loracycle::tune::coef::{Activation, CoefficientBranches, Granularity, activate};
 use loracycle::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
@@ -191,6 +193,21 @@ fn lorahub_batched_scores_equal_one_candidate_at_a_time() {
         assert!(
             (g - s).abs() < 1e-5 * s.abs().max(1.0),
             "grouped {g} vs sequential {s}"
+        );
+    }
+    // Each score is the loss of the model with `loracycle merge`'s LoraHub sum folded in
+    // (A = Σ cᵢAᵢ, B = Σ cᵢsᵢBᵢ over mixed ranks and module sets), computed independently.
+    for (c, s) in candidates.iter().zip(&sequential) {
+        let sources: Vec<(&Adapter, f64)> = refs.iter().copied().zip(c.iter().copied()).collect();
+        let merged = merge_adapters(&sources, &MergeMethod::LorahubSum, model.config())
+            .unwrap()
+            .apply(&model)
+            .unwrap();
+        let (nll, _) = token_nll(&merged, codec.pad_id(), &enc, None).unwrap();
+        let want = nll.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (s - want).abs() < 1e-5 * want.abs().max(1.0),
+            "candidate {c:?}: scored {s}, merged model {want}"
         );
     }
     // Candidate 0 is the base model; the others move the loss.

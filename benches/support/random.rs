@@ -81,6 +81,17 @@ pub fn flag(name: &str) -> Option<String> {
     args.next()
 }
 
+/// `--device cpu|cuda|auto` from the command line (cpu when absent); stops with the reason when
+/// the device cannot be opened.
+pub fn device_arg() -> Device {
+    let pref: loracycle::model::DevicePref = flag("--device")
+        .as_deref()
+        .unwrap_or("cpu")
+        .parse()
+        .unwrap_or_else(|e| panic!("--device: {e}"));
+    pref.open().unwrap_or_else(|e| panic!("--device: {e}"))
+}
+
 /// `--iters N` from the command line.
 pub fn iters_arg(default: usize) -> usize {
     flag("--iters")

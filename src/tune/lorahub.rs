@@ -77,16 +77,20 @@ impl Default for LorahubSpec {
     }
 }
 
-/// Every selected adapter's halves per (layer, module), zero-padded to one rank, B pre-scaled.
+/// Every selected adapter's halves per (layer, module), zero-padded to one rank, B pre-scaled,
+/// laid out so that one (P × k) by (k × …) product merges P candidates at once.
 pub struct StackedPool {
     rank: usize,
     k: usize,
     num_layers: usize,
-    /// (layer, module, A_cat (k·r × in), B_cat (out × k·r))
+    /// (layer, module, A by adapter (k × r·in), B by adapter (k × out·r))
     modules: Vec<(usize, Module, Tensor, Tensor)>,
     device: Device,
     dtype: DType,
 }
+
+/// One module's merged halves for P candidates: A (P, r, in) and B (P, out, r).
+type Merged = (usize, Module, Tensor, Tensor);
 
 impl StackedPool {
     pub fn new(
@@ -96,6 +100,7 @@ impl StackedPool {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let rank = adapters.iter().map(|a| a.rank()).max().unwrap_or(0);
+        let k = adapters.len();
         let mut modules = Vec::new();
         for l in 0..cfg.num_hidden_layers {
             for m in Module::ALL {
@@ -118,26 +123,28 @@ impl StackedPool {
                         &[a, Tensor::zeros((rank - r, inp), DType::F32, &Device::Cpu)?],
                         0,
                     )?);
-                    b_parts.push(Tensor::cat(
-                        &[b, Tensor::zeros((out, rank - r), DType::F32, &Device::Cpu)?],
-                        1,
-                    )?);
+                    // B transposed to (r, out) so adapter i's block is one contiguous row.
+                    b_parts.push(
+                        Tensor::cat(
+                            &[b, Tensor::zeros((out, rank - r), DType::F32, &Device::Cpu)?],
+                            1,
+                        )?
+                        .t()?,
+                    );
                 }
+                let a = Tensor::cat(&a_parts, 0)?.reshape((k, rank * inp))?;
+                let b = Tensor::stack(&b_parts, 0)?.reshape((k, rank * out))?;
                 modules.push((
                     l,
                     m,
-                    Tensor::cat(&a_parts, 0)?
-                        .to_device(device)?
-                        .to_dtype(dtype)?,
-                    Tensor::cat(&b_parts, 1)?
-                        .to_device(device)?
-                        .to_dtype(dtype)?,
+                    a.to_device(device)?.to_dtype(dtype)?,
+                    b.to_device(device)?.to_dtype(dtype)?,
                 ));
             }
         }
         Ok(Self {
             rank,
-            k: adapters.len(),
+            k,
             num_layers: cfg.num_hidden_layers,
             modules,
             device: device.clone(),
@@ -149,30 +156,48 @@ impl StackedPool {
         self.k
     }
 
-    /// kron(C, I_r): (P·r × k·r), so that kron · A_cat stacks every candidate's Σ cᵢAᵢ.
-    fn mixing(&self, candidates: &[Vec<f64>]) -> candle_core::Result<Tensor> {
+    /// Every candidate's A = Σ cᵢAᵢ and B = Σ cᵢsᵢBᵢ per module: one (P × k) product per half.
+    fn merged(&self, candidates: &[Vec<f64>]) -> candle_core::Result<Vec<Merged>> {
         let (p, k, r) = (candidates.len(), self.k, self.rank);
-        let mut m = vec![0f32; p * r * k * r];
-        for (ci, c) in candidates.iter().enumerate() {
-            for (i, &w) in c.iter().enumerate() {
-                for j in 0..r {
-                    m[(ci * r + j) * (k * r) + i * r + j] = w as f32;
-                }
-            }
+        let c: Vec<f32> = candidates
+            .iter()
+            .flat_map(|c| c.iter().map(|&w| w as f32))
+            .collect();
+        if c.len() != p * k {
+            candle_core::bail!("candidates need {k} coefficients each");
         }
-        Tensor::from_vec(m, (p * r, k * r), &self.device)?.to_dtype(self.dtype)
+        let c = Tensor::from_vec(c, (p, k), &self.device)?.to_dtype(self.dtype)?;
+        self.modules
+            .iter()
+            .map(|(l, m, a, b)| {
+                let inp = a.dim(1)? / r.max(1);
+                let out = b.dim(1)? / r.max(1);
+                let a = c.matmul(a)?.reshape((p, r, inp))?;
+                let b = c
+                    .matmul(b)?
+                    .reshape((p, r, out))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                Ok((*l, *m, a, b))
+            })
+            .collect()
     }
 
-    /// One branch per module holding every candidate's merged (A, B) stacked along rank, with
-    /// the gate left as a placeholder (set per chunk of rows).
+    /// One branch per module holding every candidate's merged (A, B) stacked along rank,
+    /// (P·r, in) and (out, P·r), with the gate left to the caller.
     fn stacked(
         &self,
         candidates: &[Vec<f64>],
     ) -> candle_core::Result<Vec<(usize, Module, Tensor, Tensor)>> {
-        let mix = self.mixing(candidates)?;
-        self.modules
-            .iter()
-            .map(|(l, m, a, b)| Ok((*l, *m, mix.matmul(a)?, b.matmul(&mix.t()?)?)))
+        let (p, r) = (candidates.len(), self.rank);
+        self.merged(candidates)?
+            .into_iter()
+            .map(|(l, m, a, b)| {
+                let (_, out, _) = b.dims3()?;
+                let a = a.reshape((p * r, ()))?;
+                let b = b.transpose(0, 1)?.contiguous()?.reshape((out, p * r))?;
+                Ok((l, m, a, b))
+            })
             .collect()
     }
 
@@ -197,14 +222,9 @@ impl StackedPool {
 impl StackedPool {
     /// Every candidate's ΔW_p = B_p A_p per module, (P, out, in), as grouped updates.
     fn grouped(&self, candidates: &[Vec<f64>]) -> candle_core::Result<Branches> {
-        let (p, r) = (candidates.len(), self.rank);
         let mut out = Branches::empty(self.num_layers);
-        for (l, m, a, b) in self.stacked(candidates)? {
-            let inp = a.dim(1)?;
-            let o = b.dim(0)?;
-            let ap = a.reshape((p, r, inp))?;
-            let bp = b.reshape((o, p, r))?.transpose(0, 1)?.contiguous()?;
-            out.set_grouped(l, m, bp.matmul(&ap)?);
+        for (l, m, a, b) in self.merged(candidates)? {
+            out.set_grouped(l, m, b.matmul(&a)?);
         }
         Ok(out)
     }
@@ -213,7 +233,10 @@ impl StackedPool {
     fn grouped_elements(&self, candidates: usize) -> usize {
         self.modules
             .iter()
-            .map(|(_, _, a, b)| candidates * a.dim(1).unwrap_or(0) * b.dim(0).unwrap_or(0))
+            .map(|(_, _, a, b)| {
+                let r2 = (self.rank * self.rank).max(1);
+                candidates * a.dim(1).unwrap_or(0) * b.dim(1).unwrap_or(0) / r2
+            })
             .max()
             .unwrap_or(0)
     }
