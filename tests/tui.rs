@@ -546,7 +546,14 @@ fn runs_written_by_other_hosts_are_followed() {
     .slurm_every(std::time::Duration::ZERO);
     let mut app = app();
     app.open_store(store.clone());
-    app.on_watch(watcher.poll());
+    let remote_steps = |ups: &[loracycle::ui::watch::RunUpdate]| {
+        ups.iter()
+            .find(|u| u.summary.label == "caesar-5 / gradient / seed 0")
+            .map(|u| u.summary.steps)
+    };
+    let ups = watcher.poll();
+    assert_eq!(remote_steps(&ups), Some(2), "steps: the curve's lines");
+    app.on_watch(ups);
     let i = app
         .runs
         .iter()
@@ -584,7 +591,9 @@ fn runs_written_by_other_hosts_are_followed() {
 
     // The curve and the stage grow as the other host writes them.
     remote_run(&store, 60, &[10, 20, 30]);
-    app.on_watch(watcher.poll());
+    let ups = watcher.poll();
+    assert_eq!(remote_steps(&ups), Some(3));
+    app.on_watch(ups);
     let r = &app.runs[i];
     assert_eq!(
         r.curve.iter().map(|p| p.step).collect::<Vec<_>>(),
@@ -612,6 +621,43 @@ fn runs_written_by_other_hosts_are_followed() {
     app.confirm = None;
     press(&mut app, "q");
     assert!(app.quit);
+}
+
+#[test]
+fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
+    let (_tmp, store) = fixture_store();
+    let dir = remote_run(&store, 40, &[10]);
+    let path = dir.join("status.json");
+    let mut status: loracycle::engine::store::StatusFile =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    status.slurm = None;
+    std::fs::write(&path, serde_json::to_string(&status).unwrap()).unwrap();
+    let mut watcher = loracycle::ui::watch::Watcher::with_query(
+        store.clone(),
+        Box::new(|_| std::collections::HashMap::new()),
+    );
+    let mut app = app();
+    app.open_store(store.clone());
+    app.on_watch(watcher.poll());
+    let i = app
+        .runs
+        .iter()
+        .position(|r| r.label == "caesar-5 / gradient / seed 0")
+        .unwrap();
+    // What the store said is kept with the run: cancelling reads no file on the UI's thread.
+    std::fs::remove_file(&path).unwrap();
+    press(&mut app, "4");
+    app.runs_cursor = i;
+    app.outbox.clear();
+    press(&mut app, "c");
+    assert!(app.outbox.is_empty(), "{:?}", app.outbox);
+    assert_eq!(
+        app.message.as_deref(),
+        Some(
+            "caesar-5 / gradient / seed 0 runs in another process (pid 4242 on gpu-node-7); \
+             stop it there"
+        )
+    );
 }
 
 #[test]

@@ -121,9 +121,11 @@ pub struct RunSummary {
     pub state: RunState,
     pub submitted: String,
     pub steps: usize,
-    /// The host and Slurm job of the process that ran it.
+    /// The host, process id and Slurm job of the process that ran it (pid 0 when unknown).
     #[serde(default)]
     pub host: String,
+    #[serde(default)]
+    pub pid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmJob>,
     /// When its status last changed (its heartbeat while running).
@@ -311,6 +313,24 @@ impl RunStore {
         &self,
         id: &str,
     ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
+        self.summary_with(id, true)
+    }
+
+    /// As [`RunStore::summary_and_record`], but a run without a record gets `steps` 0 instead of
+    /// a count of its curve's lines: for a caller that reads the curve itself (the TUI's
+    /// watcher follows it by offset) or has no use for the count.
+    pub fn summary_and_record_uncounted(
+        &self,
+        id: &str,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
+        self.summary_with(id, false)
+    }
+
+    fn summary_with(
+        &self,
+        id: &str,
+        count_steps: bool,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
         let dir = self.dir_of(id)?;
         let record = self.read_record(id)?;
         let status = Self::read_status(&dir);
@@ -338,7 +358,8 @@ impl RunStore {
         });
         let steps = match &record {
             Some(r) => r.curve.len(),
-            None => Self::curve_steps(&dir),
+            None if count_steps => Self::curve_steps(&dir),
+            None => 0,
         };
         let summary = RunSummary {
             id: id.into(),
@@ -347,6 +368,7 @@ impl RunStore {
             submitted,
             steps,
             host: status.host,
+            pid: status.pid,
             slurm: status.slurm,
             updated: status.updated,
             stage: status.stage.filter(|_| state == RunState::Running),

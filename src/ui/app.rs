@@ -291,8 +291,9 @@ pub struct RunView {
     /// Whether this UI's own engine runs it (its events are the truth); other runs are followed
     /// through the store.
     pub local: bool,
-    /// Where another process runs it: host, Slurm job and Slurm's state of that job.
+    /// Where another process runs it: host, process id, Slurm job and Slurm's state of that job.
     pub host: String,
+    pub pid: u32,
     pub slurm: Option<SlurmJob>,
     pub slurm_state: Option<String>,
     /// When its status last changed (RFC 3339).
@@ -321,6 +322,7 @@ impl RunView {
             loaded: false,
             local: false,
             host: String::new(),
+            pid: 0,
             slurm: None,
             slurm_state: None,
             updated: String::new(),
@@ -355,6 +357,7 @@ impl RunView {
         v.loss = s.loss;
         v.error = s.error.clone();
         v.host = s.host.clone();
+        v.pid = s.pid;
         v.slurm = s.slurm.clone();
         v.updated = s.updated.clone();
         v
@@ -376,6 +379,7 @@ impl RunView {
         }
         self.error = s.error;
         self.host = s.host;
+        self.pid = s.pid;
         self.slurm = s.slurm;
         self.updated = s.updated;
         if self.slurm_state != u.slurm_state
@@ -1106,13 +1110,7 @@ impl App {
                     }
                     None => format!(
                         "{} runs in another process (pid {} on {}); stop it there",
-                        r.label,
-                        self.store
-                            .as_ref()
-                            .and_then(|s| s.run_dir(&r.id.0).ok())
-                            .and_then(|d| RunStore::read_status(&d))
-                            .map_or(0, |st| st.pid),
-                        r.host
+                        r.label, r.pid, r.host
                     ),
                 });
             } else if r.state.is_live() {

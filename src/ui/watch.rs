@@ -39,6 +39,8 @@ struct Seen {
     slurm_sent: Option<String>,
     /// Bytes of `curves.jsonl` consumed (whole lines only).
     offset: u64,
+    /// Whole lines in those bytes: the run's step count until its record says.
+    lines: usize,
     /// Whether the run reached a final state and its folder need not be read again.
     done: bool,
 }
@@ -76,25 +78,29 @@ impl Watcher {
         self
     }
 
-    /// Reads the curve lines appended since `offset`; returns the points and the new offset (a
-    /// line still being written stays for the next poll).
-    fn read_new_points(dir: &Path, offset: u64) -> (Vec<CurvePoint>, u64) {
+    /// Reads the curve lines appended since `seen.offset` and moves it (and the line count)
+    /// past them; a line still being written stays for the next poll.
+    fn read_new_points(dir: &Path, seen: &mut Seen) -> Vec<CurvePoint> {
         let Ok(mut f) = std::fs::File::open(dir.join("curves.jsonl")) else {
-            return (Vec::new(), offset);
+            return Vec::new();
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         // A file shorter than what was read was rewritten: start over.
-        let offset = if len < offset { 0 } else { offset };
+        if len < seen.offset {
+            seen.offset = 0;
+            seen.lines = 0;
+        }
         let mut bytes = Vec::new();
-        if f.seek(SeekFrom::Start(offset)).is_err() || f.read_to_end(&mut bytes).is_err() {
-            return (Vec::new(), offset);
+        if f.seek(SeekFrom::Start(seen.offset)).is_err() || f.read_to_end(&mut bytes).is_err() {
+            return Vec::new();
         }
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let points = String::from_utf8_lossy(&bytes[..whole])
-            .lines()
+        let text = String::from_utf8_lossy(&bytes[..whole]);
+        seen.offset += whole as u64;
+        seen.lines += text.lines().count();
+        text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (points, offset + whole as u64)
+            .collect()
     }
 
     /// One look at the store: the runs that are new or changed since the last call.
@@ -104,7 +110,8 @@ impl Watcher {
             if self.seen.get(&id).is_some_and(|s| s.done) {
                 continue;
             }
-            if let Ok(s) = self.store.summary_and_record(&id) {
+            // Steps are counted here, from the curve read below, not by reading it twice.
+            if let Ok(s) = self.store.summary_and_record_uncounted(&id) {
                 summaries.push(s);
             }
         }
@@ -126,14 +133,19 @@ impl Watcher {
             {
                 summary.state = RunState::Interrupted;
             }
-            let points = match self.store.run_dir(&summary.id) {
-                Ok(dir) if summary.state.is_live() => {
-                    let (p, offset) = Self::read_new_points(&dir, seen.offset);
-                    seen.offset = offset;
-                    p
-                }
+            let dir = self.store.run_dir(&summary.id).ok();
+            let points = match &dir {
+                Some(dir) if summary.state.is_live() => Self::read_new_points(dir, seen),
                 _ => Vec::new(),
             };
+            if record.is_none() {
+                summary.steps = match &dir {
+                    // A run that ended without a record (failed, cancelled, interrupted) is
+                    // counted once, in full: it is not read again.
+                    Some(dir) if !summary.state.is_live() => RunStore::curve_steps(dir),
+                    _ => seen.lines,
+                };
+            }
             let finished_now = summary.state == RunState::Finished
                 && seen.sent.as_ref().is_some_and(|s| s.state.is_live());
             // The record was read with the summary; it travels once, when the run finishes.
@@ -214,16 +226,24 @@ mod tests {
         writeln!(f, r#"{{"step":1,"train_loss":2.5}}"#).unwrap();
         write!(f, r#"{{"step":2,"train_lo"#).unwrap();
         f.flush().unwrap();
-        let (p, off) = Watcher::read_new_points(dir.path(), 0);
+        let mut seen = Seen::default();
+        let p = Watcher::read_new_points(dir.path(), &mut seen);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].step, p[0].train_loss), (1, 2.5));
+        assert_eq!(seen.lines, 1);
         // The half-written line waits; once finished it is read, and only it.
         writeln!(f, r#"ss":2.25,"val_loss":2.0}}"#).unwrap();
         f.flush().unwrap();
-        let (p, off2) = Watcher::read_new_points(dir.path(), off);
+        let p = Watcher::read_new_points(dir.path(), &mut seen);
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].step, p[0].val_loss), (2, Some(2.0)));
-        assert_eq!(off2, std::fs::metadata(&path).unwrap().len());
-        assert!(Watcher::read_new_points(dir.path(), off2).0.is_empty());
+        assert_eq!(seen.offset, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(seen.lines, 2);
+        assert!(Watcher::read_new_points(dir.path(), &mut seen).is_empty());
+        assert_eq!(seen.lines, 2);
+        // A curve rewritten shorter is read again from its start.
+        std::fs::write(&path, "{\"step\":1,\"train_loss\":3.0}\n").unwrap();
+        let p = Watcher::read_new_points(dir.path(), &mut seen);
+        assert_eq!((p.len(), p[0].train_loss, seen.lines), (1, 3.0, 1));
     }
 }
