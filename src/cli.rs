@@ -18,3 +18,48 @@ pub fn adapter_weights(weights: &[f64], n: usize) -> anyhow::Result<Vec<f64>> {
         Ok(weights.to_vec())
     }
 }
+
+/// An error and its causes on one line, `outer: cause: cause`, skipping a cause whose text the
+/// line already holds (errors that name their source in their own message, as `path: {source}`
+/// does, would otherwise print it twice).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct WithPath {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_text_names_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(WithPath {
+            path: "spec.toml".into(),
+            source: io(),
+        });
+        assert_eq!(error_text(&e), "spec.toml: No such file");
+        let e = anyhow::Error::new(io()).context("reading the pool");
+        assert_eq!(error_text(&e), "reading the pool: No such file");
+        let e = anyhow::Error::new(WithPath {
+            path: "a".into(),
+            source: io(),
+        })
+        .context("loading the lab");
+        assert_eq!(error_text(&e), "loading the lab: a: No such file");
+    }
+}

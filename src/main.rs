@@ -71,8 +71,9 @@ enum Command {
         runs_dir: Option<PathBuf>,
     },
     /// Run the engine as its own process behind a Unix socket (mode 0600, in the runtime dir), so
-    /// queued and running work outlives the terminal; `loracycle run --attach` and the TUI connect
-    /// to it.
+    /// queued and running work outlives the terminal; `loracycle run --attach SPEC` queues on it
+    /// and follows the run (its record is read from the server's runs directory), and a TUI
+    /// started with the same --runs-dir follows the server's runs there.
     Serve {
         #[arg(long)]
         runs_dir: Option<PathBuf>,
@@ -374,6 +375,16 @@ fn main() -> ExitCode {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
     let cli = Cli::parse();
+    // Commands that print for pipes end quietly when the reader goes away; the TUI, the engine
+    // server and clients attached to it keep seeing closed sockets as errors.
+    let socket_peer = matches!(
+        &cli.command,
+        None | Some(Command::Serve { .. }) | Some(Command::Run { attach: true, .. })
+    );
+    if !socket_peer {
+        // SAFETY: no other thread has started yet.
+        unsafe { loracycle::process::end_quietly_on_closed_pipe() };
+    }
     let result = match cli.command {
         None => {
             if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -527,7 +538,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -74,3 +74,18 @@ mod tests {
         }
     }
 }
+
+/// Lets a closed stdout end the process quietly, as it does `cat` or `ls`: `loracycle pool list
+/// | head` stops when `head` has read enough, instead of panicking on the failed print (Rust
+/// ignores SIGPIPE and turns the write error into a panic in `println!`).
+///
+/// Only for commands whose one peer is the terminal or a pipe: a process that talks to sockets
+/// (the engine server, a client attached to it) must see a closed peer as an error, not die.
+///
+/// # Safety
+/// Changes a process-wide signal disposition: call it before the process starts any thread.
+pub unsafe fn end_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal; the caller guarantees no other
+    // thread runs yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}

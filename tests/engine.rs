@@ -1,6 +1,7 @@
 //! The background engine on the lab: SIGKILL during a run (the record survives, the run reads as
 //! interrupted), cancel in mid-run, a failing run followed by one that succeeds, detach and
-//! reattach to a server receiving live events, and a socket other users could reach refused.
+//! reattach to a server receiving live events, `run --attach` reading the server's runs
+//! directory, and a socket other users could reach refused.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -260,6 +261,13 @@ fn a_detached_server_keeps_running_and_a_new_client_sees_live_events() {
 
     // First client: submit, watch two steps, hang up (as a dropped SSH session would).
     let mut first = Client::connect(&sock).unwrap();
+    assert_eq!(
+        first.next_event(),
+        Some(Event::Hello {
+            runs_dir: runs.clone()
+        }),
+        "a server first says where it writes its runs"
+    );
     first
         .send(&Command::Submit {
             spec: Box::new(spec(LONG)),
@@ -294,17 +302,45 @@ fn a_detached_server_keeps_running_and_a_new_client_sees_live_events() {
     let store = RunStore::open(&runs).unwrap();
     assert_eq!(store.summary(&run.0).unwrap().state.name(), "running");
     second.send(&Command::Cancel { run: run.clone() }).unwrap();
-    second.send(&Command::Shutdown).unwrap();
     let mut cancelled = false;
+    while !cancelled {
+        cancelled =
+            second.next_event().expect("server alive") == Event::Cancelled { run: run.clone() };
+    }
+
+    // `run --attach` whose own default runs directory is elsewhere reads the record from the
+    // server's.
+    let spec_path = tmp.path().join("base.toml");
+    std::fs::write(&spec_path, BASE_RUN).unwrap();
+    let out = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["run", "--attach", spec_path.to_str().unwrap()])
+        .env("LORACYCLE_SOCKET", &sock)
+        .env("LORACYCLE_RUNS_DIR", tmp.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record_line = stdout
+        .lines()
+        .find(|l| l.starts_with("  record: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        record_line.starts_with(&format!("  record: {}/", runs.display())),
+        "{record_line}"
+    );
+    assert!(!tmp.path().join("elsewhere").exists());
+
+    second.send(&Command::Shutdown).unwrap();
     while let Some(e) = second.next_event() {
-        if e == (Event::Cancelled { run: run.clone() }) {
-            cancelled = true;
-        }
         if e == Event::Stopped {
             break;
         }
     }
-    assert!(cancelled);
     let status = server.wait().unwrap();
     assert!(status.success());
     assert!(!sock.exists(), "the server removes its socket");

@@ -114,10 +114,25 @@ fn finish(e: Option<Event>, store: &RunStore, run: &RunId, json: bool) -> Result
 
 pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) -> Result<()> {
     let spec = RunSpec::read(spec_path)?;
-    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
     let bar = bar();
     if attach {
         let mut client = Client::connect(&socket_path())?;
+        // The server writes into its own runs directory and says which first.
+        let server_dir = match client.next_event() {
+            Some(Event::Hello { runs_dir }) => runs_dir,
+            Some(e) => bail!("the server did not greet first (it sent {e:?})"),
+            None => bail!("the server closed the connection"),
+        };
+        if let Some(mine) = &runs
+            && std::fs::canonicalize(mine).ok() != std::fs::canonicalize(&server_dir).ok()
+        {
+            eprintln!(
+                "note: the server writes its runs to {}, not to --runs-dir {}",
+                server_dir.display(),
+                mine.display()
+            );
+        }
+        let server_store = RunStore::open(&server_dir)?;
         client.send(&Command::Submit {
             spec: Box::new(spec.clone()),
         })?;
@@ -132,10 +147,9 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
         bar.println(format!("queued on the server as {run}"));
         let end = follow(&bar, &run, || client.next_event());
         bar.finish_and_clear();
-        // The server writes into its own runs directory.
-        let server_store = store;
         return finish(end, &server_store, &run, json);
     }
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
     let engine = loracycle::engine::spawn(store.clone());
     engine.send(Command::Submit {
         spec: Box::new(spec),

@@ -38,6 +38,11 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
+    /// The first event on every connection to a server: where it writes its runs (a client
+    /// reads records from there, whatever its own default runs directory is).
+    Hello {
+        runs_dir: std::path::PathBuf,
+    },
     Queued {
         run: RunId,
         label: String,
@@ -132,7 +137,10 @@ impl Event {
             | Event::Failed { run, .. }
             | Event::Cancelled { run } => Some(run),
             Event::Log { run, .. } => run.as_ref(),
-            Event::PoolLoaded { .. } | Event::Evaluated { .. } | Event::Stopped => None,
+            Event::Hello { .. }
+            | Event::PoolLoaded { .. }
+            | Event::Evaluated { .. }
+            | Event::Stopped => None,
         }
     }
 

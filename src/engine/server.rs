@@ -159,6 +159,14 @@ pub fn serve(
     let listener = listener.map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
 
+    let hello = {
+        let mut line = serde_json::to_string(&Event::Hello {
+            runs_dir: store.root.clone(),
+        })
+        .expect("events serialise");
+        line.push('\n');
+        line
+    };
     let engine = super::spawn(store);
     let commands = engine.commands.clone();
     let clients: Arc<Mutex<Vec<UnixStream>>> = Arc::new(Mutex::new(Vec::new()));
@@ -189,6 +197,10 @@ pub fn serve(
                 let _ = stream.write_all(b"{\"event\":\"log\",\"line\":\"refused: the engine serves its own user only\"}\n");
                 continue;
             }
+        }
+        // Before the client joins the broadcast, so it is the first line the client reads.
+        if stream.write_all(hello.as_bytes()).is_err() {
+            continue;
         }
         let Ok(reader) = stream.try_clone() else {
             continue;

@@ -150,6 +150,8 @@ pub enum StoreError {
     },
     #[error("no run {0:?} in the runs directory")]
     NoRun(String),
+    #[error("the runs directory {0} is a file, not a folder")]
+    NotAFolder(PathBuf),
     #[error("run {0:?} is still {1}; cancel it first")]
     Live(String, &'static str),
     #[error("no free run id in {0} after 32 tries")]
@@ -191,6 +193,9 @@ pub struct RunFolder {
 
 impl RunStore {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder(root.to_path_buf()));
+        }
         std::fs::create_dir_all(root).map_err(io(root))?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -659,6 +664,23 @@ mod tests {
         assert_eq!(
             (s.state, s.stage, s.error),
             (RunState::Failed, None, Some("boom".into()))
+        );
+    }
+
+    #[test]
+    fn a_runs_directory_that_is_a_file_is_named_as_such() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("runs");
+        std::fs::write(&file, "").unwrap();
+        let e = RunStore::open(&file)
+            .err()
+            .expect("a file is no runs directory");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the runs directory {} is a file, not a folder",
+                file.display()
+            )
         );
     }
 

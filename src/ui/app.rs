@@ -769,6 +769,8 @@ impl App {
                     _ => format!("{adapter} on {task}: no score"),
                 })
             }
+            // Only a server greets; the TUI's engine runs in its own process.
+            Event::Hello { .. } => {}
             Event::Stopped => {
                 self.engine_stopped = true;
                 self.message = Some("the engine stopped".into());
