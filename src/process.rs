@@ -61,20 +61,6 @@ pub unsafe fn set_threads(n: usize) {
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()) };
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn purge_delay_is_the_option_mimalloc_knows_by_that_name() {
-        // Nothing in the unit tests calls `prepare`, so the option holds mimalloc's default:
-        // 1000 ms for purge_delay in the v3 that libmimalloc-sys builds, where its neighbours
-        // (a deprecated option and use_numa_nodes) default to 1 and 0.
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-            assert_eq!(v, 1000);
-        }
-    }
-}
-
 /// Lets a closed stdout end the process quietly, as it does `cat` or `ls`: `loracycle pool list
 /// | head` stops when `head` has read enough, instead of panicking on the failed print (Rust
 /// ignores SIGPIPE and turns the write error into a panic in `println!`).
@@ -88,4 +74,18 @@ pub unsafe fn end_quietly_on_closed_pipe() {
     // SAFETY: restoring the default disposition of one signal; the caller guarantees no other
     // thread runs yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn purge_delay_is_the_option_mimalloc_knows_by_that_name() {
+        // Nothing in the unit tests calls `prepare`, so the option holds mimalloc's default:
+        // 1000 ms for purge_delay in the v3 that libmimalloc-sys builds, where its neighbours
+        // (a deprecated option and use_numa_nodes) default to 1 and 0.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+            assert_eq!(v, 1000);
+        }
+    }
 }

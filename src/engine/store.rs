@@ -672,9 +672,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("runs");
         std::fs::write(&file, "").unwrap();
-        let e = RunStore::open(&file)
-            .err()
-            .expect("a file is no runs directory");
+        let Err(e) = RunStore::open(&file) else {
+            panic!("a file is no runs directory");
+        };
         assert_eq!(
             e.to_string(),
             format!(
