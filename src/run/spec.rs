@@ -425,6 +425,30 @@ impl RunSpec {
         Ok(())
     }
 
+    /// The same run on the random-init pool (each selected adapter's A and B resampled), named
+    /// after this one; `None` for a method that uses no pool or a run already on it.
+    pub fn random_init_twin(&self) -> Option<RunSpec> {
+        if !self.method.uses_pool() || self.controls.random_init != RandomInit::Off {
+            return None;
+        }
+        let mut twin = self.clone();
+        twin.controls.random_init = RandomInit::Pooled;
+        if !twin.name.is_empty() {
+            twin.name.push_str(" / random-init");
+        }
+        Some(twin)
+    }
+
+    /// A control of another kind on the same task, model and split (the base model, a new LoRA),
+    /// without this run's pool controls; its label says what it is, whatever this run's name.
+    pub fn control_twin(&self, method: MethodSpec) -> RunSpec {
+        let mut twin = self.clone();
+        twin.method = method;
+        twin.controls = ControlSpec::default();
+        twin.name.clear();
+        twin
+    }
+
     /// A label for tables: the name, or method + controls.
     pub fn label(&self) -> String {
         if !self.name.is_empty() {
@@ -457,4 +481,39 @@ fn explain_toml_error(e: &toml::de::Error) -> String {
         );
     }
     e.to_string().trim_end().to_string()
+}
+
+#[cfg(test)]
+mod twin_tests {
+    use super::*;
+
+    #[test]
+    fn twins_are_named_for_what_they_are() {
+        let spec = RunSpec::from_toml(
+            "name = \"table-m / lorahub\"\n[task]\nlab = \"table-m\"\n[method]\nkind = \"lorahub\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let random = spec.random_init_twin().unwrap();
+        assert_eq!(random.label(), "table-m / lorahub / random-init");
+        assert_eq!(random.controls.random_init, RandomInit::Pooled);
+        assert!(
+            random.random_init_twin().is_none(),
+            "already on the random-init pool"
+        );
+        let base = spec.control_twin(MethodSpec::Base);
+        assert_eq!(base.label(), "table-m / base");
+        assert_eq!(base.controls, ControlSpec::default());
+        assert!(
+            base.random_init_twin().is_none(),
+            "the base model uses no pool"
+        );
+        // Unnamed specs get the derived labels.
+        let mut unnamed = spec.clone();
+        unnamed.name.clear();
+        assert_eq!(
+            unnamed.random_init_twin().unwrap().label(),
+            "table-m / lorahub / random-init"
+        );
+    }
 }

@@ -1131,20 +1131,23 @@ impl App {
 
     /// Queues the random-init control (or the base model) of run `i`.
     fn twin(&mut self, i: usize, random: bool) {
-        let Some(mut spec) = self.spec_of(i) else {
+        let Some(spec) = self.spec_of(i) else {
             self.message = Some("no spec for this run".into());
             return;
         };
-        if random {
+        let spec = if random {
             if !spec.method.uses_pool() {
                 self.message = Some("this run uses no pool; it has no random-init twin".into());
                 return;
             }
-            spec.controls.random_init = crate::adapter::random::RandomInit::Pooled;
+            let Some(twin) = spec.random_init_twin() else {
+                self.message = Some("this run is on the random-init pool already".into());
+                return;
+            };
+            twin
         } else {
-            spec.method = crate::run::spec::MethodSpec::Base;
-            spec.controls = Default::default();
-        }
+            spec.control_twin(crate::run::spec::MethodSpec::Base)
+        };
         self.message = Some(format!("queued {}", spec.label()));
         self.submit(spec);
     }

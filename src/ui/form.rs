@@ -395,22 +395,16 @@ impl Form {
         };
         main.validate().map_err(|e| e.to_string())?;
         let mut out = vec![main.clone()];
-        if self.twin_random && main.method.uses_pool() && self.pool_kind == 0 {
-            let mut twin = main.clone();
-            twin.controls.random_init = RandomInit::Pooled;
+        if self.twin_random
+            && let Some(twin) = main.random_init_twin()
+        {
             out.push(twin);
         }
         if self.twin_new_lora && main.method.name() != "new-lora" {
-            let mut twin = main.clone();
-            twin.method = MethodSpec::NewLora(Default::default());
-            twin.controls = ControlSpec::default();
-            out.push(twin);
+            out.push(main.control_twin(MethodSpec::NewLora(Default::default())));
         }
         if self.twin_base && main.method.name() != "base" {
-            let mut twin = main.clone();
-            twin.method = MethodSpec::Base;
-            twin.controls = ControlSpec::default();
-            out.push(twin);
+            out.push(main.control_twin(MethodSpec::Base));
         }
         Ok(out)
     }
