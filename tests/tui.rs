@@ -465,6 +465,52 @@ fn runs_retry_twin_delete_and_compare_marks() {
 }
 
 #[test]
+fn compare_pairs_examples_of_one_task_only() {
+    let (tmp, store) = fixture_store();
+    // The random-init run's record, moved to another task with its own test prompts.
+    let dir = tmp
+        .path()
+        .join("20261129T035014Z-caesar-5-gradient-random-init-107e");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("record.json")).unwrap()).unwrap();
+    record["task"]["name"] = "rotate-1".into();
+    for e in record["examples"].as_array_mut().unwrap() {
+        e["prompt"] = format!("rot {}", e["prompt"].as_str().unwrap()).into();
+    }
+    std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    let mut app = app();
+    app.open_store(store);
+    let at = |app: &App, label: &str| app.runs.iter().position(|r| r.label == label).unwrap();
+    let (base, other) = (
+        at(&app, "caesar-5 / base"),
+        at(&app, "caesar-5 / gradient / random-init"),
+    );
+    for i in [base, other] {
+        app.runs[i].marked = true;
+        app.ensure_loaded(i);
+    }
+    press(&mut app, "5");
+    assert_eq!(app.diff_pair(), None);
+    let screen = render(&app, 120, 30);
+    assert!(
+        screen.contains("these runs answer different test examples (other tasks or splits);"),
+        "{screen}"
+    );
+    // With a run of the same task marked too, only that pair is diffed.
+    let gradient = at(&app, "caesar-5 / gradient");
+    app.runs[gradient].marked = true;
+    app.ensure_loaded(gradient);
+    for pair in 0..3 {
+        app.pair = pair;
+        let (a, b) = app.diff_pair().unwrap();
+        assert_eq!(
+            (a.min(b), a.max(b)),
+            (base.min(gradient), base.max(gradient))
+        );
+    }
+}
+
+#[test]
 fn compare_exports_markdown_and_csv() {
     let (_tmp, mut app) = finished_app();
     let rows = app.compared();

@@ -1274,8 +1274,35 @@ impl App {
 
     /// The pair of compared runs whose examples are diffed.
     pub fn diff_pair(&self) -> Option<(usize, usize)> {
-        let rows: Vec<usize> = self
-            .compared()
+        let rows = self.with_examples();
+        // Only runs answering the same test examples pair up (the same task and split).
+        let same = |a: usize, b: usize| {
+            let (ra, rb) = (&self.runs[a].record, &self.runs[b].record);
+            let (Some(ra), Some(rb)) = (ra, rb) else {
+                return false;
+            };
+            ra.task.name == rb.task.name
+                && ra.examples.len() == rb.examples.len()
+                && ra
+                    .examples
+                    .iter()
+                    .zip(&rb.examples)
+                    .all(|(x, y)| x.prompt == y.prompt)
+        };
+        let rows = &rows;
+        let pairs: Vec<(usize, usize)> = (0..rows.len())
+            .flat_map(|a| (a + 1..rows.len()).map(move |b| (rows[a], rows[b])))
+            .filter(|&(a, b)| same(a, b))
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        Some(pairs[self.pair % pairs.len()])
+    }
+
+    /// The compared runs whose records hold per-example results.
+    pub fn with_examples(&self) -> Vec<usize> {
+        self.compared()
             .into_iter()
             .filter(|&i| {
                 self.runs[i]
@@ -1283,14 +1310,6 @@ impl App {
                     .as_ref()
                     .is_some_and(|r| !r.examples.is_empty())
             })
-            .collect();
-        if rows.len() < 2 {
-            return None;
-        }
-        let pairs: Vec<(usize, usize)> = (0..rows.len())
-            .flat_map(|a| (a + 1..rows.len()).map(move |b| (a, b)))
-            .collect();
-        let (a, b) = pairs[self.pair % pairs.len()];
-        Some((rows[a], rows[b]))
+            .collect()
     }
 }

@@ -146,13 +146,12 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
         let bl = block(app, " examples ");
         let inner = bl.inner(area);
         f.render_widget(bl, area);
-        f.render_widget(
-            note(
-                app,
-                "two finished runs with per-example results are needed for a diff",
-            ),
-            inner,
-        );
+        let why = if app.with_examples().len() < 2 {
+            "two finished runs with per-example results are needed for a diff"
+        } else {
+            "these runs answer different test examples (other tasks or splits); mark runs of one task on Runs to see where they differ"
+        };
+        f.render_widget(note(app, why), inner);
         return;
     };
     let (ra, rb) = (&app.runs[a], &app.runs[b]);
