@@ -387,6 +387,12 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         None => {
+            // A model that is not there would leave every adapter rejected and every run
+            // failing: say so before the screen opens.
+            if let Err(e) = loracycle::run::execute::resolve_model(&cli.model) {
+                eprintln!("error: --model: {e}");
+                return ExitCode::FAILURE;
+            }
             if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

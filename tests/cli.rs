@@ -293,3 +293,46 @@ fn without_a_terminal_the_ui_explains_and_shows_the_subcommands() {
         "\nthe terminal UI needs a terminal; the subcommands above work without one\n"
     );
 }
+
+#[test]
+fn the_ui_refuses_a_model_that_is_not_there() {
+    let out = Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["--model", "/no/such/model"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: --model: model \"/no/such/model\" not found; looked in /no/such/model (a folder with config.json)\n"
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loracycle"))
+        .args(["pool", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader hangs up before the listing is printed, as `| head -0` would.
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(
+        status.signal(),
+        Some(13),
+        "ended by SIGPIPE, as `cat` would be"
+    );
+}
