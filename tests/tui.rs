@@ -413,8 +413,26 @@ fn cancel_twin_and_quit_confirmation() {
             run: app.runs[0].id.clone()
         })]
     );
+    // A long message keeps its words; the engine summary before it gives way.
+    app.message = Some("run queued with 2 controls: caesar-5 / gradient / random-init".into());
+    let screen = render(&app, 80, 24);
+    // (TestBackend quotes each line.)
+    let last = screen.lines().last().unwrap();
+    assert_eq!(
+        last,
+        "\" running caesar… │ run queued with 2 controls: caesar-5 / gradient / random-init\""
+    );
     press(&mut app, "q");
     assert_eq!(app.confirm, Some(Confirm::Quit));
+    // The question takes the whole status line: nothing of the line under it shows.
+    let screen = render(&app, 120, 24);
+    assert_eq!(
+        screen.lines().last().unwrap(),
+        format!(
+            "\"{:<120}\"",
+            "  runs are going and stop when loracycle quits: quit anyway? y/n"
+        )
+    );
     press(&mut app, "n");
     assert!(!app.quit);
     press(&mut app, "qy");

@@ -66,10 +66,30 @@ fn tabs(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-/// Engine state, pool size, and the latest message or the screen's key hints.
+/// Engine state, pool size, and the latest message or the screen's key hints. A pending
+/// question takes the whole line; a message keeps its full text and the engine summary before it
+/// gives way first when the line is too narrow for both.
 fn status(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let engine = match app.running() {
+    if let Some(c) = &app.confirm {
+        let text = match c {
+            super::app::Confirm::Quit => {
+                "runs are going and stop when loracycle quits: quit anyway? y/n".to_string()
+            }
+            _ => app.message.clone().unwrap_or_else(|| "y/n".into()),
+        };
+        f.render_widget(Clear, area);
+        f.render_widget(
+            Line::from(Span::styled(
+                format!("  {text}"),
+                t.highlight().add_modifier(Modifier::BOLD),
+            ))
+            .style(t.highlight()),
+            area,
+        );
+        return;
+    }
+    let mut engine = match app.running() {
         Some(r) => {
             let mut s = format!("running {}", short(&r.label, 28));
             if let Some(st) = &r.stage {
@@ -96,43 +116,45 @@ fn status(f: &mut Frame, app: &App, area: Rect) {
         .iter()
         .filter(|r| !r.local && r.state == RunState::Running)
         .count();
-    let mut spans = vec![Span::styled(format!(" {engine}"), t.accent())];
+    let mut counts = String::new();
     if queued > 0 {
-        spans.push(Span::raw(format!(" · {queued} queued")));
+        counts.push_str(&format!(" · {queued} queued"));
     }
     if remote > 0 {
-        spans.push(Span::raw(format!(" · {remote} running elsewhere")));
+        counts.push_str(&format!(" · {remote} running elsewhere"));
     }
-    spans.push(Span::styled(
-        format!(" · pool {}", app.pool.entries.len()),
-        t.dim(),
-    ));
-    let tail = if let Some(m) = &app.message {
-        Span::styled(format!(" │ {m}"), t.fg(t.warn))
-    } else {
-        Span::styled(format!(" │ {}", hints(app)), t.dim())
-    };
-    spans.push(tail);
-    f.render_widget(Line::from(spans), area);
-    if app.confirm.is_some() {
-        let msg = app.message.clone().unwrap_or_else(|| "quit? y/n".into());
-        let text = match app.confirm {
-            Some(super::app::Confirm::Quit) => {
-                "runs are going and stop when loracycle quits: quit anyway? y/n".to_string()
+    let mut pool = format!(" · pool {}", app.pool.entries.len());
+    let tail = match &app.message {
+        Some(m) => {
+            let width = area.width as usize;
+            let tail = format!(" │ {m}");
+            let need = |e: &str, c: &str, p: &str| {
+                1 + [e, c, p, &tail]
+                    .map(|s| s.chars().count())
+                    .iter()
+                    .sum::<usize>()
+            };
+            if need(&engine, &counts, &pool) > width {
+                pool.clear();
             }
-            _ => msg,
-        };
-        let w = (text.chars().count() as u16 + 4).min(area.width);
-        let r = Rect::new(area.x, area.y, w, 1);
-        f.render_widget(Clear, r);
-        f.render_widget(
-            Span::styled(
-                format!("  {text}  "),
-                t.highlight().add_modifier(Modifier::BOLD),
-            ),
-            r,
-        );
-    }
+            if need(&engine, &counts, &pool) > width {
+                counts.clear();
+            }
+            let over = need(&engine, &counts, &pool).saturating_sub(width);
+            if over > 0 {
+                engine = short(&engine, engine.chars().count().saturating_sub(over).max(4));
+            }
+            Span::styled(tail, t.fg(t.warn))
+        }
+        None => Span::styled(format!(" │ {}", hints(app)), t.dim()),
+    };
+    let spans = vec![
+        Span::styled(format!(" {engine}"), t.accent()),
+        Span::raw(counts),
+        Span::styled(pool, t.dim()),
+        tail,
+    ];
+    f.render_widget(Line::from(spans), area);
 }
 
 fn hints(app: &App) -> String {
