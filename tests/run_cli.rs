@@ -56,6 +56,23 @@ bootstrap = 200
         &[],
     );
     assert_eq!(code, 0, "{err}");
+    // Without a terminal, progress comes as plain lines: each stage, then every tenth of it.
+    let stage = |name: &str| -> Vec<&str> {
+        err.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .collect()
+    };
+    assert_eq!(
+        stage("tuning coefficients"),
+        ["0/6", "1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
+    );
+    // The test split is scored 32 examples at a time: a line per batch, each past a tenth.
+    assert_eq!(
+        stage("evaluating on test"),
+        ["0/100", "32/100", "64/100", "96/100", "100/100"]
+    );
+    let pool = stage("loading pool");
+    assert_eq!(pool.len(), 11, "{pool:?}");
     let rec: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rec["status"], "finished");
     assert_eq!(rec["label"], "ci gradient");

@@ -16,43 +16,104 @@ use loracycle::run::study::{
 use loracycle::run::{RunRecord, RunSpec};
 use loracycle::slurm::BatchOptions;
 
-fn bar() -> ProgressBar {
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{prefix}{msg:<28} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(250));
-    bar
+/// A run's progress on stderr: a bar on a terminal; anywhere else (a log file, a Slurm job's
+/// output) a plain line when a stage starts and at every tenth of it, so a log shows where a
+/// run got to.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    prefix: String,
+    stage: String,
+    total: usize,
+    tenths: usize,
 }
 
-/// Applies a run event to the bar; returns a line to print above it, if any.
-fn show(bar: &ProgressBar, e: &RunEvent) {
-    match e {
-        RunEvent::Stage { name, total } => {
-            bar.set_message(name.clone());
-            bar.set_length(*total as u64);
-            bar.set_position(0);
-            bar.reset_eta();
+impl Progress {
+    fn new() -> Self {
+        Self::with_terminal(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    }
+
+    fn with_terminal(terminal: bool) -> Self {
+        let bar = if terminal {
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{prefix}{msg:<28} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            bar.set_message("starting");
+            bar.enable_steady_tick(std::time::Duration::from_millis(250));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Progress {
+            bar,
+            plain: !terminal,
+            prefix: String::new(),
+            stage: String::new(),
+            total: 0,
+            tenths: 0,
         }
-        RunEvent::Advance(n) => bar.set_position(*n as u64),
-        RunEvent::Curve(p) => {
-            let v = p
-                .val_loss
-                .map(|v| format!(" val {v:.4}"))
-                .unwrap_or_default();
-            bar.set_message(format!("loss {:.4}{v}", p.train_loss));
+    }
+
+    fn println(&self, line: impl AsRef<str>) {
+        if self.plain {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line.as_ref());
         }
-        RunEvent::Log(line) => bar.println(line),
-        RunEvent::Coefficients(..) | RunEvent::Layout { .. } => {}
+    }
+
+    fn set_prefix(&mut self, prefix: String) {
+        self.bar.set_prefix(prefix.clone());
+        self.prefix = prefix;
+    }
+
+    /// Applies a run event.
+    fn show(&mut self, e: &RunEvent) {
+        match e {
+            RunEvent::Stage { name, total } => {
+                // Position first: a frame drawn in between must not pair the last stage's count
+                // with this one's length.
+                self.bar.set_position(0);
+                self.bar.reset_eta();
+                self.bar.set_length(*total as u64);
+                self.bar.set_message(name.clone());
+                (self.stage, self.total, self.tenths) = (name.clone(), *total, 0);
+                if self.plain {
+                    eprintln!("{}{name}: 0/{total}", self.prefix);
+                }
+            }
+            RunEvent::Advance(n) => {
+                self.bar.set_position(*n as u64);
+                let tenths = (n * 10).checked_div(self.total).unwrap_or(0);
+                if self.plain && tenths > self.tenths {
+                    self.tenths = tenths;
+                    eprintln!("{}{}: {n}/{}", self.prefix, self.stage, self.total);
+                }
+            }
+            RunEvent::Curve(p) => {
+                let v = p
+                    .val_loss
+                    .map(|v| format!(" val {v:.4}"))
+                    .unwrap_or_default();
+                self.bar.set_message(format!("loss {:.4}{v}", p.train_loss));
+            }
+            RunEvent::Log(line) => self.println(line),
+            RunEvent::Coefficients(..) | RunEvent::Layout { .. } => {}
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
 /// Shows engine events for `run` on the bar until the run ends; returns that last event.
 fn follow(
-    bar: &ProgressBar,
+    bar: &mut Progress,
     run: &RunId,
     mut next: impl FnMut() -> Option<Event>,
 ) -> Option<Event> {
@@ -61,27 +122,21 @@ fn follow(
             continue;
         }
         match &e {
-            Event::Stage { name, total, .. } => show(
-                bar,
-                &RunEvent::Stage {
-                    name: name.clone(),
-                    total: *total,
-                },
-            ),
-            Event::Advance { done, .. } => show(bar, &RunEvent::Advance(*done)),
+            Event::Stage { name, total, .. } => bar.show(&RunEvent::Stage {
+                name: name.clone(),
+                total: *total,
+            }),
+            Event::Advance { done, .. } => bar.show(&RunEvent::Advance(*done)),
             Event::Progress {
                 step,
                 train_loss,
                 val_loss,
                 ..
-            } => show(
-                bar,
-                &RunEvent::Curve(CurvePoint {
-                    step: *step,
-                    train_loss: *train_loss,
-                    val_loss: *val_loss,
-                }),
-            ),
+            } => bar.show(&RunEvent::Curve(CurvePoint {
+                step: *step,
+                train_loss: *train_loss,
+                val_loss: *val_loss,
+            })),
             Event::Log { line, .. } => bar.println(line),
             _ => {}
         }
@@ -114,7 +169,7 @@ fn finish(e: Option<Event>, store: &RunStore, run: &RunId, json: bool) -> Result
 
 pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) -> Result<()> {
     let spec = RunSpec::read(spec_path)?;
-    let bar = bar();
+    let mut bar = Progress::new();
     if attach {
         let mut client = Client::connect(&socket_path())?;
         // The server writes into its own runs directory and says which first.
@@ -145,8 +200,8 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
             }
         };
         bar.println(format!("queued on the server as {run}"));
-        let end = follow(&bar, &run, || client.next_event());
-        bar.finish_and_clear();
+        let end = follow(&mut bar, &run, || client.next_event());
+        bar.finish();
         return finish(end, &server_store, &run, json);
     }
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
@@ -172,8 +227,8 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
             run: cancel_run.clone(),
         });
     });
-    let end = follow(&bar, &run, || engine.events.recv().ok());
-    bar.finish_and_clear();
+    let end = follow(&mut bar, &run, || engine.events.recv().ok());
+    bar.finish();
     let result = finish(end, &store, &run, json);
     engine.shutdown();
     result
@@ -392,15 +447,15 @@ pub fn study(a: StudyArgs) -> Result<()> {
         }
         return submit_plan(emitted.plan, &out);
     }
-    let bar = bar();
+    let mut bar = Progress::new();
     let report = run_study(&opts, &runs, &out, &mut |i, n, label, event| match event {
         None => {
             bar.set_prefix(format!("run {i}/{n} "));
             bar.println(format!("[{i}/{n}] {label}"));
         }
-        Some(e) => show(&bar, e),
+        Some(e) => bar.show(e),
     });
-    bar.finish_and_clear();
+    bar.finish();
     let report = report?;
     println!("{}", markdown(&report));
     println!("written: {}/study.{{md,csv,json}}", out.display());
