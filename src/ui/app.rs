@@ -291,6 +291,8 @@ pub struct RunView {
     /// Whether this UI's own engine runs it (its events are the truth); other runs are followed
     /// through the store.
     pub local: bool,
+    /// Steps in its curve as the store last said (for a run whose curve is not loaded).
+    pub steps: usize,
     /// Where another process runs it: host, process id, Slurm job and Slurm's state of that job.
     pub host: String,
     pub pid: u32,
@@ -321,6 +323,7 @@ impl RunView {
             marked: false,
             loaded: false,
             local: false,
+            steps: 0,
             host: String::new(),
             pid: 0,
             slurm: None,
@@ -356,6 +359,7 @@ impl RunView {
         v.exact_match = s.exact_match;
         v.loss = s.loss;
         v.error = s.error.clone();
+        v.steps = s.steps;
         v.host = s.host.clone();
         v.pid = s.pid;
         v.slurm = s.slurm.clone();
@@ -378,6 +382,7 @@ impl RunView {
             self.push_log(format!("failed: {e}"));
         }
         self.error = s.error;
+        self.steps = s.steps;
         self.host = s.host;
         self.pid = s.pid;
         self.slurm = s.slurm;
