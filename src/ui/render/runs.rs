@@ -86,7 +86,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     // run's full id is on the line below the table anyway.
     let label_width = widest(&|r| r.label.chars().count()).unwrap_or(3).min(40);
     let others = 1 + 11 + progress_width + 6 + 7 + place_width.map_or(0, |w| w + 1) + 5;
-    let ids = (table_area.width as usize) >= others + label_width + id_width + 1;
+    let ids = (table_area.width as usize) > others + label_width + id_width;
     let rows: Vec<Row> = (start..end)
         .map(|i| {
             let r = &app.runs[i];
