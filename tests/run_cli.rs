@@ -185,7 +185,15 @@ fn bad_specs_get_a_message_naming_the_problem() {
     let cases = [
         (
             "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"magic\"\n",
-            "[method]: unknown kind or a setting it does not take (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)",
+            "[method] (line 3): unknown kind \"magic\" (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"gradient\"\nsteps = -1\n",
+            "[method] (line 3): kind gradient: invalid value: integer `-1`, expected usize",
+        ),
+        (
+            "[task]\nlab = \"caesar-5\"\n\n[method]\nkind = \"lorahub\"\nbugdet = 100\n",
+            "[method] (line 4): kind lorahub: unknown field `bugdet`, expected one of",
         ),
         (
             "[task]\nlab = \"caesar-5\"\ntrain = \"t.jsonl\"\n",

@@ -335,7 +335,7 @@ impl RunSpec {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, SpecError> {
         let spec: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
-            message: explain_toml_error(&e),
+            message: explain_toml_error(&e, text),
         })?;
         spec.validate()?;
         Ok(spec)
@@ -467,20 +467,59 @@ impl RunSpec {
     }
 }
 
-/// The method table's `kind` is matched against several variant sets; serde's message for a
-/// wrong kind ("did not match any variant") is replaced by the list of kinds.
-fn explain_toml_error(e: &toml::de::Error) -> String {
-    let msg = e.message();
-    if msg.contains("did not match any variant") {
-        let kinds = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
-        return format!(
-            "[method]: unknown kind or a setting it does not take (kinds: {kinds}){}",
-            e.span()
-                .map(|s| format!(" at bytes {}..{}", s.start, s.end))
-                .unwrap_or_default()
-        );
+/// The method table's `kind` is matched against several variant sets, and serde's message for
+/// any problem in it ("did not match any variant") names none: the table is read again as its
+/// kind's settings to say what is wrong, at which line.
+fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
+    if !e.message().contains("did not match any variant") {
+        return e.to_string().trim_end().to_string();
     }
-    e.to_string().trim_end().to_string()
+    let at = e
+        .span()
+        .map(|s| {
+            let before = text.get(..s.start).unwrap_or(text);
+            format!(" (line {})", before.matches('\n').count() + 1)
+        })
+        .unwrap_or_default();
+    let kinds = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
+    match method_problem(text) {
+        Some(why) => format!("[method]{at}: {why}"),
+        None => {
+            format!("[method]{at}: unknown kind or a setting it does not take (kinds: {kinds})")
+        }
+    }
+}
+
+/// What is wrong with the `[method]` table of `text`, read as its kind's settings.
+fn method_problem(text: &str) -> Option<String> {
+    use serde::de::Deserialize;
+    let table: toml::Table = text.parse().ok()?;
+    let method = table.get("method")?.as_table()?;
+    let kind = method.get("kind")?.as_str()?;
+    let mut settings = method.clone();
+    settings.remove("kind");
+    let settings = toml::Value::Table(settings);
+    let why = |e: toml::de::Error| Some(format!("kind {kind}: {}", e.message().trim_end()));
+    match kind {
+        "base" => (!method.is_empty() && method.len() > 1).then(|| {
+            let keys: Vec<&str> = method
+                .keys()
+                .filter(|k| *k != "kind")
+                .map(String::as_str)
+                .collect();
+            format!("kind base takes no settings (got {})", keys.join(", "))
+        }),
+        "new-lora" => NewLoraSpec::deserialize(settings).err().and_then(why),
+        "gradient" => GradientSpec::deserialize(settings).err().and_then(why),
+        "lorahub" => LorahubSpec::deserialize(settings).err().and_then(why),
+        _ => match MergeMethod::deserialize(toml::Value::Table(method.clone())) {
+            Err(e) if e.message().contains("unknown variant") => Some(format!(
+                "unknown kind {kind:?} (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)"
+            )),
+            Err(e) => why(e),
+            Ok(_) => None,
+        },
+    }
 }
 
 #[cfg(test)]
