@@ -63,10 +63,11 @@ enum Command {
         #[arg(long)]
         attach: bool,
     },
-    /// The runs directory: list, show and remove runs.
+    /// The runs directory: list, show, export and remove runs.
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
+        /// Where run folders are [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
         #[arg(long, global = true)]
         runs_dir: Option<PathBuf>,
     },
@@ -75,6 +76,7 @@ enum Command {
     /// and follows the run (its record is read from the server's runs directory), and a TUI
     /// started with the same --runs-dir follows the server's runs there.
     Serve {
+        /// Where run folders are [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
         #[arg(long)]
         runs_dir: Option<PathBuf>,
     },
@@ -103,6 +105,7 @@ Examples:\n  loracycle merge --model assets/lab/base --adapter assets/lab/pool/c
 loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --rank 16 --out merged/"
     )]
     Merge {
+        /// The base model's folder (shapes, and the base model the adapters must share).
         #[arg(long)]
         model: PathBuf,
         /// PEFT adapter folder; repeat for each adapter.
@@ -221,18 +224,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 enum RunsCommand {
     /// Every run with its state (a run whose process died is shown as interrupted).
     List {
+        /// One JSON array of run summaries on stdout.
         #[arg(long)]
         json: bool,
     },
     /// One run: its record, or its status and curve so far.
     Show {
+        /// A run id, or a prefix of one that names a single run (e.g. its time stamp).
         id: String,
+        /// The record (or status and curve so far) as one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Write a finished run's merged adapter as a PEFT folder (rebuilt from its record).
     Export {
+        /// A run id, or a prefix of one that names a single run.
         id: String,
+        /// The adapter folder to write.
         #[arg(long)]
         out: PathBuf,
         /// Rank of truncated results (TIES, DARE).
@@ -241,6 +249,7 @@ enum RunsCommand {
     },
     /// Remove runs that are not queued or running.
     Rm {
+        /// Run ids, or prefixes each naming a single run.
         #[arg(required = true)]
         ids: Vec<String>,
     },
@@ -266,6 +275,7 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         /// The base model's folder, for the weight rules' shape checks.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Keep entries matching every condition, e.g. 'rank<=16,modules=all' (see below).
         #[arg(long, default_value = "")]
         filter: Filter,
         /// downloads, likes, rank, name or norm.
@@ -289,6 +299,7 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         /// Hub repo ids (org/name).
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Hub endpoint [default: $HF_ENDPOINT, else https://huggingface.co].
         #[arg(long)]
         endpoint: Option<String>,
         /// The base model's Hub id, to check shapes when its config is in the HF cache.
@@ -297,19 +308,24 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         /// Downloads at a time.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        /// Refuse to download: report what the HF cache already holds (also HF_HUB_OFFLINE=1).
         #[arg(long)]
         offline: bool,
     },
     /// Every pool rule with its verdict for one adapter (a folder or a Hub repo id).
     Check {
+        /// An adapter folder, or a Hub repo id (org/name) read from the HF cache or the Hub.
         target: String,
+        /// The base model's Hub id the adapter must have been trained on.
         #[arg(long)]
         base: Option<String>,
         /// The base model's folder, for the shape checks.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Hub endpoint [default: $HF_ENDPOINT, else https://huggingface.co].
         #[arg(long)]
         endpoint: Option<String>,
+        /// One JSON object with every rule's verdict.
         #[arg(long)]
         json: bool,
     },

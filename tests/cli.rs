@@ -280,6 +280,13 @@ fn inspect_refuses_a_folder_that_is_neither() {
             tmp.path().display()
         )
     );
+    let gone = tmp.path().join("gone");
+    let (code, _, err) = run(&["inspect", gone.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!("error: {}: no such file or folder\n", gone.display())
+    );
 }
 
 #[test]

@@ -129,6 +129,22 @@ bootstrap = 200
         spec_back,
         loracycle::run::RunSpec::read(Path::new(&spec)).unwrap()
     );
+    // `runs show` takes the run's time stamp alone when it names one run; `runs rm` names what
+    // it cannot remove.
+    let id = rec["id"].as_str().unwrap();
+    let runs_s = runs.to_str().unwrap();
+    let (code, out, err) = run(&["runs", "show", &id[..16], "--runs-dir", runs_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().next().unwrap(),
+        format!("ci gradient · finished · {id}")
+    );
+    let (code, _, err) = run(&["runs", "rm", "nosuch", "--runs-dir", runs_s], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "error: no run \"nosuch\" in the runs directory\nerror: 1 of 1 runs not removed\n"
+    );
 }
 
 #[test]

@@ -14,6 +14,9 @@ fn module_list(modules: impl IntoIterator<Item = Module>) -> Vec<&'static str> {
 }
 
 pub fn inspect(path: &Path, as_json: bool) -> Result<()> {
+    if !path.exists() {
+        bail!("{}: no such file or folder", path.display());
+    }
     if path.join("adapter_config.json").is_file() || path.join("adapter_model.bin").is_file() {
         return inspect_adapter(path, as_json);
     }

@@ -289,6 +289,8 @@ pub struct StudyArgs {
     /// [default: RUNS_DIR/study].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where run folders go (with --emit: a folder every node sees) [default:
+    /// $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
     /// Scale tuning steps and search budgets (e.g. 0.1 for a quick look); 1 is the preset.

@@ -52,6 +52,7 @@ pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
 
 pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let id = &store.resolve(id)?;
     let summary = store.summary(id)?;
     let record = store.read_record(id)?;
     if json {
@@ -102,10 +103,13 @@ pub fn rm(runs: Option<PathBuf>, ids: &[String]) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
     let mut failed = 0;
     for id in ids {
-        match store.remove(id) {
-            Ok(()) => println!("removed {id}"),
+        match store
+            .resolve(id)
+            .and_then(|id| store.remove(&id).map(|()| id))
+        {
+            Ok(id) => println!("removed {id}"),
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("error: {e}");
                 failed += 1;
             }
         }
@@ -131,6 +135,7 @@ pub fn serve(runs: Option<PathBuf>) -> Result<()> {
 
 pub fn export(runs: Option<PathBuf>, id: &str, out: &std::path::Path, rank: usize) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let id = &store.resolve(id)?;
     let Some(record) = store.read_record(id)? else {
         bail!("run {id} has no record yet (it has not finished)");
     };

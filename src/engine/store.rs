@@ -150,6 +150,8 @@ pub enum StoreError {
     },
     #[error("no run {0:?} in the runs directory")]
     NoRun(String),
+    #[error("{0:?} begins {1} run ids ({2}); give more of the id")]
+    Ambiguous(String, usize, String),
     #[error("the runs directory {0} is a file, not a folder")]
     NotAFolder(PathBuf),
     #[error("run {0:?} is still {1}; cancel it first")]
@@ -407,6 +409,23 @@ impl RunStore {
     }
 
     /// Removes a finished, failed, cancelled or interrupted run.
+    /// The run named by `id`, or by a prefix of exactly one run's id (its time stamp, say).
+    pub fn resolve(&self, id: &str) -> Result<String, StoreError> {
+        if self.dir_of(id).is_ok() {
+            return Ok(id.to_string());
+        }
+        let matches: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|i| i.starts_with(id) && self.dir_of(i).is_ok())
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(StoreError::NoRun(id.into())),
+            n => Err(StoreError::Ambiguous(id.into(), n, matches.join(", "))),
+        }
+    }
+
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let s = self.summary(id)?;
         if s.state.is_live() {
@@ -664,6 +683,40 @@ mod tests {
         assert_eq!(
             (s.state, s.stage, s.error),
             (RunState::Failed, None, Some("boom".into()))
+        );
+    }
+
+    #[test]
+    fn a_prefix_names_a_run_when_it_names_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RunStore::open(tmp.path()).unwrap();
+        let spec = RunSpec::from_toml(
+            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"base\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let a = store.create(&spec).unwrap().id().to_string();
+        let b = store.create(&spec).unwrap().id().to_string();
+        assert_eq!(store.resolve(&a).unwrap(), a);
+        let unique = &a[..a.len() - 2];
+        if !b.starts_with(unique) {
+            assert_eq!(store.resolve(unique).unwrap(), a);
+        }
+        let stamp = &a[..16];
+        assert_eq!(
+            store.resolve(stamp).err().map(|e| e.to_string()),
+            b.starts_with(stamp).then(|| {
+                let mut both = [a.clone(), b.clone()];
+                both.sort();
+                format!(
+                    "{stamp:?} begins 2 run ids ({}); give more of the id",
+                    both.join(", ")
+                )
+            })
+        );
+        assert_eq!(
+            store.resolve("2001").unwrap_err().to_string(),
+            "no run \"2001\" in the runs directory"
         );
     }
 
