@@ -359,7 +359,7 @@ impl Engine {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown".into());
-                Err(RunError::Task(format!(
+                Err(RunError::Other(format!(
                     "internal error (please report): {what}"
                 )))
             }

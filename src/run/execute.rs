@@ -41,6 +41,9 @@ pub enum RunError {
     Spec(#[from] super::spec::SpecError),
     #[error("task: {0}")]
     Task(String),
+    /// A problem of the study, export or engine around a run, already worded in full.
+    #[error("{0}")]
+    Other(String),
     #[error("pool {origin}: {reason}")]
     Pool { origin: String, reason: String },
     #[error("the run was cancelled")]

@@ -46,7 +46,7 @@ fn merged_from_branches(br: &Branches, layers: usize) -> candle_core::Result<Mer
 pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64), RunError> {
     let spec = &record.spec;
     if !spec.method.uses_pool() {
-        return Err(RunError::Task(format!(
+        return Err(RunError::Other(format!(
             "run {} used method {}: there is no merged adapter to export",
             record.id,
             spec.method.name()
@@ -65,13 +65,13 @@ pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64
         let dir = match c.name.strip_prefix("oracle:") {
             Some(task) => pool::lab_oracle(task)
                 .or_else(|| spec.task.oracle_adapter.clone())
-                .ok_or_else(|| RunError::Task(format!("the oracle adapter of {task} is gone")))?,
+                .ok_or_else(|| RunError::Other(format!("the oracle adapter of {task} is gone")))?,
             None => candidates
                 .iter()
                 .find(|x| x.name == c.name)
                 .map(|x| x.dir.clone())
                 .ok_or_else(|| {
-                    RunError::Task(format!("adapter {} is no longer in the pool", c.name))
+                    RunError::Other(format!("adapter {} is no longer in the pool", c.name))
                 })?,
         };
         let mut ad = Adapter::load(&dir, Some((&cfg, identity.as_deref())))?;
@@ -96,7 +96,7 @@ pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64
         record
             .coefficients
             .as_ref()
-            .ok_or_else(|| RunError::Task(format!("run {} has no final coefficients", record.id)))
+            .ok_or_else(|| RunError::Other(format!("run {} has no final coefficients", record.id)))
     };
     let merged = match &spec.method {
         MethodSpec::Merge(m) => {
@@ -116,7 +116,7 @@ pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64
             let rows = c.values.len();
             let cols = c.values.first().map_or(0, Vec::len);
             if rows != cb.layout.groups || cols != cb.layout.columns {
-                return Err(RunError::Task(format!(
+                return Err(RunError::Other(format!(
                     "run {}: its coefficients are {rows} × {cols}, the adapters need {} × {} ({:?})",
                     record.id,
                     cb.layout.groups,

@@ -314,8 +314,8 @@ pub fn run_study(
     on: &mut StudyProgress<'_>,
 ) -> Result<StudyReport, super::RunError> {
     let t0 = std::time::Instant::now();
-    let cells = cells(opts).map_err(super::RunError::Task)?;
-    let store = RunStore::open(runs).map_err(|e| super::RunError::Task(e.to_string()))?;
+    let cells = cells(opts).map_err(super::RunError::Other)?;
+    let store = RunStore::open(runs).map_err(|e| super::RunError::Other(e.to_string()))?;
     // The plan tells `--collect` which cells this study has.
     let plan = Plan::new(
         opts,
@@ -325,7 +325,7 @@ pub fn run_study(
     std::fs::create_dir_all(out)
         .and_then(|()| plan.write(out))
         .map_err(|e| {
-            super::RunError::Task(format!(
+            super::RunError::Other(format!(
                 "cannot write the study into {}: {e}",
                 out.display()
             ))
@@ -342,7 +342,7 @@ pub fn run_study(
             bench = Some(Workbench::open(spec)?);
         }
         let bench = bench.as_mut().expect("opened above");
-        let task_err = |e: StoreError| super::RunError::Task(e.to_string());
+        let task_err = |e: StoreError| super::RunError::Other(e.to_string());
         let mut folder = store.create(spec).map_err(task_err)?;
         folder
             .set_state(RunState::Running, None)
@@ -378,11 +378,11 @@ pub fn run_study(
         }
         record.id = folder.id().to_string();
         folder.finish(&record).map_err(|e| {
-            super::RunError::Task(format!("cannot save run record in {}: {e}", runs.display()))
+            super::RunError::Other(format!("cannot save run record in {}: {e}", runs.display()))
         })?;
         rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
-    let arms = select_arms(&opts.arms).map_err(super::RunError::Task)?;
+    let arms = select_arms(&opts.arms).map_err(super::RunError::Other)?;
     let report = StudyReport {
         preset: "lab-paper".into(),
         tasks: opts.tasks.clone(),
@@ -392,7 +392,7 @@ pub fn run_study(
         rows,
     };
     write_outputs(out, &report).map_err(|e| {
-        super::RunError::Task(format!(
+        super::RunError::Other(format!(
             "cannot write the study into {}: {e}",
             out.display()
         ))
