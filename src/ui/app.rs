@@ -1271,7 +1271,12 @@ impl App {
         let write = |p: &PathBuf, t: &str| crate::adapter::write::write_atomic(p, t.as_bytes());
         self.message = Some(
             match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
-                Ok(()) => format!("wrote {} and {}", md.display(), csv.display()),
+                Ok(()) => {
+                    let at = std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|_| ".".into());
+                    format!("wrote {} and {} in {at}", md.display(), csv.display())
+                }
                 Err(e) => format!("cannot write the table: {e}"),
             },
         );

@@ -179,8 +179,10 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
         );
         return;
     }
+    // prompt · expected answer · A's answer · B's answer; a wrong answer ends at its first wrong
+    // token (greedy decoding is checked by teacher forcing, which stops there), marked "…".
     let w = inner.width as usize;
-    let col = (w.saturating_sub(4)) / 3;
+    let col = w.saturating_sub(12) / 4;
     let mark = |ok: bool| {
         if ok {
             Span::styled(" ✓", t.fg(t.ok))
@@ -195,25 +197,52 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
         }
         p
     };
-    let lines: Vec<Line> = differ
+    let rows: Vec<usize> = differ
         .iter()
-        .take(inner.height as usize)
-        .map(|&k| {
-            Line::from(vec![
-                Span::raw(format!("{:<col$} ", short(&ea[k].prompt, col))),
-                Span::styled("A ", t.dim()),
-                Span::raw(format!(
-                    "{:<w$}",
-                    short(&shown(&ea[k]), col.saturating_sub(4)),
-                    w = col.saturating_sub(4)
-                )),
-                mark(ea[k].correct),
-                Span::styled("  B ", t.dim()),
-                Span::raw(short(&shown(&eb[k]), col.saturating_sub(4))),
-                mark(eb[k].correct),
-            ])
-        })
+        .copied()
+        .take((inner.height as usize).saturating_sub(1))
         .collect();
+    // Each column as wide as its longest entry: the answers at most a quarter of the pane, the
+    // prompt whatever they leave.
+    let width = |f: &dyn Fn(usize) -> String, head: &str, most: usize| {
+        rows.iter()
+            .map(|&k| f(k).chars().count())
+            .chain([head.chars().count()])
+            .max()
+            .unwrap_or(0)
+            .min(most)
+    };
+    let answer = width(&|k| ea[k].answer.clone(), "answer", col);
+    let a = width(&|k| shown(&ea[k]), "A", col);
+    let b = width(&|k| shown(&eb[k]), "B", col);
+    let prompt = width(
+        &|k| ea[k].prompt.clone(),
+        "prompt",
+        w.saturating_sub(answer + a + b + 10).max(col),
+    );
+    let widths = [prompt, answer, a, b];
+    let cell = |text: &str, i: usize| format!("{:<w$}", short(text, widths[i]), w = widths[i]);
+    let mut lines: Vec<Line> = vec![Line::styled(
+        format!(
+            "{}  {}  {}    {}",
+            cell("prompt", 0),
+            cell("answer", 1),
+            cell("A", 2),
+            cell("B", 3)
+        ),
+        t.dim(),
+    )];
+    lines.extend(rows.iter().map(|&k| {
+        Line::from(vec![
+            Span::raw(format!("{}  ", cell(&ea[k].prompt, 0))),
+            Span::styled(format!("{}  ", cell(&ea[k].answer, 1)), t.dim()),
+            Span::raw(cell(&shown(&ea[k]), 2)),
+            mark(ea[k].correct),
+            Span::raw("  "),
+            Span::raw(cell(&shown(&eb[k]), 3)),
+            mark(eb[k].correct),
+        ])
+    }));
     f.render_widget(Paragraph::new(lines), inner);
 }
 
@@ -221,8 +250,21 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
 pub fn table_text(app: &App, rows: &[usize]) -> (String, String) {
     let task = common_task(app, rows);
     let base = base_exact(app, rows);
-    let mut md =
-        String::from("| run | exact match | 95% CI | loss | Δ vs base |\n|---|---|---|---|---|\n");
+    // What was compared: the task(s) of the records and their test sizes.
+    let mut tasks: Vec<String> = rows
+        .iter()
+        .filter_map(|&i| app.runs[i].record.as_ref())
+        .map(|r| format!("{} ({} test examples)", r.task.name, r.task.test))
+        .collect();
+    tasks.sort();
+    tasks.dedup();
+    let mut md = format!(
+        "Test exact match (bootstrap 95% interval) and answer loss on {}.\n\n",
+        tasks.join(", ")
+    );
+    md.push_str(
+        "| run | exact match | 95% CI | loss | Δ vs base | run id |\n|---|---|---|---|---|---|\n",
+    );
     let mut csv = String::from("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n");
     for &i in rows {
         let r = &app.runs[i];
@@ -233,12 +275,13 @@ pub fn table_text(app: &App, rows: &[usize]) -> (String, String) {
             .map(|b| em.mean - b);
         let n = name(r, task.as_deref());
         md.push_str(&format!(
-            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} |\n",
+            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} | {} |\n",
             em.mean,
             em.lo,
             em.hi,
             rec.metrics.loss.mean,
-            delta.map_or("–".into(), |d| format!("{d:+.3}"))
+            delta.map_or("–".into(), |d| format!("{d:+.3}")),
+            r.id
         ));
         csv.push_str(&format!(
             "\"{}\",{},{},{},{},{},{}\n",
