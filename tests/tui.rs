@@ -457,6 +457,13 @@ fn runs_retry_twin_delete_and_compare_marks() {
     // The base run has no pool: no random-init twin.
     app.on_key(code(KeyCode::Enter));
     assert_eq!(app.screen, Screen::Live);
+    // Nor steps or coefficients, and Live says so rather than that they are coming.
+    let live = render(&app, 120, 36);
+    assert!(
+        live.contains("no steps: this method trains nothing"),
+        "{live}"
+    );
+    assert!(live.contains("this method has no coefficients"), "{live}");
     press(&mut app, "r");
     assert_eq!(
         app.message.as_deref(),

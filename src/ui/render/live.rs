@@ -227,7 +227,20 @@ fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     if run.curve.is_empty() {
         let inner = b.inner(area);
         f.render_widget(b, area);
-        f.render_widget(note(app, "no steps yet"), inner);
+        let text = match &run.record {
+            Some(r)
+                if matches!(
+                    r.spec.method,
+                    crate::run::spec::MethodSpec::Base | crate::run::spec::MethodSpec::Merge(_)
+                ) =>
+            {
+                "no steps: this method trains nothing"
+            }
+            _ if !run.state.is_live() && run.loaded => "the run ended before its first step",
+            _ if !run.state.is_live() => "its curve is read when the run is opened",
+            _ => "no steps yet",
+        };
+        f.render_widget(note(app, text), inner);
         return;
     }
     let max_points = (area.width as usize).saturating_mul(4).max(8);
@@ -289,7 +302,11 @@ fn column_name(run: &RunView, j: usize) -> String {
 
 fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) {
     let t = &app.theme;
-    let b = block(app, format!(" coefficients · top {} by |f(c)| ", top.len()));
+    let b = if top.is_empty() {
+        block(app, " coefficients ")
+    } else {
+        block(app, format!(" coefficients · top {} by |f(c)| ", top.len()))
+    };
     if top.is_empty() || run.coefficients.len() < 2 {
         let inner = b.inner(area);
         f.render_widget(b, area);
@@ -306,7 +323,11 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
             _ if !run.local && run.state.is_live() => {
                 "run by another process: its coefficients come with its record when it ends"
             }
-            _ => "coefficients appear at the first validation check",
+            _ if run.state.is_live() => "coefficients appear at the first validation check",
+            _ if run.record.is_some() => "this method has no coefficients",
+            // Snapshots travel as events and are kept in the record: a run that stopped
+            // without one (cancelled, failed, interrupted) left none behind.
+            _ => "no coefficients were kept: the run ended without a record",
         };
         f.render_widget(note(app, text), inner);
         return;
