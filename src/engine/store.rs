@@ -414,6 +414,9 @@ impl RunStore {
         if self.dir_of(id).is_ok() {
             return Ok(id.to_string());
         }
+        if id.is_empty() {
+            return Err(StoreError::NoRun(id.into()));
+        }
         let matches: Vec<String> = self
             .ids()
             .into_iter()
@@ -422,7 +425,13 @@ impl RunStore {
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
             0 => Err(StoreError::NoRun(id.into())),
-            n => Err(StoreError::Ambiguous(id.into(), n, matches.join(", "))),
+            n => {
+                let mut some = matches[..n.min(4)].join(", ");
+                if n > 4 {
+                    some.push_str(", …");
+                }
+                Err(StoreError::Ambiguous(id.into(), n, some))
+            }
         }
     }
 
@@ -690,34 +699,35 @@ mod tests {
     fn a_prefix_names_a_run_when_it_names_one() {
         let tmp = tempfile::tempdir().unwrap();
         let store = RunStore::open(tmp.path()).unwrap();
-        let spec = RunSpec::from_toml(
-            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"base\"\n",
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        let a = store.create(&spec).unwrap().id().to_string();
-        let b = store.create(&spec).unwrap().id().to_string();
-        assert_eq!(store.resolve(&a).unwrap(), a);
-        let unique = &a[..a.len() - 2];
-        if !b.starts_with(unique) {
-            assert_eq!(store.resolve(unique).unwrap(), a);
+        let ids: Vec<String> = (1..=6)
+            .map(|i| format!("20261129T120000Z-caesar-5-base-000{i}"))
+            .collect();
+        for id in &ids {
+            std::fs::create_dir(tmp.path().join(id)).unwrap();
+            std::fs::write(tmp.path().join(id).join("status.json"), "{}").unwrap();
         }
-        let stamp = &a[..16];
+        // A folder that is not a run does not count.
+        std::fs::create_dir(tmp.path().join("20261130T000000Z-notes")).unwrap();
+        assert_eq!(store.resolve(&ids[0]).unwrap(), ids[0]);
         assert_eq!(
-            store.resolve(stamp).err().map(|e| e.to_string()),
-            b.starts_with(stamp).then(|| {
-                let mut both = [a.clone(), b.clone()];
-                both.sort();
-                format!(
-                    "{stamp:?} begins 2 run ids ({}); give more of the id",
-                    both.join(", ")
-                )
-            })
+            store
+                .resolve("20261129T120000Z-caesar-5-base-0003")
+                .unwrap(),
+            ids[2]
         );
         assert_eq!(
-            store.resolve("2001").unwrap_err().to_string(),
-            "no run \"2001\" in the runs directory"
+            store.resolve("20261129T12").unwrap_err().to_string(),
+            format!(
+                "\"20261129T12\" begins 6 run ids ({}, …); give more of the id",
+                ids[..4].join(", ")
+            )
         );
+        for missing in ["20261130", "", "2001"] {
+            assert_eq!(
+                store.resolve(missing).unwrap_err().to_string(),
+                format!("no run {missing:?} in the runs directory")
+            );
+        }
     }
 
     #[test]
