@@ -208,6 +208,10 @@ fn bad_specs_get_a_message_naming_the_problem() {
             "[method] (line 3): kind gradient: invalid value: integer `-1`, expected usize",
         ),
         (
+            "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"base\"\nsteps = 10\n",
+            "[method]: kind base takes no settings (got steps)",
+        ),
+        (
             "[task]\nlab = \"caesar-5\"\n\n[method]\nkind = \"lorahub\"\nbugdet = 100\n",
             "[method] (line 4): kind lorahub: unknown field `bugdet`, expected one of",
         ),

@@ -270,6 +270,28 @@ screens!(live_screen, ((), live_app()), "3");
 screens!(runs_screen, finished_app(), "4");
 screens!(compare_screen, finished_app(), "5");
 screens!(help_screen, ((), app()), "?");
+
+#[test]
+fn help_scrolls_no_further_than_its_last_line() {
+    let mut app = app();
+    press(&mut app, "?");
+    let full = render(&app, 80, 24);
+    press(&mut app, &"j".repeat(300));
+    let end = render(&app, 80, 24);
+    // The pane stays full: its last page, not an empty box.
+    let filled = |s: &str| {
+        s.lines()
+            .filter(|l| {
+                l.starts_with("\"│")
+                    && !l
+                        .trim_matches(|c| c == '"' || c == '│' || c == ' ')
+                        .is_empty()
+            })
+            .count()
+    };
+    assert_eq!(filled(&end), filled(&full), "{end}");
+    assert_ne!(end, full, "it scrolled");
+}
 screens!(empty_live, ((), app()), "3");
 
 #[test]

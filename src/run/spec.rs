@@ -337,6 +337,16 @@ impl RunSpec {
             path: path.to_path_buf(),
             message: explain_toml_error(&e, text),
         })?;
+        // A tagged unit variant takes any other keys silently: settings given to `base` would
+        // be ignored without a word.
+        if matches!(spec.method, MethodSpec::Base)
+            && let Some(why) = method_problem(text)
+        {
+            return Err(SpecError::Parse {
+                path: path.to_path_buf(),
+                message: format!("[method]: {why}"),
+            });
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -501,7 +511,7 @@ fn method_problem(text: &str) -> Option<String> {
     let settings = toml::Value::Table(settings);
     let why = |e: toml::de::Error| Some(format!("kind {kind}: {}", e.message().trim_end()));
     match kind {
-        "base" => (!method.is_empty() && method.len() > 1).then(|| {
+        "base" => (method.len() > 1).then(|| {
             let keys: Vec<&str> = method
                 .keys()
                 .filter(|k| *k != "kind")

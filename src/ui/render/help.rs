@@ -53,7 +53,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
     // As many columns as fit side by side; ↑/↓ scroll what does not fit.
     let height = inner.height.max(1) as usize;
-    let lines: Vec<Line> = lines.into_iter().skip(app.help_scroll as usize).collect();
+    // Scrolling stops once the last line is in view.
+    let most = lines.len().saturating_sub(height * cols);
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .skip((app.help_scroll as usize).min(most))
+        .collect();
     let areas = ratatui::layout::Layout::horizontal(vec![Constraint::Fill(1); cols]).split(inner);
     for (c, chunk) in lines.chunks(height).take(cols).enumerate() {
         f.render_widget(Paragraph::new(chunk.to_vec()), areas[c]);
