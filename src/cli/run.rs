@@ -30,10 +30,7 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        Self::with_terminal(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-    }
-
-    fn with_terminal(terminal: bool) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = if terminal {
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template(

@@ -491,14 +491,18 @@ fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
             format!(" (line {})", before.matches('\n').count() + 1)
         })
         .unwrap_or_default();
-    let kinds = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
     match method_problem(text) {
         Some(why) => format!("[method]{at}: {why}"),
         None => {
-            format!("[method]{at}: unknown kind or a setting it does not take (kinds: {kinds})")
+            format!(
+                "[method]{at}: unknown kind or a setting it does not take (kinds: {METHOD_KINDS})"
+            )
         }
     }
 }
+
+/// Every `kind` a `[method]` table may name, for error messages.
+const METHOD_KINDS: &str = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
 
 /// What is wrong with the `[method]` table of `text`, read as its kind's settings.
 fn method_problem(text: &str) -> Option<String> {
@@ -523,9 +527,9 @@ fn method_problem(text: &str) -> Option<String> {
         "gradient" => GradientSpec::deserialize(settings).err().and_then(why),
         "lorahub" => LorahubSpec::deserialize(settings).err().and_then(why),
         _ => match MergeMethod::deserialize(toml::Value::Table(method.clone())) {
-            Err(e) if e.message().contains("unknown variant") => Some(format!(
-                "unknown kind {kind:?} (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)"
-            )),
+            Err(e) if e.message().contains("unknown variant") => {
+                Some(format!("unknown kind {kind:?} (kinds: {METHOD_KINDS})"))
+            }
             Err(e) => why(e),
             Ok(_) => None,
         },
