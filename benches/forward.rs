@@ -3,7 +3,10 @@
 //! f32 on the CPU: no adapters, 30 rank-16 adapters on all seven modules as side branches, and the
 //! same 30 folded into W. `benches/forward_torch.py` runs the same work in PyTorch + peft.
 //!
-//! cargo bench --bench forward -- [--iters N]
+//! cargo bench --bench forward -- [--iters N] [--case TEXT]
+//!
+//! `--case` runs only the cases whose name contains TEXT (`--case "no adapters"` for profiling
+//! the plain forward).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -12,7 +15,7 @@ use loracycle::model::{Batch, Llama, LlamaConfig, Module};
 
 #[path = "support/random.rs"]
 mod random;
-use random::{config, iters_arg, random_model, time_ms};
+use random::{config, flag, iters_arg, random_model, time_ms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -65,6 +68,8 @@ fn main() {
     let mut grad_model = model.clone();
     grad_model.set_differentiable(true);
 
+    let only = flag("--case");
+    println!("{}", loracycle::process::machine_line());
     println!(
         "forward: hidden 512, 8 layers, 8/2 heads, vocab 32000, batch 8 x 128, f32, cpu, {} threads, {iters} iters",
         candle_core::utils::get_num_threads()
@@ -79,6 +84,10 @@ fn main() {
     ];
     let mut medians = Vec::new();
     for (name, m, br, reference) in cases {
+        if only.as_deref().is_some_and(|c| !name.contains(c)) {
+            medians.push(f64::NAN);
+            continue;
+        }
         let (ms, min) = time_ms(iters, || {
             m.forward(&batch, br)
                 .unwrap()
@@ -100,6 +109,9 @@ fn main() {
         );
     }
     println!("  folding 30 adapters into W once: {fold_ms:.1} ms");
+    if only.is_some() {
+        return;
+    }
     let (hidden_ms, _) = time_ms(iters, || {
         model
             .hidden(&batch, None)

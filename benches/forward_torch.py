@@ -115,6 +115,18 @@ def time_case(torch, model, input_ids, attention_mask, warmup, iters):
     return statistics.median(times), times
 
 
+def cpu_model():
+    """The processor's model name, as the Rust benchmarks print it (first `model name` of cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -128,6 +140,7 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
+    print(f"machine: {cpu_model()} · torch CPU kernels {torch.backends.cpu.get_cpu_capability()} · {args.threads} CPU threads")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

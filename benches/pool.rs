@@ -93,6 +93,7 @@ fn peak_rss_mb() -> f64 {
 fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
+    println!("{}", loracycle::process::machine_line());
     let iters = iters_arg(10);
     let snapshot = flag("--snapshot");
     let (cfgs, origin) = configs(snapshot.as_deref());

@@ -295,6 +295,7 @@ fn example_counts() -> Vec<usize> {
 fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
+    println!("{}", loracycle::process::machine_line());
     let iters = iters_arg(10);
     if std::env::args().any(|a| a == "--lab") {
         lab(iters);

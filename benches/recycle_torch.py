@@ -45,6 +45,9 @@ def main():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(args.threads)
+    from forward_torch import cpu_model  # this folder is on sys.path when the script runs
+
+    print(f"machine: {cpu_model()} · torch CPU kernels {torch.backends.cpu.get_cpu_capability()} · {args.threads} CPU threads")
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,

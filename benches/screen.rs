@@ -33,6 +33,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
+    println!("{}", loracycle::process::machine_line());
     let task = flag("--task").unwrap_or_else(|| "caesar-5".into());
     let iters = iters_arg(3);
     let rows: Vec<usize> = flag("--rows")

@@ -123,6 +123,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    println!("{}", loracycle::process::machine_line());
     let frames: usize = flag("--frames").and_then(|v| v.parse().ok()).unwrap_or(200);
     let mut app = state();
     let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();

@@ -390,7 +390,23 @@ enum LabCommand {
 fn main() -> ExitCode {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        // `--version` also names what the numbers will run on, for bug reports and benchmarks.
+        let long = format!(
+            "{}\n{}\ncuda: {}",
+            env!("CARGO_PKG_VERSION"),
+            loracycle::process::machine_line(),
+            if cfg!(feature = "cuda") {
+                "built in"
+            } else {
+                "not built (cargo build --features cuda)"
+            }
+        );
+        // Built once per process; clap keeps a `&'static str`.
+        let matches = Cli::command().long_version(&*long.leak()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     // Commands that print for pipes end quietly when the reader goes away; the TUI, the engine
     // server and clients attached to it keep seeing closed sockets as errors.
     let socket_peer = matches!(

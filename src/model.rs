@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod llama;
+pub mod matmul;
 pub mod rope;
 pub mod template;
 pub mod weights;

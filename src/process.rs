@@ -76,6 +76,68 @@ pub unsafe fn end_quietly_on_closed_pipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
+/// The instruction set of the f32/f16 GEMM kernels this process runs, as the `gemm` crate picks
+/// them at run time: AVX-512 where the processor has it (the crate's `x86-v4` kernels, compiled in
+/// through this crate's dependency on it), else AVX2 with FMA, else its scalar code. Mirrors
+/// `gemm-common`'s own dispatch (`init_gemm_fn`) so that a benchmark says what it measured.
+pub fn gemm_isa() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "avx512f"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "avx2+fma"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            "neon"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
+/// The processor's model name: the CPUID brand string on x86 (what the processor itself says,
+/// also under an emulator), else the first `model name` of `/proc/cpuinfo`, else "unknown".
+pub fn cpu_model() -> String {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if let Some(brand) = raw_cpuid::CpuId::new().get_processor_brand_string() {
+        let name = brand.as_str().trim();
+        if !name.is_empty() {
+            return name.to_string();
+        }
+    }
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// One line naming the machine a figure came from: processor, GEMM instruction set, threads.
+/// Every benchmark prints it first, so figures from different hosts are never read as one.
+pub fn machine_line() -> String {
+    format!(
+        "machine: {} · GEMM kernels {} · {} CPU threads",
+        cpu_model(),
+        gemm_isa(),
+        candle_core::utils::get_num_threads()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

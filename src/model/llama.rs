@@ -250,7 +250,7 @@ impl Llama {
         let dims = hidden.dims().to_vec();
         let h = *dims.last().unwrap_or(&0);
         let flat = hidden.reshape(((), h))?;
-        let out = flat.matmul(&self.lm_head.t()?)?;
+        let out = base_matmul(&flat, &self.lm_head, self.differentiable)?;
         let mut shape = dims;
         *shape.last_mut().expect("hidden has a last dim") = self.cfg.vocab_size;
         Ok(out.reshape(shape)?)
@@ -363,13 +363,14 @@ impl Llama {
                 return grouped_linear(x, w, d);
             }
             if let Some(segs) = branches.and_then(|b| b.segments(l, m)) {
-                return segmented_linear(x, w, segs);
+                return segmented_linear(x, w, segs, self.differentiable);
             }
             linear(
                 x,
                 w,
                 branch(m),
                 fold_ok,
+                self.differentiable,
                 dropout.as_ref().map(|f| f as &DropoutFn<'_>),
             )
         };
@@ -472,6 +473,7 @@ fn segmented_linear(
     x: &Tensor,
     w: &Tensor,
     segments: &[super::branch::Segment],
+    grad: bool,
 ) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let o = w.dim(0)?;
@@ -479,7 +481,7 @@ fn segmented_linear(
     if total != b {
         candle_core::bail!("segments cover {total} rows of a batch of {b}");
     }
-    let y = x.reshape((b * t, i))?.matmul(&w.t()?)?.reshape((b, t, o))?;
+    let y = base_matmul(&x.reshape((b * t, i))?, w, grad)?.reshape((b, t, o))?;
     if segments.iter().all(|s| s.ab.is_none()) {
         return Ok(y);
     }
@@ -501,6 +503,16 @@ fn segmented_linear(
     y + Tensor::cat(&parts, 0)?
 }
 
+/// x Wᵀ for 2-D x: candle's matmul where gradients must flow, else the CPU path that skips
+/// zeroing the output (`super::matmul`).
+fn base_matmul(x: &Tensor, w: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+    if grad {
+        x.matmul(&w.t()?)
+    } else {
+        super::matmul::matmul_t(x, w)
+    }
+}
+
 /// Applies dropout to a branch input.
 type DropoutFn<'a> = dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a;
 
@@ -514,16 +526,17 @@ fn linear(
     w: &Tensor,
     branch: Option<&Branch>,
     fold_ok: bool,
+    grad: bool,
     dropout: Option<&DropoutFn<'_>>,
 ) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let x2 = x.reshape((b * t, i))?;
     let y = match branch {
-        None => x2.matmul(&w.t()?)?,
+        None => base_matmul(&x2, w, grad)?,
         Some(br) => {
             let o = w.dim(0)?;
             if fold_ok && dropout.is_none() && br.gate.rank() == 1 && b * t * (i + o) > i * o {
-                x2.matmul(&(w + br.delta()?)?.t()?)?
+                base_matmul(&x2, &(w + br.delta()?)?, grad)?
             } else {
                 let r = br.rank();
                 let xd = match dropout {
@@ -534,7 +547,7 @@ fn linear(
                     .matmul(&br.a.t()?)?
                     .reshape((b, t, r))?
                     .broadcast_mul(&br.gate)?;
-                (x2.matmul(&w.t()?)? + xa.reshape((b * t, r))?.matmul(&br.b.t()?)?)?
+                (base_matmul(&x2, w, grad)? + xa.reshape((b * t, r))?.matmul(&br.b.t()?)?)?
             }
         }
     };
