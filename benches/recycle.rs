@@ -196,7 +196,7 @@ fn lab(iters: usize) {
     use loracycle::eval::read_jsonl;
     use loracycle::model::TextCodec;
     let dev = device_arg();
-    let dir = loracycle::pool::lab_dir();
+    let dir = loracycle::lab::dir().unwrap();
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, loracycle::model::Template::Lab, &cfg).unwrap();

@@ -13,9 +13,9 @@ use candle_core::DType;
 
 use loracycle::adapter::Adapter;
 use loracycle::eval::read_jsonl;
+use loracycle::lab::dir as lab_dir;
 use loracycle::model::device::{DtypePref, device_label};
 use loracycle::model::{Llama, Template, TextCodec};
-use loracycle::pool::lab_dir;
 use loracycle::select::{Score, score_adapters, screen_adapters};
 
 #[path = "support/random.rs"]
@@ -42,7 +42,7 @@ fn main() {
         .split(',')
         .map(|r| r.parse().expect("--rows takes numbers"))
         .collect();
-    let dir = lab_dir();
+    let dir = lab_dir().unwrap();
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();

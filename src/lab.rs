@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod card;
+pub mod locate;
 pub mod manifest;
 pub mod pretrain;
 pub mod recipe;
@@ -11,9 +12,4 @@ pub mod score;
 pub mod tasks;
 pub mod tokenizer;
 
-/// Where the shipped lab lives in a source checkout.
-pub fn default_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join("lab")
-}
+pub use locate::{LabError, dir};

@@ -372,7 +372,7 @@ enum LabCommand {
         /// A miniature lab (3 base tasks, 3 pool LoRAs, 2 held-out tasks) for tests and demos.
         #[arg(long)]
         quick: bool,
-        /// Output folder [default: assets/lab of this checkout].
+        /// Output folder [default: $LORACYCLE_LAB, which a checkout's cargo sets to its assets/lab].
         #[arg(long)]
         out: Option<PathBuf>,
         /// Seed of every random choice; the same seed on the same machine gives the same bytes.
@@ -385,11 +385,21 @@ enum LabCommand {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Print the lab folder in use and how it was found: LORACYCLE_LAB, a `lab` folder beside
+    /// the binary (or ../share/loracycle/lab), or the lab this binary carries, unpacked once into
+    /// the data folder (~/.local/share/loracycle/lab/<hash>).
+    Where,
+}
+
+/// The lab's files, carried by the binary (listed by build.rs from assets/lab/MANIFEST).
+mod embedded_lab {
+    include!(concat!(env!("OUT_DIR"), "/lab_files.rs"));
 }
 
 fn main() -> ExitCode {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
+    loracycle::lab::locate::register_embedded(embedded_lab::LAB_FILES);
     let cli = {
         use clap::{CommandFactory, FromArgMatches};
         // `--version` also names what the numbers will run on, for bug reports and benchmarks.
@@ -545,6 +555,9 @@ fn main() -> ExitCode {
                     jobs,
                 },
         }) => lab_build(quick, out, seed, device, jobs),
+        Some(Command::Lab {
+            command: LabCommand::Where,
+        }) => cli::lab::lab_where(),
         Some(Command::Eval {
             model,
             adapters,

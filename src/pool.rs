@@ -71,13 +71,6 @@ impl<'de> Deserialize<'de> for PoolSource {
     }
 }
 
-/// The lab folder: `LORACYCLE_LAB` when set, else the checkout's `assets/lab`.
-pub fn lab_dir() -> PathBuf {
-    std::env::var_os("LORACYCLE_LAB")
-        .map(PathBuf::from)
-        .unwrap_or_else(crate::lab::default_dir)
-}
-
 /// An adapter folder of a pool, not yet loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -90,7 +83,9 @@ pub struct Candidate {
 /// downloads; `loracycle pool pull` does).
 pub fn list(source: &PoolSource) -> std::io::Result<Vec<Candidate>> {
     let root = match source {
-        PoolSource::Lab => lab_dir().join("pool"),
+        PoolSource::Lab => crate::lab::dir()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?
+            .join("pool"),
         PoolSource::Dir(p) => p.clone(),
         PoolSource::Hub | PoolSource::Cache => {
             return Ok(cache::scan_adapters(&cache::HfHome::from_env())
@@ -161,7 +156,7 @@ pub fn load(
 
 /// The lab's oracle adapter for a held-out task, when the lab has one.
 pub fn lab_oracle(task: &str) -> Option<PathBuf> {
-    let dir = lab_dir().join("oracle").join(task);
+    let dir = crate::lab::dir().ok()?.join("oracle").join(task);
     dir.join("adapter_config.json").is_file().then_some(dir)
 }
 

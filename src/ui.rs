@@ -55,7 +55,9 @@ enum Helper {
 
 /// The lab's held-out tasks (then the rest of its tasks), offered on the New run form.
 pub fn lab_tasks() -> Vec<String> {
-    let dir = crate::pool::lab_dir().join("tasks");
+    let Ok(dir) = crate::lab::dir().map(|d| d.join("tasks")) else {
+        return Vec::new();
+    };
     let mut v: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())

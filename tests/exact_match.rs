@@ -6,12 +6,12 @@ use candle_core::{DType, Device};
 
 use loracycle::adapter::{Adapter, branches_for};
 use loracycle::eval::{answer_scores, is_exact_match, read_jsonl};
+use loracycle::lab::dir as lab_dir;
 use loracycle::model::{Llama, Template, TextCodec, generate};
-use loracycle::pool::lab_dir;
 
 #[test]
 fn teacher_forced_exact_match_equals_greedy_generation() {
-    let dir = lab_dir();
+    let dir = lab_dir().unwrap();
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();

@@ -496,3 +496,78 @@ fn a_study_runs_its_cells_into_the_run_store_and_is_collected_again() {
         "{err}"
     );
 }
+
+/// A model in the HF cache is found wherever the Python tools would put it: under
+/// `$XDG_CACHE_HOME/huggingface/hub` when HF_HOME is unset, and under `$HF_HUB_CACHE` over HF_HOME.
+#[test]
+fn a_cached_hub_model_is_found_where_the_pool_looks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "cached.toml",
+        "[model]\nbase = \"acme/lab-base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+    );
+    let cache_at = |hub: &Path| {
+        let repo = hub.join("models--acme--lab-base");
+        let snap = repo.join("snapshots").join("0123abcd");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(Path::new("assets/lab/base").join(f), snap.join(f)).unwrap();
+        }
+    };
+    let xdg = tmp.path().join("xdg");
+    cache_at(&xdg.join("huggingface/hub"));
+    let hub_cache = tmp.path().join("hub-cache");
+    cache_at(&hub_cache);
+    let runs = tmp.path().join("runs");
+    let runs = runs.to_str().unwrap();
+    let home = tmp.path().join("home");
+    let cases: [(&str, Vec<(&str, &Path)>); 2] = [
+        ("XDG_CACHE_HOME", vec![("XDG_CACHE_HOME", &xdg)]),
+        (
+            "HF_HUB_CACHE",
+            vec![("HF_HUB_CACHE", &hub_cache), ("HF_HOME", &home)],
+        ),
+    ];
+    for (name, env) in cases {
+        let mut cmd = Command::cargo_bin("loracycle").unwrap();
+        cmd.env_remove("HF_HOME")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", &home);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd
+            .args(["run", &spec, "--json", "--runs-dir", runs])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rec["status"], "finished", "{name}");
+    }
+    // Nowhere: the message names the cache folder it looked in.
+    let out = Command::cargo_bin("loracycle")
+        .unwrap()
+        .env_remove("HF_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HF_HUB_CACHE", tmp.path().join("empty"))
+        .args(["run", &spec, "--json", "--runs-dir", runs])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "\"acme/lab-base\" not found; looked in acme/lab-base (a folder with config.json) and {} (the HF cache)",
+            tmp.path().join("empty/models--acme--lab-base").display()
+        )),
+        "{err}"
+    );
+}

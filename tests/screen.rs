@@ -8,13 +8,13 @@ use candle_core::{DType, Device};
 
 use loracycle::adapter::Adapter;
 use loracycle::eval::read_jsonl;
+use loracycle::lab::dir as lab_dir;
 use loracycle::model::{Llama, Template, TextCodec};
-use loracycle::pool::lab_dir;
 use loracycle::select::{Score, score_adapters, screen_adapters};
 
 #[test]
 fn batched_screening_equals_one_adapter_at_a_time() {
-    let dir = lab_dir();
+    let dir = lab_dir().unwrap();
     let base = dir.join("base");
     let cfg = loracycle::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
@@ -90,7 +90,7 @@ fn batched_screening_equals_one_adapter_at_a_time() {
 fn pool_screen_equals_eval_and_hits_the_cache() {
     use assert_cmd::Command;
 
-    let lab = lab_dir();
+    let lab = lab_dir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let pool = tmp.path().join("pool");
     let names = ["caesar-4", "next-5-v2", "rotate-3"];

@@ -6,6 +6,14 @@ use anyhow::Result;
 
 use loracycle::model::DevicePref;
 
+/// `loracycle lab where`: the lab folder in use and how it was found.
+pub fn lab_where() -> Result<()> {
+    let found = loracycle::lab::locate::found()?;
+    println!("{}", found.dir.display());
+    eprintln!("({})", found.origin.describe());
+    Ok(())
+}
+
 pub fn lab_build(
     quick: bool,
     out: Option<PathBuf>,
@@ -16,7 +24,12 @@ pub fn lab_build(
     use loracycle::lab::build::{BuildEvent, build};
     use loracycle::lab::manifest::{Stopwatch, write_manifest};
     use loracycle::lab::recipe::LabRecipe;
-    let out = out.unwrap_or_else(loracycle::lab::default_dir);
+    let out = match out.or_else(|| std::env::var_os("LORACYCLE_LAB").map(PathBuf::from)) {
+        Some(out) => out,
+        None => anyhow::bail!(
+            "--out DIR is needed: no LORACYCLE_LAB is set (a checkout's cargo sets it to assets/lab)"
+        ),
+    };
     let device = device.open()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = jobs.unwrap_or(if device.is_cpu() { cores } else { 1 });

@@ -258,7 +258,10 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     use loracycle::run::execute::{Workbench, load_task};
     use loracycle::select::screen::{ScreenProgress, open_cache, screen, task_hash};
 
-    let lab_task = loracycle::pool::lab_dir().join("tasks").join(&args.task);
+    // Outside the lab (no lab found) the task is a folder.
+    let lab_task = loracycle::lab::dir()
+        .map(|d| d.join("tasks").join(&args.task))
+        .unwrap_or_default();
     let task = if loracycle::pool::is_plain_name(&args.task) && lab_task.is_dir() {
         serde_json::json!({ "lab": args.task })
     } else {

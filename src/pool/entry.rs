@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use super::hub::valid_repo_id;
-use super::lab_dir;
 use crate::model::weights::{model_identity, read_config};
 
 use serde::{Deserialize, Serialize};
@@ -288,7 +287,7 @@ pub fn list_entries(
             let candidates = super::list(source).map_err(|e| ListError::Io {
                 path: match source {
                     PoolSource::Dir(p) => p.clone(),
-                    _ => super::lab_dir().join("pool"),
+                    _ => PathBuf::from("the lab's pool"),
                 },
                 source: e,
             })?;
@@ -484,7 +483,9 @@ pub fn base_of(
         return (id, cfg);
     }
     if *source == PoolSource::Lab && base.is_none() {
-        let dir = lab_dir().join("base");
+        let Ok(dir) = crate::lab::dir().map(|d| d.join("base")) else {
+            return (None, None);
+        };
         let cfg = read_config(&dir).ok();
         let id = cfg.as_ref().and_then(|c| model_identity(&dir, c));
         return (id, cfg);

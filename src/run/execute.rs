@@ -48,6 +48,8 @@ pub enum RunError {
     Pool { origin: String, reason: String },
     #[error("the run was cancelled")]
     Cancelled,
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
 }
 
 impl From<candle_core::Error> for RunError {
@@ -82,31 +84,27 @@ pub enum RunEvent {
 /// Resolves `lab`, a folder, or a Hub id in the HF cache to a model folder.
 pub fn resolve_model(base: &str) -> Result<PathBuf> {
     if base == "lab" {
-        return Ok(pool::lab_dir().join("base"));
+        return Ok(crate::lab::dir()?.join("base"));
     }
     let p = Path::new(base);
     if p.join("config.json").is_file() {
         return Ok(p.to_path_buf());
     }
-    let hub_home = std::env::var_os("HF_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface")))
-        .map(|h| h.join("hub"));
     let mut tried = vec![format!("{} (a folder with config.json)", p.display())];
-    if let (Some(hub), Some((org, name))) = (hub_home, base.split_once('/'))
-        && pool::is_plain_name(org)
-        && pool::is_plain_name(name)
-    {
-        let repo = hub.join(format!("models--{org}--{name}"));
-        let rev = std::fs::read_to_string(repo.join("refs").join("main")).unwrap_or_default();
-        let rev = rev.trim();
-        if pool::is_plain_name(rev) {
-            let snap = repo.join("snapshots").join(rev);
-            if snap.join("config.json").is_file() {
-                return Ok(snap);
-            }
+    if crate::pool::hub::valid_repo_id(base) {
+        // The cache the pool lists (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, ~/.cache), read by its
+        // one owner, so a model the pool finds is the model a run opens.
+        let home = crate::pool::cache::HfHome::from_env();
+        let snap = home.snapshot(base, "main");
+        if snap.join("config.json").is_file() {
+            return Ok(snap);
         }
-        tried.push(format!("{} (the HF cache)", repo.display()));
+        tried.push(format!(
+            "{} (the HF cache)",
+            home.hub()
+                .join(crate::pool::cache::repo_folder(base))
+                .display()
+        ));
     }
     Err(RunError::ModelNotFound(format!(
         "{base:?} not found; looked in {}",
@@ -132,9 +130,10 @@ pub fn load_task(spec: &RunSpec) -> Result<TaskData> {
             if !pool::is_plain_name(lab) {
                 return Err(RunError::Task(format!("{lab:?} is not a lab task name")));
             }
-            let dir = pool::lab_dir().join("tasks").join(lab);
+            let tasks = crate::lab::dir()?.join("tasks");
+            let dir = tasks.join(lab);
             if !dir.is_dir() {
-                let known = std::fs::read_dir(pool::lab_dir().join("tasks"))
+                let known = std::fs::read_dir(&tasks)
                     .map(|rd| {
                         let mut v: Vec<String> = rd
                             .filter_map(|e| e.ok())
