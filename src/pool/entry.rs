@@ -145,27 +145,71 @@ impl std::str::FromStr for SortKey {
     }
 }
 
-/// Sorts in place: counts and norms largest first, names A→Z, ranks smallest first; missing
-/// values last; ties by name.
-pub fn sort(entries: &mut [PoolEntry], key: SortKey) {
-    let desc = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(x), Some(y)) => y.total_cmp(&x),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
+impl SortKey {
+    /// The order the Pool screen's `s` cycles through.
+    pub const ALL: [SortKey; 5] = [
+        SortKey::Name,
+        SortKey::Rank,
+        SortKey::Norm,
+        SortKey::Downloads,
+        SortKey::Likes,
+    ];
+
+    /// The name `--sort` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Downloads => "downloads",
+            SortKey::Likes => "likes",
+            SortKey::Rank => "rank",
+            SortKey::Name => "name",
+            SortKey::Norm => "norm",
+        }
+    }
+
+    /// The column's heading, as the Pool screen shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Norm => "‖ΔW‖",
+            other => other.name(),
+        }
+    }
+
+    /// The next key of [`SortKey::ALL`], round.
+    pub fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|&k| k == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+}
+
+/// The order of a listing, for `pool list` and the Pool screen alike: counts and norms largest
+/// first, names A→Z, ranks smallest first; missing values last whatever the direction; ties by id.
+pub fn compare(a: &PoolEntry, b: &PoolEntry, key: SortKey) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn missing_last<T>(
+        a: Option<T>,
+        b: Option<T>,
+        present: impl FnOnce(T, T) -> Ordering,
+    ) -> Ordering {
+        match (a, b) {
+            (Some(x), Some(y)) => present(x, y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        }
+    }
+    let primary = match key {
+        SortKey::Downloads => missing_last(a.downloads, b.downloads, |x, y| y.cmp(&x)),
+        SortKey::Likes => missing_last(a.likes, b.likes, |x, y| y.cmp(&x)),
+        SortKey::Norm => missing_last(a.norm, b.norm, |x, y| y.total_cmp(&x)),
+        SortKey::Rank => missing_last(a.rank, b.rank, |x, y| x.cmp(&y)),
+        SortKey::Name => Ordering::Equal,
     };
-    entries.sort_by(|a, b| {
-        let primary = match key {
-            SortKey::Downloads => {
-                desc(a.downloads.map(|x| x as f64), b.downloads.map(|x| x as f64))
-            }
-            SortKey::Likes => desc(a.likes.map(|x| x as f64), b.likes.map(|x| x as f64)),
-            SortKey::Norm => desc(a.norm, b.norm),
-            SortKey::Rank => desc(b.rank.map(|x| x as f64), a.rank.map(|x| x as f64)),
-            SortKey::Name => std::cmp::Ordering::Equal,
-        };
-        primary.then_with(|| a.id.cmp(&b.id))
-    });
+    primary.then_with(|| a.id.cmp(&b.id))
+}
+
+/// Sorts in place by [`compare`].
+pub fn sort(entries: &mut [PoolEntry], key: SortKey) {
+    entries.sort_by(|a, b| compare(a, b, key));
 }
 
 /// Errors of a listing.
@@ -576,4 +620,61 @@ pub fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String
         }
     }
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        id: &str,
+        rank: Option<usize>,
+        downloads: Option<u64>,
+        norm: Option<f64>,
+    ) -> PoolEntry {
+        let mut e = PoolEntry::from_config(id.into(), "dir", None, None);
+        e.rank = rank;
+        e.downloads = downloads;
+        e.norm = norm;
+        e
+    }
+
+    fn ids(mut v: Vec<PoolEntry>, key: SortKey) -> Vec<String> {
+        sort(&mut v, key);
+        v.into_iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn missing_values_sort_last_in_either_direction() {
+        let pool = || {
+            vec![
+                entry("d", None, None, None),
+                entry("c", Some(64), Some(5), Some(0.5)),
+                entry("b", Some(8), Some(50), Some(2.0)),
+                entry("a", Some(8), None, Some(1.0)),
+            ]
+        };
+        // Ranks smallest first, ties by id, the unknown rank last.
+        assert_eq!(ids(pool(), SortKey::Rank), ["a", "b", "c", "d"]);
+        // Counts and norms largest first, unknowns last.
+        assert_eq!(ids(pool(), SortKey::Downloads), ["b", "c", "a", "d"]);
+        assert_eq!(ids(pool(), SortKey::Norm), ["b", "a", "c", "d"]);
+        assert_eq!(ids(pool(), SortKey::Name), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn the_screen_cycles_through_every_key_once() {
+        let mut k = SortKey::Name;
+        let mut seen = vec![];
+        for _ in 0..SortKey::ALL.len() {
+            seen.push(k.name());
+            k = k.next();
+        }
+        assert_eq!(k, SortKey::Name);
+        assert_eq!(seen, ["name", "rank", "norm", "downloads", "likes"]);
+        assert_eq!(SortKey::Norm.label(), "‖ΔW‖");
+        for key in SortKey::ALL {
+            assert_eq!(key.name().parse::<SortKey>(), Ok(key));
+        }
+    }
 }

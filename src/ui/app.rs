@@ -15,7 +15,7 @@ use super::theme::Theme;
 use super::watch::RunUpdate;
 use crate::engine::store::host_name;
 use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
-use crate::pool::entry::{EntryStatus, PoolEntry};
+use crate::pool::entry::{EntryStatus, PoolEntry, SortKey};
 use crate::pool::{Filter, PoolSource};
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
@@ -107,37 +107,6 @@ impl StatusFilter {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolSort {
-    Name,
-    Rank,
-    Norm,
-    Downloads,
-    Likes,
-}
-
-impl PoolSort {
-    pub fn name(self) -> &'static str {
-        match self {
-            PoolSort::Name => "name",
-            PoolSort::Rank => "rank",
-            PoolSort::Norm => "‖ΔW‖",
-            PoolSort::Downloads => "downloads",
-            PoolSort::Likes => "likes",
-        }
-    }
-
-    fn next(self) -> Self {
-        match self {
-            PoolSort::Name => PoolSort::Rank,
-            PoolSort::Rank => PoolSort::Norm,
-            PoolSort::Norm => PoolSort::Downloads,
-            PoolSort::Downloads => PoolSort::Likes,
-            PoolSort::Likes => PoolSort::Name,
-        }
-    }
-}
-
 /// The Pool screen's state.
 #[derive(Debug, Clone)]
 pub struct PoolState {
@@ -148,7 +117,7 @@ pub struct PoolState {
     pub search: String,
     pub searching: bool,
     pub status: StatusFilter,
-    pub sort: PoolSort,
+    pub sort: SortKey,
     pub selected: BTreeSet<String>,
     /// Why the search, read as a filter expression, does not parse.
     pub search_error: Option<String>,
@@ -168,7 +137,7 @@ impl PoolState {
             search: String::new(),
             searching: false,
             status: StatusFilter::All,
-            sort: PoolSort::Name,
+            sort: SortKey::Name,
             selected: BTreeSet::new(),
             search_error: None,
             loading: Some(("reading the pool".into(), 0, 0)),
@@ -214,19 +183,7 @@ impl PoolState {
             })
             .collect();
         let e = &self.entries;
-        match self.sort {
-            PoolSort::Name => v.sort_by(|&a, &b| e[a].id.cmp(&e[b].id)),
-            PoolSort::Rank => {
-                v.sort_by(|&a, &b| e[a].rank.cmp(&e[b].rank).then(e[a].id.cmp(&e[b].id)))
-            }
-            PoolSort::Norm => v.sort_by(|&a, &b| {
-                e[b].norm
-                    .unwrap_or(f64::NEG_INFINITY)
-                    .total_cmp(&e[a].norm.unwrap_or(f64::NEG_INFINITY))
-            }),
-            PoolSort::Downloads => v.sort_by(|&a, &b| e[b].downloads.cmp(&e[a].downloads)),
-            PoolSort::Likes => v.sort_by(|&a, &b| e[b].likes.cmp(&e[a].likes)),
-        }
+        v.sort_by(|&a, &b| crate::pool::entry::compare(&e[a], &e[b], self.sort));
         self.cursor = current
             .and_then(|c| v.iter().position(|&i| i == c))
             .unwrap_or(0)

@@ -65,7 +65,7 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
             Span::styled("   filter: ", t.dim()),
             Span::raw(p.status.name()),
             Span::styled("   sort: ", t.dim()),
-            Span::raw(p.sort.name()),
+            Span::raw(p.sort.label()),
         ]),
         bar,
     );
