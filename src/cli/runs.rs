@@ -37,7 +37,7 @@ pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
         if let Some(e) = &r.error {
             println!("{:<12} {e}", "");
         }
-        let here = loracycle::engine::store::host_name();
+        let here = loracycle::process::host_name();
         if r.slurm.is_some() || (!r.host.is_empty() && r.host != here) {
             let job = r
                 .slurm

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::write::write_atomic;
+use crate::process::{host_name, process_alive};
 use crate::run::execute::RunEvent;
 use crate::run::record::{CurvePoint, RunRecord, RunStatus, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
@@ -39,18 +40,6 @@ pub struct StageStatus {
     pub name: String,
     pub done: usize,
     pub total: usize,
-}
-
-/// This machine's host name (empty where it cannot be read).
-pub fn host_name() -> String {
-    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned()
-    })
-    .clone()
 }
 
 /// A run's state as the store knows it.
@@ -164,18 +153,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Whether process `pid` is alive (Linux: /proc; elsewhere assumed alive).
-pub fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    if cfg!(target_os = "linux") {
-        Path::new("/proc").join(pid.to_string()).exists()
-    } else {
-        true
     }
 }
 

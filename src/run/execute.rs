@@ -760,7 +760,7 @@ pub fn execute(
         },
         timings,
         examples,
-        host: crate::engine::store::host_name(),
+        host: crate::process::host_name(),
         slurm: crate::slurm::SlurmJob::from_env(),
     })
 }
