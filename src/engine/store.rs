@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::write::write_atomic;
+use crate::atomic_write::write_atomic;
 use crate::process::{host_name, process_alive};
 use crate::run::execute::RunEvent;
 use crate::run::record::{CurvePoint, RunRecord, RunStatus, new_run_id, now_rfc3339};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::RunSpec;
-use crate::adapter::write::write_atomic;
+use crate::atomic_write::write_atomic;
 use crate::eval::Estimate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

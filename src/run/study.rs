@@ -13,7 +13,7 @@ use super::execute::{RunEvent, Workbench, execute};
 use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
 use crate::adapter::random::RandomInit;
-use crate::adapter::write::write_atomic;
+use crate::atomic_write::write_atomic;
 use crate::engine::store::{RunState, RunStore, StoreError};
 use crate::eval::{Estimate, bootstrap_mean};
 use crate::merge::{MergeMethod, SignElection};

@@ -1066,8 +1066,7 @@ impl App {
             Ok(specs) => {
                 let path = PathBuf::from(&self.form.spec_file);
                 self.message = Some(
-                    match crate::adapter::write::write_atomic(&path, specs[0].to_toml().as_bytes())
-                    {
+                    match crate::atomic_write::write_atomic(&path, specs[0].to_toml().as_bytes()) {
                         Ok(()) => format!("saved {}", path.display()),
                         Err(e) => format!("cannot save {}: {e}", path.display()),
                     },
@@ -1268,7 +1267,7 @@ impl App {
     fn export_table(&mut self, rows: &[usize]) {
         let table = super::render::compare::table_text(self, rows);
         let (md, csv) = (PathBuf::from("compare.md"), PathBuf::from("compare.csv"));
-        let write = |p: &PathBuf, t: &str| crate::adapter::write::write_atomic(p, t.as_bytes());
+        let write = |p: &PathBuf, t: &str| crate::atomic_write::write_atomic(p, t.as_bytes());
         self.message = Some(
             match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
                 Ok(()) => {
