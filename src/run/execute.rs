@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use super::record::*;
 use super::spec::{MethodSpec, RunSpec};
@@ -861,9 +861,4 @@ fn evaluate_test(
         on(RunEvent::Advance(i + 1));
     }
     Ok(out)
-}
-
-/// Keeps the dtype in records readable (`f32`, `bf16`).
-pub fn dtype_name(d: DType) -> String {
-    format!("{d:?}").to_lowercase()
 }
