@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_write::write_atomic;
 use crate::process::{host_name, process_alive};
-use crate::run::execute::RunEvent;
+use crate::run::event::RunEvent;
 use crate::run::record::{CurvePoint, RunRecord, RunStatus, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
 use crate::slurm::SlurmJob;

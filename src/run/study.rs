@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::execute::{RunEvent, Workbench, execute};
+use super::event::RunEvent;
+use super::execute::{Workbench, execute};
 use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
 use crate::adapter::random::RandomInit;
