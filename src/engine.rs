@@ -8,7 +8,6 @@
 
 pub mod protocol;
 pub mod server;
-pub mod store;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +15,10 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::Instant;
 
 pub use protocol::{Command, Event, RunId};
-pub use store::{RunFolder, RunState, RunStore, RunSummary, StageStatus};
 
 use crate::run::execute::{RunError, Workbench, execute};
 use crate::run::spec::RunSpec;
+use crate::run::store::{RunFolder, RunState, RunStore};
 
 /// The UI's side of the engine.
 pub struct EngineHandle {

@@ -6,6 +6,7 @@ pub mod execute;
 pub mod export;
 pub mod record;
 pub mod spec;
+pub mod store;
 pub mod study;
 
 pub use event::RunEvent;

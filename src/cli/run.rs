@@ -7,9 +7,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use anyhow::bail;
 use loracycle::engine::server::{Client, socket_path};
-use loracycle::engine::{Command, Event, RunId, RunStore};
+use loracycle::engine::{Command, Event, RunId};
 use loracycle::run::event::RunEvent;
 use loracycle::run::record::runs_dir;
+use loracycle::run::store::RunStore;
 use loracycle::run::study::{
     CellProblem, Plan, SCRIPT_FILE, StudyOptions, Submission, emit_slurm, markdown, run_study,
 };

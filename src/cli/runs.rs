@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use loracycle::engine::RunStore;
 use loracycle::engine::server::{serve as serve_engine, socket_path};
 use loracycle::run::record::runs_dir;
+use loracycle::run::store::RunStore;
 
 pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;

@@ -13,12 +13,13 @@ use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::theme::Theme;
 use super::watch::RunUpdate;
-use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
+use crate::engine::{Command, Event, RunId};
 use crate::pool::entry::{EntryStatus, PoolEntry};
 use crate::pool::{Filter, PoolSource};
 use crate::process::host_name;
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
+use crate::run::store::{RunState, RunStore, RunSummary};
 use crate::slurm::SlurmJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
