@@ -8,7 +8,6 @@
 
 pub mod protocol;
 pub mod server;
-pub mod store;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +15,10 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::Instant;
 
 pub use protocol::{Command, Event, RunId};
-pub use store::{RunFolder, RunState, RunStore, RunSummary, StageStatus};
 
-use crate::run::execute::{RunError, RunEvent, Workbench, execute};
+use crate::run::execute::{RunError, Workbench, execute};
 use crate::run::spec::RunSpec;
+use crate::run::store::{RunFolder, RunState, RunStore};
 
 /// The UI's side of the engine.
 pub struct EngineHandle {
@@ -292,42 +291,7 @@ impl Engine {
                             line: format!("cannot write the run's progress: {err}"),
                         });
                     }
-                    let ev = match e {
-                        RunEvent::Stage { name, total } => Event::Stage {
-                            run: id.clone(),
-                            name,
-                            total,
-                        },
-                        RunEvent::Advance(done) => Event::Advance {
-                            run: id.clone(),
-                            done,
-                        },
-                        RunEvent::Curve(p) => {
-                            let secs = start.elapsed().as_secs_f64().max(1e-9);
-                            Event::Progress {
-                                run: id.clone(),
-                                step: p.step,
-                                train_loss: p.train_loss,
-                                val_loss: p.val_loss,
-                                throughput: p.step as f64 / secs,
-                            }
-                        }
-                        RunEvent::Coefficients(step, values) => Event::Coefficients {
-                            run: id.clone(),
-                            step,
-                            values,
-                        },
-                        RunEvent::Layout { groups, columns } => Event::Layout {
-                            run: id.clone(),
-                            groups,
-                            columns,
-                        },
-                        RunEvent::Log(line) => Event::Log {
-                            run: Some(id.clone()),
-                            line,
-                        },
-                    };
-                    let _ = events.send(ev);
+                    let _ = events.send(Event::of_run(id.clone(), e, start.elapsed()));
                     // Commands that arrived meanwhile: cancels of this run act now, the rest
                     // wait until the step returns.
                     while let Ok(c) = commands.try_recv() {

@@ -1,4 +1,5 @@
 pub mod adapter;
+pub mod atomic_write;
 pub mod engine;
 pub mod eval;
 pub mod lab;

@@ -1,12 +1,19 @@
-//! Runs: a [`RunSpec`] in, a [`RunRecord`] out. The engine (and the CLI's `run` and `study`)
-//! execute specs on a [`Workbench`] that keeps the model, pools and adapter scores loaded.
+//! Runs: a [`RunSpec`] in, a [`RunRecord`] out.
+//!
+//! The data layer is the spec, the record, the events a run sends and the run store: serde data
+//! and files that the UI, the CLI's `runs` commands and the engine's protocol use. The executor
+//! (`execute`, `export`, `study`) runs specs on a `Workbench` that keeps the model, pools and
+//! adapter scores loaded; it is reached by its module path, so this root re-exports data only.
 
+pub mod event;
 pub mod execute;
 pub mod export;
 pub mod record;
 pub mod spec;
+pub mod store;
 pub mod study;
 
-pub use execute::{RunError, RunEvent, Workbench, execute};
+pub use event::RunEvent;
 pub use record::{RunRecord, RunStatus};
 pub use spec::{MethodSpec, RunSpec};
+pub use store::{RunFolder, RunState, RunStore, RunSummary, StageStatus, StoreError};

@@ -24,11 +24,12 @@ use ratatui::crossterm::event::{self, Event as TermEvent};
 pub use app::{App, Context, Request, Screen};
 pub use render::draw;
 
-use crate::engine::{Command, RunStore};
+use crate::engine::Command;
 use crate::pool::PoolSource;
 use crate::pool::cache::{HfHome, MetaCache};
 use crate::pool::entry::{ListOptions, PoolEntry, base_of, list_entries, offline};
 use crate::pool::hub::Hub;
+use crate::run::store::RunStore;
 
 /// What the UI is opened on.
 #[derive(Debug, Clone)]
@@ -321,7 +322,7 @@ fn event_loop(
             dirty |= app
                 .runs
                 .iter()
-                .any(|r| r.state == crate::engine::RunState::Running);
+                .any(|r| r.state == crate::run::store::RunState::Running);
         }
         if app.quit || signalled.load(Ordering::SeqCst) {
             return Ok(());

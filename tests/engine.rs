@@ -11,8 +11,9 @@ use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 
 use loracycle::engine::server::{Client, ServerError, check_socket_file, peer_allowed};
-use loracycle::engine::{Command, Event, RunStore, spawn};
+use loracycle::engine::{Command, Event, spawn};
 use loracycle::run::RunSpec;
+use loracycle::run::store::RunStore;
 
 fn spec(text: &str) -> RunSpec {
     RunSpec::from_toml(text, Path::new("test.toml")).unwrap()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loracycle::engine::RunStore;
+use loracycle::run::store::RunStore;
 use loracycle::ui::app::Screen;
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;

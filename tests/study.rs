@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use loracycle::engine::store::{RunState, StatusFile};
+use loracycle::run::store::{RunState, StatusFile};
 use loracycle::run::study::{Cell, StudyOptions, cells, collect, emit_slurm, select_arms};
 use loracycle::slurm::{BatchOptions, SlurmJob};
 

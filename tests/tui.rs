@@ -7,11 +7,12 @@
 
 use std::path::Path;
 
-use loracycle::engine::{Command, Event, RunId, RunState, RunStore};
+use loracycle::engine::{Command, Event, RunId};
 use loracycle::pool::PoolSource;
 use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::pool::rules::Rule;
 use loracycle::run::spec::MethodSpec;
+use loracycle::run::store::{RunState, RunStore};
 use loracycle::ui::app::{Confirm, Request, Screen};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
@@ -582,7 +583,7 @@ fn remote_run(store: &RunStore, done: usize, steps: &[usize]) -> std::path::Path
         "name = \"caesar-5 / gradient / seed 0\"\n[task]\nlab = \"caesar-5\"\n",
     )
     .unwrap();
-    let status = loracycle::engine::store::StatusFile {
+    let status = loracycle::run::store::StatusFile {
         id: "20261129T120500Z-caesar-5-gradient-seed-0-5e1f0a2b".into(),
         label: "caesar-5 / gradient / seed 0".into(),
         state: RunState::Running,
@@ -595,7 +596,7 @@ fn remote_run(store: &RunStore, done: usize, steps: &[usize]) -> std::path::Path
         }),
         submitted: "2026-11-29T12:05:00Z".into(),
         updated: loracycle::run::record::now_rfc3339(),
-        stage: Some(loracycle::engine::StageStatus {
+        stage: Some(loracycle::run::store::StageStatus {
             name: "tuning coefficients".into(),
             done,
             total: 100,
@@ -721,7 +722,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
     let (_tmp, store) = fixture_store();
     let dir = remote_run(&store, 40, &[10]);
     let path = dir.join("status.json");
-    let mut status: loracycle::engine::store::StatusFile =
+    let mut status: loracycle::run::store::StatusFile =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     status.slurm = None;
     std::fs::write(&path, serde_json::to_string(&status).unwrap()).unwrap();

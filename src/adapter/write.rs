@@ -2,24 +2,14 @@
 //! each written to a temporary file in the target folder and renamed into place.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::{Adapter, AdapterError, Result};
+use crate::atomic_write::write_atomic;
 use crate::model::{LlamaConfig, Module};
-
-/// Writes `bytes` to `path` atomically: a temp file in the same folder, flushed, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
 
 /// A and B per (layer, module), ready to be written.
 pub type PairMap = BTreeMap<(usize, Module), (Tensor, Tensor)>;

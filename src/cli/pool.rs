@@ -288,7 +288,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     let mut bench = Workbench::open(&spec)?;
     let data = load_task(&spec)?;
     let pool = bench.pool(&args.source, &args.filter, &mut |e| {
-        if let loracycle::run::execute::RunEvent::Stage { name, total } = e {
+        if let loracycle::run::event::RunEvent::Stage { name, total } = e {
             bar.set_message(name);
             bar.set_length(total as u64);
         }

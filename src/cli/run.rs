@@ -7,9 +7,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use anyhow::bail;
 use loracycle::engine::server::{Client, socket_path};
-use loracycle::engine::{Command, Event, RunId, RunStore};
-use loracycle::run::execute::RunEvent;
-use loracycle::run::record::{CurvePoint, runs_dir};
+use loracycle::engine::{Command, Event, RunId};
+use loracycle::run::event::RunEvent;
+use loracycle::run::record::runs_dir;
+use loracycle::run::store::RunStore;
 use loracycle::run::study::{
     CellProblem, Plan, SCRIPT_FILE, StudyOptions, Submission, emit_slurm, markdown, run_study,
 };
@@ -118,24 +119,8 @@ fn follow(
         if e.run() != Some(run) {
             continue;
         }
-        match &e {
-            Event::Stage { name, total, .. } => bar.show(&RunEvent::Stage {
-                name: name.clone(),
-                total: *total,
-            }),
-            Event::Advance { done, .. } => bar.show(&RunEvent::Advance(*done)),
-            Event::Progress {
-                step,
-                train_loss,
-                val_loss,
-                ..
-            } => bar.show(&RunEvent::Curve(CurvePoint {
-                step: *step,
-                train_loss: *train_loss,
-                val_loss: *val_loss,
-            })),
-            Event::Log { line, .. } => bar.println(line),
-            _ => {}
+        if let Some(r) = e.run_event() {
+            bar.show(&r);
         }
         if e.is_terminal() {
             return Some(e);

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use loracycle::engine::RunStore;
 use loracycle::engine::server::{serve as serve_engine, socket_path};
 use loracycle::run::record::runs_dir;
+use loracycle::run::store::RunStore;
 
 pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
@@ -37,7 +37,7 @@ pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
         if let Some(e) = &r.error {
             println!("{:<12} {e}", "");
         }
-        let here = loracycle::engine::store::host_name();
+        let here = loracycle::process::host_name();
         if r.slurm.is_some() || (!r.host.is_empty() && r.host != here) {
             let job = r
                 .slurm

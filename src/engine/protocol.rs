@@ -2,8 +2,12 @@
 //! over the server's Unix socket, so the TUI and the CLI speak to an in-process engine and to a
 //! detached one alike.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use crate::run::event::RunEvent;
+use crate::run::record::CurvePoint;
 use crate::run::spec::RunSpec;
 
 /// A run's id: the name of its folder in the runs directory.
@@ -144,11 +148,124 @@ impl Event {
         }
     }
 
+    /// Run `run`'s event `e` as the engine sends it; `elapsed` is the time since the run started,
+    /// from which a curve point's throughput is reckoned.
+    pub fn of_run(run: RunId, e: RunEvent, elapsed: Duration) -> Event {
+        match e {
+            RunEvent::Stage { name, total } => Event::Stage { run, name, total },
+            RunEvent::Advance(done) => Event::Advance { run, done },
+            RunEvent::Curve(p) => Event::Progress {
+                run,
+                step: p.step,
+                train_loss: p.train_loss,
+                val_loss: p.val_loss,
+                throughput: p.step as f64 / elapsed.as_secs_f64().max(1e-9),
+            },
+            RunEvent::Coefficients(step, values) => Event::Coefficients { run, step, values },
+            RunEvent::Layout { groups, columns } => Event::Layout {
+                run,
+                groups,
+                columns,
+            },
+            RunEvent::Log(line) => Event::Log {
+                run: Some(run),
+                line,
+            },
+        }
+    }
+
+    /// The run event this event carries (the inverse of [`Event::of_run`]), so that a client of
+    /// the engine shows a run's progress as a local run shows it; None for lifecycle events.
+    pub fn run_event(&self) -> Option<RunEvent> {
+        Some(match self {
+            Event::Stage { name, total, .. } => RunEvent::Stage {
+                name: name.clone(),
+                total: *total,
+            },
+            Event::Advance { done, .. } => RunEvent::Advance(*done),
+            Event::Progress {
+                step,
+                train_loss,
+                val_loss,
+                ..
+            } => RunEvent::Curve(CurvePoint {
+                step: *step,
+                train_loss: *train_loss,
+                val_loss: *val_loss,
+            }),
+            Event::Coefficients { step, values, .. } => {
+                RunEvent::Coefficients(*step, values.clone())
+            }
+            Event::Layout {
+                groups, columns, ..
+            } => RunEvent::Layout {
+                groups: groups.clone(),
+                columns: columns.clone(),
+            },
+            Event::Log { line, .. } => RunEvent::Log(line.clone()),
+            Event::Hello { .. }
+            | Event::Queued { .. }
+            | Event::Started { .. }
+            | Event::Finished { .. }
+            | Event::Failed { .. }
+            | Event::Cancelled { .. }
+            | Event::PoolLoaded { .. }
+            | Event::Evaluated { .. }
+            | Event::Stopped => return None,
+        })
+    }
+
     /// Whether the event ends its run.
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
             Event::Finished { .. } | Event::Failed { .. } | Event::Cancelled { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_events_survive_the_trip_through_the_protocol() {
+        let run = RunId("r".into());
+        let events = [
+            RunEvent::Stage {
+                name: "scoring adapters".into(),
+                total: 119,
+            },
+            RunEvent::Advance(7),
+            RunEvent::Curve(CurvePoint {
+                step: 4,
+                train_loss: 1.5,
+                val_loss: Some(1.25),
+            }),
+            RunEvent::Coefficients(4, vec![vec![0.5, -0.25]]),
+            RunEvent::Layout {
+                groups: vec!["all".into()],
+                columns: vec!["a".into(), "b".into()],
+            },
+            RunEvent::Log("selected 2 adapters".into()),
+        ];
+        for e in events {
+            let sent = Event::of_run(run.clone(), e.clone(), Duration::from_secs(2));
+            assert_eq!(sent.run(), Some(&run));
+            assert_eq!(sent.run_event(), Some(e));
+        }
+        // Throughput is steps per second since the start.
+        let p = Event::of_run(
+            run.clone(),
+            RunEvent::Curve(CurvePoint {
+                step: 4,
+                train_loss: 1.0,
+                val_loss: None,
+            }),
+            Duration::from_secs(2),
+        );
+        assert!(matches!(p, Event::Progress { throughput, .. } if throughput == 2.0));
+        // Lifecycle events carry no run event.
+        assert_eq!(Event::Cancelled { run }.run_event(), None);
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::protocol::{Command, Event};
-use super::store::RunStore;
+use crate::run::store::RunStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -302,7 +302,7 @@ fn save_checkpoint(
     ]);
     let bytes = safetensors::serialize(&tensors, Some(meta))
         .map_err(|e| candle_core::Error::Msg(format!("checkpoint: {e}")))?;
-    crate::adapter::write::write_atomic(c.path, &bytes)
+    crate::atomic_write::write_atomic(c.path, &bytes)
         .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", c.path.display())))?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Verdict;
-use crate::adapter::write::write_atomic;
+use crate::atomic_write::write_atomic;
 
 /// `HF_HOME` (default `~/.cache/huggingface`, or `$XDG_CACHE_HOME/huggingface`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
+use super::event::RunEvent;
 use super::record::*;
 use super::spec::{MethodSpec, RunSpec};
 use crate::adapter::random::{RandomInit, randomize};
@@ -59,27 +60,6 @@ impl From<candle_core::Error> for RunError {
 }
 
 pub type Result<T> = std::result::Result<T, RunError>;
-
-/// What a run reports while it works.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEvent {
-    /// A new stage with this many units of work.
-    Stage { name: String, total: usize },
-    /// Units of the current stage done.
-    Advance(usize),
-    /// A point of the tuning curve.
-    Curve(CurvePoint),
-    /// Coefficients f(c) at a validation check: (step, groups × columns).
-    Coefficients(usize, Vec<Vec<f32>>),
-    /// The names of the coefficient matrix's rows (groups) and columns (adapters), sent before
-    /// the first `Coefficients`.
-    Layout {
-        groups: Vec<String>,
-        columns: Vec<String>,
-    },
-    /// A line worth showing a person.
-    Log(String),
-}
 
 /// Resolves `lab`, a folder, or a Hub id in the HF cache to a model folder.
 pub fn resolve_model(base: &str) -> Result<PathBuf> {
@@ -759,7 +739,7 @@ pub fn execute(
         },
         timings,
         examples,
-        host: crate::engine::store::host_name(),
+        host: crate::process::host_name(),
         slurm: crate::slurm::SlurmJob::from_env(),
     })
 }
@@ -860,9 +840,4 @@ fn evaluate_test(
         on(RunEvent::Advance(i + 1));
     }
     Ok(out)
-}
-
-/// Keeps the dtype in records readable (`f32`, `bf16`).
-pub fn dtype_name(d: DType) -> String {
-    format!("{d:?}").to_lowercase()
 }

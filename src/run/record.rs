@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::RunSpec;
-use crate::adapter::write::write_atomic;
 use crate::eval::Estimate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,14 +209,4 @@ pub fn new_run_id(label: &str) -> String {
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// Writes `spec.toml` and `record.json` into `runs/<id>/`; returns the folder.
-pub fn save(runs: &Path, record: &RunRecord) -> std::io::Result<PathBuf> {
-    let dir = runs.join(&record.id);
-    std::fs::create_dir_all(&dir)?;
-    write_atomic(&dir.join("spec.toml"), record.spec.to_toml().as_bytes())?;
-    let json = serde_json::to_string_pretty(record).expect("a record always serialises");
-    write_atomic(&dir.join("record.json"), json.as_bytes())?;
-    Ok(dir)
 }

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::execute::{RunEvent, Workbench, execute};
+use super::event::RunEvent;
+use super::execute::{RunError, Workbench, execute};
 use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
+use super::store::{RunState, RunStore, StoreError};
 use crate::adapter::random::RandomInit;
-use crate::adapter::write::write_atomic;
-use crate::engine::store::{RunState, RunStore, StoreError};
+use crate::atomic_write::write_atomic;
 use crate::eval::{Estimate, bootstrap_mean};
 use crate::merge::{MergeMethod, SignElection};
 use crate::select::{ScoreMetric, Selection};
@@ -312,10 +313,10 @@ pub fn run_study(
     runs: &Path,
     out: &Path,
     on: &mut StudyProgress<'_>,
-) -> Result<StudyReport, super::RunError> {
+) -> Result<StudyReport, RunError> {
     let t0 = std::time::Instant::now();
-    let cells = cells(opts).map_err(super::RunError::Other)?;
-    let store = RunStore::open(runs).map_err(|e| super::RunError::Other(e.to_string()))?;
+    let cells = cells(opts).map_err(RunError::Other)?;
+    let store = RunStore::open(runs).map_err(|e| RunError::Other(e.to_string()))?;
     // The plan tells `--collect` which cells this study has.
     let plan = Plan::new(
         opts,
@@ -325,7 +326,7 @@ pub fn run_study(
     std::fs::create_dir_all(out)
         .and_then(|()| plan.write(out))
         .map_err(|e| {
-            super::RunError::Other(format!(
+            RunError::Other(format!(
                 "cannot write the study into {}: {e}",
                 out.display()
             ))
@@ -342,7 +343,7 @@ pub fn run_study(
             bench = Some(Workbench::open(spec)?);
         }
         let bench = bench.as_mut().expect("opened above");
-        let task_err = |e: StoreError| super::RunError::Other(e.to_string());
+        let task_err = |e: StoreError| RunError::Other(e.to_string());
         let mut folder = store.create(spec).map_err(task_err)?;
         folder
             .set_state(RunState::Running, None)
@@ -378,11 +379,11 @@ pub fn run_study(
         }
         record.id = folder.id().to_string();
         folder.finish(&record).map_err(|e| {
-            super::RunError::Other(format!("cannot save run record in {}: {e}", runs.display()))
+            RunError::Other(format!("cannot save run record in {}: {e}", runs.display()))
         })?;
         rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
-    let arms = select_arms(&opts.arms).map_err(super::RunError::Other)?;
+    let arms = select_arms(&opts.arms).map_err(RunError::Other)?;
     let report = StudyReport {
         preset: "lab-paper".into(),
         tasks: opts.tasks.clone(),
@@ -392,7 +393,7 @@ pub fn run_study(
         rows,
     };
     write_outputs(out, &report).map_err(|e| {
-        super::RunError::Other(format!(
+        RunError::Other(format!(
             "cannot write the study into {}: {e}",
             out.display()
         ))

@@ -13,12 +13,13 @@ use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::theme::Theme;
 use super::watch::RunUpdate;
-use crate::engine::store::host_name;
-use crate::engine::{Command, Event, RunId, RunState, RunStore, RunSummary};
+use crate::engine::{Command, Event, RunId};
 use crate::pool::entry::{EntryStatus, PoolEntry, SortKey};
 use crate::pool::{Filter, PoolSource};
+use crate::process::host_name;
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
+use crate::run::store::{RunState, RunStore, RunSummary};
 use crate::slurm::SlurmJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1023,8 +1024,7 @@ impl App {
             Ok(specs) => {
                 let path = PathBuf::from(&self.form.spec_file);
                 self.message = Some(
-                    match crate::adapter::write::write_atomic(&path, specs[0].to_toml().as_bytes())
-                    {
+                    match crate::atomic_write::write_atomic(&path, specs[0].to_toml().as_bytes()) {
                         Ok(()) => format!("saved {}", path.display()),
                         Err(e) => format!("cannot save {}: {e}", path.display()),
                     },
@@ -1225,7 +1225,7 @@ impl App {
     fn export_table(&mut self, rows: &[usize]) {
         let table = super::render::compare::table_text(self, rows);
         let (md, csv) = (PathBuf::from("compare.md"), PathBuf::from("compare.csv"));
-        let write = |p: &PathBuf, t: &str| crate::adapter::write::write_atomic(p, t.as_bytes());
+        let write = |p: &PathBuf, t: &str| crate::atomic_write::write_atomic(p, t.as_bytes());
         self.message = Some(
             match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
                 Ok(()) => {

@@ -15,7 +15,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
 use super::app::{App, Screen, TABS};
-use crate::engine::RunState;
+use crate::run::store::RunState;
 
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();

@@ -8,8 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::engine::store::{RunState, RunStore, RunSummary};
 use crate::run::record::{CurvePoint, RunRecord};
+use crate::run::store::{RunState, RunStore, RunSummary};
 use crate::slurm::SlurmJob;
 
 /// How often the store is polled, and Slurm asked.

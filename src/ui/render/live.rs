@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragraph};
 
 use super::{block, clock, note, short, state_style};
-use crate::engine::RunState;
+use crate::run::store::RunState;
 use crate::ui::app::{App, RunView};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {

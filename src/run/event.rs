@@ -1,0 +1,26 @@
+//! What a run reports while it works: stages, progress, curve points, coefficients and log lines.
+//! The executor sends these; the run store writes what they leave on disk, the engine turns them
+//! into protocol events and the CLI draws them as a progress bar.
+
+use super::record::CurvePoint;
+
+/// What a run reports while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// A new stage with this many units of work.
+    Stage { name: String, total: usize },
+    /// Units of the current stage done.
+    Advance(usize),
+    /// A point of the tuning curve.
+    Curve(CurvePoint),
+    /// Coefficients f(c) at a validation check: (step, groups × columns).
+    Coefficients(usize, Vec<Vec<f32>>),
+    /// The names of the coefficient matrix's rows (groups) and columns (adapters), sent before
+    /// the first `Coefficients`.
+    Layout {
+        groups: Vec<String>,
+        columns: Vec<String>,
+    },
+    /// A line worth showing a person.
+    Log(String),
+}

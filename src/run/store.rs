@@ -1,0 +1,317 @@
+//! The run store: one folder per run under the runs directory.
+//!
+//! - `spec.toml`   the spec as submitted (written once, atomically)
+//! - `status.json` state, owner process, timestamps, error (rewritten atomically on every change)
+//! - `curves.jsonl` one line per step, appended and flushed as the run goes
+//! - `record.json` the final record (atomically, when the run finishes)
+//!
+//! A crash loses at most the step in flight: a half-written last curve line is skipped when read.
+//! A run whose status says queued or running but whose owner process is gone is reported as
+//! `interrupted`, with its curve up to the last completed step.
+//!
+//! Many processes on many hosts may write one store (a study's Slurm array on a shared
+//! filesystem): each run has its own folder, created with an exclusive `mkdir` under an id with
+//! random digits (a clash draws again), and every file but the curve is replaced by an atomic
+//! rename of a uniquely named temporary file. There are no lock files. A running run rewrites its
+//! status every few seconds with its stage (a heartbeat): a run on another host whose status has
+//! not changed for [`STALE_AFTER`] is reported as interrupted, unless Slurm says more.
+
+mod folder;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use folder::RunFolder;
+pub use status::{HEARTBEAT, RunState, RunSummary, STALE_AFTER, StageStatus, StatusFile};
+
+use crate::atomic_write::write_atomic;
+use crate::process::{host_name, process_alive};
+use crate::run::record::{CurvePoint, RunRecord, new_run_id, now_rfc3339};
+use crate::run::spec::RunSpec;
+use crate::slurm::SlurmJob;
+use status::age;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no run {0:?} in the runs directory")]
+    NoRun(String),
+    #[error("{0:?} begins {1} run ids ({2}); give more of the id")]
+    Ambiguous(String, usize, String),
+    #[error("the runs directory {0} is a file, not a folder")]
+    NotAFolder(PathBuf),
+    #[error("run {0:?} is still {1}; cancel it first")]
+    Live(String, &'static str),
+    #[error("no free run id in {0} after 32 tries")]
+    NoFreeId(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    pub root: PathBuf,
+}
+
+impl RunStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        if root.exists() && !root.is_dir() {
+            return Err(StoreError::NotAFolder(root.to_path_buf()));
+        }
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// A run id that names a plain folder of this store.
+    fn dir_of(&self, id: &str) -> Result<PathBuf, StoreError> {
+        if !crate::pool::is_plain_name(id) || id.starts_with('.') {
+            return Err(StoreError::NoRun(id.into()));
+        }
+        let dir = self.root.join(id);
+        if dir.join("status.json").is_file() || dir.join("record.json").is_file() {
+            Ok(dir)
+        } else {
+            Err(StoreError::NoRun(id.into()))
+        }
+    }
+
+    /// Creates the folder of a newly submitted run under a fresh id (state queued, owned by this
+    /// process, with the Slurm job it runs in). The folder is made with an exclusive `mkdir`, so
+    /// two writers never share one, whatever host they run on.
+    pub fn create(&self, spec: &RunSpec) -> Result<RunFolder, StoreError> {
+        let label = spec.label();
+        let mut made = None;
+        for _ in 0..32 {
+            let id = new_run_id(&label);
+            let dir = self.root.join(&id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    made = Some((id, dir));
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&dir)(e)),
+            }
+        }
+        let (id, dir) = made.ok_or_else(|| StoreError::NoFreeId(self.root.clone()))?;
+        let spec_path = dir.join("spec.toml");
+        write_atomic(&spec_path, spec.to_toml().as_bytes()).map_err(io(&spec_path))?;
+        let now = now_rfc3339();
+        RunFolder::start(
+            dir,
+            StatusFile {
+                id,
+                label,
+                state: RunState::Queued,
+                pid: std::process::id(),
+                host: host_name(),
+                slurm: SlurmJob::from_env(),
+                submitted: now.clone(),
+                updated: now,
+                stage: None,
+                error: None,
+            },
+        )
+    }
+
+    pub fn read_status(dir: &Path) -> Option<StatusFile> {
+        let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The curve written so far; a torn last line (a crash mid-write) is skipped.
+    pub fn read_curve(dir: &Path) -> Vec<CurvePoint> {
+        std::fs::read_to_string(dir.join("curves.jsonl"))
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The number of whole lines in the curve (one per step), counted without parsing them: the
+    /// watcher asks for it every second for every live run, whose curve may be long.
+    pub fn curve_steps(dir: &Path) -> usize {
+        std::fs::read(dir.join("curves.jsonl"))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0)
+    }
+
+    pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let path = self.dir_of(id)?.join("record.json");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(serde_json::from_str(&t).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// The state, with live runs of dead processes reported as interrupted: on this host by their
+    /// pid, on another by a running run's heartbeat older than [`STALE_AFTER`].
+    pub fn effective(status: &StatusFile) -> RunState {
+        if !status.state.is_live() {
+            return status.state;
+        }
+        if status.host.is_empty() || status.host == host_name() {
+            if !process_alive(status.pid) {
+                return RunState::Interrupted;
+            }
+        } else if status.state == RunState::Running
+            && age(&status.updated).is_some_and(|a| a > STALE_AFTER)
+        {
+            return RunState::Interrupted;
+        }
+        status.state
+    }
+
+    pub fn summary(&self, id: &str) -> Result<RunSummary, StoreError> {
+        self.summary_and_record(id).map(|(s, _)| s)
+    }
+
+    /// The summary and, for a run that has one, its record — read once for both.
+    pub fn summary_and_record(
+        &self,
+        id: &str,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
+        self.summary_with(id, true)
+    }
+
+    /// As [`RunStore::summary_and_record`], but a run without a record gets `steps` 0 instead of
+    /// a count of its curve's lines: for a caller that reads the curve itself (the TUI's
+    /// watcher follows it by offset) or has no use for the count.
+    pub fn summary_and_record_uncounted(
+        &self,
+        id: &str,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
+        self.summary_with(id, false)
+    }
+
+    fn summary_with(
+        &self,
+        id: &str,
+        count_steps: bool,
+    ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
+        let dir = self.dir_of(id)?;
+        let record = self.read_record(id)?;
+        let status = Self::read_status(&dir);
+        let (label, state, submitted, error) = match (&status, &record) {
+            (Some(s), _) => (
+                s.label.clone(),
+                Self::effective(s),
+                s.submitted.clone(),
+                s.error.clone(),
+            ),
+            (None, Some(r)) => (r.label.clone(), r.status.into(), r.started.clone(), None),
+            (None, None) => return Err(StoreError::NoRun(id.into())),
+        };
+        let status = status.unwrap_or_else(|| StatusFile {
+            id: id.into(),
+            label: label.clone(),
+            state,
+            pid: 0,
+            host: String::new(),
+            slurm: None,
+            submitted: submitted.clone(),
+            updated: submitted.clone(),
+            stage: None,
+            error: None,
+        });
+        let steps = match &record {
+            Some(r) => r.curve.len(),
+            None if count_steps => Self::curve_steps(&dir),
+            None => 0,
+        };
+        let summary = RunSummary {
+            id: id.into(),
+            label,
+            state,
+            submitted,
+            steps,
+            host: status.host,
+            pid: status.pid,
+            slurm: status.slurm,
+            updated: status.updated,
+            stage: status.stage.filter(|_| state == RunState::Running),
+            exact_match: record.as_ref().map(|r| r.metrics.exact_match.mean),
+            loss: record.as_ref().map(|r| r.metrics.loss.mean),
+            error,
+        };
+        Ok((summary, record))
+    }
+
+    /// The names of the store's folders (run ids and anything else kept beside them), sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Every run, oldest first.
+    pub fn list(&self) -> Vec<RunSummary> {
+        let ids = self.ids();
+        let mut out: Vec<RunSummary> = ids.iter().filter_map(|id| self.summary(id).ok()).collect();
+        out.sort_by(|a, b| a.submitted.cmp(&b.submitted).then(a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Removes a finished, failed, cancelled or interrupted run.
+    /// The run named by `id`, or by a prefix of exactly one run's id (its time stamp, say).
+    pub fn resolve(&self, id: &str) -> Result<String, StoreError> {
+        if self.dir_of(id).is_ok() {
+            return Ok(id.to_string());
+        }
+        if id.is_empty() {
+            return Err(StoreError::NoRun(id.into()));
+        }
+        let matches: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|i| i.starts_with(id) && self.dir_of(i).is_ok())
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(StoreError::NoRun(id.into())),
+            n => {
+                let mut some = matches[..n.min(4)].join(", ");
+                if n > 4 {
+                    some.push_str(", …");
+                }
+                Err(StoreError::Ambiguous(id.into(), n, some))
+            }
+        }
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let s = self.summary(id)?;
+        if s.state.is_live() {
+            return Err(StoreError::Live(id.into(), s.state.name()));
+        }
+        let dir = self.dir_of(id)?;
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    pub fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        self.dir_of(id)
+    }
+}

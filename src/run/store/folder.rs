@@ -1,0 +1,131 @@
+//! One run's folder while its owner writes it: the status (stage, heartbeat, final state), the
+//! curve as it grows and the final record.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::status::{HEARTBEAT, RunState, StageStatus, StatusFile};
+use super::{StoreError, io};
+use crate::atomic_write::write_atomic;
+use crate::run::event::RunEvent;
+use crate::run::record::{CurvePoint, RunRecord, now_rfc3339};
+use crate::slurm::SlurmJob;
+
+/// One run's folder, open for writing by its owner.
+#[derive(Debug)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    status: StatusFile,
+    curves: Option<std::fs::File>,
+    last_write: Instant,
+}
+
+impl RunFolder {
+    /// The folder of a run just created by `RunStore::create`, with its first status written.
+    pub(super) fn start(dir: PathBuf, status: StatusFile) -> Result<Self, StoreError> {
+        let mut folder = RunFolder {
+            dir,
+            status,
+            curves: None,
+            last_write: Instant::now(),
+        };
+        folder.write_status()?;
+        Ok(folder)
+    }
+
+    fn write_status(&mut self) -> Result<(), StoreError> {
+        self.status.updated = now_rfc3339();
+        self.last_write = Instant::now();
+        let path = self.dir.join("status.json");
+        let text = serde_json::to_string_pretty(&self.status).expect("status serialises");
+        write_atomic(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    pub fn set_state(&mut self, state: RunState, error: Option<String>) -> Result<(), StoreError> {
+        self.status.state = state;
+        self.status.error = error;
+        if !state.is_live() {
+            self.status.stage = None;
+        }
+        self.write_status()
+    }
+
+    /// Records the stage in flight: written at once when the stage changes, else at most every
+    /// [`HEARTBEAT`] (which is also what tells other hosts the run is alive).
+    pub fn progress(&mut self, stage: StageStatus) -> Result<(), StoreError> {
+        let changed = self.status.stage.as_ref().map(|s| &s.name) != Some(&stage.name);
+        self.status.stage = Some(stage);
+        if changed || self.last_write.elapsed() >= HEARTBEAT {
+            self.write_status()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the status if the last write is older than [`HEARTBEAT`].
+    pub fn heartbeat(&mut self) -> Result<(), StoreError> {
+        if self.last_write.elapsed() >= HEARTBEAT {
+            self.write_status()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what a run event leaves in the store: a curve point, the stage and the heartbeat.
+    pub fn observe(&mut self, e: &RunEvent) -> Result<(), StoreError> {
+        match e {
+            RunEvent::Stage { name, total } => self.progress(StageStatus {
+                name: name.clone(),
+                done: 0,
+                total: *total,
+            }),
+            RunEvent::Advance(done) => {
+                let mut s = self.status.stage.clone().unwrap_or(StageStatus {
+                    name: String::new(),
+                    done: 0,
+                    total: 0,
+                });
+                s.done = *done;
+                self.progress(s)
+            }
+            RunEvent::Curve(p) => {
+                self.append_curve(p)?;
+                self.heartbeat()
+            }
+            _ => self.heartbeat(),
+        }
+    }
+
+    pub fn slurm(&self) -> Option<&SlurmJob> {
+        self.status.slurm.as_ref()
+    }
+
+    /// Appends one curve point and flushes it to the file.
+    pub fn append_curve(&mut self, p: &CurvePoint) -> Result<(), StoreError> {
+        let path = self.dir.join("curves.jsonl");
+        if self.curves.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            self.curves = Some(f);
+        }
+        let f = self.curves.as_mut().expect("opened above");
+        let mut line = serde_json::to_string(p).expect("point serialises");
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(io(&path))?;
+        f.flush().map_err(io(&path))
+    }
+
+    /// Writes the final record and the matching state.
+    pub fn finish(&mut self, record: &RunRecord) -> Result<(), StoreError> {
+        let path = self.dir.join("record.json");
+        let json = serde_json::to_string_pretty(record).expect("record serialises");
+        write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
+        self.set_state(record.status.into(), None)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.status.id
+    }
+}

@@ -1,0 +1,211 @@
+//! The store under concurrent writers, liveness here and on other hosts, the status a run
+//! leaves, and run ids given by prefix.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::run::event::RunEvent;
+
+fn spec(name: &str) -> RunSpec {
+    RunSpec::from_toml(
+        &format!("name = {name:?}\n[task]\nlab = \"caesar-5\"\n"),
+        Path::new("t.toml"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn concurrent_writers_get_their_own_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    // Eight writers create 25 runs each, all with the same label in the same second.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..25)
+                        .map(|_| {
+                            let mut f = store.create(&spec("same cell")).unwrap();
+                            f.set_state(RunState::Running, None).unwrap();
+                            f.append_curve(&CurvePoint {
+                                step: 1,
+                                train_loss: 1.0,
+                                val_loss: None,
+                            })
+                            .unwrap();
+                            f.id().to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (200, 200));
+    let listed = store.list();
+    assert_eq!(listed.len(), 200);
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.steps == 1 && s.label == "same cell")
+    );
+    // Nothing but run folders: no lock or temporary files left beside them.
+    let stray: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.path().is_dir())
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+fn status(host: &str, state: RunState, updated_ago: u64) -> StatusFile {
+    let t = SystemTime::now() - Duration::from_secs(updated_ago);
+    StatusFile {
+        id: "r".into(),
+        label: "r".into(),
+        state,
+        pid: u32::MAX - 1,
+        host: host.into(),
+        slurm: None,
+        submitted: now_rfc3339(),
+        updated: humantime::format_rfc3339_seconds(t).to_string(),
+        stage: None,
+        error: None,
+    }
+}
+
+#[test]
+fn liveness_by_pid_here_and_by_heartbeat_elsewhere() {
+    let here = host_name();
+    // A pid that does not exist on this host: interrupted at once.
+    assert_eq!(
+        RunStore::effective(&status(&here, RunState::Running, 0)),
+        RunState::Interrupted
+    );
+    // Another host's pid means nothing here; its heartbeat does.
+    let other = format!("{here}-other");
+    assert_eq!(
+        RunStore::effective(&status(&other, RunState::Running, 30)),
+        RunState::Running
+    );
+    assert_eq!(
+        RunStore::effective(&status(&other, RunState::Running, 601)),
+        RunState::Interrupted
+    );
+    // Queued runs wait without a heartbeat; final states stay.
+    assert_eq!(
+        RunStore::effective(&status(&other, RunState::Queued, 9999)),
+        RunState::Queued
+    );
+    assert_eq!(
+        RunStore::effective(&status(&other, RunState::Finished, 9999)),
+        RunState::Finished
+    );
+}
+
+#[test]
+fn status_records_stage_and_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let mut f = store.create(&spec("x")).unwrap();
+    f.set_state(RunState::Running, None).unwrap();
+    f.observe(&RunEvent::Stage {
+        name: "scoring adapters".into(),
+        total: 119,
+    })
+    .unwrap();
+    // Within the heartbeat the count waits; a new stage is written at once.
+    f.observe(&RunEvent::Advance(7)).unwrap();
+    let s = store.summary(f.id()).unwrap();
+    assert_eq!(
+        s.stage,
+        Some(StageStatus {
+            name: "scoring adapters".into(),
+            done: 0,
+            total: 119
+        })
+    );
+    assert_eq!(s.host, host_name());
+    f.observe(&RunEvent::Stage {
+        name: "tuning coefficients".into(),
+        total: 100,
+    })
+    .unwrap();
+    let s = store.summary(f.id()).unwrap();
+    assert_eq!(s.stage.unwrap().name, "tuning coefficients");
+    f.set_state(RunState::Failed, Some("boom".into())).unwrap();
+    let s = store.summary(f.id()).unwrap();
+    assert_eq!(
+        (s.state, s.stage, s.error),
+        (RunState::Failed, None, Some("boom".into()))
+    );
+}
+
+#[test]
+fn a_prefix_names_a_run_when_it_names_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(tmp.path()).unwrap();
+    let ids: Vec<String> = (1..=6)
+        .map(|i| format!("20261129T120000Z-caesar-5-base-000{i}"))
+        .collect();
+    for id in &ids {
+        std::fs::create_dir(tmp.path().join(id)).unwrap();
+        std::fs::write(tmp.path().join(id).join("status.json"), "{}").unwrap();
+    }
+    // A folder that is not a run does not count.
+    std::fs::create_dir(tmp.path().join("20261130T000000Z-notes")).unwrap();
+    assert_eq!(store.resolve(&ids[0]).unwrap(), ids[0]);
+    assert_eq!(
+        store
+            .resolve("20261129T120000Z-caesar-5-base-0003")
+            .unwrap(),
+        ids[2]
+    );
+    assert_eq!(
+        store.resolve("20261129T12").unwrap_err().to_string(),
+        format!(
+            "\"20261129T12\" begins 6 run ids ({}, …); give more of the id",
+            ids[..4].join(", ")
+        )
+    );
+    for missing in ["20261130", "", "2001"] {
+        assert_eq!(
+            store.resolve(missing).unwrap_err().to_string(),
+            format!("no run {missing:?} in the runs directory")
+        );
+    }
+}
+
+#[test]
+fn a_runs_directory_that_is_a_file_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("runs");
+    std::fs::write(&file, "").unwrap();
+    let Err(e) = RunStore::open(&file) else {
+        panic!("a file is no runs directory");
+    };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the runs directory {} is a file, not a folder",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn curve_steps_counts_whole_lines_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(RunStore::curve_steps(tmp.path()), 0);
+    std::fs::write(
+        tmp.path().join("curves.jsonl"),
+        "{\"step\":1,\"train_loss\":2.0}\n{\"step\":2,\"train_loss\":1.5}\n{\"step\":3,\"tr",
+    )
+    .unwrap();
+    assert_eq!(RunStore::curve_steps(tmp.path()), 2);
+    assert_eq!(RunStore::read_curve(tmp.path()).len(), 2);
+}
