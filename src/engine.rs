@@ -16,7 +16,8 @@ use std::time::Instant;
 
 pub use protocol::{Command, Event, RunId};
 
-use crate::run::execute::{RunError, Workbench, execute};
+use crate::run::execute::{RunError, Workbench};
+use crate::run::lifecycle;
 use crate::run::spec::RunSpec;
 use crate::run::store::{RunFolder, RunState, RunStore};
 
@@ -233,39 +234,25 @@ impl Engine {
 
     fn run(&mut self, mut q: Queued) {
         let id = q.id.clone();
-        let _ = q.folder.set_state(RunState::Running, None);
         self.emit(Event::Started {
             run: id.clone(),
             label: q.spec.label(),
         });
         let result = match self.ensure_bench(&q.spec) {
             Ok(()) => self.execute_with_commands(&mut q),
-            Err(e) => Err(e),
+            Err(e) => lifecycle::end(&mut q.folder, Err(e)),
         };
         match result {
-            Ok(mut record) => {
-                record.id = id.0.clone();
-                match q.folder.finish(&record) {
-                    Ok(()) => self.emit(Event::Finished {
-                        run: id,
-                        exact_match: record.metrics.exact_match.mean,
-                        loss: record.metrics.loss.mean,
-                    }),
-                    Err(e) => self.emit(Event::Failed {
-                        run: id,
-                        error: format!("the run finished but its record could not be saved: {e}"),
-                    }),
-                }
-            }
-            Err(RunError::Cancelled) => {
-                let _ = q.folder.set_state(RunState::Cancelled, None);
-                self.emit(Event::Cancelled { run: id });
-            }
-            Err(e) => {
-                let error = e.to_string();
-                let _ = q.folder.set_state(RunState::Failed, Some(error.clone()));
-                self.emit(Event::Failed { run: id, error });
-            }
+            Ok(record) => self.emit(Event::Finished {
+                run: id,
+                exact_match: record.metrics.exact_match.mean,
+                loss: record.metrics.loss.mean,
+            }),
+            Err(RunError::Cancelled) => self.emit(Event::Cancelled { run: id }),
+            Err(e) => self.emit(Event::Failed {
+                run: id,
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -281,16 +268,11 @@ impl Engine {
         let folder = &mut q.folder;
         let spec = q.spec.clone();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(
+            lifecycle::run_in_folder(
                 &mut bench,
                 &spec,
+                folder,
                 &mut |e| {
-                    if let Err(err) = folder.observe(&e) {
-                        let _ = events.send(Event::Log {
-                            run: Some(id.clone()),
-                            line: format!("cannot write the run's progress: {err}"),
-                        });
-                    }
                     let _ = events.send(Event::of_run(id.clone(), e, start.elapsed()));
                     // Commands that arrived meanwhile: cancels of this run act now, the rest
                     // wait until the step returns.
@@ -323,9 +305,13 @@ impl Engine {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown".into());
-                Err(RunError::Other(format!(
-                    "internal error (please report): {what}"
-                )))
+                // The folder still says running: end it as failed.
+                lifecycle::end(
+                    &mut q.folder,
+                    Err(RunError::Other(format!(
+                        "internal error (please report): {what}"
+                    ))),
+                )
             }
         }
     }

@@ -8,7 +8,8 @@ pub mod loss;
 pub use bootstrap::{Estimate, bootstrap_mean};
 pub use dataset::{Example, read_jsonl};
 pub use loss::{
-    ForcedOutcome, answer_losses, answer_outcomes, answer_scores, teacher_forced_exact, token_nll,
+    ForcedOutcome, answer_losses, answer_outcomes, answer_scores, mean_token_loss,
+    teacher_forced_exact, token_nll,
 };
 
 use crate::model::{Branches, Llama, ModelError, TextCodec, generate};
@@ -90,7 +91,22 @@ pub struct EvalOptions {
 
 /// Exact match after trimming surrounding whitespace.
 pub fn is_exact_match(prediction: &str, answer: &str) -> bool {
-    prediction.trim() == answer.trim()
+    answers_match(prediction, answer, true)
+}
+
+/// Whether a prediction answers: the trimmed strings equal when `exact`, else equal after
+/// collapsing whitespace and lowercasing.
+pub fn answers_match(prediction: &str, answer: &str, exact: bool) -> bool {
+    if exact {
+        return prediction.trim() == answer.trim();
+    }
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    norm(prediction) == norm(answer)
 }
 
 /// Evaluates `examples`; `progress` is called with the number of finished units of work

@@ -8,10 +8,13 @@
 pub mod event;
 pub mod execute;
 pub mod export;
+pub mod lifecycle;
 pub mod record;
 pub mod spec;
 pub mod store;
 pub mod study;
+pub mod task;
+pub mod workbench;
 
 pub use event::RunEvent;
 pub use record::{RunRecord, RunStatus};

@@ -59,6 +59,27 @@ pub fn token_nll(
     Ok((nll, owner))
 }
 
+/// Token-mean answer loss over `examples` in batches (no gradients).
+pub fn mean_token_loss(
+    model: &Llama,
+    pad_id: u32,
+    examples: &[EncodedExample],
+    branches: Option<&Branches>,
+    batch_size: usize,
+) -> Result<f64> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let (nll, _) = token_nll(model, pad_id, chunk, branches)?;
+        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        count += nll.dim(0)?;
+    }
+    Ok(if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    })
+}
+
 /// Exact match without decoding: with teacher forcing, the greedy generation equals the answer
 /// (and stops at its end token, when the template has one) iff the argmax at every answer
 /// position equals the target. One forward instead of a token-by-token decode.

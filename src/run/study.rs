@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::event::RunEvent;
-use super::execute::{RunError, Workbench, execute};
+use super::execute::{RunError, Workbench};
+use super::lifecycle::run_in_folder;
 use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
-use super::store::{RunState, RunStore, StoreError};
+use super::store::{RunState, RunStore};
 use crate::adapter::random::RandomInit;
 use crate::atomic_write::write_atomic;
 use crate::eval::{Estimate, bootstrap_mean};
@@ -316,7 +317,7 @@ pub fn run_study(
 ) -> Result<StudyReport, RunError> {
     let t0 = std::time::Instant::now();
     let cells = cells(opts).map_err(RunError::Other)?;
-    let store = RunStore::open(runs).map_err(|e| RunError::Other(e.to_string()))?;
+    let store = RunStore::open(runs)?;
     // The plan tells `--collect` which cells this study has.
     let plan = Plan::new(
         opts,
@@ -343,44 +344,14 @@ pub fn run_study(
             bench = Some(Workbench::open(spec)?);
         }
         let bench = bench.as_mut().expect("opened above");
-        let task_err = |e: StoreError| RunError::Other(e.to_string());
-        let mut folder = store.create(spec).map_err(task_err)?;
-        folder
-            .set_state(RunState::Running, None)
-            .map_err(task_err)?;
-        let mut write_error = None;
-        let result = execute(
+        let mut folder = store.create(spec)?;
+        let record = run_in_folder(
             bench,
             spec,
-            &mut |e| {
-                if let Err(err) = folder.observe(&e) {
-                    write_error.get_or_insert(err);
-                }
-                on(index, total, "", Some(&e))
-            },
+            &mut folder,
+            &mut |e| on(index, total, "", Some(&e)),
             None,
-        );
-        let mut record = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = folder.set_state(RunState::Failed, Some(e.to_string()));
-                return Err(e);
-            }
-        };
-        if let Some(e) = write_error {
-            on(
-                index,
-                total,
-                "",
-                Some(&RunEvent::Log(format!(
-                    "cannot write the run's progress: {e}"
-                ))),
-            );
-        }
-        record.id = folder.id().to_string();
-        folder.finish(&record).map_err(|e| {
-            RunError::Other(format!("cannot save run record in {}: {e}", runs.display()))
-        })?;
+        )?;
         rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
     let arms = select_arms(&opts.arms).map_err(RunError::Other)?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{Batcher, Schedule, Trainer};
 use crate::adapter::Adapter;
-use crate::eval::{Result, token_nll};
+use crate::eval::{Result, mean_token_loss, token_nll};
 use crate::model::branch::Branch;
 use crate::model::template::EncodedExample;
 use crate::model::{Branches, Llama, Module};
@@ -337,27 +337,6 @@ pub struct Tuned {
     pub best_val_loss: f64,
     pub steps: usize,
     pub curve: Vec<StepReport>,
-}
-
-/// Token-mean answer loss over `examples` in batches (no gradients).
-pub fn mean_token_loss(
-    model: &Llama,
-    pad_id: u32,
-    examples: &[EncodedExample],
-    branches: Option<&Branches>,
-    batch_size: usize,
-) -> Result<f64> {
-    let (mut sum, mut count) = (0.0, 0usize);
-    for chunk in examples.chunks(batch_size.max(1)) {
-        let (nll, _) = token_nll(model, pad_id, chunk, branches)?;
-        sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        count += nll.dim(0)?;
-    }
-    Ok(if count == 0 {
-        f64::NAN
-    } else {
-        sum / count as f64
-    })
 }
 
 fn activated_rows(c: &Tensor, f: Activation) -> candle_core::Result<Vec<Vec<f32>>> {

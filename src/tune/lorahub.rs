@@ -340,7 +340,7 @@ pub fn score_sequential(
         .iter()
         .map(|c| {
             let br = pool.single(c)?;
-            super::coef::mean_token_loss(model, pad_id, examples, Some(&br), examples.len())
+            crate::eval::mean_token_loss(model, pad_id, examples, Some(&br), examples.len())
         })
         .collect()
 }

@@ -1,0 +1,235 @@
+//! One function per method: each takes what the pipeline prepared and returns an [`Outcome`]
+//! — the model to evaluate, its validation loss, the best step and the coefficients.
+
+use super::recorder::Recorder;
+use super::{Outcome, Result};
+use crate::adapter::Adapter;
+use crate::eval::mean_token_loss;
+use crate::merge::{MergeMethod, Merged, Update, merge_adapters};
+use crate::model::Module;
+use crate::model::template::EncodedExample;
+use crate::run::record::Coefficients;
+use crate::run::spec::{NewLoraSpec, RunSpec};
+use crate::run::workbench::Workbench;
+use crate::tune::coef::{CoefficientBranches, GradientSpec, Granularity, tune_coefficients};
+use crate::tune::lorahub::{LorahubSpec, StackedPool, tune_lorahub};
+use crate::tune::{LoraTrainSpec, train_lora};
+
+/// The rows a method trains and validates on.
+pub struct Rows<'a> {
+    pub train: &'a [EncodedExample],
+    pub val: &'a [EncodedExample],
+}
+
+fn val_loss(bench: &Workbench, model: &crate::model::Llama, rows: &Rows<'_>) -> Result<f64> {
+    Ok(mean_token_loss(
+        model,
+        bench.codec.pad_id(),
+        rows.val,
+        None,
+        32,
+    )?)
+}
+
+/// A model with fixed weights (nothing tuned), its validation loss measured.
+fn fixed(bench: &Workbench, model: crate::model::Llama, rows: &Rows<'_>) -> Result<Outcome> {
+    Ok(Outcome {
+        val_loss: Some(val_loss(bench, &model, rows)?),
+        model,
+        best_step: None,
+        coefficients: None,
+    })
+}
+
+/// A fresh LoRA trained on the train rows (the new-LoRA baseline).
+pub fn new_lora(
+    bench: &Workbench,
+    spec: &RunSpec,
+    n: &NewLoraSpec,
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+) -> Result<Outcome> {
+    let lspec = LoraTrainSpec {
+        rank: n.rank,
+        alpha: n.alpha,
+        modules: n
+            .modules
+            .iter()
+            .filter_map(|m| Module::from_peft_name(m))
+            .collect(),
+        lr: n.lr,
+        steps: n.steps,
+        batch_size: n.batch_size,
+        warmup_frac: n.warmup_frac,
+        weight_decay: 0.0,
+        seed: spec.seed,
+        early_stop: None,
+        check_every: 0,
+    };
+    rec.stage("training a new LoRA", n.steps);
+    let cancel = rec.cancel();
+    let trained = train_lora(
+        &bench.model,
+        bench.codec.pad_id(),
+        rows.train,
+        &[],
+        &lspec,
+        n.dropout,
+        &mut |step, loss| rec.point(step, loss, None),
+        cancel,
+    )?;
+    rec.check()?;
+    let scale = n.alpha / n.rank as f64;
+    let mut merged = Merged::default();
+    for (key, (a, b)) in &trained.pairs {
+        merged.updates.insert(
+            *key,
+            Update::LowRank {
+                a: a.clone(),
+                b: (b * scale)?,
+            },
+        );
+    }
+    let model = merged.apply(&bench.model)?;
+    fixed(bench, model, rows)
+}
+
+/// A non-adaptive merge of the chosen adapters, each at weight 1.
+pub fn merge(
+    bench: &Workbench,
+    m: &MergeMethod,
+    chosen: &[&Adapter],
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+) -> Result<Outcome> {
+    rec.stage(format!("merging ({})", m.name()), 1);
+    let sources: Vec<(&Adapter, f64)> = chosen.iter().map(|a| (*a, 1.0)).collect();
+    let merged = merge_adapters(&sources, m, bench.model.config())?;
+    let model = merged.apply(&bench.model)?;
+    fixed(bench, model, rows)
+}
+
+/// Gradient-tuned coefficients over the chosen adapters; the best checkpoint by validation loss.
+pub fn gradient(
+    bench: &Workbench,
+    spec: &RunSpec,
+    g: &GradientSpec,
+    chosen: &[&Adapter],
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+) -> Result<Outcome> {
+    let layers = bench.model.config().num_hidden_layers;
+    let cb = CoefficientBranches::new(
+        chosen,
+        layers,
+        g.granularity,
+        g.activation,
+        bench.model.dtype(),
+        bench.model.device(),
+    )?;
+    let groups = group_names(&cb, layers);
+    let columns = column_names(chosen, g.granularity == Granularity::Rank);
+    rec.emit(crate::run::event::RunEvent::Layout {
+        groups: groups.clone(),
+        columns: columns.clone(),
+    });
+    rec.stage("tuning coefficients", g.steps);
+    let cancel = rec.cancel();
+    let tuned = tune_coefficients(
+        &bench.model,
+        bench.codec.pad_id(),
+        &cb,
+        chosen.len(),
+        rows.train,
+        rows.val,
+        g,
+        spec.seed,
+        &mut |r| {
+            rec.point(r.step, r.train_loss, r.val_loss);
+            if let Some(c) = &r.coefficients {
+                rec.coefficients(r.step, c);
+            }
+        },
+        cancel,
+    )?;
+    rec.check()?;
+    Ok(Outcome {
+        model: bench.model.fold(&cb.branches(&tuned.raw)?)?,
+        val_loss: Some(tuned.best_val_loss),
+        best_step: Some(tuned.best_step),
+        coefficients: Some(Coefficients {
+            granularity: format!("{:?}", g.granularity).to_lowercase(),
+            groups,
+            columns,
+            values: tuned.activated.clone(),
+        }),
+    })
+}
+
+/// LoraHub's gradient-free search over one coefficient per adapter (A and B summed).
+pub fn lorahub(
+    bench: &Workbench,
+    spec: &RunSpec,
+    h: &LorahubSpec,
+    chosen: &[&Adapter],
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+) -> Result<Outcome> {
+    let model = &bench.model;
+    let stacked = StackedPool::new(chosen, model.config(), model.dtype(), model.device())?;
+    let gens = h.budget.saturating_sub(1) / h.population.max(2);
+    rec.stage("LoraHub search", gens);
+    let cancel = rec.cancel();
+    let result = tune_lorahub(
+        model,
+        bench.codec.pad_id(),
+        &stacked,
+        rows.train,
+        h,
+        spec.seed,
+        &mut |g| rec.point(g.generation, g.best_loss, None),
+        cancel,
+    )?;
+    rec.check()?;
+    let folded = model.fold(&stacked.single(&result.coefficients)?)?;
+    Ok(Outcome {
+        val_loss: Some(val_loss(bench, &folded, rows)?),
+        model: folded,
+        best_step: None,
+        coefficients: Some(Coefficients {
+            granularity: "lora".into(),
+            groups: vec!["all".into()],
+            columns: column_names(chosen, false),
+            values: vec![result.coefficients.iter().map(|&c| c as f32).collect()],
+        }),
+    })
+}
+
+fn group_names(cb: &CoefficientBranches, layers: usize) -> Vec<String> {
+    use crate::tune::coef::Granularity as G;
+    match cb.layout.granularity {
+        G::Lora => vec!["all".into()],
+        G::Layer => (0..layers).map(|l| format!("layer {l}")).collect(),
+        G::Sublayer => (0..layers)
+            .flat_map(|l| [format!("layer {l} attn"), format!("layer {l} mlp")])
+            .collect(),
+        G::Module | G::Rank => (0..layers)
+            .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
+            .collect(),
+    }
+}
+
+fn column_names(adapters: &[&Adapter], rank_wise: bool) -> Vec<String> {
+    adapters
+        .iter()
+        .flat_map(|a| {
+            if rank_wise {
+                (0..a.rank())
+                    .map(|j| format!("{}#{j}", a.name))
+                    .collect::<Vec<_>>()
+            } else {
+                vec![a.name.clone()]
+            }
+        })
+        .collect()
+}
