@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod random;
+pub mod random_init;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,15 +6,17 @@
 //! stream over adapters, so at most three dense matrices of one module are alive at a time.
 
 pub mod linalg;
+pub mod method;
 mod ties;
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
 use crate::model::{Llama, LlamaConfig, Module};
+
+pub use method::{MergeMethod, SignElection};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -56,128 +58,6 @@ impl Update {
         match self {
             Update::LowRank { a, .. } => a.dim(0).ok(),
             Update::Dense(_) => None,
-        }
-    }
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn ties_density() -> f64 {
-    0.2
-}
-fn dare_density() -> f64 {
-    0.5
-}
-fn tsv_m() -> usize {
-    8
-}
-fn svd_rank() -> usize {
-    16
-}
-
-/// How TIES elects the sign of each entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum SignElection {
-    /// The sign of the sum of the trimmed values (the paper's setting).
-    #[default]
-    Total,
-    /// The sign held by more adapters.
-    Count,
-}
-
-/// A non-adaptive merge method with its settings (the `[method]` table of a run spec).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum MergeMethod {
-    /// Σ τᵢ, kept exactly as a rank concatenation.
-    Sum,
-    /// (1/k) Σ τᵢ.
-    Average,
-    /// λ Σ τᵢ.
-    TaskArithmetic {
-        #[serde(default = "one")]
-        lambda: f64,
-    },
-    /// Trim each τᵢ to its top-`density` magnitudes, elect a sign per entry, average the entries
-    /// that agree with it; times λ.
-    Ties {
-        #[serde(default = "ties_density")]
-        density: f64,
-        #[serde(default)]
-        sign: SignElection,
-        #[serde(default = "one")]
-        lambda: f64,
-    },
-    /// Keep each entry of τᵢ with probability `density`, rescale by 1/density, then sum (or TIES
-    /// sign consensus); times λ.
-    Dare {
-        #[serde(default = "dare_density")]
-        density: f64,
-        #[serde(default)]
-        seed: u64,
-        #[serde(default)]
-        consensus: bool,
-        #[serde(default = "one")]
-        lambda: f64,
-    },
-    /// Task singular vectors: each τᵢ's top-m triplets, the stacked U and V orthogonalised,
-    /// recombined with the singular values; times λ.
-    Tsv {
-        #[serde(default = "tsv_m")]
-        m: usize,
-        #[serde(default = "one")]
-        lambda: f64,
-    },
-    /// Σ τᵢ truncated to rank R.
-    Svd {
-        #[serde(default = "svd_rank")]
-        rank: usize,
-    },
-    /// LoraHub-style: A = Σ wᵢ Aᵢ, B = Σ wᵢ sᵢ Bᵢ, summed separately (cross terms included).
-    /// Ranks differing between adapters are zero-padded to the largest.
-    LorahubSum,
-}
-
-impl MergeMethod {
-    pub fn name(&self) -> &'static str {
-        match self {
-            MergeMethod::Sum => "sum",
-            MergeMethod::Average => "average",
-            MergeMethod::TaskArithmetic { .. } => "task-arithmetic",
-            MergeMethod::Ties { .. } => "ties",
-            MergeMethod::Dare { .. } => "dare",
-            MergeMethod::Tsv { .. } => "tsv",
-            MergeMethod::Svd { .. } => "svd",
-            MergeMethod::LorahubSum => "lorahub-sum",
-        }
-    }
-
-    /// Whether the result is exactly low rank (exported without truncation).
-    pub fn is_exact_low_rank(&self) -> bool {
-        !matches!(self, MergeMethod::Ties { .. } | MergeMethod::Dare { .. })
-    }
-
-    /// Checks the settings; the message says which one is out of range.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let density = |d: f64| {
-            if d > 0.0 && d <= 1.0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{}: density must be in (0, 1], got {d}",
-                    self.name()
-                ))
-            }
-        };
-        match self {
-            MergeMethod::Ties { density: d, .. } | MergeMethod::Dare { density: d, .. } => {
-                density(*d)
-            }
-            MergeMethod::Tsv { m: 0, .. } => Err("tsv: m must be at least 1".into()),
-            MergeMethod::Svd { rank: 0 } => Err("svd: rank must be at least 1".into()),
-            _ => Ok(()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Runs: a [`RunSpec`] in, a [`RunRecord`] out.
 //!
 //! The data layer is the spec, the record, the events a run sends and the run store: serde data
-//! and files that the UI, the CLI's `runs` commands and the engine's protocol use. The executor
+//! and files that the UI, the CLI's `runs` commands and the engine's protocol use, with no tensor
+//! code down to the settings types they name (tests/layers.rs follows the imports). The executor
 //! (`execute`, `export`, `study`) runs specs on a `Workbench` that keeps the model, pools and
 //! adapter scores loaded; it is reached by its module path, so this root re-exports data only.
 

@@ -5,6 +5,7 @@
 //! loss, which breaks exact-match ties.
 
 pub mod screen;
+pub mod selection;
 
 use candle_core::DType;
 use rand::SeedableRng;
@@ -17,57 +18,7 @@ use crate::eval::{Result, answer_scores};
 use crate::model::template::EncodedExample;
 use crate::model::{Llama, Module};
 
-/// What top-k ranks by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScoreMetric {
-    /// Exact match on the examples, ties broken by loss (the paper's choice).
-    #[default]
-    ExactMatch,
-    /// Mean answer-token loss, lower first.
-    Loss,
-}
-
-/// A selection strategy (the `[selection]` table of a run spec).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Selection {
-    /// k adapters drawn uniformly (seeded; the run's seed when unset).
-    Random {
-        k: usize,
-        #[serde(default)]
-        seed: Option<u64>,
-    },
-    /// The k adapters that score best alone on the training examples.
-    TopK {
-        k: usize,
-        #[serde(default)]
-        by: ScoreMetric,
-    },
-    /// The k adapters whose ΔW is most similar (cosine) to that of adapter `to` (a pool name or
-    /// an adapter folder).
-    Similar { to: String, k: usize },
-    /// Exactly these adapters, by pool name.
-    Manual { adapters: Vec<String> },
-    /// Every adapter of the pool.
-    All,
-}
-
-impl Selection {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Selection::Random { .. } => "random",
-            Selection::TopK { .. } => "top-k",
-            Selection::Similar { .. } => "similar",
-            Selection::Manual { .. } => "manual",
-            Selection::All => "all",
-        }
-    }
-
-    pub fn needs_scores(&self) -> bool {
-        matches!(self, Selection::TopK { .. })
-    }
-}
+pub use selection::{ScoreMetric, Selection};
 
 /// One adapter's score on the task.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod coef;
 pub mod lora;
 pub mod lorahub;
 pub mod optim;
+pub mod settings;
 
 pub use lora::{LoraTrainSpec, TrainedLora, train_lora};
 pub use optim::{Schedule, Trainer};

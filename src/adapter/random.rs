@@ -7,23 +7,11 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use serde::{Deserialize, Serialize};
 
 use super::{Adapter, LoraPair};
 use crate::model::Module;
 
-/// Where σ comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RandomInit {
-    /// Real adapters.
-    #[default]
-    Off,
-    /// σ per (layer, module), pooled over all the adapters being replaced (the paper's choice).
-    Pooled,
-    /// σ per (adapter, layer, module): each random adapter matches its own real one.
-    PerAdapter,
-}
+pub use super::random_init::RandomInit;
 
 fn moments(t: &Tensor) -> candle_core::Result<(f64, f64, usize)> {
     let v = t.to_dtype(DType::F64)?.flatten_all()?;

@@ -1,35 +1,10 @@
 //! Device and compute dtype, chosen once at start-up from `--device` / `--dtype`.
 
-use std::str::FromStr;
-
 use candle_core::{DType, Device};
 
 use super::{ModelError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DevicePref {
-    #[default]
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl FromStr for DevicePref {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(DevicePref::Auto),
-            "cpu" => Ok(DevicePref::Cpu),
-            "cuda" => Ok(DevicePref::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Ok(DevicePref::Cuda(n)),
-                _ => Err(format!(
-                    "unknown device {s:?} (use cpu, cuda, cuda:N or auto)"
-                )),
-            },
-        }
-    }
-}
+pub use super::pref::{DevicePref, DtypePref};
 
 impl DevicePref {
     pub fn open(self) -> Result<Device> {
@@ -59,28 +34,6 @@ pub fn device_label(device: &Device) -> String {
         Device::Cpu => "cpu".into(),
         Device::Cuda(_) => "cuda".into(),
         Device::Metal(_) => "metal".into(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DtypePref {
-    #[default]
-    Auto,
-    F32,
-    F16,
-    Bf16,
-}
-
-impl FromStr for DtypePref {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(DtypePref::Auto),
-            "f32" | "float32" => Ok(DtypePref::F32),
-            "f16" | "float16" => Ok(DtypePref::F16),
-            "bf16" | "bfloat16" => Ok(DtypePref::Bf16),
-            _ => Err(format!("unknown dtype {s:?} (use f32, f16, bf16 or auto)")),
-        }
     }
 }
 

@@ -3,53 +3,16 @@
 //! The prompt part and the answer part are tokenized separately and concatenated, so the answer
 //! tokens are exactly the ones the loss is computed on (no boundary merge across the two).
 
-use std::fmt;
+pub mod kind;
+
 use std::path::Path;
-use std::str::FromStr;
 
 use tokenizers::Tokenizer;
 
 use super::config::LlamaConfig;
 use super::{ModelError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Template {
-    /// Prompt tokens then answer tokens; no special tokens added.
-    Raw,
-    /// The Llama 3 chat format: a user turn, an assistant header, `<|eot_id|>` closing the answer.
-    Llama3,
-    /// The embedded lab's format: `<|begin|><|user|>prompt<|assistant|>answer<|end|>`.
-    Lab,
-    /// `llama3` or `lab` when the tokenizer has that template's special tokens, else `raw`.
-    #[default]
-    Auto,
-}
-
-impl FromStr for Template {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "raw" => Ok(Template::Raw),
-            "llama3" => Ok(Template::Llama3),
-            "lab" => Ok(Template::Lab),
-            "auto" => Ok(Template::Auto),
-            _ => Err(format!(
-                "unknown template {s:?} (use raw, llama3, lab or auto)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Template {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Template::Raw => "raw",
-            Template::Llama3 => "llama3",
-            Template::Lab => "lab",
-            Template::Auto => "auto",
-        })
-    }
-}
+pub use kind::Template;
 
 const LLAMA3_TOKENS: [&str; 4] = [
     "<|begin_of_text|>",

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::adapter::{Adapter, AdapterConfig};
-use crate::model::Module;
+use crate::adapter::config::AdapterConfig;
+use crate::model::module::Module;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FilterError {
@@ -170,7 +170,7 @@ impl Filter {
         &self.text
     }
 
-    fn check(
+    pub(super) fn check(
         &self,
         name: &str,
         rank: usize,
@@ -204,16 +204,6 @@ impl Filter {
     /// Decides from the config alone where it can (before any weight is read).
     pub fn matches_config(&self, name: &str, cfg: &AdapterConfig) -> bool {
         self.check(name, cfg.r, cfg.lora_alpha, config_modules(cfg).as_ref())
-    }
-
-    /// Decides on a loaded adapter (modules from its tensors).
-    pub fn matches(&self, ad: &Adapter) -> bool {
-        self.check(
-            &ad.name,
-            ad.rank(),
-            ad.config.lora_alpha,
-            Some(&ad.modules()),
-        )
     }
 }
 

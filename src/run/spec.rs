@@ -24,13 +24,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::random::RandomInit;
-use crate::merge::MergeMethod;
-use crate::model::{DevicePref, DtypePref, Module, Template};
-use crate::pool::PoolSource;
-use crate::select::Selection;
-use crate::tune::coef::GradientSpec;
-use crate::tune::lorahub::LorahubSpec;
+use crate::adapter::random_init::RandomInit;
+use crate::merge::method::MergeMethod;
+use crate::model::module::Module;
+use crate::model::pref::{DevicePref, DtypePref};
+use crate::model::template::kind::Template;
+use crate::pool::filter::Filter;
+use crate::pool::source::PoolSource;
+use crate::select::selection::Selection;
+use crate::tune::settings::{GradientSpec, LorahubSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,7 +432,7 @@ impl RunSpec {
         self.dtype_pref()?;
         self.pool
             .filter
-            .parse::<crate::pool::Filter>()
+            .parse::<Filter>()
             .map_err(|e| SpecError::Invalid(format!("pool: {e}")))?;
         Ok(())
     }

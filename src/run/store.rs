@@ -27,6 +27,7 @@ pub use folder::RunFolder;
 pub use status::{HEARTBEAT, RunState, RunSummary, STALE_AFTER, StageStatus, StatusFile};
 
 use crate::atomic_write::write_atomic;
+use crate::pool::source::is_plain_name;
 use crate::process::{host_name, process_alive};
 use crate::run::record::{CurvePoint, RunRecord, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
@@ -77,7 +78,7 @@ impl RunStore {
 
     /// A run id that names a plain folder of this store.
     fn dir_of(&self, id: &str) -> Result<PathBuf, StoreError> {
-        if !crate::pool::is_plain_name(id) || id.starts_with('.') {
+        if !is_plain_name(id) || id.starts_with('.') {
             return Err(StoreError::NoRun(id.into()));
         }
         let dir = self.root.join(id);

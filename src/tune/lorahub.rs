@@ -17,65 +17,7 @@ use crate::model::branch::Branch;
 use crate::model::template::EncodedExample;
 use crate::model::{Branches, Llama, LlamaConfig, Module};
 
-fn budget() -> usize {
-    320
-}
-fn population() -> usize {
-    16
-}
-fn bound() -> f64 {
-    1.5
-}
-fn l1() -> f64 {
-    0.05
-}
-fn sigma() -> f64 {
-    0.5
-}
-fn rows() -> usize {
-    512
-}
-
-/// Settings of LoraHub's gradient-free search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LorahubSpec {
-    /// Candidate evaluations in all (generations × population).
-    #[serde(default = "budget")]
-    pub budget: usize,
-    /// Candidates per generation, scored together.
-    #[serde(default = "population")]
-    pub population: usize,
-    /// Coefficients live in [-bound, bound].
-    #[serde(default = "bound")]
-    pub bound: f64,
-    /// Weight of mean|c| in the objective.
-    #[serde(default = "l1")]
-    pub l1: f64,
-    /// Initial CMA-ES step size (the search starts at c = 0).
-    #[serde(default = "sigma")]
-    pub sigma: f64,
-    /// Use only the first this-many training examples (LoraHub's few-shot setting); all if unset.
-    #[serde(default)]
-    pub examples: Option<usize>,
-    /// Rows (candidate × example) per forward; bounds memory on large models.
-    #[serde(default = "rows")]
-    pub rows_per_forward: usize,
-}
-
-impl Default for LorahubSpec {
-    fn default() -> Self {
-        Self {
-            budget: budget(),
-            population: population(),
-            bound: bound(),
-            l1: l1(),
-            sigma: sigma(),
-            examples: None,
-            rows_per_forward: rows(),
-        }
-    }
-}
+pub use super::settings::LorahubSpec;
 
 /// Every selected adapter's halves per (layer, module), zero-padded to one rank, B pre-scaled,
 /// laid out so that one (P × k) by (k × …) product merges P candidates at once.

@@ -1,0 +1,56 @@
+//! Selection strategies as a run spec's `[selection]` table names them: plain data, so that the
+//! spec parser and the UI know them without the scoring code (and candle).
+
+use serde::{Deserialize, Serialize};
+
+/// What top-k ranks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreMetric {
+    /// Exact match on the examples, ties broken by loss (the paper's choice).
+    #[default]
+    ExactMatch,
+    /// Mean answer-token loss, lower first.
+    Loss,
+}
+
+/// A selection strategy (the `[selection]` table of a run spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Selection {
+    /// k adapters drawn uniformly (seeded; the run's seed when unset).
+    Random {
+        k: usize,
+        #[serde(default)]
+        seed: Option<u64>,
+    },
+    /// The k adapters that score best alone on the training examples.
+    TopK {
+        k: usize,
+        #[serde(default)]
+        by: ScoreMetric,
+    },
+    /// The k adapters whose ΔW is most similar (cosine) to that of adapter `to` (a pool name or
+    /// an adapter folder).
+    Similar { to: String, k: usize },
+    /// Exactly these adapters, by pool name.
+    Manual { adapters: Vec<String> },
+    /// Every adapter of the pool.
+    All,
+}
+
+impl Selection {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Selection::Random { .. } => "random",
+            Selection::TopK { .. } => "top-k",
+            Selection::Similar { .. } => "similar",
+            Selection::Manual { .. } => "manual",
+            Selection::All => "all",
+        }
+    }
+
+    pub fn needs_scores(&self) -> bool {
+        matches!(self, Selection::TopK { .. })
+    }
+}

@@ -1,0 +1,169 @@
+//! The settings of coefficient tuning as a run spec's `[method]` table gives them (gradient-based
+//! and LoraHub), with their defaults: plain data, so that the spec parser and the UI know them
+//! without the training code (and candle).
+
+use serde::{Deserialize, Serialize};
+
+/// What one coefficient covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One per adapter.
+    Lora,
+    /// One per (adapter, layer).
+    Layer,
+    /// One per (adapter, layer, attention or MLP).
+    Sublayer,
+    /// One per (adapter, layer, module) — the paper's recipe.
+    #[default]
+    Module,
+    /// One per (adapter, layer, module, rank dimension).
+    Rank,
+}
+
+/// f in gate = f(c)·s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Identity,
+    Squared,
+    Sigmoid,
+    /// Softmax over the columns of each group.
+    Softmax,
+    /// x for x > 0, 0.01·x otherwise (gradient 0.01 at 0, so zero init still learns).
+    #[default]
+    LeakyRelu,
+}
+
+/// Initial value of c (before the activation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    #[default]
+    Zero,
+    /// Uniform in ±1/√k (seeded).
+    Uniform,
+    /// Normal with std 1/√k (seeded).
+    Normal,
+    /// Every coefficient 1/√k.
+    Equal,
+}
+
+fn lr() -> f64 {
+    5e-2
+}
+fn steps() -> usize {
+    100
+}
+fn batch() -> usize {
+    8
+}
+fn warmup() -> f64 {
+    0.1
+}
+fn eval_every() -> usize {
+    10
+}
+
+/// Settings of gradient-based coefficient tuning; defaults are the paper's recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradientSpec {
+    #[serde(default)]
+    pub granularity: Granularity,
+    #[serde(default)]
+    pub activation: Activation,
+    #[serde(default)]
+    pub init: Init,
+    #[serde(default = "lr")]
+    pub lr: f64,
+    #[serde(default = "steps")]
+    pub steps: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    /// Fraction of the steps spent warming up, then cosine decay to zero.
+    #[serde(default = "warmup")]
+    pub warmup_frac: f64,
+    /// Validation loss is measured every this many steps; the best checkpoint is kept.
+    #[serde(default = "eval_every")]
+    pub eval_every: usize,
+    /// Weight of the L1 penalty on the activated coefficients, mean |f(c)|.
+    #[serde(default)]
+    pub l1: f64,
+}
+
+impl Default for GradientSpec {
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::default(),
+            activation: Activation::default(),
+            init: Init::default(),
+            lr: lr(),
+            steps: steps(),
+            batch_size: batch(),
+            warmup_frac: warmup(),
+            eval_every: eval_every(),
+            l1: 0.0,
+        }
+    }
+}
+
+fn budget() -> usize {
+    320
+}
+fn population() -> usize {
+    16
+}
+fn bound() -> f64 {
+    1.5
+}
+fn l1() -> f64 {
+    0.05
+}
+fn sigma() -> f64 {
+    0.5
+}
+fn rows() -> usize {
+    512
+}
+
+/// Settings of LoraHub's gradient-free search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LorahubSpec {
+    /// Candidate evaluations in all (generations × population).
+    #[serde(default = "budget")]
+    pub budget: usize,
+    /// Candidates per generation, scored together.
+    #[serde(default = "population")]
+    pub population: usize,
+    /// Coefficients live in [-bound, bound].
+    #[serde(default = "bound")]
+    pub bound: f64,
+    /// Weight of mean|c| in the objective.
+    #[serde(default = "l1")]
+    pub l1: f64,
+    /// Initial CMA-ES step size (the search starts at c = 0).
+    #[serde(default = "sigma")]
+    pub sigma: f64,
+    /// Use only the first this-many training examples (LoraHub's few-shot setting); all if unset.
+    #[serde(default)]
+    pub examples: Option<usize>,
+    /// Rows (candidate × example) per forward; bounds memory on large models.
+    #[serde(default = "rows")]
+    pub rows_per_forward: usize,
+}
+
+impl Default for LorahubSpec {
+    fn default() -> Self {
+        Self {
+            budget: budget(),
+            population: population(),
+            bound: bound(),
+            l1: l1(),
+            sigma: sigma(),
+            examples: None,
+            rows_per_forward: rows(),
+        }
+    }
+}
