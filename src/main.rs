@@ -114,7 +114,8 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
         /// Comma-separated weight per adapter [default: 1 each].
         #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
         weights: Vec<f64>,
-        /// sum, average, task-arithmetic, ties, dare, dare-ties, tsv, svd or lorahub-sum.
+        /// sum, average, task-arithmetic, ties, dare, tsv, svd or lorahub-sum; also dare-ties (DARE
+        /// with TIES' sign election) and cat (= sum).
         #[arg(long)]
         method: String,
         /// Kept fraction for ties (default 0.2) and dare (default 0.5).

@@ -10,6 +10,7 @@ pub mod event;
 pub mod execute;
 pub mod export;
 pub mod lifecycle;
+pub mod method;
 pub mod record;
 pub mod spec;
 pub mod store;

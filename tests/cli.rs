@@ -343,3 +343,24 @@ fn a_closed_pipe_ends_a_listing_quietly() {
         "ended by SIGPIPE, as `cat` would be"
     );
 }
+
+/// The help texts and README name every method kind of the one list (`run::method::MethodKind`),
+/// so a kind added there cannot go undocumented.
+#[test]
+fn help_and_readme_name_every_method_kind() {
+    use loracycle::run::method::MethodKind;
+    let (_, merge_help, _) = run(&["merge", "--help"]);
+    let (_, run_help, _) = run(&["run", "--help"]);
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for k in MethodKind::ALL {
+        let name = k.name();
+        assert!(run_help.contains(name), "run --help lacks {name}");
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README lacks `{name}`"
+        );
+        if k.is_merge() {
+            assert!(merge_help.contains(name), "merge --help lacks {name}");
+        }
+    }
+}

@@ -23,37 +23,41 @@ pub struct MergeArgs {
 }
 
 fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
-    let m = match args.method.as_str() {
-        "sum" | "cat" => MergeMethod::Sum,
-        "average" => MergeMethod::Average,
-        "task-arithmetic" => MergeMethod::TaskArithmetic {
+    use loracycle::run::method::MethodKind as K;
+    // `cat` (the rank-concatenated sum) and `dare-ties` (DARE with TIES' sign consensus) are
+    // this command's own spellings; every other name is a merge kind of the one list.
+    let kind = match args.method.as_str() {
+        "cat" => Some(K::Sum),
+        "dare-ties" => Some(K::Dare),
+        name => K::from_name(name).filter(|k| k.is_merge()),
+    };
+    let m = match kind {
+        Some(K::Sum) => MergeMethod::Sum,
+        Some(K::Average) => MergeMethod::Average,
+        Some(K::TaskArithmetic) => MergeMethod::TaskArithmetic {
             lambda: args.lambda,
         },
-        "ties" => MergeMethod::Ties {
+        Some(K::Ties) => MergeMethod::Ties {
             density: args.density.unwrap_or(0.2),
             sign: SignElection::Total,
             lambda: args.lambda,
         },
-        "dare" => MergeMethod::Dare {
+        Some(K::Dare) => MergeMethod::Dare {
             density: args.density.unwrap_or(0.5),
             seed: args.seed,
-            consensus: false,
+            consensus: args.method == "dare-ties",
             lambda: args.lambda,
         },
-        "dare-ties" => MergeMethod::Dare {
-            density: args.density.unwrap_or(0.5),
-            seed: args.seed,
-            consensus: true,
-            lambda: args.lambda,
-        },
-        "tsv" => MergeMethod::Tsv {
+        Some(K::Tsv) => MergeMethod::Tsv {
             m: 8,
             lambda: args.lambda,
         },
-        "svd" => MergeMethod::Svd { rank: args.rank },
-        "lorahub-sum" => MergeMethod::LorahubSum,
-        other => bail!(
-            "unknown method {other:?} (use sum, average, task-arithmetic, ties, dare, dare-ties, tsv, svd or lorahub-sum)"
+        Some(K::Svd) => MergeMethod::Svd { rank: args.rank },
+        Some(K::LorahubSum) => MergeMethod::LorahubSum,
+        _ => bail!(
+            "unknown method {:?} (use {}, dare-ties or cat)",
+            args.method,
+            K::names(K::ALL.into_iter().filter(|k| k.is_merge()))
         ),
     };
     m.validate().map_err(anyhow::Error::msg)?;

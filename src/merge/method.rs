@@ -85,16 +85,8 @@ pub enum MergeMethod {
 
 impl MergeMethod {
     pub fn name(&self) -> &'static str {
-        match self {
-            MergeMethod::Sum => "sum",
-            MergeMethod::Average => "average",
-            MergeMethod::TaskArithmetic { .. } => "task-arithmetic",
-            MergeMethod::Ties { .. } => "ties",
-            MergeMethod::Dare { .. } => "dare",
-            MergeMethod::Tsv { .. } => "tsv",
-            MergeMethod::Svd { .. } => "svd",
-            MergeMethod::LorahubSum => "lorahub-sum",
-        }
+        // The names are `run::method::MethodKind`'s, the one list of them.
+        self.kind().name()
     }
 
     /// Whether the result is exactly low rank (exported without truncation).

@@ -218,13 +218,7 @@ pub enum MethodSpec {
 
 impl MethodSpec {
     pub fn name(&self) -> &'static str {
-        match self {
-            MethodSpec::Base => "base",
-            MethodSpec::NewLora(_) => "new-lora",
-            MethodSpec::Gradient(_) => "gradient",
-            MethodSpec::Lorahub(_) => "lorahub",
-            MethodSpec::Merge(m) => m.name(),
-        }
+        self.kind().name()
     }
 
     /// Whether the method merges pool adapters (and so needs a pool and a selection).
@@ -497,14 +491,17 @@ fn explain_toml_error(e: &toml::de::Error, text: &str) -> String {
         Some(why) => format!("[method]{at}: {why}"),
         None => {
             format!(
-                "[method]{at}: unknown kind or a setting it does not take (kinds: {METHOD_KINDS})"
+                "[method]{at}: unknown kind or a setting it does not take (kinds: {})",
+                method_kinds()
             )
         }
     }
 }
 
 /// Every `kind` a `[method]` table may name, for error messages.
-const METHOD_KINDS: &str = "base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum";
+fn method_kinds() -> String {
+    super::method::MethodKind::names(super::method::MethodKind::ALL)
+}
 
 /// What is wrong with the `[method]` table of `text`, read as its kind's settings.
 fn method_problem(text: &str) -> Option<String> {
@@ -530,7 +527,7 @@ fn method_problem(text: &str) -> Option<String> {
         "lorahub" => LorahubSpec::deserialize(settings).err().and_then(why),
         _ => match MergeMethod::deserialize(toml::Value::Table(method.clone())) {
             Err(e) if e.message().contains("unknown variant") => {
-                Some(format!("unknown kind {kind:?} (kinds: {METHOD_KINDS})"))
+                Some(format!("unknown kind {kind:?} (kinds: {})", method_kinds()))
             }
             Err(e) => why(e),
             Ok(_) => None,
