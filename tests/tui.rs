@@ -13,10 +13,12 @@ use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::pool::rules::Rule;
 use loracycle::run::spec::MethodSpec;
 use loracycle::run::store::{RunState, RunStore};
-use loracycle::ui::app::{Confirm, Request, Screen};
+use loracycle::ui::app::{Confirm, Screen};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
+use loracycle::ui::worker::{self, WorkerCtx};
 use loracycle::ui::{App, Context, draw};
+use loracycle::ui::{Request, UiOptions};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -121,6 +123,33 @@ fn fixture_store() -> (tempfile::TempDir, RunStore) {
     }
     let store = RunStore::open(tmp.path()).unwrap();
     (tmp, store)
+}
+
+/// Does the work of the app's outbox as the worker would, on this thread, and feeds the replies
+/// back; engine commands stay in the outbox for the test to look at.
+fn settle(app: &mut App, store: &RunStore) {
+    let cx = WorkerCtx {
+        store: store.clone(),
+        opts: UiOptions {
+            model: "lab".into(),
+            source: PoolSource::Lab,
+            runs_dir: store.root.clone(),
+        },
+    };
+    while app.outbox.iter().any(|r| !matches!(r, Request::Engine(_))) {
+        let (engine, work): (Vec<_>, Vec<_>) = app
+            .outbox
+            .drain(..)
+            .partition(|r| matches!(r, Request::Engine(_)));
+        app.outbox = engine;
+        let mut replies = Vec::new();
+        for r in work {
+            worker::handle(r, &cx, &mut |reply| replies.push(reply));
+        }
+        for reply in replies {
+            app.on_reply(reply);
+        }
+    }
 }
 
 fn key(c: char) -> KeyEvent {
@@ -774,8 +803,8 @@ fn a_finished_run_gets_its_record_from_a_helper() {
     assert_eq!(app.outbox, [Request::LoadRecord(id.clone())]);
     let i = app.runs.iter().position(|r| r.id == id).unwrap();
     assert!(app.runs[i].record.is_none());
-    let record = store.read_record(&id.0).unwrap().unwrap();
-    app.on_record(&id, record);
+    settle(&mut app, &store);
+    assert!(app.outbox.is_empty());
     let r = &app.runs[i];
     assert_eq!(r.record.as_ref().map(|r| r.examples.len()), Some(40));
     assert_eq!(

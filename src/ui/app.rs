@@ -1,6 +1,6 @@
 //! The UI's state and its update functions. Keys become actions through the keymap; actions and
 //! engine events change the state; what must happen outside (a command to the engine, a
-//! download, an export) is put in `outbox` for the app loop. Nothing here blocks or computes
+//! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
 //! with tensors, so every function can be tested without a terminal or an engine.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -11,6 +11,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
+use super::request::{Reply, Request};
 use super::theme::Theme;
 use super::watch::RunUpdate;
 use crate::engine::{Command, Event, RunId};
@@ -51,24 +52,6 @@ impl Screen {
             Screen::Help => Scope::Global,
         }
     }
-}
-
-/// Something the app loop does on the UI's behalf.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    Engine(Command),
-    /// Download a Hub adapter into the HF cache.
-    Download(String),
-    /// Rebuild a finished run's merged adapter as a PEFT folder.
-    Export {
-        run: RunId,
-        out: PathBuf,
-    },
-    /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
-    Scancel(String),
-    /// Read a finished run's record from the store (off the UI's thread); it comes back
-    /// through [`App::on_record`].
-    LoadRecord(RunId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -522,7 +505,23 @@ impl App {
         self.runs.get(self.live)
     }
 
-    /// Takes a finished run's record, read for it by a helper thread.
+    /// Takes what the worker, the pool listing or the store watcher tell the UI.
+    pub fn on_reply(&mut self, r: Reply) {
+        match r {
+            Reply::PoolProgress(what, d, n) => self.pool.loading = Some((what, d, n)),
+            Reply::Pool(Ok(entries)) => self.set_pool(entries),
+            Reply::Pool(Err(e)) => {
+                self.pool.loading = None;
+                self.pool.error = Some(format!("cannot list the pool: {e}"));
+            }
+            Reply::Download { id, line, entry } => self.on_download(&id, line, entry.map(|e| *e)),
+            Reply::Message(line) => self.message = Some(line),
+            Reply::Store(updates) => self.on_watch(updates),
+            Reply::Record(id, record) => self.on_record(&id, *record),
+        }
+    }
+
+    /// Takes a finished run's record, read for it by the worker.
     pub fn on_record(&mut self, id: &RunId, record: RunRecord) {
         if let Some(i) = self.index_of(id) {
             self.runs[i].set_record(record);
