@@ -188,6 +188,7 @@ fn live_app() -> App {
             run: run.clone(),
             label: "caesar-5 / gradient".into(),
             position: 0,
+            ticket: 0,
         },
         &mut app,
     );
@@ -196,6 +197,7 @@ fn live_app() -> App {
             run: twin.clone(),
             label: "caesar-5 / gradient / random-init".into(),
             position: 1,
+            ticket: 0,
         },
         &mut app,
     );
@@ -401,7 +403,7 @@ fn starting_from_the_form_queues_the_run_and_its_controls() {
         .outbox
         .iter()
         .map(|r| match r {
-            Request::Engine(Command::Submit { spec }) => spec.label(),
+            Request::Engine(Command::Submit { spec, .. }) => spec.label(),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -500,7 +502,7 @@ fn runs_retry_twin_delete_and_compare_marks() {
     assert_eq!(first, "caesar-5 / base");
     press(&mut app, "R");
     match &app.outbox[..] {
-        [Request::Engine(Command::Submit { spec })] => {
+        [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.method, MethodSpec::Base)
         }
         other => panic!("unexpected {other:?}"),
@@ -523,7 +525,7 @@ fn runs_retry_twin_delete_and_compare_marks() {
     );
     press(&mut app, "lr");
     match &app.outbox[..] {
-        [Request::Engine(Command::Submit { spec })] => {
+        [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.label(), "caesar-5 / gradient / random-init")
         }
         other => panic!("unexpected {other:?}"),
@@ -533,12 +535,77 @@ fn runs_retry_twin_delete_and_compare_marks() {
     assert_eq!(app.compared().len(), 3);
     press(&mut app, "4g  ");
     assert_eq!(app.compared(), vec![0, 1]);
-    // Delete asks, then removes the folder.
+    // Delete asks, then the engine removes the folder; the row goes when it says so.
     press(&mut app, "gD");
     assert!(matches!(app.confirm, Some(Confirm::Delete(_))));
+    app.outbox.clear();
     press(&mut app, "y");
+    let id = app.runs[0].id.clone();
+    assert_eq!(
+        app.outbox,
+        [Request::Engine(Command::Delete { run: id.clone() })]
+    );
+    assert_eq!(app.runs.len(), 3);
+    let engine = loracycle::engine::spawn(RunStore::open(tmp.path()).unwrap());
+    for r in app.outbox.drain(..) {
+        if let Request::Engine(c) = r {
+            engine.send(c);
+        }
+    }
+    let answer = engine
+        .events
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(answer, Event::Deleted { run: id.clone() });
+    app.on_engine(answer);
     assert_eq!(app.runs.len(), 2);
+    assert_eq!(app.message, Some(format!("deleted {id}")));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    engine.shutdown();
+}
+
+#[test]
+fn a_rejected_submission_says_why_and_opens_no_run() {
+    let mut app = app();
+    press(&mut app, "2");
+    app.start();
+    let tickets: Vec<u64> = app
+        .outbox
+        .iter()
+        .filter_map(|r| match r {
+            Request::Engine(Command::Submit { ticket, .. }) => Some(*ticket),
+            _ => None,
+        })
+        .collect();
+    assert!(!tickets.is_empty() && !tickets.contains(&0), "{tickets:?}");
+    app.on_engine(Event::Rejected {
+        ticket: tickets[0],
+        label: "caesar-5 / gradient".into(),
+        error: "cannot create the run folder: disk full".into(),
+    });
+    assert!(app.runs.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("cannot queue caesar-5 / gradient: cannot create the run folder: disk full")
+    );
+    // Live follows its own submission by its ticket; a run of the same label that someone else
+    // queued first is not it.
+    app.outbox.clear();
+    app.start();
+    let mine = match &app.outbox[0] {
+        Request::Engine(Command::Submit { ticket, .. }) => *ticket,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(!tickets.contains(&mine));
+    for (run, ticket) in [("someone-else", 0), ("mine", mine)] {
+        app.on_engine(Event::Queued {
+            run: RunId(run.into()),
+            label: "caesar-5 / gradient".into(),
+            position: 0,
+            ticket,
+        });
+    }
+    assert_eq!(app.live_run().map(|r| r.id.0.as_str()), Some("mine"));
 }
 
 #[test]

@@ -444,8 +444,10 @@ pub struct App {
     pub quit: bool,
     pub engine_stopped: bool,
     pub outbox: Vec<Request>,
-    /// The label of a run just submitted from the form; Live follows it once queued.
-    follow: Option<String>,
+    /// The ticket of the run just submitted from the form; Live follows it once queued.
+    pending: Option<u64>,
+    /// The last submission ticket handed out.
+    tickets: u64,
 }
 
 impl App {
@@ -470,7 +472,8 @@ impl App {
             quit: false,
             engine_stopped: false,
             outbox: Vec::new(),
-            follow: None,
+            pending: None,
+            tickets: 0,
         }
     }
 
@@ -577,22 +580,20 @@ impl App {
         RunSpec::read(&dir.join("spec.toml")).ok()
     }
 
-    fn submit(&mut self, spec: RunSpec) {
+    /// Asks the engine to queue `spec`; its answer carries the ticket returned here.
+    fn submit(&mut self, spec: RunSpec) -> u64 {
+        self.tickets += 1;
         self.outbox.push(Request::Engine(Command::Submit {
             spec: Box::new(spec),
+            ticket: self.tickets,
         }));
+        self.tickets
     }
 
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
         let now = Instant::now();
-        if let Event::Failed { run, error } = &e
-            && run.0.is_empty()
-        {
-            self.message = Some(format!("cannot queue the run: {error}"));
-            return;
-        }
         if let Some(id) = e.run().cloned()
             && self.index_of(&id).is_none()
         {
@@ -611,13 +612,44 @@ impl App {
             self.runs[i].local = true;
         }
         match e {
-            Event::Queued { label, .. } => {
+            Event::Queued { ticket, .. } => {
                 let i = i.expect("added above");
-                if self.follow.as_deref() == Some(label.as_str()) {
-                    self.follow = None;
+                if ticket != 0 && self.pending == Some(ticket) {
+                    self.pending = None;
                     self.live = i;
                     self.runs_cursor = i;
                 }
+            }
+            Event::Rejected {
+                ticket,
+                label,
+                error,
+            } => {
+                if self.pending == Some(ticket) {
+                    self.pending = None;
+                }
+                self.message = Some(format!("cannot queue {label}: {error}"));
+            }
+            Event::Deleted { run } => {
+                self.runs.retain(|r| r.id != run);
+                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
+                self.live = self.live.min(self.runs.len().saturating_sub(1));
+                self.message = Some(format!("deleted {run}"));
+            }
+            Event::Exported {
+                run,
+                out,
+                rank,
+                truncation_error,
+            } => {
+                self.message = Some(format!(
+                    "exported {run} to {} (rank {rank}, relative truncation error \
+                     {truncation_error:.2e})",
+                    out.display()
+                ))
+            }
+            Event::ExportFailed { run, error } => {
+                self.message = Some(format!("cannot export {run}: {error}"))
             }
             Event::Started { .. } => {
                 let r = &mut self.runs[i.expect("added above")];
@@ -1003,10 +1035,8 @@ impl App {
         match self.form.specs(&self.context.model, &self.context.source) {
             Ok(specs) => {
                 let n = specs.len();
-                self.follow = Some(specs[0].label());
-                for s in specs {
-                    self.submit(s);
-                }
+                let tickets: Vec<u64> = specs.into_iter().map(|s| self.submit(s)).collect();
+                self.pending = tickets.first().copied();
                 self.message = Some(if n == 1 {
                     "run queued".into()
                 } else {
@@ -1122,23 +1152,18 @@ impl App {
         }
         let out = PathBuf::from(format!("export-{}", r.id.0));
         self.message = Some(format!("exporting to {}…", out.display()));
-        self.outbox.push(Request::Export {
+        self.outbox.push(Request::Engine(Command::Export {
             run: r.id.clone(),
             out,
-        });
+            rank: 64,
+        }));
     }
 
+    /// The engine removes the folder and answers `Deleted` (or why not, as a log line).
     fn delete(&mut self, id: &RunId) {
-        let Some(store) = &self.store else { return };
-        match store.remove(&id.0) {
-            Ok(()) => {
-                self.runs.retain(|r| r.id != *id);
-                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
-                self.live = self.live.min(self.runs.len().saturating_sub(1));
-                self.message = Some(format!("deleted {id}"));
-            }
-            Err(e) => self.message = Some(e.to_string()),
-        }
+        self.outbox
+            .push(Request::Engine(Command::Delete { run: id.clone() }));
+        self.message = Some(format!("deleting {id}…"));
     }
 
     fn runs_action(&mut self, a: Action) {

@@ -4,8 +4,6 @@
 //!
 //! [`App::on_reply`]: super::App::on_reply
 
-use std::path::PathBuf;
-
 use crate::engine::{Command, RunId};
 use crate::pool::entry::PoolEntry;
 use crate::run::record::RunRecord;
@@ -18,11 +16,6 @@ pub enum Request {
     Engine(Command),
     /// Download a Hub adapter into the HF cache.
     Download(String),
-    /// Rebuild a finished run's merged adapter as a PEFT folder.
-    Export {
-        run: RunId,
-        out: PathBuf,
-    },
     /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
     Scancel(String),
     /// Read a finished run's record from the store; it comes back as [`Reply::Record`].

@@ -1,8 +1,8 @@
 //! The UI's hands: the work behind [`Request`]s that must not run on the UI thread (reading the
-//! store, downloads, `scancel`, exports) and the pool listing at start-up. `handle` does one
-//! request synchronously, so tests can settle an outbox without threads; `Worker` runs file work
-//! in order on one thread (a save is read back by a later load) and gives each slow job (a
-//! download, an export, `scancel`) a thread of its own.
+//! store, downloads, `scancel`) and the pool listing at start-up; exports are the engine's.
+//! `handle` does one request synchronously, so tests can settle an outbox without threads;
+//! `Worker` runs file work in order on one thread (a save is read back by a later load) and
+//! gives each slow job (a download, `scancel`) a thread of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +30,6 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
     match req {
         Request::Engine(_) => {}
         Request::Download(id) => download(&cx.opts, id, reply),
-        Request::Export { run, out } => reply(Reply::Message(export(&cx.store, &run.0, &out))),
         Request::Scancel(job) => reply(Reply::Message(scancel(&job))),
         Request::LoadRecord(run) => {
             if let Ok(Some(r)) = cx.store.read_record(&run.0) {
@@ -69,7 +68,7 @@ impl Worker {
     pub fn send(&self, req: Request) {
         match req {
             // Slow jobs must not hold up the file thread's quick reads.
-            Request::Download(_) | Request::Export { .. } | Request::Scancel(_) => {
+            Request::Download(_) | Request::Scancel(_) => {
                 let (cx, tx) = (self.cx.clone(), self.replies.clone());
                 std::thread::spawn(move || {
                     handle(req, &cx, &mut |r| {
@@ -154,20 +153,6 @@ fn download(opts: &UiOptions, id: String, reply: &mut dyn FnMut(Reply)) {
         line,
         entry: entry.map(Box::new),
     });
-}
-
-fn export(store: &RunStore, run: &str, out: &std::path::Path) -> String {
-    match store.read_record(run) {
-        Ok(Some(record)) => match crate::run::export::export(&record, out, 64) {
-            Ok((rank, err)) => format!(
-                "exported {run} to {} (rank {rank}, relative truncation error {err:.2e})",
-                out.display()
-            ),
-            Err(e) => format!("cannot export {run}: {e}"),
-        },
-        Ok(None) => format!("{run} has no record to export"),
-        Err(e) => format!("cannot export {run}: {e}"),
-    }
 }
 
 /// Cancels a Slurm job; the store watcher then sees its state change.
