@@ -74,7 +74,8 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
         },
     };
     let mut app = App::new(theme, keymap, context, lab_tasks());
-    app.open_store(store.clone());
+    // The history is read off the UI thread; the Runs screen fills in when it comes.
+    app.outbox.push(Request::ListRuns);
 
     // In raw mode Ctrl-C is a key; the handler catches SIGTERM and SIGHUP (and SIGINT sent by
     // `kill`), so the loop can leave through the same door as `q`.

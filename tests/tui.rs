@@ -13,12 +13,12 @@ use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::pool::rules::Rule;
 use loracycle::run::spec::MethodSpec;
 use loracycle::run::store::{RunState, RunStore};
+use loracycle::ui::Request;
 use loracycle::ui::app::{Confirm, Screen};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
-use loracycle::ui::worker::{self, WorkerCtx};
+use loracycle::ui::worker;
 use loracycle::ui::{App, Context, draw};
-use loracycle::ui::{Request, UiOptions};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -125,30 +125,30 @@ fn fixture_store() -> (tempfile::TempDir, RunStore) {
     (tmp, store)
 }
 
-/// Does the work of the app's outbox as the worker would, on this thread, and feeds the replies
-/// back; engine commands stay in the outbox for the test to look at.
+/// Does the app's outbox as the worker would, on this thread (engine commands stay).
 fn settle(app: &mut App, store: &RunStore) {
-    let cx = WorkerCtx {
-        store: store.clone(),
-        opts: UiOptions {
-            model: "lab".into(),
-            source: PoolSource::Lab,
-            runs_dir: store.root.clone(),
-        },
-    };
-    while app.outbox.iter().any(|r| !matches!(r, Request::Engine(_))) {
-        let (engine, work): (Vec<_>, Vec<_>) = app
-            .outbox
-            .drain(..)
-            .partition(|r| matches!(r, Request::Engine(_)));
-        app.outbox = engine;
-        let mut replies = Vec::new();
-        for r in work {
-            worker::handle(r, &cx, &mut |reply| replies.push(reply));
-        }
-        for reply in replies {
-            app.on_reply(reply);
-        }
+    worker::settle(app, store);
+}
+
+/// Opens the app on a store: asks for its history and takes the answer.
+fn open(app: &mut App, store: &RunStore) {
+    app.outbox.push(Request::ListRuns);
+    settle(app, store);
+}
+
+/// What a test keeps alive beside its app: nothing, or the folder of its store, whose
+/// requests are then settled after the keys.
+trait Keep {
+    fn settle(&self, app: &mut App);
+}
+
+impl Keep for () {
+    fn settle(&self, _: &mut App) {}
+}
+
+impl Keep for tempfile::TempDir {
+    fn settle(&self, app: &mut App) {
+        settle(app, &RunStore::open(self.path()).unwrap());
     }
 }
 
@@ -278,7 +278,7 @@ fn live_app() -> App {
 fn finished_app() -> (tempfile::TempDir, App) {
     let (tmp, store) = fixture_store();
     let mut app = app();
-    app.open_store(store);
+    open(&mut app, &store);
     (tmp, app)
 }
 
@@ -287,8 +287,9 @@ macro_rules! screens {
         #[test]
         fn $name() {
             #[allow(unused_mut)]
-            let (_keep, mut app) = $make;
+            let (keep, mut app) = $make;
             press(&mut app, $keys);
+            Keep::settle(&keep, &mut app);
             insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), render(&app, 80, 24));
             insta::assert_snapshot!(concat!(stringify!($name), "_160x48"), render(&app, 160, 48));
         }
@@ -501,6 +502,9 @@ fn runs_retry_twin_delete_and_compare_marks() {
     let first = app.runs[0].label.clone();
     assert_eq!(first, "caesar-5 / base");
     press(&mut app, "R");
+    // The base run's record is not loaded: its spec file is read first.
+    assert!(matches!(&app.outbox[..], [Request::ReadSpec { .. }]));
+    tmp.settle(&mut app);
     match &app.outbox[..] {
         [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.method, MethodSpec::Base)
@@ -510,6 +514,7 @@ fn runs_retry_twin_delete_and_compare_marks() {
     app.outbox.clear();
     // The base run has no pool: no random-init twin.
     app.on_key(code(KeyCode::Enter));
+    tmp.settle(&mut app);
     assert_eq!(app.screen, Screen::Live);
     // Nor steps or coefficients, and Live says so rather than that they are coming.
     let live = render(&app, 120, 36);
@@ -524,6 +529,7 @@ fn runs_retry_twin_delete_and_compare_marks() {
         Some("this run uses no pool; it has no random-init twin")
     );
     press(&mut app, "lr");
+    tmp.settle(&mut app);
     match &app.outbox[..] {
         [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.label(), "caesar-5 / gradient / random-init")
@@ -623,7 +629,7 @@ fn compare_pairs_examples_of_one_task_only() {
     }
     std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
     let mut app = app();
-    app.open_store(store);
+    open(&mut app, &store);
     let at = |app: &App, label: &str| app.runs.iter().position(|r| r.label == label).unwrap();
     let (base, other) = (
         at(&app, "caesar-5 / base"),
@@ -633,6 +639,7 @@ fn compare_pairs_examples_of_one_task_only() {
         app.runs[i].marked = true;
         app.ensure_loaded(i);
     }
+    settle(&mut app, &store);
     press(&mut app, "5");
     assert_eq!(app.diff_pair(), None);
     let screen = render(&app, 120, 30);
@@ -644,6 +651,7 @@ fn compare_pairs_examples_of_one_task_only() {
     let gradient = at(&app, "caesar-5 / gradient");
     app.runs[gradient].marked = true;
     app.ensure_loaded(gradient);
+    settle(&mut app, &store);
     for pair in 0..3 {
         app.pair = pair;
         let (a, b) = app.diff_pair().unwrap();
@@ -656,11 +664,12 @@ fn compare_pairs_examples_of_one_task_only() {
 
 #[test]
 fn compare_exports_markdown_and_csv() {
-    let (_tmp, mut app) = finished_app();
+    let (tmp, mut app) = finished_app();
     let rows = app.compared();
     for &i in &rows {
         app.ensure_loaded(i);
     }
+    tmp.settle(&mut app);
     let (md, csv) = loracycle::ui::render::compare::table_text(&app, &rows);
     insta::assert_snapshot!("compare_table_md", md);
     assert_eq!(csv.lines().count(), 4);
@@ -735,7 +744,7 @@ fn runs_written_by_other_hosts_are_followed() {
     )
     .slurm_every(std::time::Duration::ZERO);
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     let remote_steps = |ups: &[loracycle::ui::watch::RunUpdate]| {
         ups.iter()
             .find(|u| u.summary.label == "caesar-5 / gradient / seed 0")
@@ -827,7 +836,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
         Box::new(|_| std::collections::HashMap::new()),
     );
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     app.on_watch(watcher.poll());
     let i = app
         .runs
@@ -854,7 +863,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
 fn a_finished_run_gets_its_record_from_a_helper() {
     let (_tmp, store) = fixture_store();
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     let id = RunId("20261129T035014Z-caesar-5-gradient-b7cf".into());
     app.on_engine(Event::Started {
         run: id.clone(),
@@ -867,7 +876,7 @@ fn a_finished_run_gets_its_record_from_a_helper() {
         loss: 0.1169,
     });
     // The UI thread does not read the record; it asks for it.
-    assert_eq!(app.outbox, [Request::LoadRecord(id.clone())]);
+    assert_eq!(app.outbox, [Request::LoadRun(id.clone())]);
     let i = app.runs.iter().position(|r| r.id == id).unwrap();
     assert!(app.runs[i].record.is_none());
     settle(&mut app, &store);
@@ -878,4 +887,27 @@ fn a_finished_run_gets_its_record_from_a_helper() {
         r.coefficients.len(),
         r.record.as_ref().unwrap().coefficient_curve.len()
     );
+}
+
+#[test]
+fn the_form_saves_and_loads_its_spec_off_the_ui_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(&tmp.path().join("runs")).unwrap();
+    let mut app = app();
+    press(&mut app, "2");
+    let path = tmp.path().join("run.toml");
+    app.form.spec_file = path.display().to_string();
+    let k = app.form.k.clone();
+    press(&mut app, "w");
+    assert!(matches!(&app.outbox[..], [Request::SaveSpec { .. }]));
+    assert!(!path.exists(), "the UI thread wrote the file");
+    settle(&mut app, &store);
+    assert_eq!(app.message, Some(format!("saved {}", path.display())));
+    assert!(path.is_file());
+    app.form.k = "7".into();
+    press(&mut app, "o");
+    assert_eq!(app.form.k, "7");
+    settle(&mut app, &store);
+    assert_eq!(app.form.k, k);
+    assert_eq!(app.message, Some(format!("loaded {}", path.display())));
 }

@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
-use super::request::{Reply, Request};
+use super::request::{Reply, Request, Resubmit};
 use super::theme::Theme;
 use super::watch::RunUpdate;
 use crate::engine::{Command, Event, RunId};
@@ -20,7 +20,7 @@ use crate::pool::{Filter, PoolSource};
 use crate::process::host_name;
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
-use crate::run::store::{RunState, RunStore, RunSummary};
+use crate::run::store::{RunState, RunSummary};
 use crate::slurm::SlurmJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,7 +438,6 @@ pub struct App {
     pub live: usize,
     pub compare_cursor: usize,
     pub pair: usize,
-    pub store: Option<RunStore>,
     pub message: Option<String>,
     pub confirm: Option<Confirm>,
     pub quit: bool,
@@ -466,7 +465,6 @@ impl App {
             live: 0,
             compare_cursor: 0,
             pair: 0,
-            store: None,
             message: None,
             confirm: None,
             quit: false,
@@ -477,10 +475,16 @@ impl App {
         }
     }
 
-    /// Adopts a run store and lists its history.
-    pub fn open_store(&mut self, store: RunStore) {
-        self.runs = store.list().iter().map(RunView::from_summary).collect();
-        self.store = Some(store);
+    /// Takes the store's history (the answer to [`Request::ListRuns`]) ahead of the runs that
+    /// engine events or the watcher brought in meanwhile.
+    fn set_history(&mut self, summaries: Vec<RunSummary>) {
+        let mut runs: Vec<RunView> = summaries
+            .iter()
+            .filter(|s| !self.runs.iter().any(|r| r.id.0 == s.id))
+            .map(RunView::from_summary)
+            .collect();
+        runs.append(&mut self.runs);
+        self.runs = runs;
         self.live = self.runs.len().saturating_sub(1);
         self.runs_cursor = self.live;
     }
@@ -521,6 +525,23 @@ impl App {
             Reply::Message(line) => self.message = Some(line),
             Reply::Store(updates) => self.on_watch(updates),
             Reply::Record(id, record) => self.on_record(&id, *record),
+            Reply::Curve(id, curve) => {
+                if let Some(i) = self.index_of(&id) {
+                    self.runs[i].curve = curve;
+                }
+            }
+            Reply::Runs(summaries) => self.set_history(summaries),
+            Reply::Spec { then, spec, .. } => match spec {
+                Ok(spec) => self.resubmit(then, *spec),
+                Err(e) => self.message = Some(format!("no spec for this run: {e}")),
+            },
+            Reply::SpecFile { path, spec } => match spec {
+                Ok(spec) => {
+                    self.form.load_spec(&spec);
+                    self.message = Some(format!("loaded {}", path.display()));
+                }
+                Err(e) => self.message = Some(format!("cannot load: {e}")),
+            },
         }
     }
 
@@ -554,9 +575,9 @@ impl App {
         self.runs.iter().position(|r| r.id == *id)
     }
 
-    /// Reads a run's record or curve from the store once, when a screen needs it.
+    /// Asks for a run's record or curve once, when a screen needs it; `loaded` is set at once
+    /// so it is asked only once.
     pub fn ensure_loaded(&mut self, i: usize) {
-        let Some(store) = &self.store else { return };
         let Some(run) = self.runs.get_mut(i) else {
             return;
         };
@@ -564,20 +585,44 @@ impl App {
             return;
         }
         run.loaded = true;
-        if let Ok(Some(r)) = store.read_record(&run.id.0) {
-            run.set_record(r);
-        } else if let Ok(dir) = store.run_dir(&run.id.0) {
-            run.curve = RunStore::read_curve(&dir);
+        self.outbox.push(Request::LoadRun(run.id.clone()));
+    }
+
+    /// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
+    /// once the worker has read its spec file.
+    fn resubmit_run(&mut self, i: usize, then: Resubmit) {
+        let Some(run) = self.runs.get(i) else { return };
+        match &run.record {
+            Some(r) => self.resubmit(then, r.spec.clone()),
+            None => self.outbox.push(Request::ReadSpec {
+                run: run.id.clone(),
+                then,
+            }),
         }
     }
 
-    fn spec_of(&self, i: usize) -> Option<RunSpec> {
-        let run = self.runs.get(i)?;
-        if let Some(r) = &run.record {
-            return Some(r.spec.clone());
-        }
-        let dir = self.store.as_ref()?.run_dir(&run.id.0).ok()?;
-        RunSpec::read(&dir.join("spec.toml")).ok()
+    fn resubmit(&mut self, then: Resubmit, spec: RunSpec) {
+        let spec = match then {
+            Resubmit::Retry => {
+                self.message = Some(format!("queued {} again", spec.label()));
+                self.submit(spec);
+                return;
+            }
+            Resubmit::RandomTwin => {
+                if !spec.method.uses_pool() {
+                    self.message = Some("this run uses no pool; it has no random-init twin".into());
+                    return;
+                }
+                let Some(twin) = spec.random_init_twin() else {
+                    self.message = Some("this run is on the random-init pool already".into());
+                    return;
+                };
+                twin
+            }
+            Resubmit::BaseTwin => spec.control_twin(crate::run::spec::MethodSpec::Base),
+        };
+        self.message = Some(format!("queued {}", spec.label()));
+        self.submit(spec);
     }
 
     /// Asks the engine to queue `spec`; its answer carries the ticket returned here.
@@ -722,9 +767,7 @@ impl App {
                 r.push_log(format!(
                     "finished: exact match {exact_match:.3}, loss {loss:.4}"
                 ));
-                if self.store.is_some() {
-                    self.outbox.push(Request::LoadRecord(r.id.clone()));
-                }
+                self.outbox.push(Request::LoadRun(r.id.clone()));
             }
             Event::Failed { error, .. } => {
                 let r = &mut self.runs[i.expect("added above")];
@@ -1050,28 +1093,18 @@ impl App {
 
     fn save_spec(&mut self) {
         match self.form.specs(&self.context.model, &self.context.source) {
-            Ok(specs) => {
-                let path = PathBuf::from(&self.form.spec_file);
-                self.message = Some(
-                    match crate::atomic_write::write_atomic(&path, specs[0].to_toml().as_bytes()) {
-                        Ok(()) => format!("saved {}", path.display()),
-                        Err(e) => format!("cannot save {}: {e}", path.display()),
-                    },
-                );
-            }
+            Ok(specs) => self.outbox.push(Request::SaveSpec {
+                path: PathBuf::from(&self.form.spec_file),
+                text: specs[0].to_toml(),
+            }),
             Err(e) => self.message = Some(format!("cannot save: {e}")),
         }
     }
 
     fn load_spec(&mut self) {
-        let path = PathBuf::from(&self.form.spec_file);
-        match RunSpec::read(&path) {
-            Ok(spec) => {
-                self.form.load_spec(&spec);
-                self.message = Some(format!("loaded {}", path.display()));
-            }
-            Err(e) => self.message = Some(format!("cannot load: {e}")),
-        }
+        self.outbox.push(Request::LoadSpec {
+            path: PathBuf::from(&self.form.spec_file),
+        });
     }
 
     fn live_action(&mut self, a: Action) {
@@ -1086,8 +1119,8 @@ impl App {
                 self.ensure_loaded(self.live);
             }
             Action::Cancel => self.cancel(self.live),
-            Action::RandomTwin => self.twin(self.live, true),
-            Action::BaseTwin => self.twin(self.live, false),
+            Action::RandomTwin => self.resubmit_run(self.live, Resubmit::RandomTwin),
+            Action::BaseTwin => self.resubmit_run(self.live, Resubmit::BaseTwin),
             Action::Export => self.export(self.live),
             _ => {}
         }
@@ -1120,33 +1153,9 @@ impl App {
         }
     }
 
-    /// Queues the random-init control (or the base model) of run `i`.
-    fn twin(&mut self, i: usize, random: bool) {
-        let Some(spec) = self.spec_of(i) else {
-            self.message = Some("no spec for this run".into());
-            return;
-        };
-        let spec = if random {
-            if !spec.method.uses_pool() {
-                self.message = Some("this run uses no pool; it has no random-init twin".into());
-                return;
-            }
-            let Some(twin) = spec.random_init_twin() else {
-                self.message = Some("this run is on the random-init pool already".into());
-                return;
-            };
-            twin
-        } else {
-            spec.control_twin(crate::run::spec::MethodSpec::Base)
-        };
-        self.message = Some(format!("queued {}", spec.label()));
-        self.submit(spec);
-    }
-
     fn export(&mut self, i: usize) {
-        self.ensure_loaded(i);
         let Some(r) = self.runs.get(i) else { return };
-        if r.record.is_none() {
+        if r.state != RunState::Finished {
             self.message = Some("only a finished run can be exported".into());
             return;
         }
@@ -1183,13 +1192,7 @@ impl App {
                 Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
             }
             Action::Cancel => self.cancel(i),
-            Action::Retry => match self.spec_of(i) {
-                Some(spec) => {
-                    self.message = Some(format!("queued {} again", spec.label()));
-                    self.submit(spec);
-                }
-                None => self.message = Some("no spec for this run".into()),
-            },
+            Action::Retry => self.resubmit_run(i, Resubmit::Retry),
             Action::Delete => {
                 if run.state.is_live() {
                     self.message = Some(format!(
@@ -1247,20 +1250,8 @@ impl App {
     }
 
     fn export_table(&mut self, rows: &[usize]) {
-        let table = super::render::compare::table_text(self, rows);
-        let (md, csv) = (PathBuf::from("compare.md"), PathBuf::from("compare.csv"));
-        let write = |p: &PathBuf, t: &str| crate::atomic_write::write_atomic(p, t.as_bytes());
-        self.message = Some(
-            match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
-                Ok(()) => {
-                    let at = std::env::current_dir()
-                        .map(|d| d.display().to_string())
-                        .unwrap_or_else(|_| ".".into());
-                    format!("wrote {} and {} in {at}", md.display(), csv.display())
-                }
-                Err(e) => format!("cannot write the table: {e}"),
-            },
-        );
+        let (md, csv) = super::render::compare::table_text(self, rows);
+        self.outbox.push(Request::WriteTable { md, csv });
     }
 
     /// The pair of compared runs whose examples are diffed.

@@ -4,9 +4,13 @@
 //!
 //! [`App::on_reply`]: super::App::on_reply
 
+use std::path::PathBuf;
+
 use crate::engine::{Command, RunId};
 use crate::pool::entry::PoolEntry;
-use crate::run::record::RunRecord;
+use crate::run::record::{CurvePoint, RunRecord};
+use crate::run::spec::RunSpec;
+use crate::run::store::RunSummary;
 
 use super::watch::RunUpdate;
 
@@ -18,8 +22,38 @@ pub enum Request {
     Download(String),
     /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
     Scancel(String),
-    /// Read a finished run's record from the store; it comes back as [`Reply::Record`].
-    LoadRecord(RunId),
+    /// Read an ended run's history: its record ([`Reply::Record`]), or the curve of a run
+    /// that has none ([`Reply::Curve`]).
+    LoadRun(RunId),
+    /// List the store's runs ([`Reply::Runs`]).
+    ListRuns,
+    /// Read a run's spec to queue it again or its twin ([`Reply::Spec`]).
+    ReadSpec {
+        run: RunId,
+        then: Resubmit,
+    },
+    /// Write a spec file ([`Reply::Message`]).
+    SaveSpec {
+        path: PathBuf,
+        text: String,
+    },
+    /// Read a spec file into the form ([`Reply::SpecFile`]).
+    LoadSpec {
+        path: PathBuf,
+    },
+    /// Write Compare's table as `compare.md` and `compare.csv` in the working directory.
+    WriteTable {
+        md: String,
+        csv: String,
+    },
+}
+
+/// What to queue from a run's spec once it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resubmit {
+    Retry,
+    RandomTwin,
+    BaseTwin,
 }
 
 /// What the worker (and the pool listing and store watcher) tell the UI.
@@ -39,4 +73,16 @@ pub enum Reply {
     /// Runs that other processes write into the store.
     Store(Vec<RunUpdate>),
     Record(RunId, Box<RunRecord>),
+    /// The curve of a run without a record (cancelled, failed, interrupted).
+    Curve(RunId, Vec<CurvePoint>),
+    Runs(Vec<RunSummary>),
+    Spec {
+        run: RunId,
+        then: Resubmit,
+        spec: Result<Box<RunSpec>, String>,
+    },
+    SpecFile {
+        path: PathBuf,
+        spec: Result<Box<RunSpec>, String>,
+    },
 }

@@ -4,17 +4,19 @@
 //! `Worker` runs file work in order on one thread (a save is read back by a later load) and
 //! gives each slow job (a download, `scancel`) a thread of its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 use std::time::{Duration, Instant};
 
-use super::UiOptions;
 use super::request::{Reply, Request};
+use super::{App, UiOptions};
+use crate::atomic_write::write_atomic;
 use crate::pool::PoolSource;
 use crate::pool::cache::{HfHome, MetaCache};
 use crate::pool::entry::{ListOptions, base_of, cached_entry, list_entries, offline, pull_one};
 use crate::pool::hub::Hub;
+use crate::run::spec::RunSpec;
 use crate::run::store::RunStore;
 
 /// What the worker's jobs read and write.
@@ -31,11 +33,82 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
         Request::Engine(_) => {}
         Request::Download(id) => download(&cx.opts, id, reply),
         Request::Scancel(job) => reply(Reply::Message(scancel(&job))),
-        Request::LoadRecord(run) => {
-            if let Ok(Some(r)) = cx.store.read_record(&run.0) {
-                reply(Reply::Record(run, Box::new(r)));
+        Request::LoadRun(run) => match cx.store.read_record(&run.0) {
+            Ok(Some(r)) => reply(Reply::Record(run, Box::new(r))),
+            _ => {
+                if let Ok(dir) = cx.store.run_dir(&run.0) {
+                    reply(Reply::Curve(run, RunStore::read_curve(&dir)));
+                }
             }
+        },
+        Request::ListRuns => reply(Reply::Runs(cx.store.list())),
+        Request::ReadSpec { run, then } => {
+            let spec = cx
+                .store
+                .run_dir(&run.0)
+                .map_err(|e| e.to_string())
+                .and_then(|d| RunSpec::read(&d.join("spec.toml")).map_err(|e| e.to_string()));
+            reply(Reply::Spec {
+                run,
+                then,
+                spec: spec.map(Box::new),
+            });
         }
+        Request::SaveSpec { path, text } => {
+            reply(Reply::Message(match write_atomic(&path, text.as_bytes()) {
+                Ok(()) => format!("saved {}", path.display()),
+                Err(e) => format!("cannot save {}: {e}", path.display()),
+            }))
+        }
+        Request::LoadSpec { path } => {
+            let spec = RunSpec::read(&path).map_err(|e| e.to_string());
+            reply(Reply::SpecFile {
+                path,
+                spec: spec.map(Box::new),
+            });
+        }
+        Request::WriteTable { md, csv } => reply(Reply::Message(write_table(&md, &csv))),
+    }
+}
+
+/// Does every request in the app's outbox but the engine's at once, on this thread, and hands
+/// the replies back, until no more come: the app loop and the worker in one call, for tests
+/// and tools that drive an [`App`] without threads. Engine commands stay in the outbox.
+pub fn settle(app: &mut App, store: &RunStore) {
+    let cx = WorkerCtx {
+        store: store.clone(),
+        opts: UiOptions {
+            model: app.context.model.clone(),
+            source: app.context.source.clone(),
+            runs_dir: store.root.clone(),
+        },
+    };
+    while app.outbox.iter().any(|r| !matches!(r, Request::Engine(_))) {
+        let (engine, work): (Vec<_>, Vec<_>) = app
+            .outbox
+            .drain(..)
+            .partition(|r| matches!(r, Request::Engine(_)));
+        app.outbox = engine;
+        let mut replies = Vec::new();
+        for r in work {
+            handle(r, &cx, &mut |reply| replies.push(reply));
+        }
+        for reply in replies {
+            app.on_reply(reply);
+        }
+    }
+}
+
+fn write_table(md: &str, csv: &str) -> String {
+    let (mdp, csvp) = (Path::new("compare.md"), Path::new("compare.csv"));
+    match write_atomic(mdp, md.as_bytes()).and_then(|()| write_atomic(csvp, csv.as_bytes())) {
+        Ok(()) => {
+            let at = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| ".".into());
+            format!("wrote {} and {} in {at}", mdp.display(), csvp.display())
+        }
+        Err(e) => format!("cannot write the table: {e}"),
     }
 }
 
