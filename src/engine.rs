@@ -123,7 +123,7 @@ impl Engine {
     /// Handles a command; `current` is the run in flight and its cancel flag, if any.
     fn handle(&mut self, c: Command, current: Option<(&RunId, &AtomicBool)>) {
         match c {
-            Command::Submit { spec } => match self.store.create(&spec) {
+            Command::Submit { spec, ticket } => match self.store.create(&spec) {
                 Ok(folder) => {
                     let id = RunId(folder.id().to_string());
                     let label = spec.label();
@@ -136,10 +136,12 @@ impl Engine {
                         run: id,
                         label,
                         position: self.queue.len() - 1,
+                        ticket,
                     });
                 }
-                Err(e) => self.emit(Event::Failed {
-                    run: RunId(String::new()),
+                Err(e) => self.emit(Event::Rejected {
+                    ticket,
+                    label: spec.label(),
                     error: e.to_string(),
                 }),
             },
@@ -163,6 +165,7 @@ impl Engine {
                         run,
                         label: self.queue[at].spec.label(),
                         position: at,
+                        ticket: 0,
                     });
                 }
             }
@@ -214,12 +217,54 @@ impl Engine {
                     },
                 });
             }
+            // The store refuses a queued or running run (its status says so), which covers
+            // this engine's queue and its run in flight.
+            Command::Delete { run } => self.emit(match self.store.remove(&run.0) {
+                Ok(()) => Event::Deleted { run },
+                Err(e) => Event::Log {
+                    run: None,
+                    line: e.to_string(),
+                },
+            }),
+            Command::Export { run, out, rank } => self.emit(self.export(run, out, rank)),
             Command::Shutdown => {
                 self.stopping = true;
                 if let Some((_, flag)) = current {
                     flag.store(true, Ordering::SeqCst);
                 }
             }
+        }
+    }
+
+    /// Exports on the engine's thread, between runs: it loads adapters and truncates by SVD,
+    /// work that must neither block the UI nor race a run for the device.
+    fn export(&self, run: RunId, out: std::path::PathBuf, rank: usize) -> Event {
+        let record = match self.store.read_record(&run.0) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Event::ExportFailed {
+                    run,
+                    error: "it has no record; only a finished run can be exported".into(),
+                };
+            }
+            Err(e) => {
+                return Event::ExportFailed {
+                    run,
+                    error: e.to_string(),
+                };
+            }
+        };
+        match crate::run::export::export(&record, &out, rank) {
+            Ok((rank, truncation_error)) => Event::Exported {
+                run,
+                out,
+                rank,
+                truncation_error,
+            },
+            Err(e) => Event::ExportFailed {
+                run,
+                error: e.to_string(),
+            },
         }
     }
 

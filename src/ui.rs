@@ -2,34 +2,36 @@
 //! `render` draws it; `run` owns the terminal and the loop: drain every pending input and engine
 //! event, then draw once (at most ~60 frames a second), so input is never behind the engine.
 //!
-//! Work that takes time runs elsewhere: tensor work on the engine's thread, pool listing,
-//! downloads and exports on helper threads that answer through a channel.
+//! Work that takes time runs elsewhere: tensor work on the engine's thread; reading the store,
+//! pool listing, downloads and exports on the [`worker`]'s threads, which answer with
+//! [`Reply`]s through a channel.
 
 pub mod app;
 pub mod config;
 pub mod form;
 pub mod keymap;
 pub mod render;
+pub mod request;
 pub mod theme;
 pub mod watch;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event as TermEvent};
 
-pub use app::{App, Context, Request, Screen};
+pub use app::{App, Context, Screen};
 pub use render::draw;
+pub use request::{Reply, Request};
 
 use crate::engine::Command;
 use crate::pool::PoolSource;
-use crate::pool::cache::{HfHome, MetaCache};
-use crate::pool::entry::{ListOptions, PoolEntry, base_of, list_entries, offline};
-use crate::pool::hub::Hub;
 use crate::run::store::RunStore;
+use worker::{Worker, WorkerCtx};
 
 /// What the UI is opened on.
 #[derive(Debug, Clone)]
@@ -38,20 +40,6 @@ pub struct UiOptions {
     pub model: String,
     pub source: PoolSource,
     pub runs_dir: PathBuf,
-}
-
-/// Messages from helper threads.
-enum Helper {
-    PoolProgress(String, usize, usize),
-    Pool(Result<Vec<PoolEntry>, String>),
-    Download {
-        id: String,
-        line: String,
-        entry: Option<Box<PoolEntry>>,
-    },
-    Message(String),
-    Store(Vec<watch::RunUpdate>),
-    Record(crate::engine::RunId, Box<crate::run::RunRecord>),
 }
 
 /// The lab's held-out tasks (then the rest of its tasks), offered on the New run form.
@@ -71,113 +59,6 @@ pub fn lab_tasks() -> Vec<String> {
     v
 }
 
-fn base_id(opts: &UiOptions) -> (Option<String>, Option<PathBuf>) {
-    match opts.model.as_str() {
-        "lab" => (None, None),
-        m if std::path::Path::new(m).join("config.json").is_file() => {
-            (None, Some(PathBuf::from(m)))
-        }
-        m => (Some(m.to_string()), None),
-    }
-}
-
-fn spawn_pool_listing(opts: &UiOptions, tx: Sender<Helper>) {
-    let opts = opts.clone();
-    std::thread::spawn(move || {
-        let (base, model) = base_id(&opts);
-        let (base, cfg) = base_of(&opts.source, base.as_deref(), model.as_deref());
-        let mut meta = MetaCache::open_default();
-        let list_opts = ListOptions {
-            base: base.as_deref(),
-            base_config: cfg.as_ref(),
-            endpoint: None,
-            offline: offline(false),
-            jobs: 8,
-        };
-        let mut last = Instant::now();
-        let result = list_entries(&opts.source, &list_opts, &mut meta, &mut |what, d, n| {
-            if last.elapsed() > Duration::from_millis(50) || d == n {
-                last = Instant::now();
-                let _ = tx.send(Helper::PoolProgress(what.to_string(), d, n));
-            }
-        });
-        let _ = meta.save();
-        let _ = tx.send(Helper::Pool(result.map_err(|e| e.to_string())));
-    });
-}
-
-fn spawn_download(opts: &UiOptions, id: String, tx: Sender<Helper>) {
-    let opts = opts.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(Helper::Download {
-            id: id.clone(),
-            line: "downloading…".into(),
-            entry: None,
-        });
-        let (base, model) = base_id(&opts);
-        let (base, cfg) = base_of(&PoolSource::Hub, base.as_deref(), model.as_deref());
-        let hub = Hub::new(None, HfHome::from_env());
-        let (line, entry) = match crate::pool::entry::pull_one(&hub, &id, cfg.as_ref()) {
-            Ok(line) => {
-                // Re-read the entry from the cache so its status and norm are current.
-                let mut meta = MetaCache::open_default();
-                let list_opts = ListOptions {
-                    base: base.as_deref(),
-                    base_config: cfg.as_ref(),
-                    endpoint: None,
-                    offline: true,
-                    jobs: 1,
-                };
-                let entry = crate::pool::entry::cached_entry(&hub.home, &id, &list_opts, &mut meta)
-                    .map(|mut e| {
-                        e.source = "hub".into();
-                        e
-                    });
-                let _ = meta.save();
-                (line, entry)
-            }
-            Err(e) => (format!("failed: {e}"), None),
-        };
-        let _ = tx.send(Helper::Download {
-            id,
-            line,
-            entry: entry.map(Box::new),
-        });
-    });
-}
-
-fn spawn_export(store: RunStore, run: String, out: PathBuf, tx: Sender<Helper>) {
-    std::thread::spawn(move || {
-        let line = match store.read_record(&run) {
-            Ok(Some(record)) => match crate::run::export::export(&record, &out, 64) {
-                Ok((rank, err)) => format!(
-                    "exported {run} to {} (rank {rank}, relative truncation error {err:.2e})",
-                    out.display()
-                ),
-                Err(e) => format!("cannot export {run}: {e}"),
-            },
-            Ok(None) => format!("{run} has no record to export"),
-            Err(e) => format!("cannot export {run}: {e}"),
-        };
-        let _ = tx.send(Helper::Message(line));
-    });
-}
-
-/// Cancels a Slurm job on a helper thread; the store watcher then sees its state change.
-fn spawn_scancel(job: String, tx: Sender<Helper>) {
-    std::thread::spawn(move || {
-        let line = match std::process::Command::new("scancel").arg(&job).output() {
-            Ok(o) if o.status.success() => format!("scancel {job}: done"),
-            Ok(o) => format!(
-                "scancel {job} failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => format!("cannot run scancel: {e}"),
-        };
-        let _ = tx.send(Helper::Message(line));
-    });
-}
-
 /// Opens the terminal UI and runs it until the user quits or a signal arrives. The terminal is
 /// restored on every way out: quit, error, panic (ratatui's hook), SIGINT, SIGTERM and SIGHUP.
 pub fn run(opts: UiOptions) -> anyhow::Result<()> {
@@ -193,7 +74,8 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
         },
     };
     let mut app = App::new(theme, keymap, context, lab_tasks());
-    app.open_store(store.clone());
+    // The history is read off the UI thread; the Runs screen fills in when it comes.
+    app.outbox.push(Request::ListRuns);
 
     // In raw mode Ctrl-C is a key; the handler catches SIGTERM and SIGHUP (and SIGINT sent by
     // `kill`), so the loop can leave through the same door as `q`.
@@ -213,10 +95,17 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
     }
     let engine = crate::engine::spawn(store.clone());
     let (htx, hrx) = channel();
-    spawn_pool_listing(&opts, htx.clone());
+    worker::spawn_pool_listing(&opts, htx.clone());
     // Runs that other processes or hosts write into the store (a Slurm array, another terminal).
     let wtx = htx.clone();
-    watch::spawn(store.clone(), move |u| wtx.send(Helper::Store(u)).is_ok());
+    watch::spawn(store.clone(), move |u| wtx.send(Reply::Store(u)).is_ok());
+    let worker = Worker::spawn(
+        WorkerCtx {
+            store: store.clone(),
+            opts: opts.clone(),
+        },
+        htx,
+    );
 
     let mut terminal = ratatui::try_init()?;
     let result = event_loop(
@@ -224,9 +113,7 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
         &mut app,
         &engine.events,
         &hrx,
-        &htx,
-        &opts,
-        &store,
+        &worker,
         &signalled,
         |c| engine.send(c),
     );
@@ -236,15 +123,12 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     events: &Receiver<crate::engine::Event>,
-    helpers: &Receiver<Helper>,
-    helper_tx: &Sender<Helper>,
-    opts: &UiOptions,
-    store: &RunStore,
+    replies: &Receiver<Reply>,
+    worker: &Worker,
     signalled: &AtomicBool,
     send: impl Fn(Command),
 ) -> anyhow::Result<()> {
@@ -281,39 +165,14 @@ fn event_loop(
             app.on_engine(e);
             dirty = true;
         }
-        while let Ok(h) = helpers.try_recv() {
-            match h {
-                Helper::PoolProgress(what, d, n) => app.pool.loading = Some((what, d, n)),
-                Helper::Pool(Ok(entries)) => app.set_pool(entries),
-                Helper::Pool(Err(e)) => {
-                    app.pool.loading = None;
-                    app.pool.error = Some(format!("cannot list the pool: {e}"));
-                }
-                Helper::Download { id, line, entry } => {
-                    app.on_download(&id, line, entry.map(|e| *e))
-                }
-                Helper::Message(line) => app.message = Some(line),
-                Helper::Store(updates) => app.on_watch(updates),
-                Helper::Record(id, record) => app.on_record(&id, *record),
-            }
+        while let Ok(r) = replies.try_recv() {
+            app.on_reply(r);
             dirty = true;
         }
         for r in app.outbox.drain(..) {
             match r {
                 Request::Engine(c) => send(c),
-                Request::Download(id) => spawn_download(opts, id, helper_tx.clone()),
-                Request::Export { run, out } => {
-                    spawn_export(store.clone(), run.0, out, helper_tx.clone())
-                }
-                Request::Scancel(job) => spawn_scancel(job, helper_tx.clone()),
-                Request::LoadRecord(run) => {
-                    let (store, tx) = (store.clone(), helper_tx.clone());
-                    std::thread::spawn(move || {
-                        if let Ok(Some(r)) = store.read_record(&run.0) {
-                            let _ = tx.send(Helper::Record(run, Box::new(r)));
-                        }
-                    });
-                }
+                r => worker.send(r),
             }
         }
         // The ETA and elapsed times move even without events.

@@ -131,12 +131,15 @@ fn cancel_stops_a_running_run_within_a_step_and_the_queue_goes_on() {
         spec: Box::new(spec(
             "name = \"broken\"\n[task]\nlab = \"no-such-task\"\n[method]\nkind = \"base\"\n",
         )),
+        ticket: 0,
     });
     engine.send(Command::Submit {
         spec: Box::new(spec(LONG)),
+        ticket: 0,
     });
     engine.send(Command::Submit {
         spec: Box::new(spec(BASE_RUN)),
+        ticket: 0,
     });
     let mut ids = Vec::new();
     while ids.len() < 3 {
@@ -228,7 +231,6 @@ fn cancel_stops_a_running_run_within_a_step_and_the_queue_goes_on() {
         }
         e => panic!("{e:?}"),
     }
-    engine.shutdown();
     let states: Vec<(String, String)> = store
         .list()
         .into_iter()
@@ -238,6 +240,37 @@ fn cancel_stops_a_running_run_within_a_step_and_the_queue_goes_on() {
     assert!(states.contains(&(long.0.clone(), "cancelled".into())));
     assert!(states.contains(&(base.0.clone(), "finished".into())));
     assert!(store.read_record(&base.0).unwrap().is_some());
+    // Exports and deletes are the engine's: a base run has nothing to export; an ended run is
+    // deleted, and a second delete says the run is gone.
+    engine.send(Command::Export {
+        run: base.clone(),
+        out: tmp.path().join("export"),
+        rank: 8,
+    });
+    match next_event(&engine.events) {
+        Event::ExportFailed { run, error } => {
+            assert_eq!(run, base);
+            assert!(error.contains("there is no merged adapter"), "{error}");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert!(!tmp.path().join("export").exists());
+    for (run, answer) in [
+        (base.clone(), "deleted"),
+        (base.clone(), "no run"),
+        (broken.clone(), "deleted"),
+    ] {
+        engine.send(Command::Delete { run: run.clone() });
+        match (next_event(&engine.events), answer) {
+            (Event::Deleted { run: r }, "deleted") => assert_eq!(r, run),
+            (Event::Log { run: None, line }, "no run") => {
+                assert!(line.contains(&run.0), "{line}")
+            }
+            (e, _) => panic!("expected {answer} for {run}, got {e:?}"),
+        }
+    }
+    assert!(store.run_dir(&base.0).is_err());
+    engine.shutdown();
 }
 
 #[test]
@@ -272,6 +305,7 @@ fn a_detached_server_keeps_running_and_a_new_client_sees_live_events() {
     first
         .send(&Command::Submit {
             spec: Box::new(spec(LONG)),
+            ticket: 0,
         })
         .unwrap();
     let mut run = None;

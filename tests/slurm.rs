@@ -116,7 +116,8 @@ fn app_on(store: &RunStore) -> App {
         },
         vec!["caesar-5".into()],
     );
-    app.open_store(store.clone());
+    app.outbox.push(loracycle::ui::Request::ListRuns);
+    loracycle::ui::worker::settle(&mut app, store);
     app.screen = Screen::Runs;
     app
 }

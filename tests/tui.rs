@@ -13,9 +13,11 @@ use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::pool::rules::Rule;
 use loracycle::run::spec::MethodSpec;
 use loracycle::run::store::{RunState, RunStore};
-use loracycle::ui::app::{Confirm, Request, Screen};
+use loracycle::ui::Request;
+use loracycle::ui::app::{Confirm, Screen};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
+use loracycle::ui::worker;
 use loracycle::ui::{App, Context, draw};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -123,6 +125,33 @@ fn fixture_store() -> (tempfile::TempDir, RunStore) {
     (tmp, store)
 }
 
+/// Does the app's outbox as the worker would, on this thread (engine commands stay).
+fn settle(app: &mut App, store: &RunStore) {
+    worker::settle(app, store);
+}
+
+/// Opens the app on a store: asks for its history and takes the answer.
+fn open(app: &mut App, store: &RunStore) {
+    app.outbox.push(Request::ListRuns);
+    settle(app, store);
+}
+
+/// What a test keeps alive beside its app: nothing, or the folder of its store, whose
+/// requests are then settled after the keys.
+trait Keep {
+    fn settle(&self, app: &mut App);
+}
+
+impl Keep for () {
+    fn settle(&self, _: &mut App) {}
+}
+
+impl Keep for tempfile::TempDir {
+    fn settle(&self, app: &mut App) {
+        settle(app, &RunStore::open(self.path()).unwrap());
+    }
+}
+
 fn key(c: char) -> KeyEvent {
     KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
 }
@@ -159,6 +188,7 @@ fn live_app() -> App {
             run: run.clone(),
             label: "caesar-5 / gradient".into(),
             position: 0,
+            ticket: 0,
         },
         &mut app,
     );
@@ -167,6 +197,7 @@ fn live_app() -> App {
             run: twin.clone(),
             label: "caesar-5 / gradient / random-init".into(),
             position: 1,
+            ticket: 0,
         },
         &mut app,
     );
@@ -247,7 +278,7 @@ fn live_app() -> App {
 fn finished_app() -> (tempfile::TempDir, App) {
     let (tmp, store) = fixture_store();
     let mut app = app();
-    app.open_store(store);
+    open(&mut app, &store);
     (tmp, app)
 }
 
@@ -256,8 +287,9 @@ macro_rules! screens {
         #[test]
         fn $name() {
             #[allow(unused_mut)]
-            let (_keep, mut app) = $make;
+            let (keep, mut app) = $make;
             press(&mut app, $keys);
+            Keep::settle(&keep, &mut app);
             insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), render(&app, 80, 24));
             insta::assert_snapshot!(concat!(stringify!($name), "_160x48"), render(&app, 160, 48));
         }
@@ -372,7 +404,7 @@ fn starting_from_the_form_queues_the_run_and_its_controls() {
         .outbox
         .iter()
         .map(|r| match r {
-            Request::Engine(Command::Submit { spec }) => spec.label(),
+            Request::Engine(Command::Submit { spec, .. }) => spec.label(),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -470,8 +502,11 @@ fn runs_retry_twin_delete_and_compare_marks() {
     let first = app.runs[0].label.clone();
     assert_eq!(first, "caesar-5 / base");
     press(&mut app, "R");
+    // The base run's record is not loaded: its spec file is read first.
+    assert!(matches!(&app.outbox[..], [Request::ReadSpec { .. }]));
+    tmp.settle(&mut app);
     match &app.outbox[..] {
-        [Request::Engine(Command::Submit { spec })] => {
+        [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.method, MethodSpec::Base)
         }
         other => panic!("unexpected {other:?}"),
@@ -479,6 +514,7 @@ fn runs_retry_twin_delete_and_compare_marks() {
     app.outbox.clear();
     // The base run has no pool: no random-init twin.
     app.on_key(code(KeyCode::Enter));
+    tmp.settle(&mut app);
     assert_eq!(app.screen, Screen::Live);
     // Nor steps or coefficients, and Live says so rather than that they are coming.
     let live = render(&app, 120, 36);
@@ -493,8 +529,9 @@ fn runs_retry_twin_delete_and_compare_marks() {
         Some("this run uses no pool; it has no random-init twin")
     );
     press(&mut app, "lr");
+    tmp.settle(&mut app);
     match &app.outbox[..] {
-        [Request::Engine(Command::Submit { spec })] => {
+        [Request::Engine(Command::Submit { spec, .. })] => {
             assert_eq!(spec.label(), "caesar-5 / gradient / random-init")
         }
         other => panic!("unexpected {other:?}"),
@@ -504,12 +541,77 @@ fn runs_retry_twin_delete_and_compare_marks() {
     assert_eq!(app.compared().len(), 3);
     press(&mut app, "4g  ");
     assert_eq!(app.compared(), vec![0, 1]);
-    // Delete asks, then removes the folder.
+    // Delete asks, then the engine removes the folder; the row goes when it says so.
     press(&mut app, "gD");
     assert!(matches!(app.confirm, Some(Confirm::Delete(_))));
+    app.outbox.clear();
     press(&mut app, "y");
+    let id = app.runs[0].id.clone();
+    assert_eq!(
+        app.outbox,
+        [Request::Engine(Command::Delete { run: id.clone() })]
+    );
+    assert_eq!(app.runs.len(), 3);
+    let engine = loracycle::engine::spawn(RunStore::open(tmp.path()).unwrap());
+    for r in app.outbox.drain(..) {
+        if let Request::Engine(c) = r {
+            engine.send(c);
+        }
+    }
+    let answer = engine
+        .events
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(answer, Event::Deleted { run: id.clone() });
+    app.on_engine(answer);
     assert_eq!(app.runs.len(), 2);
+    assert_eq!(app.message, Some(format!("deleted {id}")));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    engine.shutdown();
+}
+
+#[test]
+fn a_rejected_submission_says_why_and_opens_no_run() {
+    let mut app = app();
+    press(&mut app, "2");
+    app.start();
+    let tickets: Vec<u64> = app
+        .outbox
+        .iter()
+        .filter_map(|r| match r {
+            Request::Engine(Command::Submit { ticket, .. }) => Some(*ticket),
+            _ => None,
+        })
+        .collect();
+    assert!(!tickets.is_empty() && !tickets.contains(&0), "{tickets:?}");
+    app.on_engine(Event::Rejected {
+        ticket: tickets[0],
+        label: "caesar-5 / gradient".into(),
+        error: "cannot create the run folder: disk full".into(),
+    });
+    assert!(app.runs.is_empty());
+    assert_eq!(
+        app.message.as_deref(),
+        Some("cannot queue caesar-5 / gradient: cannot create the run folder: disk full")
+    );
+    // Live follows its own submission by its ticket; a run of the same label that someone else
+    // queued first is not it.
+    app.outbox.clear();
+    app.start();
+    let mine = match &app.outbox[0] {
+        Request::Engine(Command::Submit { ticket, .. }) => *ticket,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(!tickets.contains(&mine));
+    for (run, ticket) in [("someone-else", 0), ("mine", mine)] {
+        app.on_engine(Event::Queued {
+            run: RunId(run.into()),
+            label: "caesar-5 / gradient".into(),
+            position: 0,
+            ticket,
+        });
+    }
+    assert_eq!(app.live_run().map(|r| r.id.0.as_str()), Some("mine"));
 }
 
 #[test]
@@ -527,7 +629,7 @@ fn compare_pairs_examples_of_one_task_only() {
     }
     std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
     let mut app = app();
-    app.open_store(store);
+    open(&mut app, &store);
     let at = |app: &App, label: &str| app.runs.iter().position(|r| r.label == label).unwrap();
     let (base, other) = (
         at(&app, "caesar-5 / base"),
@@ -537,6 +639,7 @@ fn compare_pairs_examples_of_one_task_only() {
         app.runs[i].marked = true;
         app.ensure_loaded(i);
     }
+    settle(&mut app, &store);
     press(&mut app, "5");
     assert_eq!(app.diff_pair(), None);
     let screen = render(&app, 120, 30);
@@ -548,6 +651,7 @@ fn compare_pairs_examples_of_one_task_only() {
     let gradient = at(&app, "caesar-5 / gradient");
     app.runs[gradient].marked = true;
     app.ensure_loaded(gradient);
+    settle(&mut app, &store);
     for pair in 0..3 {
         app.pair = pair;
         let (a, b) = app.diff_pair().unwrap();
@@ -560,11 +664,12 @@ fn compare_pairs_examples_of_one_task_only() {
 
 #[test]
 fn compare_exports_markdown_and_csv() {
-    let (_tmp, mut app) = finished_app();
+    let (tmp, mut app) = finished_app();
     let rows = app.compared();
     for &i in &rows {
         app.ensure_loaded(i);
     }
+    tmp.settle(&mut app);
     let (md, csv) = loracycle::ui::render::compare::table_text(&app, &rows);
     insta::assert_snapshot!("compare_table_md", md);
     assert_eq!(csv.lines().count(), 4);
@@ -639,7 +744,7 @@ fn runs_written_by_other_hosts_are_followed() {
     )
     .slurm_every(std::time::Duration::ZERO);
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     let remote_steps = |ups: &[loracycle::ui::watch::RunUpdate]| {
         ups.iter()
             .find(|u| u.summary.label == "caesar-5 / gradient / seed 0")
@@ -731,7 +836,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
         Box::new(|_| std::collections::HashMap::new()),
     );
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     app.on_watch(watcher.poll());
     let i = app
         .runs
@@ -758,7 +863,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
 fn a_finished_run_gets_its_record_from_a_helper() {
     let (_tmp, store) = fixture_store();
     let mut app = app();
-    app.open_store(store.clone());
+    open(&mut app, &store);
     let id = RunId("20261129T035014Z-caesar-5-gradient-b7cf".into());
     app.on_engine(Event::Started {
         run: id.clone(),
@@ -771,15 +876,38 @@ fn a_finished_run_gets_its_record_from_a_helper() {
         loss: 0.1169,
     });
     // The UI thread does not read the record; it asks for it.
-    assert_eq!(app.outbox, [Request::LoadRecord(id.clone())]);
+    assert_eq!(app.outbox, [Request::LoadRun(id.clone())]);
     let i = app.runs.iter().position(|r| r.id == id).unwrap();
     assert!(app.runs[i].record.is_none());
-    let record = store.read_record(&id.0).unwrap().unwrap();
-    app.on_record(&id, record);
+    settle(&mut app, &store);
+    assert!(app.outbox.is_empty());
     let r = &app.runs[i];
     assert_eq!(r.record.as_ref().map(|r| r.examples.len()), Some(40));
     assert_eq!(
         r.coefficients.len(),
         r.record.as_ref().unwrap().coefficient_curve.len()
     );
+}
+
+#[test]
+fn the_form_saves_and_loads_its_spec_off_the_ui_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(&tmp.path().join("runs")).unwrap();
+    let mut app = app();
+    press(&mut app, "2");
+    let path = tmp.path().join("run.toml");
+    app.form.spec_file = path.display().to_string();
+    let k = app.form.k.clone();
+    press(&mut app, "w");
+    assert!(matches!(&app.outbox[..], [Request::SaveSpec { .. }]));
+    assert!(!path.exists(), "the UI thread wrote the file");
+    settle(&mut app, &store);
+    assert_eq!(app.message, Some(format!("saved {}", path.display())));
+    assert!(path.is_file());
+    app.form.k = "7".into();
+    press(&mut app, "o");
+    assert_eq!(app.form.k, "7");
+    settle(&mut app, &store);
+    assert_eq!(app.form.k, k);
+    assert_eq!(app.message, Some(format!("loaded {}", path.display())));
 }

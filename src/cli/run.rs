@@ -170,13 +170,19 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
             );
         }
         let server_store = RunStore::open(&server_dir)?;
+        // Other clients of the server submit too, with their own tickets: a random one is ours
+        // alone, where a label may be anyone's.
+        let ticket = rand::random::<u64>().max(1);
         client.send(&Command::Submit {
-            spec: Box::new(spec.clone()),
+            spec: Box::new(spec),
+            ticket,
         })?;
-        let label = spec.label();
         let run = loop {
             match client.next_event() {
-                Some(Event::Queued { run, label: l, .. }) if l == label => break run,
+                Some(Event::Queued { run, ticket: t, .. }) if t == ticket => break run,
+                Some(Event::Rejected {
+                    ticket: t, error, ..
+                }) if t == ticket => bail!("{error}"),
                 Some(_) => continue,
                 None => bail!("the server closed the connection"),
             }
@@ -190,10 +196,11 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
     let engine = loracycle::engine::spawn(store.clone());
     engine.send(Command::Submit {
         spec: Box::new(spec),
+        ticket: 0,
     });
     let run = match engine.events.recv() {
         Ok(Event::Queued { run, .. }) => run,
-        Ok(Event::Failed { error, .. }) => bail!("{error}"),
+        Ok(Event::Rejected { error, .. }) => bail!("{error}"),
         other => bail!("unexpected engine answer: {other:?}"),
     };
     // Ctrl-C cancels after the step in flight; a second Ctrl-C exits at once.

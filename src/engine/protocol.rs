@@ -24,8 +24,13 @@ impl std::fmt::Display for RunId {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    /// Queue a run.
-    Submit { spec: Box<RunSpec> },
+    /// Queue a run. The engine answers `Queued` or `Rejected` with the same `ticket`, so a
+    /// client knows which of its submissions an answer is about (labels repeat).
+    Submit {
+        spec: Box<RunSpec>,
+        #[serde(default)]
+        ticket: u64,
+    },
     /// Cancel a queued run, or stop a running one after the step in flight.
     Cancel { run: RunId },
     /// Move a queued run to `position` in the queue (0 = next).
@@ -35,6 +40,14 @@ pub enum Command {
     /// Score one adapter (a pool name of the spec's pool, or an adapter folder) alone on the
     /// spec's task: exact match and answer loss on the test split.
     EvaluateAdapter { spec: Box<RunSpec>, adapter: String },
+    /// Remove an ended run's folder; the engine refuses a run it has queued or in flight.
+    Delete { run: RunId },
+    /// Rebuild a finished run's merged adapter as a PEFT folder at `out`, truncated to `rank`.
+    Export {
+        run: RunId,
+        out: std::path::PathBuf,
+        rank: usize,
+    },
     /// Finish the run in flight, then stop; queued runs stay queued on disk.
     Shutdown,
 }
@@ -51,6 +64,15 @@ pub enum Event {
         run: RunId,
         label: String,
         position: usize,
+        /// The submission's ticket (0 when the queue was only reordered).
+        #[serde(default)]
+        ticket: u64,
+    },
+    /// A submission that could not be queued: no run exists for it.
+    Rejected {
+        ticket: u64,
+        label: String,
+        error: String,
     },
     Started {
         run: RunId,
@@ -122,6 +144,21 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A run's folder was removed (the answer to `Delete`).
+    Deleted {
+        run: RunId,
+    },
+    /// The answer to `Export`: the rank kept and the relative error of truncating to it.
+    Exported {
+        run: RunId,
+        out: std::path::PathBuf,
+        rank: usize,
+        truncation_error: f64,
+    },
+    ExportFailed {
+        run: RunId,
+        error: String,
+    },
     /// The engine stopped.
     Stopped,
 }
@@ -141,7 +178,13 @@ impl Event {
             | Event::Failed { run, .. }
             | Event::Cancelled { run } => Some(run),
             Event::Log { run, .. } => run.as_ref(),
+            // These name a run but change nothing of its progress: a deleted or exported run is
+            // not a new one to follow, and a rejected submission never became a run.
             Event::Hello { .. }
+            | Event::Rejected { .. }
+            | Event::Deleted { .. }
+            | Event::Exported { .. }
+            | Event::ExportFailed { .. }
             | Event::PoolLoaded { .. }
             | Event::Evaluated { .. }
             | Event::Stopped => None,
@@ -205,10 +248,14 @@ impl Event {
             Event::Log { line, .. } => RunEvent::Log(line.clone()),
             Event::Hello { .. }
             | Event::Queued { .. }
+            | Event::Rejected { .. }
             | Event::Started { .. }
             | Event::Finished { .. }
             | Event::Failed { .. }
             | Event::Cancelled { .. }
+            | Event::Deleted { .. }
+            | Event::Exported { .. }
+            | Event::ExportFailed { .. }
             | Event::PoolLoaded { .. }
             | Event::Evaluated { .. }
             | Event::Stopped => return None,
@@ -267,5 +314,33 @@ mod tests {
         assert!(matches!(p, Event::Progress { throughput, .. } if throughput == 2.0));
         // Lifecycle events carry no run event.
         assert_eq!(Event::Cancelled { run }.run_event(), None);
+    }
+
+    #[test]
+    fn a_rejection_is_about_a_ticket_and_no_run() {
+        // A client of an older engine sends no ticket and reads none; both default to 0.
+        let queued: Event =
+            serde_json::from_str(r#"{"event":"queued","run":"r","label":"l","position":0}"#)
+                .unwrap();
+        assert!(matches!(queued, Event::Queued { ticket: 0, .. }));
+        let rejected = Event::Rejected {
+            ticket: 7,
+            label: "caesar-5 / base".into(),
+            error: "no space left".into(),
+        };
+        let line = serde_json::to_string(&rejected).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), rejected);
+        // None of these may make a client open a run row.
+        let run = RunId("r".into());
+        for e in [
+            rejected,
+            Event::Deleted { run: run.clone() },
+            Event::ExportFailed {
+                run,
+                error: "no record".into(),
+            },
+        ] {
+            assert_eq!(e.run(), None, "{e:?}");
+        }
     }
 }

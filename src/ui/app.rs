@@ -1,6 +1,6 @@
 //! The UI's state and its update functions. Keys become actions through the keymap; actions and
 //! engine events change the state; what must happen outside (a command to the engine, a
-//! download, an export) is put in `outbox` for the app loop. Nothing here blocks or computes
+//! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
 //! with tensors, so every function can be tested without a terminal or an engine.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -11,6 +11,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
+use super::request::{Reply, Request, Resubmit};
 use super::theme::Theme;
 use super::watch::RunUpdate;
 use crate::engine::{Command, Event, RunId};
@@ -19,7 +20,7 @@ use crate::pool::{Filter, PoolSource};
 use crate::process::host_name;
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
-use crate::run::store::{RunState, RunStore, RunSummary};
+use crate::run::store::{RunState, RunSummary};
 use crate::slurm::SlurmJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,24 +52,6 @@ impl Screen {
             Screen::Help => Scope::Global,
         }
     }
-}
-
-/// Something the app loop does on the UI's behalf.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    Engine(Command),
-    /// Download a Hub adapter into the HF cache.
-    Download(String),
-    /// Rebuild a finished run's merged adapter as a PEFT folder.
-    Export {
-        run: RunId,
-        out: PathBuf,
-    },
-    /// Cancel a Slurm job (`scancel`), by its key (`12_3`).
-    Scancel(String),
-    /// Read a finished run's record from the store (off the UI's thread); it comes back
-    /// through [`App::on_record`].
-    LoadRecord(RunId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,14 +438,15 @@ pub struct App {
     pub live: usize,
     pub compare_cursor: usize,
     pub pair: usize,
-    pub store: Option<RunStore>,
     pub message: Option<String>,
     pub confirm: Option<Confirm>,
     pub quit: bool,
     pub engine_stopped: bool,
     pub outbox: Vec<Request>,
-    /// The label of a run just submitted from the form; Live follows it once queued.
-    follow: Option<String>,
+    /// The ticket of the run just submitted from the form; Live follows it once queued.
+    pending: Option<u64>,
+    /// The last submission ticket handed out.
+    tickets: u64,
 }
 
 impl App {
@@ -481,20 +465,26 @@ impl App {
             live: 0,
             compare_cursor: 0,
             pair: 0,
-            store: None,
             message: None,
             confirm: None,
             quit: false,
             engine_stopped: false,
             outbox: Vec::new(),
-            follow: None,
+            pending: None,
+            tickets: 0,
         }
     }
 
-    /// Adopts a run store and lists its history.
-    pub fn open_store(&mut self, store: RunStore) {
-        self.runs = store.list().iter().map(RunView::from_summary).collect();
-        self.store = Some(store);
+    /// Takes the store's history (the answer to [`Request::ListRuns`]) ahead of the runs that
+    /// engine events or the watcher brought in meanwhile.
+    fn set_history(&mut self, summaries: Vec<RunSummary>) {
+        let mut runs: Vec<RunView> = summaries
+            .iter()
+            .filter(|s| !self.runs.iter().any(|r| r.id.0 == s.id))
+            .map(RunView::from_summary)
+            .collect();
+        runs.append(&mut self.runs);
+        self.runs = runs;
         self.live = self.runs.len().saturating_sub(1);
         self.runs_cursor = self.live;
     }
@@ -522,7 +512,40 @@ impl App {
         self.runs.get(self.live)
     }
 
-    /// Takes a finished run's record, read for it by a helper thread.
+    /// Takes what the worker, the pool listing or the store watcher tell the UI.
+    pub fn on_reply(&mut self, r: Reply) {
+        match r {
+            Reply::PoolProgress(what, d, n) => self.pool.loading = Some((what, d, n)),
+            Reply::Pool(Ok(entries)) => self.set_pool(entries),
+            Reply::Pool(Err(e)) => {
+                self.pool.loading = None;
+                self.pool.error = Some(format!("cannot list the pool: {e}"));
+            }
+            Reply::Download { id, line, entry } => self.on_download(&id, line, entry.map(|e| *e)),
+            Reply::Message(line) => self.message = Some(line),
+            Reply::Store(updates) => self.on_watch(updates),
+            Reply::Record(id, record) => self.on_record(&id, *record),
+            Reply::Curve(id, curve) => {
+                if let Some(i) = self.index_of(&id) {
+                    self.runs[i].curve = curve;
+                }
+            }
+            Reply::Runs(summaries) => self.set_history(summaries),
+            Reply::Spec { then, spec, .. } => match spec {
+                Ok(spec) => self.resubmit(then, *spec),
+                Err(e) => self.message = Some(format!("no spec for this run: {e}")),
+            },
+            Reply::SpecFile { path, spec } => match spec {
+                Ok(spec) => {
+                    self.form.load_spec(&spec);
+                    self.message = Some(format!("loaded {}", path.display()));
+                }
+                Err(e) => self.message = Some(format!("cannot load: {e}")),
+            },
+        }
+    }
+
+    /// Takes a finished run's record, read for it by the worker.
     pub fn on_record(&mut self, id: &RunId, record: RunRecord) {
         if let Some(i) = self.index_of(id) {
             self.runs[i].set_record(record);
@@ -552,9 +575,9 @@ impl App {
         self.runs.iter().position(|r| r.id == *id)
     }
 
-    /// Reads a run's record or curve from the store once, when a screen needs it.
+    /// Asks for a run's record or curve once, when a screen needs it; `loaded` is set at once
+    /// so it is asked only once.
     pub fn ensure_loaded(&mut self, i: usize) {
-        let Some(store) = &self.store else { return };
         let Some(run) = self.runs.get_mut(i) else {
             return;
         };
@@ -562,38 +585,60 @@ impl App {
             return;
         }
         run.loaded = true;
-        if let Ok(Some(r)) = store.read_record(&run.id.0) {
-            run.set_record(r);
-        } else if let Ok(dir) = store.run_dir(&run.id.0) {
-            run.curve = RunStore::read_curve(&dir);
+        self.outbox.push(Request::LoadRun(run.id.clone()));
+    }
+
+    /// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
+    /// once the worker has read its spec file.
+    fn resubmit_run(&mut self, i: usize, then: Resubmit) {
+        let Some(run) = self.runs.get(i) else { return };
+        match &run.record {
+            Some(r) => self.resubmit(then, r.spec.clone()),
+            None => self.outbox.push(Request::ReadSpec {
+                run: run.id.clone(),
+                then,
+            }),
         }
     }
 
-    fn spec_of(&self, i: usize) -> Option<RunSpec> {
-        let run = self.runs.get(i)?;
-        if let Some(r) = &run.record {
-            return Some(r.spec.clone());
-        }
-        let dir = self.store.as_ref()?.run_dir(&run.id.0).ok()?;
-        RunSpec::read(&dir.join("spec.toml")).ok()
+    fn resubmit(&mut self, then: Resubmit, spec: RunSpec) {
+        let spec = match then {
+            Resubmit::Retry => {
+                self.message = Some(format!("queued {} again", spec.label()));
+                self.submit(spec);
+                return;
+            }
+            Resubmit::RandomTwin => {
+                if !spec.method.uses_pool() {
+                    self.message = Some("this run uses no pool; it has no random-init twin".into());
+                    return;
+                }
+                let Some(twin) = spec.random_init_twin() else {
+                    self.message = Some("this run is on the random-init pool already".into());
+                    return;
+                };
+                twin
+            }
+            Resubmit::BaseTwin => spec.control_twin(crate::run::spec::MethodSpec::Base),
+        };
+        self.message = Some(format!("queued {}", spec.label()));
+        self.submit(spec);
     }
 
-    fn submit(&mut self, spec: RunSpec) {
+    /// Asks the engine to queue `spec`; its answer carries the ticket returned here.
+    fn submit(&mut self, spec: RunSpec) -> u64 {
+        self.tickets += 1;
         self.outbox.push(Request::Engine(Command::Submit {
             spec: Box::new(spec),
+            ticket: self.tickets,
         }));
+        self.tickets
     }
 
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
         let now = Instant::now();
-        if let Event::Failed { run, error } = &e
-            && run.0.is_empty()
-        {
-            self.message = Some(format!("cannot queue the run: {error}"));
-            return;
-        }
         if let Some(id) = e.run().cloned()
             && self.index_of(&id).is_none()
         {
@@ -612,13 +657,44 @@ impl App {
             self.runs[i].local = true;
         }
         match e {
-            Event::Queued { label, .. } => {
+            Event::Queued { ticket, .. } => {
                 let i = i.expect("added above");
-                if self.follow.as_deref() == Some(label.as_str()) {
-                    self.follow = None;
+                if ticket != 0 && self.pending == Some(ticket) {
+                    self.pending = None;
                     self.live = i;
                     self.runs_cursor = i;
                 }
+            }
+            Event::Rejected {
+                ticket,
+                label,
+                error,
+            } => {
+                if self.pending == Some(ticket) {
+                    self.pending = None;
+                }
+                self.message = Some(format!("cannot queue {label}: {error}"));
+            }
+            Event::Deleted { run } => {
+                self.runs.retain(|r| r.id != run);
+                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
+                self.live = self.live.min(self.runs.len().saturating_sub(1));
+                self.message = Some(format!("deleted {run}"));
+            }
+            Event::Exported {
+                run,
+                out,
+                rank,
+                truncation_error,
+            } => {
+                self.message = Some(format!(
+                    "exported {run} to {} (rank {rank}, relative truncation error \
+                     {truncation_error:.2e})",
+                    out.display()
+                ))
+            }
+            Event::ExportFailed { run, error } => {
+                self.message = Some(format!("cannot export {run}: {error}"))
             }
             Event::Started { .. } => {
                 let r = &mut self.runs[i.expect("added above")];
@@ -691,9 +767,7 @@ impl App {
                 r.push_log(format!(
                     "finished: exact match {exact_match:.3}, loss {loss:.4}"
                 ));
-                if self.store.is_some() {
-                    self.outbox.push(Request::LoadRecord(r.id.clone()));
-                }
+                self.outbox.push(Request::LoadRun(r.id.clone()));
             }
             Event::Failed { error, .. } => {
                 let r = &mut self.runs[i.expect("added above")];
@@ -1004,10 +1078,8 @@ impl App {
         match self.form.specs(&self.context.model, &self.context.source) {
             Ok(specs) => {
                 let n = specs.len();
-                self.follow = Some(specs[0].label());
-                for s in specs {
-                    self.submit(s);
-                }
+                let tickets: Vec<u64> = specs.into_iter().map(|s| self.submit(s)).collect();
+                self.pending = tickets.first().copied();
                 self.message = Some(if n == 1 {
                     "run queued".into()
                 } else {
@@ -1021,28 +1093,18 @@ impl App {
 
     fn save_spec(&mut self) {
         match self.form.specs(&self.context.model, &self.context.source) {
-            Ok(specs) => {
-                let path = PathBuf::from(&self.form.spec_file);
-                self.message = Some(
-                    match crate::atomic_write::write_atomic(&path, specs[0].to_toml().as_bytes()) {
-                        Ok(()) => format!("saved {}", path.display()),
-                        Err(e) => format!("cannot save {}: {e}", path.display()),
-                    },
-                );
-            }
+            Ok(specs) => self.outbox.push(Request::SaveSpec {
+                path: PathBuf::from(&self.form.spec_file),
+                text: specs[0].to_toml(),
+            }),
             Err(e) => self.message = Some(format!("cannot save: {e}")),
         }
     }
 
     fn load_spec(&mut self) {
-        let path = PathBuf::from(&self.form.spec_file);
-        match RunSpec::read(&path) {
-            Ok(spec) => {
-                self.form.load_spec(&spec);
-                self.message = Some(format!("loaded {}", path.display()));
-            }
-            Err(e) => self.message = Some(format!("cannot load: {e}")),
-        }
+        self.outbox.push(Request::LoadSpec {
+            path: PathBuf::from(&self.form.spec_file),
+        });
     }
 
     fn live_action(&mut self, a: Action) {
@@ -1057,8 +1119,8 @@ impl App {
                 self.ensure_loaded(self.live);
             }
             Action::Cancel => self.cancel(self.live),
-            Action::RandomTwin => self.twin(self.live, true),
-            Action::BaseTwin => self.twin(self.live, false),
+            Action::RandomTwin => self.resubmit_run(self.live, Resubmit::RandomTwin),
+            Action::BaseTwin => self.resubmit_run(self.live, Resubmit::BaseTwin),
             Action::Export => self.export(self.live),
             _ => {}
         }
@@ -1091,55 +1153,26 @@ impl App {
         }
     }
 
-    /// Queues the random-init control (or the base model) of run `i`.
-    fn twin(&mut self, i: usize, random: bool) {
-        let Some(spec) = self.spec_of(i) else {
-            self.message = Some("no spec for this run".into());
-            return;
-        };
-        let spec = if random {
-            if !spec.method.uses_pool() {
-                self.message = Some("this run uses no pool; it has no random-init twin".into());
-                return;
-            }
-            let Some(twin) = spec.random_init_twin() else {
-                self.message = Some("this run is on the random-init pool already".into());
-                return;
-            };
-            twin
-        } else {
-            spec.control_twin(crate::run::spec::MethodSpec::Base)
-        };
-        self.message = Some(format!("queued {}", spec.label()));
-        self.submit(spec);
-    }
-
     fn export(&mut self, i: usize) {
-        self.ensure_loaded(i);
         let Some(r) = self.runs.get(i) else { return };
-        if r.record.is_none() {
+        if r.state != RunState::Finished {
             self.message = Some("only a finished run can be exported".into());
             return;
         }
         let out = PathBuf::from(format!("export-{}", r.id.0));
         self.message = Some(format!("exporting to {}…", out.display()));
-        self.outbox.push(Request::Export {
+        self.outbox.push(Request::Engine(Command::Export {
             run: r.id.clone(),
             out,
-        });
+            rank: 64,
+        }));
     }
 
+    /// The engine removes the folder and answers `Deleted` (or why not, as a log line).
     fn delete(&mut self, id: &RunId) {
-        let Some(store) = &self.store else { return };
-        match store.remove(&id.0) {
-            Ok(()) => {
-                self.runs.retain(|r| r.id != *id);
-                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
-                self.live = self.live.min(self.runs.len().saturating_sub(1));
-                self.message = Some(format!("deleted {id}"));
-            }
-            Err(e) => self.message = Some(e.to_string()),
-        }
+        self.outbox
+            .push(Request::Engine(Command::Delete { run: id.clone() }));
+        self.message = Some(format!("deleting {id}…"));
     }
 
     fn runs_action(&mut self, a: Action) {
@@ -1159,13 +1192,7 @@ impl App {
                 Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
             }
             Action::Cancel => self.cancel(i),
-            Action::Retry => match self.spec_of(i) {
-                Some(spec) => {
-                    self.message = Some(format!("queued {} again", spec.label()));
-                    self.submit(spec);
-                }
-                None => self.message = Some("no spec for this run".into()),
-            },
+            Action::Retry => self.resubmit_run(i, Resubmit::Retry),
             Action::Delete => {
                 if run.state.is_live() {
                     self.message = Some(format!(
@@ -1223,20 +1250,8 @@ impl App {
     }
 
     fn export_table(&mut self, rows: &[usize]) {
-        let table = super::render::compare::table_text(self, rows);
-        let (md, csv) = (PathBuf::from("compare.md"), PathBuf::from("compare.csv"));
-        let write = |p: &PathBuf, t: &str| crate::atomic_write::write_atomic(p, t.as_bytes());
-        self.message = Some(
-            match write(&md, &table.0).and_then(|()| write(&csv, &table.1)) {
-                Ok(()) => {
-                    let at = std::env::current_dir()
-                        .map(|d| d.display().to_string())
-                        .unwrap_or_else(|_| ".".into());
-                    format!("wrote {} and {} in {at}", md.display(), csv.display())
-                }
-                Err(e) => format!("cannot write the table: {e}"),
-            },
-        );
+        let (md, csv) = super::render::compare::table_text(self, rows);
+        self.outbox.push(Request::WriteTable { md, csv });
     }
 
     /// The pair of compared runs whose examples are diffed.
