@@ -3,7 +3,7 @@
 //! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
 //! with tensors, so every function can be tested without a terminal or an engine.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,16 +12,13 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::request::{Reply, Request, Resubmit};
+use super::runs::{RunList, RunView};
 use super::theme::Theme;
-use super::watch::RunUpdate;
 use crate::engine::{Command, Event, RunId};
 use crate::pool::entry::{EntryStatus, PoolEntry, SortKey};
 use crate::pool::{Filter, PoolSource};
-use crate::process::host_name;
-use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::spec::RunSpec;
-use crate::run::store::{RunState, RunSummary};
-use crate::slurm::SlurmJob;
+use crate::run::store::RunState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -187,226 +184,6 @@ impl PoolState {
     }
 }
 
-/// The current stage of a run: name, units done, units in all, and when it began.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub name: String,
-    pub done: usize,
-    pub total: usize,
-    pub began: Instant,
-    pub last: Instant,
-}
-
-impl Stage {
-    /// Seconds left at the pace so far.
-    pub fn eta(&self) -> Option<f64> {
-        if self.done == 0 {
-            return None;
-        }
-        let per = self.last.duration_since(self.began).as_secs_f64() / self.done as f64;
-        Some(per * self.total.saturating_sub(self.done) as f64)
-    }
-}
-
-/// Everything the UI knows of one run.
-#[derive(Debug, Clone)]
-pub struct RunView {
-    pub id: RunId,
-    pub label: String,
-    pub state: RunState,
-    pub submitted: String,
-    pub stage: Option<Stage>,
-    pub curve: Vec<CurvePoint>,
-    pub throughput: Option<f64>,
-    pub groups: Vec<String>,
-    pub columns: Vec<String>,
-    pub coefficients: Vec<(usize, Vec<Vec<f32>>)>,
-    pub log: VecDeque<String>,
-    pub record: Option<Box<RunRecord>>,
-    pub exact_match: Option<f64>,
-    pub loss: Option<f64>,
-    pub error: Option<String>,
-    pub marked: bool,
-    /// Whether the history (curve, record) was read from the store.
-    pub loaded: bool,
-    /// Whether this UI's own engine runs it (its events are the truth); other runs are followed
-    /// through the store.
-    pub local: bool,
-    /// Steps in its curve as the store last said (for a run whose curve is not loaded).
-    pub steps: usize,
-    /// Where another process runs it: host, process id, Slurm job and Slurm's state of that job.
-    pub host: String,
-    pub pid: u32,
-    pub slurm: Option<SlurmJob>,
-    pub slurm_state: Option<String>,
-    /// When its status last changed (RFC 3339).
-    pub updated: String,
-}
-
-impl RunView {
-    fn new(id: RunId, label: String, state: RunState) -> Self {
-        RunView {
-            id,
-            label,
-            state,
-            submitted: String::new(),
-            stage: None,
-            curve: Vec::new(),
-            throughput: None,
-            groups: Vec::new(),
-            columns: Vec::new(),
-            coefficients: Vec::new(),
-            log: VecDeque::new(),
-            record: None,
-            exact_match: None,
-            loss: None,
-            error: None,
-            marked: false,
-            loaded: false,
-            local: false,
-            steps: 0,
-            host: String::new(),
-            pid: 0,
-            slurm: None,
-            slurm_state: None,
-            updated: String::new(),
-        }
-    }
-
-    /// Whether another host, or Slurm, runs it.
-    pub fn remote(&self) -> bool {
-        self.slurm.is_some() || (!self.host.is_empty() && self.host != host_name())
-    }
-
-    /// Where it runs, for the Runs table: `host · slurm 12_3 RUNNING`.
-    pub fn place(&self) -> String {
-        let mut s = self.host.clone();
-        if let Some(j) = &self.slurm {
-            if !s.is_empty() {
-                s.push_str(" · ");
-            }
-            s.push_str(&format!("slurm {}", j.key()));
-            if let Some(state) = &self.slurm_state {
-                s.push(' ');
-                s.push_str(state);
-            }
-        }
-        s
-    }
-
-    pub fn from_summary(s: &RunSummary) -> Self {
-        let mut v = RunView::new(RunId(s.id.clone()), s.label.clone(), s.state);
-        v.submitted = s.submitted.clone();
-        v.exact_match = s.exact_match;
-        v.loss = s.loss;
-        v.error = s.error.clone();
-        v.steps = s.steps;
-        v.host = s.host.clone();
-        v.pid = s.pid;
-        v.slurm = s.slurm.clone();
-        v.updated = s.updated.clone();
-        v
-    }
-
-    /// Takes what the store says of a run another process writes.
-    fn follow(&mut self, u: RunUpdate, now: Instant) {
-        let s = u.summary;
-        let was_live = self.state.is_live();
-        self.state = s.state;
-        self.label = s.label;
-        self.submitted = s.submitted;
-        self.exact_match = s.exact_match.or(self.exact_match);
-        self.loss = s.loss.or(self.loss);
-        if self.error != s.error
-            && let Some(e) = &s.error
-        {
-            self.push_log(format!("failed: {e}"));
-        }
-        self.error = s.error;
-        self.steps = s.steps;
-        self.host = s.host;
-        self.pid = s.pid;
-        self.slurm = s.slurm;
-        self.updated = s.updated;
-        if self.slurm_state != u.slurm_state
-            && let Some(st) = &u.slurm_state
-        {
-            self.push_log(format!("slurm: {st}"));
-        }
-        self.slurm_state = u.slurm_state;
-        self.stage = match (s.stage, self.stage.take()) {
-            (Some(new), Some(mut old)) if old.name == new.name => {
-                if new.done != old.done {
-                    old.last = now;
-                }
-                old.done = new.done;
-                old.total = new.total;
-                Some(old)
-            }
-            (Some(new), _) => {
-                self.push_log(format!("{} ({})", new.name, new.total));
-                Some(Stage {
-                    name: new.name,
-                    done: new.done,
-                    total: new.total,
-                    began: now,
-                    last: now,
-                })
-            }
-            (None, _) => None,
-        };
-        for p in u.points {
-            if self.curve.last().is_some_and(|q| q.step >= p.step) {
-                self.curve.retain(|q| q.step < p.step);
-            }
-            if let Some(v) = p.val_loss {
-                self.push_log(format!(
-                    "step {} train {:.4} val {v:.4}",
-                    p.step, p.train_loss
-                ));
-            }
-            self.curve.push(p);
-        }
-        // A run that just ended has a record (curve, coefficients, examples).
-        if was_live && !self.state.is_live() {
-            self.loaded = false;
-            self.push_log(self.state.name().to_string());
-        }
-        if let Some(r) = u.record {
-            self.set_record(*r);
-        }
-    }
-
-    /// Takes a finished run's record: metrics, curve and coefficients.
-    pub fn set_record(&mut self, r: RunRecord) {
-        self.exact_match = Some(r.metrics.exact_match.mean);
-        self.loss = Some(r.metrics.loss.mean);
-        if self.curve.len() < r.curve.len() {
-            self.curve = r.curve.clone();
-        }
-        if let Some(c) = &r.coefficients {
-            self.groups = c.groups.clone();
-            self.columns = c.columns.clone();
-        }
-        if self.coefficients.len() < r.coefficient_curve.len() {
-            self.coefficients = r
-                .coefficient_curve
-                .iter()
-                .map(|s| (s.step, s.values.clone()))
-                .collect();
-        }
-        self.record = Some(Box::new(r));
-        self.loaded = true;
-    }
-
-    fn push_log(&mut self, line: String) {
-        if self.log.len() == 200 {
-            self.log.pop_front();
-        }
-        self.log.push_back(line);
-    }
-}
-
 /// A question waiting for y/n.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
@@ -432,7 +209,7 @@ pub struct App {
     pub context: Context,
     pub pool: PoolState,
     pub form: Form,
-    pub runs: Vec<RunView>,
+    pub runs: RunList,
     pub runs_cursor: usize,
     /// The run shown on Live.
     pub live: usize,
@@ -460,7 +237,7 @@ impl App {
             context,
             pool: PoolState::new(),
             form: Form::new(tasks),
-            runs: Vec::new(),
+            runs: RunList::default(),
             runs_cursor: 0,
             live: 0,
             compare_cursor: 0,
@@ -473,20 +250,6 @@ impl App {
             pending: None,
             tickets: 0,
         }
-    }
-
-    /// Takes the store's history (the answer to [`Request::ListRuns`]) ahead of the runs that
-    /// engine events or the watcher brought in meanwhile.
-    fn set_history(&mut self, summaries: Vec<RunSummary>) {
-        let mut runs: Vec<RunView> = summaries
-            .iter()
-            .filter(|s| !self.runs.iter().any(|r| r.id.0 == s.id))
-            .map(RunView::from_summary)
-            .collect();
-        runs.append(&mut self.runs);
-        self.runs = runs;
-        self.live = self.runs.len().saturating_sub(1);
-        self.runs_cursor = self.live;
     }
 
     pub fn set_pool(&mut self, entries: Vec<PoolEntry>) {
@@ -503,9 +266,7 @@ impl App {
 
     /// The run this UI's engine has in flight.
     pub fn running(&self) -> Option<&RunView> {
-        self.runs
-            .iter()
-            .find(|r| r.local && r.state == RunState::Running)
+        self.runs.running()
     }
 
     pub fn live_run(&self) -> Option<&RunView> {
@@ -523,14 +284,14 @@ impl App {
             }
             Reply::Download { id, line, entry } => self.on_download(&id, line, entry.map(|e| *e)),
             Reply::Message(line) => self.message = Some(line),
-            Reply::Store(updates) => self.on_watch(updates),
-            Reply::Record(id, record) => self.on_record(&id, *record),
-            Reply::Curve(id, curve) => {
-                if let Some(i) = self.index_of(&id) {
-                    self.runs[i].curve = curve;
-                }
+            Reply::Store(updates) => self.runs.on_watch(updates),
+            Reply::Record(id, record) => self.runs.on_record(&id, *record),
+            Reply::Curve(id, curve) => self.runs.on_curve(&id, curve),
+            Reply::Runs(summaries) => {
+                self.runs.set_history(summaries);
+                self.live = self.runs.len().saturating_sub(1);
+                self.runs_cursor = self.live;
             }
-            Reply::Runs(summaries) => self.set_history(summaries),
             Reply::Spec { then, spec, .. } => match spec {
                 Ok(spec) => self.resubmit(then, *spec),
                 Err(e) => self.message = Some(format!("no spec for this run: {e}")),
@@ -545,47 +306,12 @@ impl App {
         }
     }
 
-    /// Takes a finished run's record, read for it by the worker.
-    pub fn on_record(&mut self, id: &RunId, record: RunRecord) {
-        if let Some(i) = self.index_of(id) {
-            self.runs[i].set_record(record);
-        }
-    }
-
-    /// Takes the watcher's news of runs that other processes write; runs of this UI's own engine
-    /// keep following its events.
-    pub fn on_watch(&mut self, updates: Vec<RunUpdate>) {
-        let now = Instant::now();
-        for u in updates {
-            match self.index_of(&RunId(u.summary.id.clone())) {
-                Some(i) if self.runs[i].local => {}
-                Some(i) => self.runs[i].follow(u, now),
-                None => {
-                    let mut v = RunView::from_summary(&u.summary);
-                    v.follow(u, now);
-                    v.loaded = false;
-                    v.log.clear();
-                    self.runs.push(v);
-                }
-            }
-        }
-    }
-
-    fn index_of(&self, id: &RunId) -> Option<usize> {
-        self.runs.iter().position(|r| r.id == *id)
-    }
-
     /// Asks for a run's record or curve once, when a screen needs it; `loaded` is set at once
     /// so it is asked only once.
     pub fn ensure_loaded(&mut self, i: usize) {
-        let Some(run) = self.runs.get_mut(i) else {
-            return;
-        };
-        if run.loaded || run.state.is_live() {
-            return;
+        if let Some(id) = self.runs.to_load(i) {
+            self.outbox.push(Request::LoadRun(id));
         }
-        run.loaded = true;
-        self.outbox.push(Request::LoadRun(run.id.clone()));
     }
 
     /// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
@@ -638,33 +364,7 @@ impl App {
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
-        let now = Instant::now();
-        if let Some(id) = e.run().cloned()
-            && self.index_of(&id).is_none()
-        {
-            let label = match &e {
-                Event::Queued { label, .. } | Event::Started { label, .. } => label.clone(),
-                _ => id.0.clone(),
-            };
-            let mut v = RunView::new(id.clone(), label, RunState::Queued);
-            v.local = true;
-            v.host = host_name();
-            self.runs.push(v);
-        }
-        let i = e.run().and_then(|id| self.index_of(id));
-        if let Some(i) = i {
-            // The watcher may have seen the folder first; the engine's events are the truth.
-            self.runs[i].local = true;
-        }
         match e {
-            Event::Queued { ticket, .. } => {
-                let i = i.expect("added above");
-                if ticket != 0 && self.pending == Some(ticket) {
-                    self.pending = None;
-                    self.live = i;
-                    self.runs_cursor = i;
-                }
-            }
             Event::Rejected {
                 ticket,
                 label,
@@ -676,7 +376,7 @@ impl App {
                 self.message = Some(format!("cannot queue {label}: {error}"));
             }
             Event::Deleted { run } => {
-                self.runs.retain(|r| r.id != run);
+                self.runs.remove(&run);
                 self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
                 self.live = self.live.min(self.runs.len().saturating_sub(1));
                 self.message = Some(format!("deleted {run}"));
@@ -696,92 +396,7 @@ impl App {
             Event::ExportFailed { run, error } => {
                 self.message = Some(format!("cannot export {run}: {error}"))
             }
-            Event::Started { .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Running;
-                r.push_log("started".into());
-            }
-            Event::Stage { name, total, .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.push_log(format!("{name} ({total})"));
-                r.stage = Some(Stage {
-                    name,
-                    done: 0,
-                    total,
-                    began: now,
-                    last: now,
-                });
-            }
-            Event::Advance { done, .. } => {
-                if let Some(s) = &mut self.runs[i.expect("added above")].stage {
-                    s.done = done;
-                    s.last = now;
-                }
-            }
-            Event::Progress {
-                step,
-                train_loss,
-                val_loss,
-                throughput,
-                ..
-            } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.throughput = Some(throughput);
-                if r.curve.last().is_some_and(|p| p.step >= step) {
-                    r.curve.retain(|p| p.step < step);
-                }
-                r.curve.push(CurvePoint {
-                    step,
-                    train_loss,
-                    val_loss,
-                });
-                if let Some(v) = val_loss {
-                    r.push_log(format!("step {step} train {train_loss:.4} val {v:.4}"));
-                }
-            }
-            Event::Layout {
-                groups, columns, ..
-            } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.groups = groups;
-                r.columns = columns;
-            }
-            Event::Coefficients { step, values, .. } => {
-                self.runs[i.expect("added above")]
-                    .coefficients
-                    .push((step, values));
-            }
-            Event::Log { line, .. } => match i {
-                Some(i) => self.runs[i].push_log(line),
-                None => self.message = Some(line),
-            },
-            Event::Finished {
-                exact_match, loss, ..
-            } => {
-                let i = i.expect("added above");
-                let r = &mut self.runs[i];
-                r.state = RunState::Finished;
-                r.stage = None;
-                r.exact_match = Some(exact_match);
-                r.loss = Some(loss);
-                r.push_log(format!(
-                    "finished: exact match {exact_match:.3}, loss {loss:.4}"
-                ));
-                self.outbox.push(Request::LoadRun(r.id.clone()));
-            }
-            Event::Failed { error, .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Failed;
-                r.stage = None;
-                r.push_log(format!("failed: {error}"));
-                r.error = Some(error);
-            }
-            Event::Cancelled { .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Cancelled;
-                r.stage = None;
-                r.push_log("cancelled".into());
-            }
+            Event::Log { run: None, line } => self.message = Some(line),
             Event::PoolLoaded {
                 source,
                 usable,
@@ -811,6 +426,25 @@ impl App {
             Event::Stopped => {
                 self.engine_stopped = true;
                 self.message = Some("the engine stopped".into());
+            }
+            e => {
+                let ticket = match &e {
+                    Event::Queued { ticket, .. } => Some(*ticket),
+                    _ => None,
+                };
+                let finished = matches!(e, Event::Finished { .. });
+                let Some(i) = self.runs.on_event(e, Instant::now()) else {
+                    return;
+                };
+                if ticket.is_some_and(|t| t != 0) && ticket == self.pending {
+                    self.pending = None;
+                    self.live = i;
+                    self.runs_cursor = i;
+                }
+                // A run that just ended has a record (examples, coefficients) to read.
+                if finished {
+                    self.outbox.push(Request::LoadRun(self.runs[i].id.clone()));
+                }
             }
         }
     }
@@ -1188,7 +822,7 @@ impl App {
                 self.go(Screen::Live);
             }
             Action::Select => {
-                self.runs[i].marked = !self.runs[i].marked;
+                self.runs.set_marked(i, !self.runs[i].marked);
                 Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
             }
             Action::Cancel => self.cancel(i),

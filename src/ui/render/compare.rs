@@ -10,7 +10,8 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{block, note, short};
 use crate::run::spec::MethodSpec;
-use crate::ui::app::{App, RunView};
+use crate::ui::app::App;
+use crate::ui::runs::RunView;
 
 /// The task shared by the runs' labels, if they share one.
 fn common_task(app: &App, rows: &[usize]) -> Option<String> {
