@@ -13,6 +13,7 @@ pub mod keymap;
 pub mod render;
 pub mod request;
 pub mod runs;
+pub mod screen;
 pub mod theme;
 pub mod watch;
 pub mod worker;

@@ -3,7 +3,6 @@
 //! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
 //! with tensors, so every function can be tested without a terminal or an engine.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,10 +12,13 @@ use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::request::{Reply, Request, Resubmit};
 use super::runs::{RunList, RunView};
+use super::screen::help::HelpScreen;
+use super::screen::pool::PoolScreen;
+use super::screen::{Ctx, Nav, move_cursor};
 use super::theme::Theme;
 use crate::engine::{Command, Event, RunId};
-use crate::pool::entry::{EntryStatus, PoolEntry, SortKey};
-use crate::pool::{Filter, PoolSource};
+use crate::pool::PoolSource;
+use crate::pool::entry::PoolEntry;
 use crate::run::spec::RunSpec;
 use crate::run::store::RunState;
 
@@ -51,139 +53,6 @@ impl Screen {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusFilter {
-    All,
-    Usable,
-    Rejected,
-    NotDownloaded,
-}
-
-impl StatusFilter {
-    pub fn name(self) -> &'static str {
-        match self {
-            StatusFilter::All => "all",
-            StatusFilter::Usable => "usable",
-            StatusFilter::Rejected => "rejected",
-            StatusFilter::NotDownloaded => "not downloaded",
-        }
-    }
-
-    fn next(self) -> Self {
-        match self {
-            StatusFilter::All => StatusFilter::Usable,
-            StatusFilter::Usable => StatusFilter::Rejected,
-            StatusFilter::Rejected => StatusFilter::NotDownloaded,
-            StatusFilter::NotDownloaded => StatusFilter::All,
-        }
-    }
-
-    fn keeps(self, s: &EntryStatus) -> bool {
-        match self {
-            StatusFilter::All => true,
-            StatusFilter::Usable => *s == EntryStatus::Usable,
-            StatusFilter::Rejected => matches!(s, EntryStatus::Rejected { .. }),
-            StatusFilter::NotDownloaded => *s == EntryStatus::NotDownloaded,
-        }
-    }
-}
-
-/// The Pool screen's state.
-#[derive(Debug, Clone)]
-pub struct PoolState {
-    pub entries: Vec<PoolEntry>,
-    /// Indexes into `entries` that pass search and filter, in sort order.
-    pub visible: Vec<usize>,
-    pub cursor: usize,
-    pub search: String,
-    pub searching: bool,
-    pub status: StatusFilter,
-    pub sort: SortKey,
-    pub selected: BTreeSet<String>,
-    /// Why the search, read as a filter expression, does not parse.
-    pub search_error: Option<String>,
-    /// Loading progress while the listing is read: (what, done, total).
-    pub loading: Option<(String, usize, usize)>,
-    pub error: Option<String>,
-    /// Hub downloads: id → state line.
-    pub downloads: Vec<(String, String)>,
-}
-
-impl PoolState {
-    fn new() -> Self {
-        PoolState {
-            entries: Vec::new(),
-            visible: Vec::new(),
-            cursor: 0,
-            search: String::new(),
-            searching: false,
-            status: StatusFilter::All,
-            sort: SortKey::Name,
-            selected: BTreeSet::new(),
-            search_error: None,
-            loading: Some(("reading the pool".into(), 0, 0)),
-            error: None,
-            downloads: Vec::new(),
-        }
-    }
-
-    /// Recomputes the visible rows, keeping the cursor on the same entry where it can.
-    pub fn refresh(&mut self) {
-        let current = self.visible.get(self.cursor).copied();
-        // A search with an operator is a filter expression (`rank<=16,modules=all`); anything
-        // else is text looked for in ids and model cards.
-        self.search_error = None;
-        let filter: Option<Filter> = if self.search.contains(['<', '>', '=', '~']) {
-            match self.search.parse() {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.search_error = Some(format!("{e}"));
-                    self.visible.clear();
-                    self.cursor = 0;
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let needle = self.search.to_lowercase();
-        let mut v: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| {
-                let e = &self.entries[i];
-                self.status.keeps(&e.status)
-                    && match &filter {
-                        Some(f) => e.matches(f),
-                        None => {
-                            needle.is_empty()
-                                || e.id.to_lowercase().contains(&needle)
-                                || e.card
-                                    .as_deref()
-                                    .is_some_and(|c| c.to_lowercase().contains(&needle))
-                        }
-                    }
-            })
-            .collect();
-        let e = &self.entries;
-        v.sort_by(|&a, &b| crate::pool::entry::compare(&e[a], &e[b], self.sort));
-        self.cursor = current
-            .and_then(|c| v.iter().position(|&i| i == c))
-            .unwrap_or(0)
-            .min(v.len().saturating_sub(1));
-        self.visible = v;
-    }
-
-    pub fn current(&self) -> Option<&PoolEntry> {
-        self.visible.get(self.cursor).map(|&i| &self.entries[i])
-    }
-
-    pub fn usable(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.status == EntryStatus::Usable)
-            .count()
-    }
-}
-
 /// A question waiting for y/n.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
@@ -202,12 +71,11 @@ pub struct Context {
 
 pub struct App {
     pub screen: Screen,
-    help_from: Screen,
-    pub help_scroll: u16,
+    pub help: HelpScreen,
     pub theme: Theme,
     pub keymap: Keymap,
     pub context: Context,
-    pub pool: PoolState,
+    pub pool: PoolScreen,
     pub form: Form,
     pub runs: RunList,
     pub runs_cursor: usize,
@@ -230,12 +98,11 @@ impl App {
     pub fn new(theme: Theme, keymap: Keymap, context: Context, tasks: Vec<String>) -> App {
         App {
             screen: Screen::Pool,
-            help_from: Screen::Pool,
-            help_scroll: 0,
+            help: HelpScreen::new(),
             theme,
             keymap,
             context,
-            pool: PoolState::new(),
+            pool: PoolScreen::new(),
             form: Form::new(tasks),
             runs: RunList::default(),
             runs_cursor: 0,
@@ -253,15 +120,13 @@ impl App {
     }
 
     pub fn set_pool(&mut self, entries: Vec<PoolEntry>) {
-        self.pool.entries = entries;
-        self.pool.loading = None;
-        self.pool.refresh();
+        self.pool.set_entries(entries);
         self.form.pool_size = Some(self.pool.usable());
     }
 
     /// The screen the help was opened from.
     pub fn help_from(&self) -> Screen {
-        self.help_from
+        self.help.from
     }
 
     /// The run this UI's engine has in flight.
@@ -282,7 +147,10 @@ impl App {
                 self.pool.loading = None;
                 self.pool.error = Some(format!("cannot list the pool: {e}"));
             }
-            Reply::Download { id, line, entry } => self.on_download(&id, line, entry.map(|e| *e)),
+            Reply::Download { id, line, entry } => {
+                self.message = Some(self.pool.on_download(&id, line, entry.map(|e| *e)));
+                self.form.pool_size = Some(self.pool.usable());
+            }
             Reply::Message(line) => self.message = Some(line),
             Reply::Store(updates) => self.runs.on_watch(updates),
             Reply::Record(id, record) => self.runs.on_record(&id, *record),
@@ -468,20 +336,13 @@ impl App {
             return;
         }
         if self.screen == Screen::Help {
-            match e.code {
-                KeyCode::Down | KeyCode::Char('j') => self.help_scroll += 1,
-                KeyCode::Up | KeyCode::Char('k') => {
-                    self.help_scroll = self.help_scroll.saturating_sub(1)
-                }
-                KeyCode::PageDown => self.help_scroll += 10,
-                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
-                _ => self.screen = self.help_from,
+            if let Some(back) = self.help.key(e) {
+                self.screen = back;
             }
             return;
         }
         // Text entry takes every key but enter and esc.
-        if self.pool.searching {
-            self.search_key(e);
+        if self.pool.text_key(e) {
             return;
         }
         if self.form.editing.is_some() {
@@ -494,24 +355,6 @@ impl App {
         };
         self.message = None;
         self.act(action);
-    }
-
-    fn search_key(&mut self, e: KeyEvent) {
-        match e.code {
-            KeyCode::Enter => self.pool.searching = false,
-            KeyCode::Esc => {
-                self.pool.searching = false;
-                self.pool.search.clear();
-            }
-            KeyCode::Backspace => {
-                self.pool.search.pop();
-            }
-            KeyCode::Char(c) if !e.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.pool.search.push(c)
-            }
-            _ => return,
-        }
-        self.pool.refresh();
     }
 
     fn edit_key(&mut self, e: KeyEvent) {
@@ -556,8 +399,7 @@ impl App {
                 return;
             }
             Action::Help => {
-                self.help_from = self.screen;
-                self.help_scroll = 0;
+                self.help.open(self.screen);
                 self.screen = Screen::Help;
                 return;
             }
@@ -583,7 +425,19 @@ impl App {
             _ => {}
         }
         match self.screen {
-            Screen::Pool => self.pool_action(a),
+            Screen::Pool => {
+                let mut cx = Ctx {
+                    outbox: &mut self.outbox,
+                    message: &mut self.message,
+                };
+                if let Some(Nav::NewRunWith(picks)) = self.pool.on_action(a, &mut cx) {
+                    if !picks.is_empty() {
+                        self.form.manual = picks;
+                        self.form.strategy = 3;
+                    }
+                    self.go(Screen::NewRun);
+                }
+            }
             Screen::NewRun => self.form_action(a),
             Screen::Live => self.live_action(a),
             Screen::Runs => self.runs_action(a),
@@ -592,99 +446,9 @@ impl App {
         }
     }
 
-    /// Moves a cursor over `n` rows; `page` rows per page.
-    fn move_cursor(cursor: &mut usize, n: usize, a: Action, page: usize) -> bool {
-        if n == 0 {
-            return false;
-        }
-        let c = *cursor;
-        *cursor = match a {
-            Action::Up => c.saturating_sub(1),
-            Action::Down => (c + 1).min(n - 1),
-            Action::PageUp => c.saturating_sub(page),
-            Action::PageDown => (c + page).min(n - 1),
-            Action::Top => 0,
-            Action::Bottom => n - 1,
-            _ => return false,
-        };
-        true
-    }
-
-    fn pool_action(&mut self, a: Action) {
-        let n = self.pool.visible.len();
-        if Self::move_cursor(&mut self.pool.cursor, n, a, 10) {
-            return;
-        }
-        match a {
-            Action::Search => self.pool.searching = true,
-            Action::Back => {
-                self.pool.search.clear();
-                self.pool.refresh();
-            }
-            Action::Select => {
-                if let Some(e) = self.pool.current() {
-                    if e.status != EntryStatus::Usable {
-                        self.message =
-                            Some(format!("{} is not usable; it cannot be selected", e.id));
-                        return;
-                    }
-                    let id = e.id.clone();
-                    if !self.pool.selected.remove(&id) {
-                        self.pool.selected.insert(id);
-                    }
-                    Self::move_cursor(&mut self.pool.cursor, n, Action::Down, 1);
-                }
-            }
-            Action::CycleStatus => {
-                self.pool.status = self.pool.status.next();
-                self.pool.refresh();
-            }
-            Action::CycleSort => {
-                self.pool.sort = self.pool.sort.next();
-                self.pool.refresh();
-            }
-            Action::ClearSelection => self.pool.selected.clear(),
-            Action::NewRunWithSelection => {
-                if !self.pool.selected.is_empty() {
-                    self.form.manual = self.pool.selected.iter().cloned().collect();
-                    self.form.strategy = 3;
-                }
-                self.go(Screen::NewRun);
-            }
-            Action::Download => match self.pool.current() {
-                Some(e) if e.status == EntryStatus::NotDownloaded && e.source == "hub" => {
-                    let id = e.id.clone();
-                    self.pool.downloads.push((id.clone(), "queued".into()));
-                    self.outbox.push(Request::Download(id.clone()));
-                    self.message = Some(format!("downloading {id}…"));
-                }
-                Some(e) => {
-                    self.message = Some(format!("{} is already on disk", e.id));
-                }
-                None => {}
-            },
-            _ => {}
-        }
-    }
-
-    /// A download's progress or end, from the app loop.
-    pub fn on_download(&mut self, id: &str, line: String, entry: Option<PoolEntry>) {
-        if let Some(d) = self.pool.downloads.iter_mut().find(|(i, _)| i == id) {
-            d.1 = line.clone();
-        }
-        if let Some(new) = entry
-            && let Some(e) = self.pool.entries.iter_mut().find(|e| e.id == id)
-        {
-            *e = new;
-            self.pool.refresh();
-            self.form.pool_size = Some(self.pool.usable());
-        }
-        self.message = Some(format!("{id}: {line}"));
-    }
-
     fn form_action(&mut self, a: Action) {
         let n = super::form::FIELDS.len();
-        if Self::move_cursor(&mut self.form.cursor, n, a, 5) {
+        if move_cursor(&mut self.form.cursor, n, a, 5) {
             return;
         }
         match a {
@@ -811,7 +575,7 @@ impl App {
 
     fn runs_action(&mut self, a: Action) {
         let n = self.runs.len();
-        if Self::move_cursor(&mut self.runs_cursor, n, a, 10) {
+        if move_cursor(&mut self.runs_cursor, n, a, 10) {
             return;
         }
         let i = self.runs_cursor;
@@ -823,7 +587,7 @@ impl App {
             }
             Action::Select => {
                 self.runs.set_marked(i, !self.runs[i].marked);
-                Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
+                move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
             }
             Action::Cancel => self.cancel(i),
             Action::Retry => self.resubmit_run(i, Resubmit::Retry),
@@ -867,7 +631,7 @@ impl App {
 
     fn compare_action(&mut self, a: Action) {
         let rows = self.compared();
-        if Self::move_cursor(&mut self.compare_cursor, rows.len(), a, 5) {
+        if move_cursor(&mut self.compare_cursor, rows.len(), a, 5) {
             return;
         }
         match a {
