@@ -653,7 +653,7 @@ fn compare_pairs_examples_of_one_task_only() {
     app.ensure_loaded(gradient);
     settle(&mut app, &store);
     for pair in 0..3 {
-        app.pair = pair;
+        app.compare.pair = pair;
         let (a, b) = app.diff_pair().unwrap();
         assert_eq!(
             (a.min(b), a.max(b)),
@@ -665,7 +665,7 @@ fn compare_pairs_examples_of_one_task_only() {
 #[test]
 fn compare_exports_markdown_and_csv() {
     let (tmp, mut app) = finished_app();
-    let rows = app.compared();
+    let rows = app.compared().to_vec();
     for &i in &rows {
         app.ensure_loaded(i);
     }
@@ -936,4 +936,23 @@ fn the_run_list_counts_changes_that_compare_reads() {
     let v = app.runs.version();
     app.runs.set_marked(0, true);
     assert!(app.runs.version() > v);
+}
+
+#[test]
+fn compare_derives_its_rows_once_per_change_and_never_while_drawing() {
+    let (tmp, mut app) = finished_app();
+    press(&mut app, "5");
+    tmp.settle(&mut app);
+    assert_eq!(app.compared().len(), 3);
+    let n = app.compare.derivations();
+    for _ in 0..3 {
+        render(&app, 120, 36);
+    }
+    // Keys that change neither the runs nor the Runs cursor derive nothing either.
+    press(&mut app, "jjp");
+    assert_eq!(app.compare.derivations(), n);
+    // A mark does.
+    press(&mut app, "4 ");
+    assert_eq!(app.compare.derivations(), n + 1);
+    assert_eq!(app.compared().len(), 1);
 }

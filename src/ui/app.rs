@@ -12,6 +12,7 @@ use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::request::{Reply, Request, Resubmit};
 use super::runs::{RunList, RunView};
+use super::screen::compare::CompareScreen;
 use super::screen::help::HelpScreen;
 use super::screen::pool::PoolScreen;
 use super::screen::{Ctx, Nav, move_cursor};
@@ -81,8 +82,7 @@ pub struct App {
     pub runs_cursor: usize,
     /// The run shown on Live.
     pub live: usize,
-    pub compare_cursor: usize,
-    pub pair: usize,
+    pub compare: CompareScreen,
     pub message: Option<String>,
     pub confirm: Option<Confirm>,
     pub quit: bool,
@@ -107,8 +107,7 @@ impl App {
             runs: RunList::default(),
             runs_cursor: 0,
             live: 0,
-            compare_cursor: 0,
-            pair: 0,
+            compare: CompareScreen::default(),
             message: None,
             confirm: None,
             quit: false,
@@ -140,6 +139,11 @@ impl App {
 
     /// Takes what the worker, the pool listing or the store watcher tell the UI.
     pub fn on_reply(&mut self, r: Reply) {
+        self.reply(r);
+        self.refresh_compare();
+    }
+
+    fn reply(&mut self, r: Reply) {
         match r {
             Reply::PoolProgress(what, d, n) => self.pool.loading = Some((what, d, n)),
             Reply::Pool(Ok(entries)) => self.set_pool(entries),
@@ -232,6 +236,11 @@ impl App {
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
+        self.engine_event(e);
+        self.refresh_compare();
+    }
+
+    fn engine_event(&mut self, e: Event) {
         match e {
             Event::Rejected {
                 ticket,
@@ -320,6 +329,11 @@ impl App {
     // ---- keys ----
 
     pub fn on_key(&mut self, e: KeyEvent) {
+        self.key(e);
+        self.refresh_compare();
+    }
+
+    fn key(&mut self, e: KeyEvent) {
         if e.kind != ratatui::crossterm::event::KeyEventKind::Press {
             return;
         }
@@ -379,7 +393,8 @@ impl App {
         match s {
             Screen::Live => self.ensure_loaded(self.live),
             Screen::Compare => {
-                for i in self.compared() {
+                self.refresh_compare();
+                for i in self.compared().to_vec() {
                     self.ensure_loaded(i);
                 }
             }
@@ -608,36 +623,31 @@ impl App {
         }
     }
 
-    /// The runs on Compare: the marked ones, else every finished run on the task of the run
-    /// under the Runs cursor (the run with its controls).
-    pub fn compared(&self) -> Vec<usize> {
-        let marked: Vec<usize> = (0..self.runs.len())
-            .filter(|&i| self.runs[i].marked)
-            .collect();
-        if !marked.is_empty() {
-            return marked;
-        }
-        let Some(anchor) = self.runs.get(self.runs_cursor).or(self.runs.last()) else {
-            return Vec::new();
-        };
-        let task = anchor.label.split(" / ").next().unwrap_or("").to_string();
-        (0..self.runs.len())
-            .filter(|&i| {
-                let r = &self.runs[i];
-                r.state == RunState::Finished && r.label.split(" / ").next() == Some(task.as_str())
-            })
-            .collect()
+    /// The runs on Compare, as of the last update.
+    pub fn compared(&self) -> &[usize] {
+        self.compare.rows()
+    }
+
+    /// The pair of compared runs whose examples are diffed.
+    pub fn diff_pair(&self) -> Option<(usize, usize)> {
+        self.compare.diff_pair()
+    }
+
+    /// Brings Compare's rows up to date with the runs; after every update, so drawing never
+    /// derives them.
+    fn refresh_compare(&mut self) {
+        self.compare.refresh(&self.runs, self.runs_cursor);
     }
 
     fn compare_action(&mut self, a: Action) {
-        let rows = self.compared();
-        if move_cursor(&mut self.compare_cursor, rows.len(), a, 5) {
+        let rows = self.compared().to_vec();
+        if move_cursor(&mut self.compare.cursor, rows.len(), a, 5) {
             return;
         }
         match a {
-            Action::SwitchPair => self.pair += 1,
+            Action::SwitchPair => self.compare.pair += 1,
             Action::Enter => {
-                if let Some(&i) = rows.get(self.compare_cursor) {
+                if let Some(&i) = rows.get(self.compare.cursor) {
                     self.live = i;
                     self.go(Screen::Live);
                 }
@@ -650,46 +660,5 @@ impl App {
     fn export_table(&mut self, rows: &[usize]) {
         let (md, csv) = super::render::compare::table_text(self, rows);
         self.outbox.push(Request::WriteTable { md, csv });
-    }
-
-    /// The pair of compared runs whose examples are diffed.
-    pub fn diff_pair(&self) -> Option<(usize, usize)> {
-        let rows = self.with_examples();
-        // Only runs answering the same test examples pair up (the same task and split).
-        let same = |a: usize, b: usize| {
-            let (ra, rb) = (&self.runs[a].record, &self.runs[b].record);
-            let (Some(ra), Some(rb)) = (ra, rb) else {
-                return false;
-            };
-            ra.task.name == rb.task.name
-                && ra.examples.len() == rb.examples.len()
-                && ra
-                    .examples
-                    .iter()
-                    .zip(&rb.examples)
-                    .all(|(x, y)| x.prompt == y.prompt)
-        };
-        let rows = &rows;
-        let pairs: Vec<(usize, usize)> = (0..rows.len())
-            .flat_map(|a| (a + 1..rows.len()).map(move |b| (rows[a], rows[b])))
-            .filter(|&(a, b)| same(a, b))
-            .collect();
-        if pairs.is_empty() {
-            return None;
-        }
-        Some(pairs[self.pair % pairs.len()])
-    }
-
-    /// The compared runs whose records hold per-example results.
-    pub fn with_examples(&self) -> Vec<usize> {
-        self.compared()
-            .into_iter()
-            .filter(|&i| {
-                self.runs[i]
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| !r.examples.is_empty())
-            })
-            .collect()
     }
 }

@@ -2,6 +2,7 @@
 //! go next as a [`Nav`]; what must happen outside goes into the outbox through [`Ctx`]. The app
 //! routes keys and events to them.
 
+pub mod compare;
 pub mod help;
 pub mod pool;
 
