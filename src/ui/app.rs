@@ -22,6 +22,7 @@ use crate::pool::PoolSource;
 use crate::pool::entry::PoolEntry;
 use crate::run::spec::RunSpec;
 use crate::run::store::RunState;
+use crate::select::Selection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -448,7 +449,9 @@ impl App {
                 if let Some(Nav::NewRunWith(picks)) = self.pool.on_action(a, &mut cx) {
                     if !picks.is_empty() {
                         self.form.manual = picks;
-                        self.form.strategy = 3;
+                        self.form.selection = Selection::Manual {
+                            adapters: Vec::new(),
+                        };
                     }
                     self.go(Screen::NewRun);
                 }
