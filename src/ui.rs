@@ -12,6 +12,8 @@ pub mod form;
 pub mod keymap;
 pub mod render;
 pub mod request;
+pub mod runs;
+pub mod screen;
 pub mod theme;
 pub mod watch;
 pub mod worker;

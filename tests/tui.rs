@@ -354,7 +354,10 @@ fn pool_search_filter_sort_and_selection() {
     assert_eq!(app.pool.selected.len(), 2);
     press(&mut app, "n");
     assert_eq!(app.screen, Screen::NewRun);
-    assert_eq!(app.form.strategy, 3);
+    assert!(matches!(
+        app.form.selection,
+        loracycle::select::Selection::Manual { .. }
+    ));
     assert_eq!(app.form.manual.len(), 2);
 }
 
@@ -636,7 +639,7 @@ fn compare_pairs_examples_of_one_task_only() {
         at(&app, "caesar-5 / gradient / random-init"),
     );
     for i in [base, other] {
-        app.runs[i].marked = true;
+        app.runs.set_marked(i, true);
         app.ensure_loaded(i);
     }
     settle(&mut app, &store);
@@ -649,11 +652,11 @@ fn compare_pairs_examples_of_one_task_only() {
     );
     // With a run of the same task marked too, only that pair is diffed.
     let gradient = at(&app, "caesar-5 / gradient");
-    app.runs[gradient].marked = true;
+    app.runs.set_marked(gradient, true);
     app.ensure_loaded(gradient);
     settle(&mut app, &store);
     for pair in 0..3 {
-        app.pair = pair;
+        app.compare.pair = pair;
         let (a, b) = app.diff_pair().unwrap();
         assert_eq!(
             (a.min(b), a.max(b)),
@@ -665,7 +668,7 @@ fn compare_pairs_examples_of_one_task_only() {
 #[test]
 fn compare_exports_markdown_and_csv() {
     let (tmp, mut app) = finished_app();
-    let rows = app.compared();
+    let rows = app.compared().to_vec();
     for &i in &rows {
         app.ensure_loaded(i);
     }
@@ -752,7 +755,7 @@ fn runs_written_by_other_hosts_are_followed() {
     };
     let ups = watcher.poll();
     assert_eq!(remote_steps(&ups), Some(2), "steps: the curve's lines");
-    app.on_watch(ups);
+    app.runs.on_watch(ups);
     let i = app
         .runs
         .iter()
@@ -792,7 +795,7 @@ fn runs_written_by_other_hosts_are_followed() {
     remote_run(&store, 60, &[10, 20, 30]);
     let ups = watcher.poll();
     assert_eq!(remote_steps(&ups), Some(3));
-    app.on_watch(ups);
+    app.runs.on_watch(ups);
     let r = &app.runs[i];
     assert_eq!(
         r.curve.iter().map(|p| p.step).collect::<Vec<_>>(),
@@ -812,7 +815,7 @@ fn runs_written_by_other_hosts_are_followed() {
 
     // Slurm kills it at its time limit before it can say so: interrupted, with Slurm's reason.
     *slurm.lock().unwrap() = "TIMEOUT";
-    app.on_watch(watcher.poll());
+    app.runs.on_watch(watcher.poll());
     let r = &app.runs[i];
     assert_eq!(r.state, RunState::Interrupted);
     assert_eq!(r.place(), "gpu-node-7 · slurm 41_3 TIMEOUT");
@@ -837,7 +840,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
     );
     let mut app = app();
     open(&mut app, &store);
-    app.on_watch(watcher.poll());
+    app.runs.on_watch(watcher.poll());
     let i = app
         .runs
         .iter()
@@ -910,4 +913,49 @@ fn the_form_saves_and_loads_its_spec_off_the_ui_thread() {
     settle(&mut app, &store);
     assert_eq!(app.form.k, k);
     assert_eq!(app.message, Some(format!("loaded {}", path.display())));
+}
+
+#[test]
+fn the_run_list_counts_changes_that_compare_reads() {
+    let mut app = live_app();
+    let v = app.runs.version();
+    let run = app.runs[0].id.clone();
+    // Progress moves curves, not what Compare is made of.
+    app.on_engine(Event::Progress {
+        run: run.clone(),
+        step: 61,
+        train_loss: 0.3,
+        val_loss: None,
+        throughput: 3.0,
+    });
+    assert_eq!(app.runs.version(), v);
+    app.on_engine(Event::Finished {
+        run: run.clone(),
+        exact_match: 0.8,
+        loss: 0.1,
+    });
+    assert!(app.runs.version() > v);
+    assert_eq!(app.outbox.last(), Some(&Request::LoadRun(run)));
+    let v = app.runs.version();
+    app.runs.set_marked(0, true);
+    assert!(app.runs.version() > v);
+}
+
+#[test]
+fn compare_derives_its_rows_once_per_change_and_never_while_drawing() {
+    let (tmp, mut app) = finished_app();
+    press(&mut app, "5");
+    tmp.settle(&mut app);
+    assert_eq!(app.compared().len(), 3);
+    let n = app.compare.derivations();
+    for _ in 0..3 {
+        render(&app, 120, 36);
+    }
+    // Keys that change neither the runs nor the Runs cursor derive nothing either.
+    press(&mut app, "jjp");
+    assert_eq!(app.compare.derivations(), n);
+    // A mark does.
+    press(&mut app, "4 ");
+    assert_eq!(app.compare.derivations(), n + 1);
+    assert_eq!(app.compared().len(), 1);
 }

@@ -53,4 +53,59 @@ impl Selection {
     pub fn needs_scores(&self) -> bool {
         matches!(self, Selection::TopK { .. })
     }
+
+    /// The strategies the New run form cycles through, in its order (k is the form's own field).
+    pub fn form_choices() -> [Selection; 5] {
+        [
+            Selection::TopK {
+                k: 0,
+                by: ScoreMetric::ExactMatch,
+            },
+            Selection::TopK {
+                k: 0,
+                by: ScoreMetric::Loss,
+            },
+            Selection::Random { k: 0, seed: None },
+            Selection::Manual {
+                adapters: Vec::new(),
+            },
+            Selection::All,
+        ]
+    }
+
+    /// The strategy as a person reads it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Selection::TopK {
+                by: ScoreMetric::ExactMatch,
+                ..
+            } => "top-k by exact match",
+            Selection::TopK { .. } => "top-k by loss",
+            Selection::Random { .. } => "random",
+            Selection::Similar { .. } => "similar",
+            Selection::Manual { .. } => "manual (pool selection)",
+            Selection::All => "all",
+        }
+    }
+
+    /// How many adapters it picks, for the strategies that pick a number.
+    pub fn k(&self) -> Option<usize> {
+        match self {
+            Selection::TopK { k, .. }
+            | Selection::Random { k, .. }
+            | Selection::Similar { k, .. } => Some(*k),
+            Selection::Manual { .. } | Selection::All => None,
+        }
+    }
+
+    /// The same strategy picking `n` adapters (unchanged for those that pick no number).
+    pub fn with_k(mut self, n: usize) -> Selection {
+        if let Selection::TopK { k, .. }
+        | Selection::Random { k, .. }
+        | Selection::Similar { k, .. } = &mut self
+        {
+            *k = n;
+        }
+        self
+    }
 }

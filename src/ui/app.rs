@@ -3,7 +3,6 @@
 //! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
 //! with tensors, so every function can be tested without a terminal or an engine.
 
-use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,16 +11,18 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::form::{FieldId, Form};
 use super::keymap::{Action, Key, Keymap, Scope};
 use super::request::{Reply, Request, Resubmit};
+use super::runs::{RunList, RunView};
+use super::screen::compare::CompareScreen;
+use super::screen::help::HelpScreen;
+use super::screen::pool::PoolScreen;
+use super::screen::{Ctx, Nav, move_cursor};
 use super::theme::Theme;
-use super::watch::RunUpdate;
 use crate::engine::{Command, Event, RunId};
-use crate::pool::entry::{EntryStatus, PoolEntry, SortKey};
-use crate::pool::{Filter, PoolSource};
-use crate::process::host_name;
-use crate::run::record::{CurvePoint, RunRecord};
+use crate::pool::PoolSource;
+use crate::pool::entry::PoolEntry;
 use crate::run::spec::RunSpec;
-use crate::run::store::{RunState, RunSummary};
-use crate::slurm::SlurmJob;
+use crate::run::store::RunState;
+use crate::select::Selection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -54,359 +55,6 @@ impl Screen {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusFilter {
-    All,
-    Usable,
-    Rejected,
-    NotDownloaded,
-}
-
-impl StatusFilter {
-    pub fn name(self) -> &'static str {
-        match self {
-            StatusFilter::All => "all",
-            StatusFilter::Usable => "usable",
-            StatusFilter::Rejected => "rejected",
-            StatusFilter::NotDownloaded => "not downloaded",
-        }
-    }
-
-    fn next(self) -> Self {
-        match self {
-            StatusFilter::All => StatusFilter::Usable,
-            StatusFilter::Usable => StatusFilter::Rejected,
-            StatusFilter::Rejected => StatusFilter::NotDownloaded,
-            StatusFilter::NotDownloaded => StatusFilter::All,
-        }
-    }
-
-    fn keeps(self, s: &EntryStatus) -> bool {
-        match self {
-            StatusFilter::All => true,
-            StatusFilter::Usable => *s == EntryStatus::Usable,
-            StatusFilter::Rejected => matches!(s, EntryStatus::Rejected { .. }),
-            StatusFilter::NotDownloaded => *s == EntryStatus::NotDownloaded,
-        }
-    }
-}
-
-/// The Pool screen's state.
-#[derive(Debug, Clone)]
-pub struct PoolState {
-    pub entries: Vec<PoolEntry>,
-    /// Indexes into `entries` that pass search and filter, in sort order.
-    pub visible: Vec<usize>,
-    pub cursor: usize,
-    pub search: String,
-    pub searching: bool,
-    pub status: StatusFilter,
-    pub sort: SortKey,
-    pub selected: BTreeSet<String>,
-    /// Why the search, read as a filter expression, does not parse.
-    pub search_error: Option<String>,
-    /// Loading progress while the listing is read: (what, done, total).
-    pub loading: Option<(String, usize, usize)>,
-    pub error: Option<String>,
-    /// Hub downloads: id → state line.
-    pub downloads: Vec<(String, String)>,
-}
-
-impl PoolState {
-    fn new() -> Self {
-        PoolState {
-            entries: Vec::new(),
-            visible: Vec::new(),
-            cursor: 0,
-            search: String::new(),
-            searching: false,
-            status: StatusFilter::All,
-            sort: SortKey::Name,
-            selected: BTreeSet::new(),
-            search_error: None,
-            loading: Some(("reading the pool".into(), 0, 0)),
-            error: None,
-            downloads: Vec::new(),
-        }
-    }
-
-    /// Recomputes the visible rows, keeping the cursor on the same entry where it can.
-    pub fn refresh(&mut self) {
-        let current = self.visible.get(self.cursor).copied();
-        // A search with an operator is a filter expression (`rank<=16,modules=all`); anything
-        // else is text looked for in ids and model cards.
-        self.search_error = None;
-        let filter: Option<Filter> = if self.search.contains(['<', '>', '=', '~']) {
-            match self.search.parse() {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.search_error = Some(format!("{e}"));
-                    self.visible.clear();
-                    self.cursor = 0;
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let needle = self.search.to_lowercase();
-        let mut v: Vec<usize> = (0..self.entries.len())
-            .filter(|&i| {
-                let e = &self.entries[i];
-                self.status.keeps(&e.status)
-                    && match &filter {
-                        Some(f) => e.matches(f),
-                        None => {
-                            needle.is_empty()
-                                || e.id.to_lowercase().contains(&needle)
-                                || e.card
-                                    .as_deref()
-                                    .is_some_and(|c| c.to_lowercase().contains(&needle))
-                        }
-                    }
-            })
-            .collect();
-        let e = &self.entries;
-        v.sort_by(|&a, &b| crate::pool::entry::compare(&e[a], &e[b], self.sort));
-        self.cursor = current
-            .and_then(|c| v.iter().position(|&i| i == c))
-            .unwrap_or(0)
-            .min(v.len().saturating_sub(1));
-        self.visible = v;
-    }
-
-    pub fn current(&self) -> Option<&PoolEntry> {
-        self.visible.get(self.cursor).map(|&i| &self.entries[i])
-    }
-
-    pub fn usable(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.status == EntryStatus::Usable)
-            .count()
-    }
-}
-
-/// The current stage of a run: name, units done, units in all, and when it began.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub name: String,
-    pub done: usize,
-    pub total: usize,
-    pub began: Instant,
-    pub last: Instant,
-}
-
-impl Stage {
-    /// Seconds left at the pace so far.
-    pub fn eta(&self) -> Option<f64> {
-        if self.done == 0 {
-            return None;
-        }
-        let per = self.last.duration_since(self.began).as_secs_f64() / self.done as f64;
-        Some(per * self.total.saturating_sub(self.done) as f64)
-    }
-}
-
-/// Everything the UI knows of one run.
-#[derive(Debug, Clone)]
-pub struct RunView {
-    pub id: RunId,
-    pub label: String,
-    pub state: RunState,
-    pub submitted: String,
-    pub stage: Option<Stage>,
-    pub curve: Vec<CurvePoint>,
-    pub throughput: Option<f64>,
-    pub groups: Vec<String>,
-    pub columns: Vec<String>,
-    pub coefficients: Vec<(usize, Vec<Vec<f32>>)>,
-    pub log: VecDeque<String>,
-    pub record: Option<Box<RunRecord>>,
-    pub exact_match: Option<f64>,
-    pub loss: Option<f64>,
-    pub error: Option<String>,
-    pub marked: bool,
-    /// Whether the history (curve, record) was read from the store.
-    pub loaded: bool,
-    /// Whether this UI's own engine runs it (its events are the truth); other runs are followed
-    /// through the store.
-    pub local: bool,
-    /// Steps in its curve as the store last said (for a run whose curve is not loaded).
-    pub steps: usize,
-    /// Where another process runs it: host, process id, Slurm job and Slurm's state of that job.
-    pub host: String,
-    pub pid: u32,
-    pub slurm: Option<SlurmJob>,
-    pub slurm_state: Option<String>,
-    /// When its status last changed (RFC 3339).
-    pub updated: String,
-}
-
-impl RunView {
-    fn new(id: RunId, label: String, state: RunState) -> Self {
-        RunView {
-            id,
-            label,
-            state,
-            submitted: String::new(),
-            stage: None,
-            curve: Vec::new(),
-            throughput: None,
-            groups: Vec::new(),
-            columns: Vec::new(),
-            coefficients: Vec::new(),
-            log: VecDeque::new(),
-            record: None,
-            exact_match: None,
-            loss: None,
-            error: None,
-            marked: false,
-            loaded: false,
-            local: false,
-            steps: 0,
-            host: String::new(),
-            pid: 0,
-            slurm: None,
-            slurm_state: None,
-            updated: String::new(),
-        }
-    }
-
-    /// Whether another host, or Slurm, runs it.
-    pub fn remote(&self) -> bool {
-        self.slurm.is_some() || (!self.host.is_empty() && self.host != host_name())
-    }
-
-    /// Where it runs, for the Runs table: `host · slurm 12_3 RUNNING`.
-    pub fn place(&self) -> String {
-        let mut s = self.host.clone();
-        if let Some(j) = &self.slurm {
-            if !s.is_empty() {
-                s.push_str(" · ");
-            }
-            s.push_str(&format!("slurm {}", j.key()));
-            if let Some(state) = &self.slurm_state {
-                s.push(' ');
-                s.push_str(state);
-            }
-        }
-        s
-    }
-
-    pub fn from_summary(s: &RunSummary) -> Self {
-        let mut v = RunView::new(RunId(s.id.clone()), s.label.clone(), s.state);
-        v.submitted = s.submitted.clone();
-        v.exact_match = s.exact_match;
-        v.loss = s.loss;
-        v.error = s.error.clone();
-        v.steps = s.steps;
-        v.host = s.host.clone();
-        v.pid = s.pid;
-        v.slurm = s.slurm.clone();
-        v.updated = s.updated.clone();
-        v
-    }
-
-    /// Takes what the store says of a run another process writes.
-    fn follow(&mut self, u: RunUpdate, now: Instant) {
-        let s = u.summary;
-        let was_live = self.state.is_live();
-        self.state = s.state;
-        self.label = s.label;
-        self.submitted = s.submitted;
-        self.exact_match = s.exact_match.or(self.exact_match);
-        self.loss = s.loss.or(self.loss);
-        if self.error != s.error
-            && let Some(e) = &s.error
-        {
-            self.push_log(format!("failed: {e}"));
-        }
-        self.error = s.error;
-        self.steps = s.steps;
-        self.host = s.host;
-        self.pid = s.pid;
-        self.slurm = s.slurm;
-        self.updated = s.updated;
-        if self.slurm_state != u.slurm_state
-            && let Some(st) = &u.slurm_state
-        {
-            self.push_log(format!("slurm: {st}"));
-        }
-        self.slurm_state = u.slurm_state;
-        self.stage = match (s.stage, self.stage.take()) {
-            (Some(new), Some(mut old)) if old.name == new.name => {
-                if new.done != old.done {
-                    old.last = now;
-                }
-                old.done = new.done;
-                old.total = new.total;
-                Some(old)
-            }
-            (Some(new), _) => {
-                self.push_log(format!("{} ({})", new.name, new.total));
-                Some(Stage {
-                    name: new.name,
-                    done: new.done,
-                    total: new.total,
-                    began: now,
-                    last: now,
-                })
-            }
-            (None, _) => None,
-        };
-        for p in u.points {
-            if self.curve.last().is_some_and(|q| q.step >= p.step) {
-                self.curve.retain(|q| q.step < p.step);
-            }
-            if let Some(v) = p.val_loss {
-                self.push_log(format!(
-                    "step {} train {:.4} val {v:.4}",
-                    p.step, p.train_loss
-                ));
-            }
-            self.curve.push(p);
-        }
-        // A run that just ended has a record (curve, coefficients, examples).
-        if was_live && !self.state.is_live() {
-            self.loaded = false;
-            self.push_log(self.state.name().to_string());
-        }
-        if let Some(r) = u.record {
-            self.set_record(*r);
-        }
-    }
-
-    /// Takes a finished run's record: metrics, curve and coefficients.
-    pub fn set_record(&mut self, r: RunRecord) {
-        self.exact_match = Some(r.metrics.exact_match.mean);
-        self.loss = Some(r.metrics.loss.mean);
-        if self.curve.len() < r.curve.len() {
-            self.curve = r.curve.clone();
-        }
-        if let Some(c) = &r.coefficients {
-            self.groups = c.groups.clone();
-            self.columns = c.columns.clone();
-        }
-        if self.coefficients.len() < r.coefficient_curve.len() {
-            self.coefficients = r
-                .coefficient_curve
-                .iter()
-                .map(|s| (s.step, s.values.clone()))
-                .collect();
-        }
-        self.record = Some(Box::new(r));
-        self.loaded = true;
-    }
-
-    fn push_log(&mut self, line: String) {
-        if self.log.len() == 200 {
-            self.log.pop_front();
-        }
-        self.log.push_back(line);
-    }
-}
-
 /// A question waiting for y/n.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirm {
@@ -425,19 +73,17 @@ pub struct Context {
 
 pub struct App {
     pub screen: Screen,
-    help_from: Screen,
-    pub help_scroll: u16,
+    pub help: HelpScreen,
     pub theme: Theme,
     pub keymap: Keymap,
     pub context: Context,
-    pub pool: PoolState,
+    pub pool: PoolScreen,
     pub form: Form,
-    pub runs: Vec<RunView>,
+    pub runs: RunList,
     pub runs_cursor: usize,
     /// The run shown on Live.
     pub live: usize,
-    pub compare_cursor: usize,
-    pub pair: usize,
+    pub compare: CompareScreen,
     pub message: Option<String>,
     pub confirm: Option<Confirm>,
     pub quit: bool,
@@ -453,18 +99,16 @@ impl App {
     pub fn new(theme: Theme, keymap: Keymap, context: Context, tasks: Vec<String>) -> App {
         App {
             screen: Screen::Pool,
-            help_from: Screen::Pool,
-            help_scroll: 0,
+            help: HelpScreen::new(),
             theme,
             keymap,
             context,
-            pool: PoolState::new(),
+            pool: PoolScreen::new(),
             form: Form::new(tasks),
-            runs: Vec::new(),
+            runs: RunList::default(),
             runs_cursor: 0,
             live: 0,
-            compare_cursor: 0,
-            pair: 0,
+            compare: CompareScreen::default(),
             message: None,
             confirm: None,
             quit: false,
@@ -475,37 +119,19 @@ impl App {
         }
     }
 
-    /// Takes the store's history (the answer to [`Request::ListRuns`]) ahead of the runs that
-    /// engine events or the watcher brought in meanwhile.
-    fn set_history(&mut self, summaries: Vec<RunSummary>) {
-        let mut runs: Vec<RunView> = summaries
-            .iter()
-            .filter(|s| !self.runs.iter().any(|r| r.id.0 == s.id))
-            .map(RunView::from_summary)
-            .collect();
-        runs.append(&mut self.runs);
-        self.runs = runs;
-        self.live = self.runs.len().saturating_sub(1);
-        self.runs_cursor = self.live;
-    }
-
     pub fn set_pool(&mut self, entries: Vec<PoolEntry>) {
-        self.pool.entries = entries;
-        self.pool.loading = None;
-        self.pool.refresh();
+        self.pool.set_entries(entries);
         self.form.pool_size = Some(self.pool.usable());
     }
 
     /// The screen the help was opened from.
     pub fn help_from(&self) -> Screen {
-        self.help_from
+        self.help.from
     }
 
     /// The run this UI's engine has in flight.
     pub fn running(&self) -> Option<&RunView> {
-        self.runs
-            .iter()
-            .find(|r| r.local && r.state == RunState::Running)
+        self.runs.running()
     }
 
     pub fn live_run(&self) -> Option<&RunView> {
@@ -514,6 +140,11 @@ impl App {
 
     /// Takes what the worker, the pool listing or the store watcher tell the UI.
     pub fn on_reply(&mut self, r: Reply) {
+        self.reply(r);
+        self.refresh_compare();
+    }
+
+    fn reply(&mut self, r: Reply) {
         match r {
             Reply::PoolProgress(what, d, n) => self.pool.loading = Some((what, d, n)),
             Reply::Pool(Ok(entries)) => self.set_pool(entries),
@@ -521,16 +152,19 @@ impl App {
                 self.pool.loading = None;
                 self.pool.error = Some(format!("cannot list the pool: {e}"));
             }
-            Reply::Download { id, line, entry } => self.on_download(&id, line, entry.map(|e| *e)),
-            Reply::Message(line) => self.message = Some(line),
-            Reply::Store(updates) => self.on_watch(updates),
-            Reply::Record(id, record) => self.on_record(&id, *record),
-            Reply::Curve(id, curve) => {
-                if let Some(i) = self.index_of(&id) {
-                    self.runs[i].curve = curve;
-                }
+            Reply::Download { id, line, entry } => {
+                self.message = Some(self.pool.on_download(&id, line, entry.map(|e| *e)));
+                self.form.pool_size = Some(self.pool.usable());
             }
-            Reply::Runs(summaries) => self.set_history(summaries),
+            Reply::Message(line) => self.message = Some(line),
+            Reply::Store(updates) => self.runs.on_watch(updates),
+            Reply::Record(id, record) => self.runs.on_record(&id, *record),
+            Reply::Curve(id, curve) => self.runs.on_curve(&id, curve),
+            Reply::Runs(summaries) => {
+                self.runs.set_history(summaries);
+                self.live = self.runs.len().saturating_sub(1);
+                self.runs_cursor = self.live;
+            }
             Reply::Spec { then, spec, .. } => match spec {
                 Ok(spec) => self.resubmit(then, *spec),
                 Err(e) => self.message = Some(format!("no spec for this run: {e}")),
@@ -545,47 +179,12 @@ impl App {
         }
     }
 
-    /// Takes a finished run's record, read for it by the worker.
-    pub fn on_record(&mut self, id: &RunId, record: RunRecord) {
-        if let Some(i) = self.index_of(id) {
-            self.runs[i].set_record(record);
-        }
-    }
-
-    /// Takes the watcher's news of runs that other processes write; runs of this UI's own engine
-    /// keep following its events.
-    pub fn on_watch(&mut self, updates: Vec<RunUpdate>) {
-        let now = Instant::now();
-        for u in updates {
-            match self.index_of(&RunId(u.summary.id.clone())) {
-                Some(i) if self.runs[i].local => {}
-                Some(i) => self.runs[i].follow(u, now),
-                None => {
-                    let mut v = RunView::from_summary(&u.summary);
-                    v.follow(u, now);
-                    v.loaded = false;
-                    v.log.clear();
-                    self.runs.push(v);
-                }
-            }
-        }
-    }
-
-    fn index_of(&self, id: &RunId) -> Option<usize> {
-        self.runs.iter().position(|r| r.id == *id)
-    }
-
     /// Asks for a run's record or curve once, when a screen needs it; `loaded` is set at once
     /// so it is asked only once.
     pub fn ensure_loaded(&mut self, i: usize) {
-        let Some(run) = self.runs.get_mut(i) else {
-            return;
-        };
-        if run.loaded || run.state.is_live() {
-            return;
+        if let Some(id) = self.runs.to_load(i) {
+            self.outbox.push(Request::LoadRun(id));
         }
-        run.loaded = true;
-        self.outbox.push(Request::LoadRun(run.id.clone()));
     }
 
     /// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
@@ -638,33 +237,12 @@ impl App {
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
-        let now = Instant::now();
-        if let Some(id) = e.run().cloned()
-            && self.index_of(&id).is_none()
-        {
-            let label = match &e {
-                Event::Queued { label, .. } | Event::Started { label, .. } => label.clone(),
-                _ => id.0.clone(),
-            };
-            let mut v = RunView::new(id.clone(), label, RunState::Queued);
-            v.local = true;
-            v.host = host_name();
-            self.runs.push(v);
-        }
-        let i = e.run().and_then(|id| self.index_of(id));
-        if let Some(i) = i {
-            // The watcher may have seen the folder first; the engine's events are the truth.
-            self.runs[i].local = true;
-        }
+        self.engine_event(e);
+        self.refresh_compare();
+    }
+
+    fn engine_event(&mut self, e: Event) {
         match e {
-            Event::Queued { ticket, .. } => {
-                let i = i.expect("added above");
-                if ticket != 0 && self.pending == Some(ticket) {
-                    self.pending = None;
-                    self.live = i;
-                    self.runs_cursor = i;
-                }
-            }
             Event::Rejected {
                 ticket,
                 label,
@@ -676,7 +254,7 @@ impl App {
                 self.message = Some(format!("cannot queue {label}: {error}"));
             }
             Event::Deleted { run } => {
-                self.runs.retain(|r| r.id != run);
+                self.runs.remove(&run);
                 self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
                 self.live = self.live.min(self.runs.len().saturating_sub(1));
                 self.message = Some(format!("deleted {run}"));
@@ -696,92 +274,7 @@ impl App {
             Event::ExportFailed { run, error } => {
                 self.message = Some(format!("cannot export {run}: {error}"))
             }
-            Event::Started { .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Running;
-                r.push_log("started".into());
-            }
-            Event::Stage { name, total, .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.push_log(format!("{name} ({total})"));
-                r.stage = Some(Stage {
-                    name,
-                    done: 0,
-                    total,
-                    began: now,
-                    last: now,
-                });
-            }
-            Event::Advance { done, .. } => {
-                if let Some(s) = &mut self.runs[i.expect("added above")].stage {
-                    s.done = done;
-                    s.last = now;
-                }
-            }
-            Event::Progress {
-                step,
-                train_loss,
-                val_loss,
-                throughput,
-                ..
-            } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.throughput = Some(throughput);
-                if r.curve.last().is_some_and(|p| p.step >= step) {
-                    r.curve.retain(|p| p.step < step);
-                }
-                r.curve.push(CurvePoint {
-                    step,
-                    train_loss,
-                    val_loss,
-                });
-                if let Some(v) = val_loss {
-                    r.push_log(format!("step {step} train {train_loss:.4} val {v:.4}"));
-                }
-            }
-            Event::Layout {
-                groups, columns, ..
-            } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.groups = groups;
-                r.columns = columns;
-            }
-            Event::Coefficients { step, values, .. } => {
-                self.runs[i.expect("added above")]
-                    .coefficients
-                    .push((step, values));
-            }
-            Event::Log { line, .. } => match i {
-                Some(i) => self.runs[i].push_log(line),
-                None => self.message = Some(line),
-            },
-            Event::Finished {
-                exact_match, loss, ..
-            } => {
-                let i = i.expect("added above");
-                let r = &mut self.runs[i];
-                r.state = RunState::Finished;
-                r.stage = None;
-                r.exact_match = Some(exact_match);
-                r.loss = Some(loss);
-                r.push_log(format!(
-                    "finished: exact match {exact_match:.3}, loss {loss:.4}"
-                ));
-                self.outbox.push(Request::LoadRun(r.id.clone()));
-            }
-            Event::Failed { error, .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Failed;
-                r.stage = None;
-                r.push_log(format!("failed: {error}"));
-                r.error = Some(error);
-            }
-            Event::Cancelled { .. } => {
-                let r = &mut self.runs[i.expect("added above")];
-                r.state = RunState::Cancelled;
-                r.stage = None;
-                r.push_log("cancelled".into());
-            }
+            Event::Log { run: None, line } => self.message = Some(line),
             Event::PoolLoaded {
                 source,
                 usable,
@@ -812,12 +305,36 @@ impl App {
                 self.engine_stopped = true;
                 self.message = Some("the engine stopped".into());
             }
+            e => {
+                let ticket = match &e {
+                    Event::Queued { ticket, .. } => Some(*ticket),
+                    _ => None,
+                };
+                let finished = matches!(e, Event::Finished { .. });
+                let Some(i) = self.runs.on_event(e, Instant::now()) else {
+                    return;
+                };
+                if ticket.is_some_and(|t| t != 0) && ticket == self.pending {
+                    self.pending = None;
+                    self.live = i;
+                    self.runs_cursor = i;
+                }
+                // A run that just ended has a record (examples, coefficients) to read.
+                if finished {
+                    self.outbox.push(Request::LoadRun(self.runs[i].id.clone()));
+                }
+            }
         }
     }
 
     // ---- keys ----
 
     pub fn on_key(&mut self, e: KeyEvent) {
+        self.key(e);
+        self.refresh_compare();
+    }
+
+    fn key(&mut self, e: KeyEvent) {
         if e.kind != ratatui::crossterm::event::KeyEventKind::Press {
             return;
         }
@@ -834,20 +351,13 @@ impl App {
             return;
         }
         if self.screen == Screen::Help {
-            match e.code {
-                KeyCode::Down | KeyCode::Char('j') => self.help_scroll += 1,
-                KeyCode::Up | KeyCode::Char('k') => {
-                    self.help_scroll = self.help_scroll.saturating_sub(1)
-                }
-                KeyCode::PageDown => self.help_scroll += 10,
-                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
-                _ => self.screen = self.help_from,
+            if let Some(back) = self.help.key(e) {
+                self.screen = back;
             }
             return;
         }
         // Text entry takes every key but enter and esc.
-        if self.pool.searching {
-            self.search_key(e);
+        if self.pool.text_key(e) {
             return;
         }
         if self.form.editing.is_some() {
@@ -860,24 +370,6 @@ impl App {
         };
         self.message = None;
         self.act(action);
-    }
-
-    fn search_key(&mut self, e: KeyEvent) {
-        match e.code {
-            KeyCode::Enter => self.pool.searching = false,
-            KeyCode::Esc => {
-                self.pool.searching = false;
-                self.pool.search.clear();
-            }
-            KeyCode::Backspace => {
-                self.pool.search.pop();
-            }
-            KeyCode::Char(c) if !e.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.pool.search.push(c)
-            }
-            _ => return,
-        }
-        self.pool.refresh();
     }
 
     fn edit_key(&mut self, e: KeyEvent) {
@@ -902,7 +394,8 @@ impl App {
         match s {
             Screen::Live => self.ensure_loaded(self.live),
             Screen::Compare => {
-                for i in self.compared() {
+                self.refresh_compare();
+                for i in self.compared().to_vec() {
                     self.ensure_loaded(i);
                 }
             }
@@ -922,8 +415,7 @@ impl App {
                 return;
             }
             Action::Help => {
-                self.help_from = self.screen;
-                self.help_scroll = 0;
+                self.help.open(self.screen);
                 self.screen = Screen::Help;
                 return;
             }
@@ -949,7 +441,21 @@ impl App {
             _ => {}
         }
         match self.screen {
-            Screen::Pool => self.pool_action(a),
+            Screen::Pool => {
+                let mut cx = Ctx {
+                    outbox: &mut self.outbox,
+                    message: &mut self.message,
+                };
+                if let Some(Nav::NewRunWith(picks)) = self.pool.on_action(a, &mut cx) {
+                    if !picks.is_empty() {
+                        self.form.manual = picks;
+                        self.form.selection = Selection::Manual {
+                            adapters: Vec::new(),
+                        };
+                    }
+                    self.go(Screen::NewRun);
+                }
+            }
             Screen::NewRun => self.form_action(a),
             Screen::Live => self.live_action(a),
             Screen::Runs => self.runs_action(a),
@@ -958,99 +464,9 @@ impl App {
         }
     }
 
-    /// Moves a cursor over `n` rows; `page` rows per page.
-    fn move_cursor(cursor: &mut usize, n: usize, a: Action, page: usize) -> bool {
-        if n == 0 {
-            return false;
-        }
-        let c = *cursor;
-        *cursor = match a {
-            Action::Up => c.saturating_sub(1),
-            Action::Down => (c + 1).min(n - 1),
-            Action::PageUp => c.saturating_sub(page),
-            Action::PageDown => (c + page).min(n - 1),
-            Action::Top => 0,
-            Action::Bottom => n - 1,
-            _ => return false,
-        };
-        true
-    }
-
-    fn pool_action(&mut self, a: Action) {
-        let n = self.pool.visible.len();
-        if Self::move_cursor(&mut self.pool.cursor, n, a, 10) {
-            return;
-        }
-        match a {
-            Action::Search => self.pool.searching = true,
-            Action::Back => {
-                self.pool.search.clear();
-                self.pool.refresh();
-            }
-            Action::Select => {
-                if let Some(e) = self.pool.current() {
-                    if e.status != EntryStatus::Usable {
-                        self.message =
-                            Some(format!("{} is not usable; it cannot be selected", e.id));
-                        return;
-                    }
-                    let id = e.id.clone();
-                    if !self.pool.selected.remove(&id) {
-                        self.pool.selected.insert(id);
-                    }
-                    Self::move_cursor(&mut self.pool.cursor, n, Action::Down, 1);
-                }
-            }
-            Action::CycleStatus => {
-                self.pool.status = self.pool.status.next();
-                self.pool.refresh();
-            }
-            Action::CycleSort => {
-                self.pool.sort = self.pool.sort.next();
-                self.pool.refresh();
-            }
-            Action::ClearSelection => self.pool.selected.clear(),
-            Action::NewRunWithSelection => {
-                if !self.pool.selected.is_empty() {
-                    self.form.manual = self.pool.selected.iter().cloned().collect();
-                    self.form.strategy = 3;
-                }
-                self.go(Screen::NewRun);
-            }
-            Action::Download => match self.pool.current() {
-                Some(e) if e.status == EntryStatus::NotDownloaded && e.source == "hub" => {
-                    let id = e.id.clone();
-                    self.pool.downloads.push((id.clone(), "queued".into()));
-                    self.outbox.push(Request::Download(id.clone()));
-                    self.message = Some(format!("downloading {id}…"));
-                }
-                Some(e) => {
-                    self.message = Some(format!("{} is already on disk", e.id));
-                }
-                None => {}
-            },
-            _ => {}
-        }
-    }
-
-    /// A download's progress or end, from the app loop.
-    pub fn on_download(&mut self, id: &str, line: String, entry: Option<PoolEntry>) {
-        if let Some(d) = self.pool.downloads.iter_mut().find(|(i, _)| i == id) {
-            d.1 = line.clone();
-        }
-        if let Some(new) = entry
-            && let Some(e) = self.pool.entries.iter_mut().find(|e| e.id == id)
-        {
-            *e = new;
-            self.pool.refresh();
-            self.form.pool_size = Some(self.pool.usable());
-        }
-        self.message = Some(format!("{id}: {line}"));
-    }
-
     fn form_action(&mut self, a: Action) {
         let n = super::form::FIELDS.len();
-        if Self::move_cursor(&mut self.form.cursor, n, a, 5) {
+        if move_cursor(&mut self.form.cursor, n, a, 5) {
             return;
         }
         match a {
@@ -1177,7 +593,7 @@ impl App {
 
     fn runs_action(&mut self, a: Action) {
         let n = self.runs.len();
-        if Self::move_cursor(&mut self.runs_cursor, n, a, 10) {
+        if move_cursor(&mut self.runs_cursor, n, a, 10) {
             return;
         }
         let i = self.runs_cursor;
@@ -1188,8 +604,8 @@ impl App {
                 self.go(Screen::Live);
             }
             Action::Select => {
-                self.runs[i].marked = !self.runs[i].marked;
-                Self::move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
+                self.runs.set_marked(i, !self.runs[i].marked);
+                move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
             }
             Action::Cancel => self.cancel(i),
             Action::Retry => self.resubmit_run(i, Resubmit::Retry),
@@ -1210,36 +626,31 @@ impl App {
         }
     }
 
-    /// The runs on Compare: the marked ones, else every finished run on the task of the run
-    /// under the Runs cursor (the run with its controls).
-    pub fn compared(&self) -> Vec<usize> {
-        let marked: Vec<usize> = (0..self.runs.len())
-            .filter(|&i| self.runs[i].marked)
-            .collect();
-        if !marked.is_empty() {
-            return marked;
-        }
-        let Some(anchor) = self.runs.get(self.runs_cursor).or(self.runs.last()) else {
-            return Vec::new();
-        };
-        let task = anchor.label.split(" / ").next().unwrap_or("").to_string();
-        (0..self.runs.len())
-            .filter(|&i| {
-                let r = &self.runs[i];
-                r.state == RunState::Finished && r.label.split(" / ").next() == Some(task.as_str())
-            })
-            .collect()
+    /// The runs on Compare, as of the last update.
+    pub fn compared(&self) -> &[usize] {
+        self.compare.rows()
+    }
+
+    /// The pair of compared runs whose examples are diffed.
+    pub fn diff_pair(&self) -> Option<(usize, usize)> {
+        self.compare.diff_pair()
+    }
+
+    /// Brings Compare's rows up to date with the runs; after every update, so drawing never
+    /// derives them.
+    fn refresh_compare(&mut self) {
+        self.compare.refresh(&self.runs, self.runs_cursor);
     }
 
     fn compare_action(&mut self, a: Action) {
-        let rows = self.compared();
-        if Self::move_cursor(&mut self.compare_cursor, rows.len(), a, 5) {
+        let rows = self.compared().to_vec();
+        if move_cursor(&mut self.compare.cursor, rows.len(), a, 5) {
             return;
         }
         match a {
-            Action::SwitchPair => self.pair += 1,
+            Action::SwitchPair => self.compare.pair += 1,
             Action::Enter => {
-                if let Some(&i) = rows.get(self.compare_cursor) {
+                if let Some(&i) = rows.get(self.compare.cursor) {
                     self.live = i;
                     self.go(Screen::Live);
                 }
@@ -1252,46 +663,5 @@ impl App {
     fn export_table(&mut self, rows: &[usize]) {
         let (md, csv) = super::render::compare::table_text(self, rows);
         self.outbox.push(Request::WriteTable { md, csv });
-    }
-
-    /// The pair of compared runs whose examples are diffed.
-    pub fn diff_pair(&self) -> Option<(usize, usize)> {
-        let rows = self.with_examples();
-        // Only runs answering the same test examples pair up (the same task and split).
-        let same = |a: usize, b: usize| {
-            let (ra, rb) = (&self.runs[a].record, &self.runs[b].record);
-            let (Some(ra), Some(rb)) = (ra, rb) else {
-                return false;
-            };
-            ra.task.name == rb.task.name
-                && ra.examples.len() == rb.examples.len()
-                && ra
-                    .examples
-                    .iter()
-                    .zip(&rb.examples)
-                    .all(|(x, y)| x.prompt == y.prompt)
-        };
-        let rows = &rows;
-        let pairs: Vec<(usize, usize)> = (0..rows.len())
-            .flat_map(|a| (a + 1..rows.len()).map(move |b| (rows[a], rows[b])))
-            .filter(|&(a, b)| same(a, b))
-            .collect();
-        if pairs.is_empty() {
-            return None;
-        }
-        Some(pairs[self.pair % pairs.len()])
-    }
-
-    /// The compared runs whose records hold per-example results.
-    pub fn with_examples(&self) -> Vec<usize> {
-        self.compared()
-            .into_iter()
-            .filter(|&i| {
-                self.runs[i]
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| !r.examples.is_empty())
-            })
-            .collect()
     }
 }

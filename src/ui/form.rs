@@ -9,15 +9,8 @@ use serde_json::json;
 use crate::adapter::random::RandomInit;
 use crate::pool::PoolSource;
 use crate::run::spec::{ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec};
-use crate::select::{ScoreMetric, Selection};
+use crate::select::Selection;
 
-pub const STRATEGIES: [&str; 5] = [
-    "top-k by exact match",
-    "top-k by loss",
-    "random",
-    "manual (pool selection)",
-    "all",
-];
 pub const METHODS: [&str; 12] = [
     "gradient",
     "lorahub",
@@ -78,7 +71,8 @@ pub struct Form {
     pub task: String,
     /// Lab task names offered by ←/→ on the task field.
     pub tasks: Vec<String>,
-    pub strategy: usize,
+    /// The selection strategy; its k is the `k` text field until `specs` parses it.
+    pub selection: Selection,
     pub k: String,
     pub method: usize,
     pub steps: String,
@@ -109,7 +103,7 @@ impl Form {
             editing: None,
             task,
             tasks,
-            strategy: 0,
+            selection: Selection::form_choices()[0].clone(),
             k: "30".into(),
             method: 0,
             steps: "100".into(),
@@ -144,7 +138,7 @@ impl Form {
             FieldId::Strategy | FieldId::PoolKind | FieldId::Oracle | FieldId::TwinRandom => {
                 self.uses_pool()
             }
-            FieldId::K => self.uses_pool() && matches!(self.strategy, 0..=2),
+            FieldId::K => self.uses_pool() && self.selection.k().is_some(),
             FieldId::Steps => matches!(self.method_name(), "gradient" | "lorahub" | "new-lora"),
             FieldId::Granularity => self.method_name() == "gradient",
             _ => true,
@@ -178,9 +172,9 @@ impl Form {
         let check = |b: bool| if b { "[x]" } else { "[ ]" }.to_string();
         match f {
             FieldId::Task => self.task.clone(),
-            FieldId::Strategy => match self.strategy {
-                3 => format!("manual ({} selected)", self.manual.len()),
-                s => STRATEGIES[s].to_string(),
+            FieldId::Strategy => match &self.selection {
+                Selection::Manual { .. } => format!("manual ({} selected)", self.manual.len()),
+                s => s.describe().to_string(),
             },
             FieldId::K => self.k.clone(),
             FieldId::Method => self.method_name().to_string(),
@@ -227,7 +221,15 @@ impl Form {
                 };
                 self.task = self.tasks[next].clone();
             }
-            FieldId::Strategy => self.strategy = step(self.strategy, STRATEGIES.len()),
+            FieldId::Strategy => {
+                let choices = Selection::form_choices();
+                let now = self.selection.describe();
+                // A strategy the form does not offer (similar, from a spec) steps to the first.
+                self.selection = match choices.iter().position(|c| c.describe() == now) {
+                    Some(i) => choices[step(i, choices.len())].clone(),
+                    None => choices[0].clone(),
+                };
+            }
             FieldId::Method => {
                 self.method = step(self.method, METHODS.len());
                 self.steps = match self.method_name() {
@@ -292,8 +294,9 @@ impl Form {
                 let n = self.pool_size?;
                 (k > n).then(|| format!("the pool has {n} usable adapters"))
             }),
-            FieldId::Strategy => (self.strategy == 3 && self.manual.is_empty())
-                .then(|| "select adapters on the Pool screen (space)".into()),
+            FieldId::Strategy => (matches!(self.selection, Selection::Manual { .. })
+                && self.manual.is_empty())
+            .then(|| "select adapters on the Pool screen (space)".into()),
             FieldId::Steps => positive(&self.steps),
             FieldId::Seed => self
                 .seed
@@ -352,20 +355,11 @@ impl Form {
         let k: usize = self.k.parse().unwrap_or(1);
         let steps: usize = self.steps.parse().unwrap_or(1);
         let seed: u64 = self.seed.parse().unwrap_or(0);
-        let selection = match self.strategy {
-            0 => Selection::TopK {
-                k,
-                by: ScoreMetric::ExactMatch,
-            },
-            1 => Selection::TopK {
-                k,
-                by: ScoreMetric::Loss,
-            },
-            2 => Selection::Random { k, seed: None },
-            3 => Selection::Manual {
+        let selection = match &self.selection {
+            Selection::Manual { .. } => Selection::Manual {
                 adapters: self.manual.clone(),
             },
-            _ => Selection::All,
+            s => s.clone().with_k(k),
         };
         let main = RunSpec {
             name: String::new(),
@@ -419,22 +413,11 @@ impl Form {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
         }
-        let (strategy, k) = match &spec.selection {
-            Selection::TopK {
-                k,
-                by: ScoreMetric::ExactMatch,
-            } => (0, Some(*k)),
-            Selection::TopK { k, .. } => (1, Some(*k)),
-            Selection::Random { k, .. } => (2, Some(*k)),
-            Selection::Manual { adapters } => {
-                self.manual = adapters.clone();
-                (3, None)
-            }
-            Selection::Similar { k, .. } => (0, Some(*k)),
-            Selection::All => (4, None),
-        };
-        self.strategy = strategy;
-        if let Some(k) = k {
+        self.selection = spec.selection.clone();
+        if let Selection::Manual { adapters } = &spec.selection {
+            self.manual = adapters.clone();
+        }
+        if let Some(k) = spec.selection.k() {
             self.k = k.to_string();
         }
         self.method = METHODS
@@ -463,6 +446,7 @@ impl Form {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::select::ScoreMetric;
 
     fn form() -> Form {
         let mut f = Form::new(vec!["caesar-5".into(), "table-m".into()]);
@@ -506,7 +490,9 @@ mod tests {
         f.k = "x".into();
         assert_eq!(f.problem(FieldId::K).unwrap(), "a whole number ≥ 1");
         f.k = "5".into();
-        f.strategy = 3;
+        f.selection = Selection::Manual {
+            adapters: Vec::new(),
+        };
         assert_eq!(
             f.problem(FieldId::Strategy).unwrap(),
             "select adapters on the Pool screen (space)"
@@ -523,12 +509,27 @@ mod tests {
         let mut f = form();
         f.method = 1;
         f.steps = "64".into();
-        f.strategy = 2;
+        f.selection = Selection::Random { k: 0, seed: None };
         f.k = "7".into();
         f.seed = "3".into();
         let spec = f.specs("lab", &PoolSource::Lab).unwrap().remove(0);
         let mut g = form();
         g.load_spec(&spec);
         assert_eq!(g.specs("lab", &PoolSource::Lab).unwrap()[0], spec);
+        // A strategy the form does not offer survives a load and a save.
+        let similar = Selection::Similar {
+            to: "caesar-4".into(),
+            k: 5,
+        };
+        let mut h = form();
+        h.load_spec(&RunSpec {
+            selection: similar.clone(),
+            ..spec
+        });
+        assert_eq!(h.value(FieldId::K), "5");
+        assert_eq!(
+            h.specs("lab", &PoolSource::Lab).unwrap()[0].selection,
+            similar
+        );
     }
 }

@@ -10,7 +10,8 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{block, note, short};
 use crate::run::spec::MethodSpec;
-use crate::ui::app::{App, RunView};
+use crate::ui::app::App;
+use crate::ui::runs::RunView;
 
 /// The task shared by the runs' labels, if they share one.
 fn common_task(app: &App, rows: &[usize]) -> Option<String> {
@@ -54,7 +55,7 @@ pub fn bar(v: f64, width: usize) -> String {
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let rows = app.compared();
-    let task = common_task(app, &rows);
+    let task = common_task(app, rows);
     let n_test = rows
         .iter()
         .find_map(|&i| app.runs[i].record.as_ref().map(|r| r.task.test));
@@ -80,7 +81,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let table_h = (rows.len() as u16 + 3).min(area.height / 2).max(5);
     let [top, bottom] =
         Layout::vertical([Constraint::Length(table_h), Constraint::Min(3)]).areas(area);
-    let base = base_exact(app, &rows);
+    let base = base_exact(app, rows);
     let bar_w = (top.width as usize).saturating_sub(70).clamp(8, 40);
     let table_rows: Vec<Row> = rows
         .iter()
@@ -115,7 +116,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(delta),
                 Cell::from(Span::styled(bar(mean, bar_w), t.fg(t.bar))),
             ]);
-            if k == app.compare_cursor {
+            if k == app.compare.cursor {
                 row.style(t.highlight())
             } else {
                 row
@@ -146,7 +147,7 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
         let bl = block(app, " examples ");
         let inner = bl.inner(area);
         f.render_widget(bl, area);
-        let why = if app.with_examples().len() < 2 {
+        let why = if app.compare.with_examples().len() < 2 {
             "two finished runs with per-example results are needed for a diff"
         } else {
             "these runs answer different test examples (other tasks or splits); mark runs of one task on Runs to see where they differ"

@@ -57,7 +57,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let most = lines.len().saturating_sub(height * cols);
     let lines: Vec<Line> = lines
         .into_iter()
-        .skip((app.help_scroll as usize).min(most))
+        .skip((app.help.scroll as usize).min(most))
         .collect();
     let areas = ratatui::layout::Layout::horizontal(vec![Constraint::Fill(1); cols]).split(inner);
     for (c, chunk) in lines.chunks(height).take(cols).enumerate() {

@@ -11,7 +11,8 @@ use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LineGauge, Paragr
 
 use super::{block, clock, note, short, state_style};
 use crate::run::store::RunState;
-use crate::ui::app::{App, RunView};
+use crate::ui::app::App;
+use crate::ui::runs::RunView;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let Some(run) = app.live_run() else {

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
 use super::{block, note, state_style};
-use crate::ui::app::RunView;
+use crate::ui::runs::RunView;
 
 /// Slurm states that ended badly in the warning colour, the rest dim.
 fn slurm_style(app: &App, r: &RunView) -> ratatui::style::Style {
@@ -58,7 +58,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let end = (start + height).min(app.runs.len());
     // Where each run runs, when some run is another host's or Slurm's.
     let places = app.runs.iter().any(|r| r.remote());
-    let progress_of = |r: &crate::ui::app::RunView| match (&r.stage, r.curve.last()) {
+    let progress_of = |r: &crate::ui::runs::RunView| match (&r.stage, r.curve.last()) {
         (Some(s), _) => format!("{} {}/{}", s.name, s.done, s.total),
         (None, Some(p)) => format!("step {}", p.step),
         // A run not opened yet: the step count its summary gave.
@@ -66,7 +66,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         (None, None) => String::new(),
     };
     let shown = &app.runs[start..end];
-    let widest = |f: &dyn Fn(&crate::ui::app::RunView) -> usize| shown.iter().map(f).max();
+    let widest = |f: &dyn Fn(&crate::ui::runs::RunView) -> usize| shown.iter().map(f).max();
     let progress_width = widest(&|r| progress_of(r).chars().count())
         .unwrap_or(0)
         .clamp(8, 30);
