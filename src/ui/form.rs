@@ -8,22 +8,25 @@ use serde_json::json;
 
 use crate::adapter::random::RandomInit;
 use crate::pool::PoolSource;
+use crate::run::method::MethodKind;
 use crate::run::spec::{ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec};
 use crate::select::Selection;
 
-pub const METHODS: [&str; 12] = [
-    "gradient",
-    "lorahub",
-    "average",
-    "ties",
-    "task-arithmetic",
-    "dare",
-    "tsv",
-    "svd",
-    "lorahub-sum",
-    "sum",
-    "new-lora",
-    "base",
+/// The method kinds in the order the form cycles through them (the recipe first, the controls
+/// last); the kinds and their names are `run::method::MethodKind`'s.
+pub const METHODS: [MethodKind; 12] = [
+    MethodKind::Gradient,
+    MethodKind::Lorahub,
+    MethodKind::Average,
+    MethodKind::Ties,
+    MethodKind::TaskArithmetic,
+    MethodKind::Dare,
+    MethodKind::Tsv,
+    MethodKind::Svd,
+    MethodKind::LorahubSum,
+    MethodKind::Sum,
+    MethodKind::NewLora,
+    MethodKind::Base,
 ];
 pub const GRANULARITIES: [&str; 5] = ["module", "layer", "sublayer", "lora", "rank"];
 pub const POOLS: [&str; 2] = ["real", "random-init"];
@@ -125,7 +128,7 @@ impl Form {
     }
 
     pub fn method_name(&self) -> &'static str {
-        METHODS[self.method]
+        METHODS[self.method].name()
     }
 
     fn uses_pool(&self) -> bool {
@@ -422,7 +425,7 @@ impl Form {
         }
         self.method = METHODS
             .iter()
-            .position(|m| *m == spec.method.name())
+            .position(|&m| m == spec.method.kind())
             .unwrap_or(0);
         match &spec.method {
             MethodSpec::Gradient(g) => {
@@ -446,6 +449,18 @@ impl Form {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_form_offers_every_method_kind_once() {
+        for k in MethodKind::ALL {
+            assert_eq!(
+                METHODS.iter().filter(|&&m| m == k).count(),
+                1,
+                "{}",
+                k.name()
+            );
+        }
+    }
     use crate::select::ScoreMetric;
 
     fn form() -> Form {
