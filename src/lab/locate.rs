@@ -63,11 +63,6 @@ pub fn register_embedded(files: EmbeddedFiles) {
     let _ = EMBEDDED.set(files);
 }
 
-/// Whether this process carries a lab of its own.
-pub fn carries_lab() -> bool {
-    EMBEDDED.get().is_some_and(|f| !f.is_empty())
-}
-
 /// The lab folder (see the module docs for the order of the lookup).
 pub fn dir() -> Result<PathBuf, LabError> {
     found().map(|f| f.dir)

@@ -224,6 +224,8 @@ pub enum ListError {
     },
     #[error("--base is needed for the {0} source (the base model's Hub id)")]
     NoBase(&'static str),
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
 }
 
 /// Options of a listing.
@@ -328,13 +330,11 @@ pub fn list_entries(
             } else {
                 "dir"
             };
-            let candidates = super::list(source).map_err(|e| ListError::Io {
-                path: match source {
-                    PoolSource::Dir(p) => p.clone(),
-                    _ => PathBuf::from("the lab's pool"),
-                },
-                source: e,
-            })?;
+            let path = match source {
+                PoolSource::Dir(p) => p.clone(),
+                _ => crate::lab::dir()?.join("pool"),
+            };
+            let candidates = super::list(source).map_err(|e| ListError::Io { path, source: e })?;
             let n = candidates.len();
             Ok(candidates
                 .into_iter()

@@ -158,8 +158,7 @@ pub fn execute(
         method => {
             let found = choose::candidates(bench, spec, &task, &mut rec)?;
             timings.load_s = laps.lap();
-            let both: Vec<_> = train.iter().chain(&val).cloned().collect();
-            let chosen = choose::choose(bench, spec, &found, &both, &mut rec)?;
+            let chosen = choose::choose(bench, spec, &found, &rows, &mut rec)?;
             timings.select_s = laps.lap();
             let refs: Vec<_> = chosen.adapters.iter().collect();
             let outcome = match method {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::methods::Rows;
 use super::recorder::Recorder;
 use super::{Result, RunError};
 use crate::adapter::Adapter;
@@ -95,12 +96,14 @@ pub fn choose(
     bench: &mut Workbench,
     spec: &RunSpec,
     found: &Candidates,
-    train_and_val: &[EncodedExample],
+    rows: &Rows<'_>,
     rec: &mut Recorder<'_>,
 ) -> Result<Chosen> {
     let candidates = found.all();
     let scores = if spec.selection.needs_scores() {
-        Some(bench.scores(&candidates, train_and_val, rec.sink())?)
+        // Each adapter is scored on the train and validation rows together.
+        let both: Vec<EncodedExample> = rows.train.iter().chain(rows.val).cloned().collect();
+        Some(bench.scores(&candidates, &both, rec.sink())?)
     } else {
         None
     };
