@@ -113,7 +113,7 @@ fn state() -> App {
             });
         }
     }
-    app.live = 0;
+    app.live.run = 0;
     app
 }
 

@@ -271,7 +271,7 @@ fn live_app() -> App {
             );
         }
     }
-    app.live = 0;
+    app.live.run = 0;
     app
 }
 
@@ -673,7 +673,7 @@ fn compare_exports_markdown_and_csv() {
         app.ensure_loaded(i);
     }
     tmp.settle(&mut app);
-    let (md, csv) = loracycle::ui::render::compare::table_text(&app, &rows);
+    let (md, csv) = loracycle::ui::screen::compare::table_text(&app.runs, &rows);
     insta::assert_snapshot!("compare_table_md", md);
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n"));
@@ -767,13 +767,13 @@ fn runs_written_by_other_hosts_are_followed() {
     assert_eq!(r.place(), "gpu-node-7 · slurm 41_3 RUNNING");
     assert_eq!(r.curve.iter().map(|p| p.step).collect::<Vec<_>>(), [10, 20]);
     press(&mut app, "4");
-    app.runs_cursor = i;
+    app.runs_screen.cursor = i;
     let updated = app.runs[i].updated.clone();
     insta::assert_snapshot!(
         "runs_remote_120x12",
         render(&app, 120, 12).replace(&updated, "<heartbeat>   ")
     );
-    app.live = i;
+    app.live.run = i;
     press(&mut app, "3");
     let live = render(&app, 120, 30);
     assert!(
@@ -849,7 +849,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
     // What the store said is kept with the run: cancelling reads no file on the UI's thread.
     std::fs::remove_file(&path).unwrap();
     press(&mut app, "4");
-    app.runs_cursor = i;
+    app.runs_screen.cursor = i;
     app.outbox.clear();
     press(&mut app, "c");
     assert!(app.outbox.is_empty(), "{:?}", app.outbox);
@@ -958,4 +958,39 @@ fn compare_derives_its_rows_once_per_change_and_never_while_drawing() {
     press(&mut app, "4 ");
     assert_eq!(app.compare.derivations(), n + 1);
     assert_eq!(app.compared().len(), 1);
+}
+
+#[test]
+fn a_task_folder_is_checked_by_the_worker_never_while_drawing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(&tmp.path().join("runs")).unwrap();
+    let task = tmp.path().join("mytask");
+    std::fs::create_dir_all(&task).unwrap();
+    std::fs::write(task.join("train.jsonl"), "").unwrap();
+    let mut app = app();
+    // Type the folder into the task field (the first field).
+    press(&mut app, "2\n");
+    for _ in 0..app.form.task.len() {
+        app.on_key(code(KeyCode::Backspace));
+    }
+    press(&mut app, &format!("{}\n", task.display()));
+    assert_eq!(app.outbox, vec![Request::CheckTask(task.clone())]);
+    let screen = render(&app, 100, 30);
+    assert!(
+        screen.contains("looking for the folder's task files"),
+        "{screen}"
+    );
+    settle(&mut app, &store);
+    press(&mut app, "s");
+    assert_eq!(
+        app.message.as_deref(),
+        Some("cannot start: task: not a lab task, nor a folder with validation.jsonl, test.jsonl")
+    );
+    // A refused start looks again, so files made since are found.
+    assert_eq!(app.outbox, vec![Request::CheckTask(task.clone())]);
+    std::fs::write(task.join("validation.jsonl"), "").unwrap();
+    std::fs::write(task.join("test.jsonl"), "").unwrap();
+    settle(&mut app, &store);
+    press(&mut app, "s");
+    assert_eq!(app.message.as_deref(), Some("run queued with 2 controls"));
 }

@@ -21,6 +21,28 @@ pub enum Granularity {
     Rank,
 }
 
+impl Granularity {
+    /// Every granularity, the paper's recipe first, then coarser to finer.
+    pub const ALL: [Granularity; 5] = [
+        Granularity::Module,
+        Granularity::Layer,
+        Granularity::Sublayer,
+        Granularity::Lora,
+        Granularity::Rank,
+    ];
+
+    /// The name a spec writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Lora => "lora",
+            Granularity::Layer => "layer",
+            Granularity::Sublayer => "sublayer",
+            Granularity::Module => "module",
+            Granularity::Rank => "rank",
+        }
+    }
+}
+
 /// f in gate = f(c)·s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -164,6 +186,18 @@ impl Default for LorahubSpec {
             sigma: sigma(),
             examples: None,
             rows_per_forward: rows(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Granularity;
+
+    #[test]
+    fn granularity_names_are_the_spec_spelling() {
+        for g in Granularity::ALL {
+            assert_eq!(serde_json::to_value(g).unwrap(), g.name());
         }
     }
 }

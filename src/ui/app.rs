@@ -1,28 +1,30 @@
-//! The UI's state and its update functions. Keys become actions through the keymap; actions and
-//! engine events change the state; what must happen outside (a command to the engine, a
-//! download, an export) is put in `outbox` as a [`Request`] for the app loop. Nothing here blocks or computes
-//! with tensors, so every function can be tested without a terminal or an engine.
+//! The UI's state and its router. Keys become actions through the keymap and go to the screen
+//! in view; engine events and the worker's replies go to the models they change. Screens own
+//! their state (`screen::*`) and put what must happen outside (a command to the engine, a file
+//! to read or write, a download) in `outbox` as a [`Request`] for the app loop. Nothing here
+//! blocks, touches the disk or computes with tensors, so all of it is tested without a terminal
+//! or an engine.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
-use super::form::{FieldId, Form};
+use super::form::Form;
 use super::keymap::{Action, Key, Keymap, Scope};
-use super::request::{Reply, Request, Resubmit};
+use super::request::{Reply, Request};
 use super::runs::{RunList, RunView};
 use super::screen::compare::CompareScreen;
 use super::screen::help::HelpScreen;
+use super::screen::live::LiveScreen;
 use super::screen::pool::PoolScreen;
-use super::screen::{Ctx, Nav, move_cursor};
+use super::screen::runs::RunsScreen;
+use super::screen::{Ctx, Nav, run_ops};
 use super::theme::Theme;
-use crate::engine::{Command, Event, RunId};
-use crate::pool::PoolSource;
+use crate::engine::Event;
 use crate::pool::entry::PoolEntry;
-use crate::run::spec::RunSpec;
-use crate::run::store::RunState;
 use crate::select::Selection;
+
+pub use super::screen::{Confirm, Context};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -55,35 +57,19 @@ impl Screen {
     }
 }
 
-/// A question waiting for y/n.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Confirm {
-    Quit,
-    Delete(RunId),
-}
-
-/// Where the UI runs: shown in the tab bar and used for new specs.
-#[derive(Debug, Clone)]
-pub struct Context {
-    /// The base model as a spec writes it (`lab`, a folder or a Hub id).
-    pub model: String,
-    pub source: PoolSource,
-    pub device: String,
-}
-
 pub struct App {
     pub screen: Screen,
-    pub help: HelpScreen,
     pub theme: Theme,
     pub keymap: Keymap,
     pub context: Context,
+    /// Every run this UI knows, with what has been read of each.
+    pub runs: RunList,
     pub pool: PoolScreen,
     pub form: Form,
-    pub runs: RunList,
-    pub runs_cursor: usize,
-    /// The run shown on Live.
-    pub live: usize,
+    pub live: LiveScreen,
+    pub runs_screen: RunsScreen,
     pub compare: CompareScreen,
+    pub help: HelpScreen,
     pub message: Option<String>,
     pub confirm: Option<Confirm>,
     pub quit: bool,
@@ -99,16 +85,16 @@ impl App {
     pub fn new(theme: Theme, keymap: Keymap, context: Context, tasks: Vec<String>) -> App {
         App {
             screen: Screen::Pool,
-            help: HelpScreen::new(),
             theme,
             keymap,
             context,
+            runs: RunList::default(),
             pool: PoolScreen::new(),
             form: Form::new(tasks),
-            runs: RunList::default(),
-            runs_cursor: 0,
-            live: 0,
+            live: LiveScreen::default(),
+            runs_screen: RunsScreen::default(),
             compare: CompareScreen::default(),
+            help: HelpScreen::new(),
             message: None,
             confirm: None,
             quit: false,
@@ -116,6 +102,15 @@ impl App {
             outbox: Vec::new(),
             pending: None,
             tickets: 0,
+        }
+    }
+
+    /// The outbox, the status line and the tickets, lent to a screen.
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            outbox: &mut self.outbox,
+            message: &mut self.message,
+            tickets: &mut self.tickets,
         }
     }
 
@@ -135,13 +130,44 @@ impl App {
     }
 
     pub fn live_run(&self) -> Option<&RunView> {
-        self.runs.get(self.live)
+        self.runs.get(self.live.run)
     }
 
-    /// Takes what the worker, the pool listing or the store watcher tell the UI.
+    /// The runs on Compare, as of the last update.
+    pub fn compared(&self) -> &[usize] {
+        self.compare.rows()
+    }
+
+    /// The pair of compared runs whose examples are diffed.
+    pub fn diff_pair(&self) -> Option<(usize, usize)> {
+        self.compare.diff_pair()
+    }
+
+    /// Asks for run `i`'s record or curve once, when a screen needs it.
+    pub fn ensure_loaded(&mut self, i: usize) {
+        let mut cx = Ctx {
+            outbox: &mut self.outbox,
+            message: &mut self.message,
+            tickets: &mut self.tickets,
+        };
+        run_ops::ensure_loaded(&mut self.runs, i, &mut cx);
+    }
+
+    /// What every update ends with, so that drawing derives nothing and touches no file:
+    /// Compare's rows brought up to date, and a task folder typed into the form sent to the
+    /// worker to be checked.
+    fn settle(&mut self) {
+        self.compare.refresh(&self.runs, self.runs_screen.cursor);
+        if let Some(folder) = self.form.wants_check() {
+            self.outbox.push(Request::CheckTask(folder));
+        }
+    }
+
+    // ---- replies: the worker, the pool listing, the store watcher ----
+
     pub fn on_reply(&mut self, r: Reply) {
         self.reply(r);
-        self.refresh_compare();
+        self.settle();
     }
 
     fn reply(&mut self, r: Reply) {
@@ -162,11 +188,12 @@ impl App {
             Reply::Curve(id, curve) => self.runs.on_curve(&id, curve),
             Reply::Runs(summaries) => {
                 self.runs.set_history(summaries);
-                self.live = self.runs.len().saturating_sub(1);
-                self.runs_cursor = self.live;
+                let last = self.runs.len().saturating_sub(1);
+                self.live.run = last;
+                self.runs_screen.cursor = last;
             }
             Reply::Spec { then, spec, .. } => match spec {
-                Ok(spec) => self.resubmit(then, *spec),
+                Ok(spec) => run_ops::resubmit(then, *spec, &mut self.ctx()),
                 Err(e) => self.message = Some(format!("no spec for this run: {e}")),
             },
             Reply::SpecFile { path, spec } => match spec {
@@ -176,73 +203,19 @@ impl App {
                 }
                 Err(e) => self.message = Some(format!("cannot load: {e}")),
             },
+            Reply::TaskChecked { folder, missing } => self.form.on_task_checked(folder, missing),
         }
-    }
-
-    /// Asks for a run's record or curve once, when a screen needs it; `loaded` is set at once
-    /// so it is asked only once.
-    pub fn ensure_loaded(&mut self, i: usize) {
-        if let Some(id) = self.runs.to_load(i) {
-            self.outbox.push(Request::LoadRun(id));
-        }
-    }
-
-    /// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
-    /// once the worker has read its spec file.
-    fn resubmit_run(&mut self, i: usize, then: Resubmit) {
-        let Some(run) = self.runs.get(i) else { return };
-        match &run.record {
-            Some(r) => self.resubmit(then, r.spec.clone()),
-            None => self.outbox.push(Request::ReadSpec {
-                run: run.id.clone(),
-                then,
-            }),
-        }
-    }
-
-    fn resubmit(&mut self, then: Resubmit, spec: RunSpec) {
-        let spec = match then {
-            Resubmit::Retry => {
-                self.message = Some(format!("queued {} again", spec.label()));
-                self.submit(spec);
-                return;
-            }
-            Resubmit::RandomTwin => {
-                if !spec.method.uses_pool() {
-                    self.message = Some("this run uses no pool; it has no random-init twin".into());
-                    return;
-                }
-                let Some(twin) = spec.random_init_twin() else {
-                    self.message = Some("this run is on the random-init pool already".into());
-                    return;
-                };
-                twin
-            }
-            Resubmit::BaseTwin => spec.control_twin(crate::run::spec::MethodSpec::Base),
-        };
-        self.message = Some(format!("queued {}", spec.label()));
-        self.submit(spec);
-    }
-
-    /// Asks the engine to queue `spec`; its answer carries the ticket returned here.
-    fn submit(&mut self, spec: RunSpec) -> u64 {
-        self.tickets += 1;
-        self.outbox.push(Request::Engine(Command::Submit {
-            spec: Box::new(spec),
-            ticket: self.tickets,
-        }));
-        self.tickets
     }
 
     // ---- engine events ----
 
     pub fn on_engine(&mut self, e: Event) {
         self.engine_event(e);
-        self.refresh_compare();
+        self.settle();
     }
 
     fn engine_event(&mut self, e: Event) {
-        match e {
+        let line = match e {
             Event::Rejected {
                 ticket,
                 label,
@@ -251,79 +224,73 @@ impl App {
                 if self.pending == Some(ticket) {
                     self.pending = None;
                 }
-                self.message = Some(format!("cannot queue {label}: {error}"));
+                format!("cannot queue {label}: {error}")
             }
             Event::Deleted { run } => {
                 self.runs.remove(&run);
-                self.runs_cursor = self.runs_cursor.min(self.runs.len().saturating_sub(1));
-                self.live = self.live.min(self.runs.len().saturating_sub(1));
-                self.message = Some(format!("deleted {run}"));
+                self.runs_screen.clamp(self.runs.len());
+                self.live.clamp(self.runs.len());
+                format!("deleted {run}")
             }
             Event::Exported {
                 run,
                 out,
                 rank,
                 truncation_error,
-            } => {
-                self.message = Some(format!(
-                    "exported {run} to {} (rank {rank}, relative truncation error \
-                     {truncation_error:.2e})",
-                    out.display()
-                ))
-            }
-            Event::ExportFailed { run, error } => {
-                self.message = Some(format!("cannot export {run}: {error}"))
-            }
-            Event::Log { run: None, line } => self.message = Some(line),
+            } => format!(
+                "exported {run} to {} (rank {rank}, relative truncation error \
+                 {truncation_error:.2e})",
+                out.display()
+            ),
+            Event::ExportFailed { run, error } => format!("cannot export {run}: {error}"),
+            Event::Log { run: None, line } => line,
             Event::PoolLoaded {
                 source,
                 usable,
                 rejected,
-            } => {
-                self.message = Some(format!(
-                    "pool {source}: {usable} usable, {rejected} rejected"
-                ))
-            }
+            } => format!("pool {source}: {usable} usable, {rejected} rejected"),
             Event::Evaluated {
                 adapter,
                 task,
                 exact_match,
                 loss,
                 error,
-            } => {
-                self.message = Some(match (exact_match, loss, error) {
-                    (_, _, Some(e)) => format!("{adapter} on {task}: {e}"),
-                    (Some(em), Some(l), None) => {
-                        format!("{adapter} on {task}: exact match {em:.3}, loss {l:.4}")
-                    }
-                    _ => format!("{adapter} on {task}: no score"),
-                })
-            }
+            } => match (exact_match, loss, error) {
+                (_, _, Some(e)) => format!("{adapter} on {task}: {e}"),
+                (Some(em), Some(l), None) => {
+                    format!("{adapter} on {task}: exact match {em:.3}, loss {l:.4}")
+                }
+                _ => format!("{adapter} on {task}: no score"),
+            },
             // Only a server greets; the TUI's engine runs in its own process.
-            Event::Hello { .. } => {}
+            Event::Hello { .. } => return,
             Event::Stopped => {
                 self.engine_stopped = true;
-                self.message = Some("the engine stopped".into());
+                "the engine stopped".into()
             }
-            e => {
-                let ticket = match &e {
-                    Event::Queued { ticket, .. } => Some(*ticket),
-                    _ => None,
-                };
-                let finished = matches!(e, Event::Finished { .. });
-                let Some(i) = self.runs.on_event(e, Instant::now()) else {
-                    return;
-                };
-                if ticket.is_some_and(|t| t != 0) && ticket == self.pending {
-                    self.pending = None;
-                    self.live = i;
-                    self.runs_cursor = i;
-                }
-                // A run that just ended has a record (examples, coefficients) to read.
-                if finished {
-                    self.outbox.push(Request::LoadRun(self.runs[i].id.clone()));
-                }
-            }
+            e => return self.run_event(e),
+        };
+        self.message = Some(line);
+    }
+
+    /// An event of one run: the run list takes it; Live follows the run the form just queued;
+    /// a run that just ended has a record (examples, coefficients) to read.
+    fn run_event(&mut self, e: Event) {
+        let ticket = match &e {
+            Event::Queued { ticket, .. } => Some(*ticket),
+            _ => None,
+        };
+        let finished = matches!(e, Event::Finished { .. });
+        let Some(i) = self.runs.on_event(e, Instant::now()) else {
+            return;
+        };
+        if ticket.is_some_and(|t| t != 0) && ticket == self.pending {
+            self.pending = None;
+            self.live.run = i;
+            self.runs_screen.cursor = i;
+        }
+        if finished {
+            self.outbox.push(Request::LoadRun(self.runs[i].id.clone()));
         }
     }
 
@@ -331,24 +298,16 @@ impl App {
 
     pub fn on_key(&mut self, e: KeyEvent) {
         self.key(e);
-        self.refresh_compare();
+        self.settle();
     }
 
     fn key(&mut self, e: KeyEvent) {
-        if e.kind != ratatui::crossterm::event::KeyEventKind::Press {
+        if e.kind != KeyEventKind::Press {
             return;
         }
         // A pending question takes the next key.
         if let Some(c) = self.confirm.take() {
-            if matches!(e.code, KeyCode::Char('y') | KeyCode::Char('Y')) {
-                match c {
-                    Confirm::Quit => self.quit = true,
-                    Confirm::Delete(id) => self.delete(&id),
-                }
-            } else {
-                self.message = Some("kept".into());
-            }
-            return;
+            return self.answer(c, matches!(e.code, KeyCode::Char('y' | 'Y')));
         }
         if self.screen == Screen::Help {
             if let Some(back) = self.help.key(e) {
@@ -357,44 +316,38 @@ impl App {
             return;
         }
         // Text entry takes every key but enter and esc.
-        if self.pool.text_key(e) {
+        if self.pool.text_key(e) || self.form.text_key(e) {
             return;
         }
-        if self.form.editing.is_some() {
-            self.edit_key(e);
-            return;
-        }
-        let key = Key::from_event(&e);
-        let Some(action) = self.keymap.action(self.screen.scope(), key) else {
+        let Some(action) = self.keymap.action(self.screen.scope(), Key::from_event(&e)) else {
             return;
         };
         self.message = None;
         self.act(action);
     }
 
-    fn edit_key(&mut self, e: KeyEvent) {
-        let text = self.form.editing.as_mut().expect("editing");
-        match e.code {
-            KeyCode::Enter => {
-                let t = self.form.editing.take().expect("editing");
-                let f = self.form.field();
-                self.form.set_text(f, t.trim().to_string());
+    fn answer(&mut self, c: Confirm, yes: bool) {
+        if !yes {
+            self.message = Some("kept".into());
+            return;
+        }
+        match c {
+            Confirm::Quit => self.quit = true,
+            // The engine removes the folder and answers `Deleted` (or why not, as a log line).
+            Confirm::Delete(id) => {
+                self.message = Some(format!("deleting {id}…"));
+                self.outbox
+                    .push(Request::Engine(crate::engine::Command::Delete { run: id }));
             }
-            KeyCode::Esc => self.form.editing = None,
-            KeyCode::Backspace => {
-                text.pop();
-            }
-            KeyCode::Char(c) if !e.modifiers.contains(KeyModifiers::CONTROL) => text.push(c),
-            _ => {}
         }
     }
 
     fn go(&mut self, s: Screen) {
         self.screen = s;
         match s {
-            Screen::Live => self.ensure_loaded(self.live),
+            Screen::Live => self.ensure_loaded(self.live.run),
             Screen::Compare => {
-                self.refresh_compare();
+                self.settle();
                 for i in self.compared().to_vec() {
                     self.ensure_loaded(i);
                 }
@@ -403,8 +356,32 @@ impl App {
         }
     }
 
-    fn act(&mut self, a: Action) {
-        match a {
+    fn navigate(&mut self, nav: Nav) {
+        match nav {
+            Nav::NewRunWith(picks) => {
+                if !picks.is_empty() {
+                    self.form.manual = picks;
+                    self.form.selection = Selection::Manual {
+                        adapters: Vec::new(),
+                    };
+                }
+                self.go(Screen::NewRun);
+            }
+            Nav::Live(i) => {
+                self.live.run = i;
+                self.go(Screen::Live);
+            }
+            Nav::Follow(ticket) => {
+                self.pending = Some(ticket);
+                self.go(Screen::Live);
+            }
+            Nav::Ask(c) => self.confirm = Some(c),
+        }
+    }
+
+    /// Actions every screen shares: quit, help and moving between screens.
+    fn global(&mut self, a: Action) -> bool {
+        let to = match a {
             Action::Quit => {
                 // Runs of other processes go on without this UI.
                 if self.runs.iter().any(|r| r.local && r.state.is_live()) {
@@ -412,256 +389,69 @@ impl App {
                 } else {
                     self.quit = true;
                 }
-                return;
+                return true;
             }
             Action::Help => {
                 self.help.open(self.screen);
                 self.screen = Screen::Help;
-                return;
+                return true;
             }
             Action::NextScreen | Action::PrevScreen => {
-                let i = TABS
-                    .iter()
-                    .position(|(s, _)| *s == self.screen)
-                    .unwrap_or(0);
-                let n = TABS.len();
+                let i = TABS.iter().position(|(s, _)| *s == self.screen);
+                let (i, n) = (i.unwrap_or(0), TABS.len());
                 let j = if a == Action::NextScreen {
                     (i + 1) % n
                 } else {
                     (i + n - 1) % n
                 };
-                self.go(TABS[j].0);
-                return;
+                TABS[j].0
             }
-            Action::ScreenPool => return self.go(Screen::Pool),
-            Action::ScreenNewRun => return self.go(Screen::NewRun),
-            Action::ScreenLive => return self.go(Screen::Live),
-            Action::ScreenRuns => return self.go(Screen::Runs),
-            Action::ScreenCompare => return self.go(Screen::Compare),
-            _ => {}
-        }
-        match self.screen {
-            Screen::Pool => {
-                let mut cx = Ctx {
-                    outbox: &mut self.outbox,
-                    message: &mut self.message,
-                };
-                if let Some(Nav::NewRunWith(picks)) = self.pool.on_action(a, &mut cx) {
-                    if !picks.is_empty() {
-                        self.form.manual = picks;
-                        self.form.selection = Selection::Manual {
-                            adapters: Vec::new(),
-                        };
-                    }
-                    self.go(Screen::NewRun);
-                }
-            }
-            Screen::NewRun => self.form_action(a),
-            Screen::Live => self.live_action(a),
-            Screen::Runs => self.runs_action(a),
-            Screen::Compare => self.compare_action(a),
-            Screen::Help => {}
-        }
+            Action::ScreenPool => Screen::Pool,
+            Action::ScreenNewRun => Screen::NewRun,
+            Action::ScreenLive => Screen::Live,
+            Action::ScreenRuns => Screen::Runs,
+            Action::ScreenCompare => Screen::Compare,
+            _ => return false,
+        };
+        self.go(to);
+        true
     }
 
-    fn form_action(&mut self, a: Action) {
-        let n = super::form::FIELDS.len();
-        if move_cursor(&mut self.form.cursor, n, a, 5) {
+    fn act(&mut self, a: Action) {
+        if self.global(a) {
             return;
         }
-        match a {
-            Action::Left => self.form.cycle(false),
-            Action::Right => self.form.cycle(true),
-            Action::Enter => {
-                let f = self.form.field();
-                if f == FieldId::Start {
-                    self.start();
-                } else if Form::is_text(f) {
-                    self.form.editing = Some(self.form.value(f));
-                } else {
-                    self.form.cycle(true);
-                }
+        let mut cx = Ctx {
+            outbox: &mut self.outbox,
+            message: &mut self.message,
+            tickets: &mut self.tickets,
+        };
+        let nav = match self.screen {
+            Screen::Pool => self.pool.on_action(a, &mut cx),
+            Screen::NewRun => self.form.on_action(a, &self.context, &mut cx),
+            Screen::Live => {
+                self.live.on_action(a, &mut self.runs, &mut cx);
+                None
             }
-            Action::StartRun => self.start(),
-            Action::SaveSpec => self.save_spec(),
-            Action::LoadSpec => self.load_spec(),
-            _ => {}
+            Screen::Runs => self.runs_screen.on_action(a, &mut self.runs, &mut cx),
+            Screen::Compare => self.compare.on_action(a, &self.runs, &mut cx),
+            Screen::Help => None,
+        };
+        if let Some(nav) = nav {
+            self.navigate(nav);
         }
     }
 
     /// Submits the form's runs and follows the main one on Live.
     pub fn start(&mut self) {
-        match self.form.specs(&self.context.model, &self.context.source) {
-            Ok(specs) => {
-                let n = specs.len();
-                let tickets: Vec<u64> = specs.into_iter().map(|s| self.submit(s)).collect();
-                self.pending = tickets.first().copied();
-                self.message = Some(if n == 1 {
-                    "run queued".into()
-                } else {
-                    format!("run queued with {} controls", n - 1)
-                });
-                self.go(Screen::Live);
-            }
-            Err(e) => self.message = Some(format!("cannot start: {e}")),
+        let mut cx = Ctx {
+            outbox: &mut self.outbox,
+            message: &mut self.message,
+            tickets: &mut self.tickets,
+        };
+        if let Some(nav) = self.form.start(&self.context, &mut cx) {
+            self.navigate(nav);
         }
-    }
-
-    fn save_spec(&mut self) {
-        match self.form.specs(&self.context.model, &self.context.source) {
-            Ok(specs) => self.outbox.push(Request::SaveSpec {
-                path: PathBuf::from(&self.form.spec_file),
-                text: specs[0].to_toml(),
-            }),
-            Err(e) => self.message = Some(format!("cannot save: {e}")),
-        }
-    }
-
-    fn load_spec(&mut self) {
-        self.outbox.push(Request::LoadSpec {
-            path: PathBuf::from(&self.form.spec_file),
-        });
-    }
-
-    fn live_action(&mut self, a: Action) {
-        let n = self.runs.len();
-        match a {
-            Action::Left | Action::Up => {
-                self.live = self.live.saturating_sub(1);
-                self.ensure_loaded(self.live);
-            }
-            Action::Right | Action::Down => {
-                self.live = (self.live + 1).min(n.saturating_sub(1));
-                self.ensure_loaded(self.live);
-            }
-            Action::Cancel => self.cancel(self.live),
-            Action::RandomTwin => self.resubmit_run(self.live, Resubmit::RandomTwin),
-            Action::BaseTwin => self.resubmit_run(self.live, Resubmit::BaseTwin),
-            Action::Export => self.export(self.live),
-            _ => {}
-        }
-    }
-
-    fn cancel(&mut self, i: usize) {
-        if let Some(r) = self.runs.get(i) {
-            if r.state.is_live() && !r.local {
-                self.message = Some(match &r.slurm {
-                    Some(j) => {
-                        self.outbox.push(Request::Scancel(j.key()));
-                        format!("scancel {} ({})", j.key(), r.label)
-                    }
-                    None => format!(
-                        "{} runs in another process (pid {} on {}); stop it there",
-                        r.label, r.pid, r.host
-                    ),
-                });
-            } else if r.state.is_live() {
-                self.outbox
-                    .push(Request::Engine(Command::Cancel { run: r.id.clone() }));
-                self.message = Some(format!("cancelling {}", r.label));
-            } else {
-                self.message = Some(format!(
-                    "{} is {}; nothing to cancel",
-                    r.label,
-                    r.state.name()
-                ));
-            }
-        }
-    }
-
-    fn export(&mut self, i: usize) {
-        let Some(r) = self.runs.get(i) else { return };
-        if r.state != RunState::Finished {
-            self.message = Some("only a finished run can be exported".into());
-            return;
-        }
-        let out = PathBuf::from(format!("export-{}", r.id.0));
-        self.message = Some(format!("exporting to {}…", out.display()));
-        self.outbox.push(Request::Engine(Command::Export {
-            run: r.id.clone(),
-            out,
-            rank: 64,
-        }));
-    }
-
-    /// The engine removes the folder and answers `Deleted` (or why not, as a log line).
-    fn delete(&mut self, id: &RunId) {
-        self.outbox
-            .push(Request::Engine(Command::Delete { run: id.clone() }));
-        self.message = Some(format!("deleting {id}…"));
-    }
-
-    fn runs_action(&mut self, a: Action) {
-        let n = self.runs.len();
-        if move_cursor(&mut self.runs_cursor, n, a, 10) {
-            return;
-        }
-        let i = self.runs_cursor;
-        let Some(run) = self.runs.get(i) else { return };
-        match a {
-            Action::Enter => {
-                self.live = i;
-                self.go(Screen::Live);
-            }
-            Action::Select => {
-                self.runs.set_marked(i, !self.runs[i].marked);
-                move_cursor(&mut self.runs_cursor, n, Action::Down, 1);
-            }
-            Action::Cancel => self.cancel(i),
-            Action::Retry => self.resubmit_run(i, Resubmit::Retry),
-            Action::Delete => {
-                if run.state.is_live() {
-                    self.message = Some(format!(
-                        "{} is {}; cancel it first",
-                        run.label,
-                        run.state.name()
-                    ));
-                } else {
-                    self.message = Some(format!("delete {} and its folder? y/n", run.id));
-                    self.confirm = Some(Confirm::Delete(run.id.clone()));
-                }
-            }
-            Action::Export => self.export(i),
-            _ => {}
-        }
-    }
-
-    /// The runs on Compare, as of the last update.
-    pub fn compared(&self) -> &[usize] {
-        self.compare.rows()
-    }
-
-    /// The pair of compared runs whose examples are diffed.
-    pub fn diff_pair(&self) -> Option<(usize, usize)> {
-        self.compare.diff_pair()
-    }
-
-    /// Brings Compare's rows up to date with the runs; after every update, so drawing never
-    /// derives them.
-    fn refresh_compare(&mut self) {
-        self.compare.refresh(&self.runs, self.runs_cursor);
-    }
-
-    fn compare_action(&mut self, a: Action) {
-        let rows = self.compared().to_vec();
-        if move_cursor(&mut self.compare.cursor, rows.len(), a, 5) {
-            return;
-        }
-        match a {
-            Action::SwitchPair => self.compare.pair += 1,
-            Action::Enter => {
-                if let Some(&i) = rows.get(self.compare.cursor) {
-                    self.live = i;
-                    self.go(Screen::Live);
-                }
-            }
-            Action::ExportTable => self.export_table(&rows),
-            _ => {}
-        }
-    }
-
-    fn export_table(&mut self, rows: &[usize]) {
-        let (md, csv) = super::render::compare::table_text(self, rows);
-        self.outbox.push(Request::WriteTable { md, csv });
+        self.settle();
     }
 }

@@ -2,15 +2,12 @@
 //! validation. The form turns into specs only through `specs()`, which refuses while a field
 //! is invalid.
 
-use std::path::{Path, PathBuf};
-
-use serde_json::json;
+use std::path::PathBuf;
 
 use crate::adapter::random::RandomInit;
-use crate::pool::PoolSource;
 use crate::run::method::MethodKind;
-use crate::run::spec::{ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec};
 use crate::select::Selection;
+use crate::tune::settings::Granularity;
 
 /// The method kinds in the order the form cycles through them (the recipe first, the controls
 /// last); the kinds and their names are `run::method::MethodKind`'s.
@@ -28,8 +25,31 @@ pub const METHODS: [MethodKind; 12] = [
     MethodKind::NewLora,
     MethodKind::Base,
 ];
-pub const GRANULARITIES: [&str; 5] = ["module", "layer", "sublayer", "lora", "rank"];
-pub const POOLS: [&str; 2] = ["real", "random-init"];
+/// The pools a run can draw from: the real adapters, or random-init ones with σ pooled per
+/// (layer, module) (the paper's control) or matched per adapter.
+pub const POOLS: [RandomInit; 3] = [RandomInit::Off, RandomInit::Pooled, RandomInit::PerAdapter];
+
+/// A pool kind as the form shows it.
+pub fn pool_name(p: RandomInit) -> &'static str {
+    match p {
+        RandomInit::Off => "real",
+        RandomInit::Pooled => "random-init",
+        RandomInit::PerAdapter => "random-init, σ per adapter",
+    }
+}
+
+/// The three files a task folder holds.
+pub const TASK_FILES: [&str; 3] = ["train.jsonl", "validation.jsonl", "test.jsonl"];
+
+/// The next item of `all` after (or before) `now`; the first when `now` is not in it.
+fn step<T: Copy + PartialEq>(all: &[T], now: T, forward: bool) -> T {
+    let n = all.len();
+    match all.iter().position(|&x| x == now) {
+        Some(i) if forward => all[(i + 1) % n],
+        Some(i) => all[(i + n - 1) % n],
+        None => all[0],
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldId {
@@ -77,11 +97,11 @@ pub struct Form {
     /// The selection strategy; its k is the `k` text field until `specs` parses it.
     pub selection: Selection,
     pub k: String,
-    pub method: usize,
+    pub method: MethodKind,
     pub steps: String,
-    pub granularity: usize,
+    pub granularity: Granularity,
     pub seed: String,
-    pub pool_kind: usize,
+    pub pool_kind: RandomInit,
     pub oracle: bool,
     pub twin_random: bool,
     pub twin_new_lora: bool,
@@ -91,6 +111,11 @@ pub struct Form {
     pub manual: Vec<String>,
     /// Usable adapters in the pool, for checking k.
     pub pool_size: Option<usize>,
+    /// A task typed as a folder: the folder last checked and the task files it lacks. The
+    /// worker looks (`Request::CheckTask`); the form never touches the disk.
+    checked: Option<(String, Vec<String>)>,
+    /// The folder whose check was last asked for.
+    asked: Option<String>,
 }
 
 impl Form {
@@ -108,11 +133,11 @@ impl Form {
             tasks,
             selection: Selection::form_choices()[0].clone(),
             k: "30".into(),
-            method: 0,
+            method: METHODS[0],
             steps: "100".into(),
-            granularity: 0,
+            granularity: Granularity::default(),
             seed: "0".into(),
-            pool_kind: 0,
+            pool_kind: RandomInit::Off,
             oracle: false,
             twin_random: true,
             twin_new_lora: false,
@@ -120,7 +145,30 @@ impl Form {
             spec_file: "run.toml".into(),
             manual: Vec::new(),
             pool_size: None,
+            checked: None,
+            asked: None,
         }
+    }
+
+    /// The folder of a task typed as a path, when it has not been checked for its task files
+    /// yet; marks it asked, so each folder is asked for once.
+    pub fn wants_check(&mut self) -> Option<PathBuf> {
+        let t = self.task.trim();
+        if t.is_empty() || self.tasks.iter().any(|x| x == t) || self.asked.as_deref() == Some(t) {
+            return None;
+        }
+        self.asked = Some(t.to_string());
+        Some(PathBuf::from(t))
+    }
+
+    /// Forgets the last check, so the folder is looked at again (after a refused start).
+    pub fn recheck(&mut self) {
+        self.asked = None;
+    }
+
+    /// The worker's answer: the task files `folder` lacks.
+    pub fn on_task_checked(&mut self, folder: String, missing: Vec<String>) {
+        self.checked = Some((folder, missing));
     }
 
     pub fn field(&self) -> FieldId {
@@ -128,7 +176,7 @@ impl Form {
     }
 
     pub fn method_name(&self) -> &'static str {
-        METHODS[self.method].name()
+        self.method.name()
     }
 
     fn uses_pool(&self) -> bool {
@@ -182,9 +230,9 @@ impl Form {
             FieldId::K => self.k.clone(),
             FieldId::Method => self.method_name().to_string(),
             FieldId::Steps => self.steps.clone(),
-            FieldId::Granularity => GRANULARITIES[self.granularity].to_string(),
+            FieldId::Granularity => self.granularity.name().to_string(),
             FieldId::Seed => self.seed.clone(),
-            FieldId::PoolKind => POOLS[self.pool_kind].to_string(),
+            FieldId::PoolKind => pool_name(self.pool_kind).to_string(),
             FieldId::Oracle => check(self.oracle),
             FieldId::TwinRandom => check(self.twin_random),
             FieldId::TwinNewLora => check(self.twin_new_lora),
@@ -204,13 +252,6 @@ impl Form {
 
     /// ←/→ on the focused field.
     pub fn cycle(&mut self, forward: bool) {
-        let step = |i: usize, n: usize| {
-            if forward {
-                (i + 1) % n
-            } else {
-                (i + n - 1) % n
-            }
-        };
         let bump = |s: &mut String, lo: i64| {
             let v: i64 = s.parse().unwrap_or(lo);
             *s = (if forward { v + 1 } else { v - 1 }).max(lo).to_string();
@@ -218,8 +259,10 @@ impl Form {
         match self.field() {
             FieldId::Task if !self.tasks.is_empty() => {
                 let i = self.tasks.iter().position(|t| *t == self.task);
+                let n = self.tasks.len();
                 let next = match i {
-                    Some(i) => step(i, self.tasks.len()),
+                    Some(i) if forward => (i + 1) % n,
+                    Some(i) => (i + n - 1) % n,
                     None => 0,
                 };
                 self.task = self.tasks[next].clone();
@@ -228,13 +271,13 @@ impl Form {
                 let choices = Selection::form_choices();
                 let now = self.selection.describe();
                 // A strategy the form does not offer (similar, from a spec) steps to the first.
-                self.selection = match choices.iter().position(|c| c.describe() == now) {
-                    Some(i) => choices[step(i, choices.len())].clone(),
-                    None => choices[0].clone(),
-                };
+                let names: Vec<&str> = choices.iter().map(|c| c.describe()).collect();
+                let next = step(&names, now, forward);
+                self.selection =
+                    choices[names.iter().position(|&n| n == next).unwrap_or(0)].clone();
             }
             FieldId::Method => {
-                self.method = step(self.method, METHODS.len());
+                self.method = step(&METHODS, self.method, forward);
                 self.steps = match self.method_name() {
                     "lorahub" => "200",
                     "new-lora" => "400",
@@ -242,8 +285,10 @@ impl Form {
                 }
                 .into();
             }
-            FieldId::Granularity => self.granularity = step(self.granularity, GRANULARITIES.len()),
-            FieldId::PoolKind => self.pool_kind = step(self.pool_kind, POOLS.len()),
+            FieldId::Granularity => {
+                self.granularity = step(&Granularity::ALL, self.granularity, forward)
+            }
+            FieldId::PoolKind => self.pool_kind = step(&POOLS, self.pool_kind, forward),
             FieldId::Oracle => self.oracle = !self.oracle,
             FieldId::TwinRandom => self.twin_random = !self.twin_random,
             FieldId::TwinNewLora => self.twin_new_lora = !self.twin_new_lora,
@@ -282,14 +327,14 @@ impl Form {
                 } else if self.tasks.contains(&self.task) {
                     None
                 } else {
-                    let dir = Path::new(&self.task);
-                    let missing: Vec<&str> = ["train.jsonl", "validation.jsonl", "test.jsonl"]
-                        .into_iter()
-                        .filter(|f| !dir.join(f).is_file())
-                        .collect();
-                    (!missing.is_empty()).then(|| {
-                        format!("not a lab task, nor a folder with {}", missing.join(", "))
-                    })
+                    match &self.checked {
+                        Some((folder, missing)) if *folder == self.task.trim() => {
+                            (!missing.is_empty()).then(|| {
+                                format!("not a lab task, nor a folder with {}", missing.join(", "))
+                            })
+                        }
+                        _ => Some("looking for the folder's task files…".into()),
+                    }
                 }
             }
             FieldId::K => positive(&self.k).or_else(|| {
@@ -319,232 +364,8 @@ impl Form {
     pub fn first_problem(&self) -> Option<(FieldId, String)> {
         FIELDS.iter().find_map(|&f| self.problem(f).map(|p| (f, p)))
     }
-
-    fn task_spec(&self) -> TaskSpec {
-        if self.tasks.contains(&self.task) {
-            TaskSpec {
-                lab: Some(self.task.clone()),
-                ..Default::default()
-            }
-        } else {
-            let dir = PathBuf::from(&self.task);
-            TaskSpec {
-                train: Some(dir.join("train.jsonl")),
-                validation: Some(dir.join("validation.jsonl")),
-                test: Some(dir.join("test.jsonl")),
-                ..Default::default()
-            }
-        }
-    }
-
-    fn method_spec(&self, steps: usize) -> MethodSpec {
-        let kind = self.method_name();
-        let value = match kind {
-            "gradient" => {
-                json!({"kind": kind, "steps": steps, "granularity": GRANULARITIES[self.granularity]})
-            }
-            "lorahub" => json!({"kind": kind, "budget": steps}),
-            "new-lora" => json!({"kind": kind, "steps": steps}),
-            _ => json!({"kind": kind}),
-        };
-        serde_json::from_value(value).expect("the form's methods are valid method tables")
-    }
-
-    /// The main run's spec and those of the controls queued beside it.
-    pub fn specs(&self, model: &str, source: &PoolSource) -> Result<Vec<RunSpec>, String> {
-        if let Some((f, p)) = self.first_problem() {
-            return Err(format!("{}: {p}", self.label(f)));
-        }
-        let k: usize = self.k.parse().unwrap_or(1);
-        let steps: usize = self.steps.parse().unwrap_or(1);
-        let seed: u64 = self.seed.parse().unwrap_or(0);
-        let selection = match &self.selection {
-            Selection::Manual { .. } => Selection::Manual {
-                adapters: self.manual.clone(),
-            },
-            s => s.clone().with_k(k),
-        };
-        let main = RunSpec {
-            name: String::new(),
-            seed,
-            device: "auto".into(),
-            dtype: "auto".into(),
-            model: ModelSpec {
-                base: model.into(),
-                ..Default::default()
-            },
-            pool: PoolSpec {
-                source: source.clone(),
-                filter: String::new(),
-            },
-            task: self.task_spec(),
-            selection,
-            method: self.method_spec(steps),
-            controls: ControlSpec {
-                random_init: if self.pool_kind == 1 {
-                    RandomInit::Pooled
-                } else {
-                    RandomInit::Off
-                },
-                oracle: self.oracle,
-            },
-            eval: EvalSpec::default(),
-        };
-        main.validate().map_err(|e| e.to_string())?;
-        let mut out = vec![main.clone()];
-        if self.twin_random
-            && let Some(twin) = main.random_init_twin()
-        {
-            out.push(twin);
-        }
-        if self.twin_new_lora && main.method.name() != "new-lora" {
-            out.push(main.control_twin(MethodSpec::NewLora(Default::default())));
-        }
-        if self.twin_base && main.method.name() != "base" {
-            out.push(main.control_twin(MethodSpec::Base));
-        }
-        Ok(out)
-    }
-
-    /// Fills the form from a spec (loading a saved one).
-    pub fn load_spec(&mut self, spec: &RunSpec) {
-        if let Some(l) = &spec.task.lab {
-            self.task = l.clone();
-        } else if let Some(t) = &spec.task.train {
-            self.task = t
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-        }
-        self.selection = spec.selection.clone();
-        if let Selection::Manual { adapters } = &spec.selection {
-            self.manual = adapters.clone();
-        }
-        if let Some(k) = spec.selection.k() {
-            self.k = k.to_string();
-        }
-        self.method = METHODS
-            .iter()
-            .position(|&m| m == spec.method.kind())
-            .unwrap_or(0);
-        match &spec.method {
-            MethodSpec::Gradient(g) => {
-                self.steps = g.steps.to_string();
-                let name = serde_json::to_value(g.granularity)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                self.granularity = GRANULARITIES.iter().position(|g| *g == name).unwrap_or(0);
-            }
-            MethodSpec::Lorahub(h) => self.steps = h.budget.to_string(),
-            MethodSpec::NewLora(n) => self.steps = n.steps.to_string(),
-            _ => {}
-        }
-        self.seed = spec.seed.to_string();
-        self.pool_kind = usize::from(spec.controls.random_init != RandomInit::Off);
-        self.oracle = spec.controls.oracle;
-    }
 }
 
+mod spec;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_form_offers_every_method_kind_once() {
-        for k in MethodKind::ALL {
-            assert_eq!(
-                METHODS.iter().filter(|&&m| m == k).count(),
-                1,
-                "{}",
-                k.name()
-            );
-        }
-    }
-    use crate::select::ScoreMetric;
-
-    fn form() -> Form {
-        let mut f = Form::new(vec!["caesar-5".into(), "table-m".into()]);
-        f.pool_size = Some(119);
-        f
-    }
-
-    #[test]
-    fn default_form_makes_the_paper_recipe_and_two_controls() {
-        let specs = form().specs("lab", &PoolSource::Lab).unwrap();
-        let labels: Vec<String> = specs.iter().map(|s| s.label()).collect();
-        assert_eq!(
-            labels,
-            [
-                "caesar-5 / gradient",
-                "caesar-5 / gradient / random-init",
-                "caesar-5 / base"
-            ]
-        );
-        assert_eq!(
-            specs[0].selection,
-            Selection::TopK {
-                k: 30,
-                by: ScoreMetric::ExactMatch
-            }
-        );
-        let MethodSpec::Gradient(g) = &specs[0].method else {
-            panic!("gradient expected")
-        };
-        assert_eq!(g, &crate::tune::coef::GradientSpec::default());
-    }
-
-    #[test]
-    fn inline_validation_blocks_bad_values() {
-        let mut f = form();
-        f.k = "200".into();
-        assert_eq!(
-            f.specs("lab", &PoolSource::Lab).unwrap_err(),
-            "k: the pool has 119 usable adapters"
-        );
-        f.k = "x".into();
-        assert_eq!(f.problem(FieldId::K).unwrap(), "a whole number ≥ 1");
-        f.k = "5".into();
-        f.selection = Selection::Manual {
-            adapters: Vec::new(),
-        };
-        assert_eq!(
-            f.problem(FieldId::Strategy).unwrap(),
-            "select adapters on the Pool screen (space)"
-        );
-        f.task = "/nowhere".into();
-        assert_eq!(
-            f.problem(FieldId::Task).unwrap(),
-            "not a lab task, nor a folder with train.jsonl, validation.jsonl, test.jsonl"
-        );
-    }
-
-    #[test]
-    fn a_spec_round_trips_through_the_form() {
-        let mut f = form();
-        f.method = 1;
-        f.steps = "64".into();
-        f.selection = Selection::Random { k: 0, seed: None };
-        f.k = "7".into();
-        f.seed = "3".into();
-        let spec = f.specs("lab", &PoolSource::Lab).unwrap().remove(0);
-        let mut g = form();
-        g.load_spec(&spec);
-        assert_eq!(g.specs("lab", &PoolSource::Lab).unwrap()[0], spec);
-        // A strategy the form does not offer survives a load and a save.
-        let similar = Selection::Similar {
-            to: "caesar-4".into(),
-            k: 5,
-        };
-        let mut h = form();
-        h.load_spec(&RunSpec {
-            selection: similar.clone(),
-            ..spec
-        });
-        assert_eq!(h.value(FieldId::K), "5");
-        assert_eq!(
-            h.specs("lab", &PoolSource::Lab).unwrap()[0].selection,
-            similar
-        );
-    }
-}
+mod tests;

@@ -41,6 +41,8 @@ pub enum Request {
     LoadSpec {
         path: PathBuf,
     },
+    /// Look in a folder typed as the form's task for the task files ([`Reply::TaskChecked`]).
+    CheckTask(PathBuf),
     /// Write Compare's table as `compare.md` and `compare.csv` in the working directory.
     WriteTable {
         md: String,
@@ -84,5 +86,10 @@ pub enum Reply {
     SpecFile {
         path: PathBuf,
         spec: Result<Box<RunSpec>, String>,
+    },
+    /// The task files (`train.jsonl`, …) that `folder` lacks.
+    TaskChecked {
+        folder: String,
+        missing: Vec<String>,
     },
 }

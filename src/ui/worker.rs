@@ -67,6 +67,10 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
                 spec: spec.map(Box::new),
             });
         }
+        Request::CheckTask(folder) => reply(Reply::TaskChecked {
+            missing: missing_task_files(&folder),
+            folder: folder.display().to_string(),
+        }),
         Request::WriteTable { md, csv } => reply(Reply::Message(write_table(&md, &csv))),
     }
 }
@@ -97,6 +101,15 @@ pub fn settle(app: &mut App, store: &RunStore) {
             app.on_reply(reply);
         }
     }
+}
+
+/// The task files that `folder` does not hold.
+pub fn missing_task_files(folder: &Path) -> Vec<String> {
+    crate::ui::form::TASK_FILES
+        .iter()
+        .filter(|f| !folder.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect()
 }
 
 fn write_table(md: &str, csv: &str) -> String {

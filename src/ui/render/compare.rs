@@ -11,37 +11,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::{block, note, short};
 use crate::run::spec::MethodSpec;
 use crate::ui::app::App;
-use crate::ui::runs::RunView;
-
-/// The task shared by the runs' labels, if they share one.
-fn common_task(app: &App, rows: &[usize]) -> Option<String> {
-    let tasks: Vec<&str> = rows
-        .iter()
-        .map(|&i| app.runs[i].label.split(" / ").next().unwrap_or(""))
-        .collect();
-    let first = *tasks.first()?;
-    tasks.iter().all(|t| *t == first).then(|| first.to_string())
-}
-
-/// A run's name on this screen: its label without the shared task.
-fn name(run: &RunView, task: Option<&str>) -> String {
-    match task {
-        Some(t) => run
-            .label
-            .strip_prefix(t)
-            .map(|s| s.trim_start_matches(" / ").replace(" / ", " · "))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| run.label.clone()),
-        None => run.label.replace(" / ", " · "),
-    }
-}
-
-fn base_exact(app: &App, rows: &[usize]) -> Option<f64> {
-    rows.iter().find_map(|&i| {
-        let r = app.runs[i].record.as_ref()?;
-        matches!(r.spec.method, MethodSpec::Base).then_some(r.metrics.exact_match.mean)
-    })
-}
+use crate::ui::screen::compare::{base_exact, common_task, name};
 
 /// A horizontal bar of `v` in [0, 1] over `width` cells, in eighths.
 pub fn bar(v: f64, width: usize) -> String {
@@ -55,7 +25,7 @@ pub fn bar(v: f64, width: usize) -> String {
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let rows = app.compared();
-    let task = common_task(app, rows);
+    let task = common_task(&app.runs, rows);
     let n_test = rows
         .iter()
         .find_map(|&i| app.runs[i].record.as_ref().map(|r| r.task.test));
@@ -81,7 +51,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let table_h = (rows.len() as u16 + 3).min(area.height / 2).max(5);
     let [top, bottom] =
         Layout::vertical([Constraint::Length(table_h), Constraint::Min(3)]).areas(area);
-    let base = base_exact(app, rows);
+    let base = base_exact(&app.runs, rows);
     let bar_w = (top.width as usize).saturating_sub(70).clamp(8, 40);
     let table_rows: Vec<Row> = rows
         .iter()
@@ -245,57 +215,6 @@ fn diff(f: &mut Frame, app: &App, task: &Option<String>, area: Rect) {
         ])
     }));
     f.render_widget(Paragraph::new(lines), inner);
-}
-
-/// The compared runs as Markdown and CSV tables.
-pub fn table_text(app: &App, rows: &[usize]) -> (String, String) {
-    let task = common_task(app, rows);
-    let base = base_exact(app, rows);
-    // What was compared: the task(s) of the records and their test sizes.
-    let mut tasks: Vec<String> = rows
-        .iter()
-        .filter_map(|&i| app.runs[i].record.as_ref())
-        .map(|r| format!("{} ({} test examples)", r.task.name, r.task.test))
-        .collect();
-    tasks.sort();
-    tasks.dedup();
-    let mut md = format!(
-        "Test exact match (bootstrap 95% interval) and answer loss on {}.\n\n",
-        tasks.join(", ")
-    );
-    md.push_str(
-        "| run | exact match | 95% CI | loss | Δ vs base | run id |\n|---|---|---|---|---|---|\n",
-    );
-    let mut csv = String::from("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n");
-    for &i in rows {
-        let r = &app.runs[i];
-        let Some(rec) = &r.record else { continue };
-        let em = &rec.metrics.exact_match;
-        let delta = base
-            .filter(|_| !matches!(rec.spec.method, MethodSpec::Base))
-            .map(|b| em.mean - b);
-        let n = name(r, task.as_deref());
-        md.push_str(&format!(
-            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} | {} |\n",
-            em.mean,
-            em.lo,
-            em.hi,
-            rec.metrics.loss.mean,
-            delta.map_or("–".into(), |d| format!("{d:+.3}")),
-            r.id
-        ));
-        csv.push_str(&format!(
-            "\"{}\",{},{},{},{},{},{}\n",
-            n.replace('"', "\"\""),
-            r.id,
-            em.mean,
-            em.lo,
-            em.hi,
-            rec.metrics.loss.mean,
-            delta.map_or(String::new(), |d| d.to_string())
-        ));
-    }
-    (md, csv)
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
 
 fn header(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     let t = &app.theme;
-    let pos = app.live + 1;
+    let pos = app.live.run + 1;
     let mut spans = vec![
         Span::styled(format!(" run {pos}/{} ", app.runs.len()), t.dim()),
         Span::styled(run.label.clone(), t.accent()),

@@ -54,7 +54,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let [table_area, detail_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(inner);
     let height = table_area.height.saturating_sub(1) as usize;
-    let start = app.runs_cursor.saturating_sub(height.saturating_sub(1));
+    let start = app
+        .runs_screen
+        .cursor
+        .saturating_sub(height.saturating_sub(1));
     let end = (start + height).min(app.runs.len());
     // Where each run runs, when some run is another host's or Slurm's.
     let places = app.runs.iter().any(|r| r.remote());
@@ -114,7 +117,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 cells.push(Cell::from(Span::styled(short_id(&r.id.0), t.dim())));
             }
             let row = Row::new(cells);
-            if i == app.runs_cursor {
+            if i == app.runs_screen.cursor {
                 row.style(t.highlight())
             } else {
                 row
@@ -140,7 +143,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
     let header = Row::new(names).style(t.dim().add_modifier(Modifier::BOLD));
     f.render_widget(Table::new(rows, widths).header(header), table_area);
-    if let Some(r) = app.runs.get(app.runs_cursor) {
+    if let Some(r) = app.runs.get(app.runs_screen.cursor) {
         let line = match (&r.error, r.log.back()) {
             (Some(e), _) => Line::from(vec![
                 Span::styled("error: ", t.fg(t.bad)),

@@ -3,8 +3,12 @@
 //! prompt of every compared record, so it happens once per change of the runs (their version)
 //! or of the run under the Runs cursor, never while drawing.
 
+use super::{Ctx, Nav, move_cursor};
+use crate::run::spec::MethodSpec;
 use crate::run::store::RunState;
-use crate::ui::runs::RunList;
+use crate::ui::keymap::Action;
+use crate::ui::request::Request;
+use crate::ui::runs::{RunList, RunView};
 
 #[derive(Debug, Clone, Default)]
 pub struct CompareScreen {
@@ -80,6 +84,22 @@ impl CompareScreen {
             .collect();
         self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
     }
+
+    pub fn on_action(&mut self, a: Action, runs: &RunList, cx: &mut Ctx) -> Option<Nav> {
+        if move_cursor(&mut self.cursor, self.rows.len(), a, 5) {
+            return None;
+        }
+        match a {
+            Action::SwitchPair => self.pair += 1,
+            Action::Enter => return self.rows.get(self.cursor).map(|&i| Nav::Live(i)),
+            Action::ExportTable => {
+                let (md, csv) = table_text(runs, &self.rows);
+                cx.push(Request::WriteTable { md, csv });
+            }
+            _ => {}
+        }
+        None
+    }
 }
 
 /// The runs on Compare: the marked ones, else every finished run on the task of the run at
@@ -99,4 +119,85 @@ fn compared(runs: &RunList, anchor: usize) -> Vec<usize> {
             r.state == RunState::Finished && r.label.split(" / ").next() == Some(task)
         })
         .collect()
+}
+
+/// The task shared by the runs' labels, if they share one.
+pub fn common_task(runs: &RunList, rows: &[usize]) -> Option<String> {
+    let tasks: Vec<&str> = rows
+        .iter()
+        .map(|&i| runs[i].label.split(" / ").next().unwrap_or(""))
+        .collect();
+    let first = *tasks.first()?;
+    tasks.iter().all(|t| *t == first).then(|| first.to_string())
+}
+
+/// A run's name on this screen: its label without the shared task.
+pub fn name(run: &RunView, task: Option<&str>) -> String {
+    match task {
+        Some(t) => run
+            .label
+            .strip_prefix(t)
+            .map(|s| s.trim_start_matches(" / ").replace(" / ", " · "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| run.label.clone()),
+        None => run.label.replace(" / ", " · "),
+    }
+}
+
+pub fn base_exact(runs: &RunList, rows: &[usize]) -> Option<f64> {
+    rows.iter().find_map(|&i| {
+        let r = runs[i].record.as_ref()?;
+        matches!(r.spec.method, MethodSpec::Base).then_some(r.metrics.exact_match.mean)
+    })
+}
+
+/// The compared runs as Markdown and CSV tables.
+pub fn table_text(runs: &RunList, rows: &[usize]) -> (String, String) {
+    let task = common_task(runs, rows);
+    let base = base_exact(runs, rows);
+    // What was compared: the task(s) of the records and their test sizes.
+    let mut tasks: Vec<String> = rows
+        .iter()
+        .filter_map(|&i| runs[i].record.as_ref())
+        .map(|r| format!("{} ({} test examples)", r.task.name, r.task.test))
+        .collect();
+    tasks.sort();
+    tasks.dedup();
+    let mut md = format!(
+        "Test exact match (bootstrap 95% interval) and answer loss on {}.\n\n",
+        tasks.join(", ")
+    );
+    md.push_str(
+        "| run | exact match | 95% CI | loss | Δ vs base | run id |\n|---|---|---|---|---|---|\n",
+    );
+    let mut csv = String::from("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n");
+    for &i in rows {
+        let r = &runs[i];
+        let Some(rec) = &r.record else { continue };
+        let em = &rec.metrics.exact_match;
+        let delta = base
+            .filter(|_| !matches!(rec.spec.method, MethodSpec::Base))
+            .map(|b| em.mean - b);
+        let n = name(r, task.as_deref());
+        md.push_str(&format!(
+            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} | {} |\n",
+            em.mean,
+            em.lo,
+            em.hi,
+            rec.metrics.loss.mean,
+            delta.map_or("–".into(), |d| format!("{d:+.3}")),
+            r.id
+        ));
+        csv.push_str(&format!(
+            "\"{}\",{},{},{},{},{},{}\n",
+            n.replace('"', "\"\""),
+            r.id,
+            em.mean,
+            em.lo,
+            em.hi,
+            rec.metrics.loss.mean,
+            delta.map_or(String::new(), |d| d.to_string())
+        ));
+    }
+    (md, csv)
 }

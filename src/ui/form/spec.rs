@@ -1,0 +1,127 @@
+//! The form as run specs: the main run's spec and its controls' (`specs`, which refuses while
+//! a field is invalid), and the form filled from a saved spec (`load_spec`).
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::Form;
+use crate::pool::PoolSource;
+use crate::run::spec::{ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec};
+use crate::select::Selection;
+
+impl Form {
+    fn task_spec(&self) -> TaskSpec {
+        if self.tasks.contains(&self.task) {
+            TaskSpec {
+                lab: Some(self.task.clone()),
+                ..Default::default()
+            }
+        } else {
+            let dir = PathBuf::from(&self.task);
+            TaskSpec {
+                train: Some(dir.join("train.jsonl")),
+                validation: Some(dir.join("validation.jsonl")),
+                test: Some(dir.join("test.jsonl")),
+                ..Default::default()
+            }
+        }
+    }
+
+    fn method_spec(&self, steps: usize) -> MethodSpec {
+        let kind = self.method_name();
+        let value = match kind {
+            "gradient" => {
+                json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
+            }
+            "lorahub" => json!({"kind": kind, "budget": steps}),
+            "new-lora" => json!({"kind": kind, "steps": steps}),
+            _ => json!({"kind": kind}),
+        };
+        serde_json::from_value(value).expect("the form's methods are valid method tables")
+    }
+
+    /// The main run's spec and those of the controls queued beside it.
+    pub fn specs(&self, model: &str, source: &PoolSource) -> Result<Vec<RunSpec>, String> {
+        if let Some((f, p)) = self.first_problem() {
+            return Err(format!("{}: {p}", self.label(f)));
+        }
+        let k: usize = self.k.parse().unwrap_or(1);
+        let steps: usize = self.steps.parse().unwrap_or(1);
+        let seed: u64 = self.seed.parse().unwrap_or(0);
+        let selection = match &self.selection {
+            Selection::Manual { .. } => Selection::Manual {
+                adapters: self.manual.clone(),
+            },
+            s => s.clone().with_k(k),
+        };
+        let main = RunSpec {
+            name: String::new(),
+            seed,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            model: ModelSpec {
+                base: model.into(),
+                ..Default::default()
+            },
+            pool: PoolSpec {
+                source: source.clone(),
+                filter: String::new(),
+            },
+            task: self.task_spec(),
+            selection,
+            method: self.method_spec(steps),
+            controls: ControlSpec {
+                random_init: self.pool_kind,
+                oracle: self.oracle,
+            },
+            eval: EvalSpec::default(),
+        };
+        main.validate().map_err(|e| e.to_string())?;
+        let mut out = vec![main.clone()];
+        if self.twin_random
+            && let Some(twin) = main.random_init_twin()
+        {
+            out.push(twin);
+        }
+        if self.twin_new_lora && main.method.name() != "new-lora" {
+            out.push(main.control_twin(MethodSpec::NewLora(Default::default())));
+        }
+        if self.twin_base && main.method.name() != "base" {
+            out.push(main.control_twin(MethodSpec::Base));
+        }
+        Ok(out)
+    }
+
+    /// Fills the form from a spec (loading a saved one).
+    pub fn load_spec(&mut self, spec: &RunSpec) {
+        if let Some(l) = &spec.task.lab {
+            self.task = l.clone();
+        } else if let Some(t) = &spec.task.train {
+            self.task = t
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+        }
+        self.selection = spec.selection.clone();
+        if let Selection::Manual { adapters } = &spec.selection {
+            self.manual = adapters.clone();
+        }
+        if let Some(k) = spec.selection.k() {
+            self.k = k.to_string();
+        }
+        self.method = spec.method.kind();
+        match &spec.method {
+            MethodSpec::Gradient(g) => {
+                self.steps = g.steps.to_string();
+                self.granularity = g.granularity;
+            }
+            MethodSpec::Lorahub(h) => self.steps = h.budget.to_string(),
+            MethodSpec::NewLora(n) => self.steps = n.steps.to_string(),
+            _ => {}
+        }
+        self.seed = spec.seed.to_string();
+        self.pool_kind = spec.controls.random_init;
+        self.oracle = spec.controls.oracle;
+    }
+}

@@ -1,0 +1,114 @@
+//! The form's fields, validation and spec round trip.
+
+use super::*;
+use crate::pool::PoolSource;
+use crate::run::spec::{MethodSpec, RunSpec};
+use crate::select::ScoreMetric;
+
+#[test]
+fn the_form_offers_every_method_kind_once() {
+    for k in MethodKind::ALL {
+        assert_eq!(
+            METHODS.iter().filter(|&&m| m == k).count(),
+            1,
+            "{}",
+            k.name()
+        );
+    }
+}
+
+fn form() -> Form {
+    let mut f = Form::new(vec!["caesar-5".into(), "table-m".into()]);
+    f.pool_size = Some(119);
+    f
+}
+
+#[test]
+fn default_form_makes_the_paper_recipe_and_two_controls() {
+    let specs = form().specs("lab", &PoolSource::Lab).unwrap();
+    let labels: Vec<String> = specs.iter().map(|s| s.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "caesar-5 / gradient",
+            "caesar-5 / gradient / random-init",
+            "caesar-5 / base"
+        ]
+    );
+    assert_eq!(
+        specs[0].selection,
+        Selection::TopK {
+            k: 30,
+            by: ScoreMetric::ExactMatch
+        }
+    );
+    let MethodSpec::Gradient(g) = &specs[0].method else {
+        panic!("gradient expected")
+    };
+    assert_eq!(g, &crate::tune::coef::GradientSpec::default());
+}
+
+#[test]
+fn inline_validation_blocks_bad_values() {
+    let mut f = form();
+    f.k = "200".into();
+    assert_eq!(
+        f.specs("lab", &PoolSource::Lab).unwrap_err(),
+        "k: the pool has 119 usable adapters"
+    );
+    f.k = "x".into();
+    assert_eq!(f.problem(FieldId::K).unwrap(), "a whole number ≥ 1");
+    f.k = "5".into();
+    f.selection = Selection::Manual {
+        adapters: Vec::new(),
+    };
+    assert_eq!(
+        f.problem(FieldId::Strategy).unwrap(),
+        "select adapters on the Pool screen (space)"
+    );
+    f.task = "/nowhere".into();
+    assert_eq!(
+        f.problem(FieldId::Task).unwrap(),
+        "looking for the folder's task files…"
+    );
+    assert_eq!(f.wants_check(), Some(PathBuf::from("/nowhere")));
+    // Asked once per folder.
+    assert_eq!(f.wants_check(), None);
+    f.on_task_checked(
+        "/nowhere".into(),
+        TASK_FILES.iter().map(|s| s.to_string()).collect(),
+    );
+    assert_eq!(
+        f.problem(FieldId::Task).unwrap(),
+        "not a lab task, nor a folder with train.jsonl, validation.jsonl, test.jsonl"
+    );
+}
+
+#[test]
+fn a_spec_round_trips_through_the_form() {
+    let mut f = form();
+    f.method = MethodKind::Lorahub;
+    f.steps = "64".into();
+    f.selection = Selection::Random { k: 0, seed: None };
+    f.k = "7".into();
+    f.seed = "3".into();
+    let spec = f.specs("lab", &PoolSource::Lab).unwrap().remove(0);
+    let mut g = form();
+    g.load_spec(&spec);
+    assert_eq!(g.specs("lab", &PoolSource::Lab).unwrap()[0], spec);
+    // A strategy the form does not offer survives a load and a save.
+    let similar = Selection::Similar {
+        to: "caesar-4".into(),
+        k: 5,
+    };
+    let mut h = form();
+    h.load_spec(&RunSpec {
+        selection: similar.clone(),
+        ..spec
+    });
+    assert_eq!(h.value(FieldId::K), "5");
+    assert_eq!(
+        h.specs("lab", &PoolSource::Lab).unwrap()[0].selection,
+        similar
+    );
+}

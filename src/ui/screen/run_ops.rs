@@ -1,0 +1,103 @@
+//! What Live and Runs can do to a run of the list: read its history, cancel it, export it,
+//! queue it again or queue a control twin of it. Each puts requests in the outbox and says what
+//! it did on the status line.
+
+use std::path::PathBuf;
+
+use super::Ctx;
+use crate::engine::Command;
+use crate::run::spec::{MethodSpec, RunSpec};
+use crate::run::store::RunState;
+use crate::ui::request::{Request, Resubmit};
+use crate::ui::runs::RunList;
+
+/// Asks for run `i`'s record or curve once, when a screen needs it (the list remembers that
+/// it asked).
+pub fn ensure_loaded(runs: &mut RunList, i: usize, cx: &mut Ctx) {
+    if let Some(id) = runs.to_load(i) {
+        cx.push(Request::LoadRun(id));
+    }
+}
+
+/// Cancels run `i`: through the engine when this UI runs it, with `scancel` when Slurm does;
+/// a run of another process outside Slurm is stopped where it runs.
+pub fn cancel(runs: &RunList, i: usize, cx: &mut Ctx) {
+    let Some(r) = runs.get(i) else { return };
+    if r.state.is_live() && !r.local {
+        let line = match &r.slurm {
+            Some(j) => {
+                cx.push(Request::Scancel(j.key()));
+                format!("scancel {} ({})", j.key(), r.label)
+            }
+            None => format!(
+                "{} runs in another process (pid {} on {}); stop it there",
+                r.label, r.pid, r.host
+            ),
+        };
+        cx.say(line);
+    } else if r.state.is_live() {
+        cx.push(Request::Engine(Command::Cancel { run: r.id.clone() }));
+        cx.say(format!("cancelling {}", r.label));
+    } else {
+        cx.say(format!(
+            "{} is {}; nothing to cancel",
+            r.label,
+            r.state.name()
+        ));
+    }
+}
+
+/// Asks the engine to export finished run `i` as a PEFT adapter (rank 64) into
+/// `export-<id>` in the working directory.
+pub fn export(runs: &RunList, i: usize, cx: &mut Ctx) {
+    let Some(r) = runs.get(i) else { return };
+    if r.state != RunState::Finished {
+        cx.say("only a finished run can be exported");
+        return;
+    }
+    let out = PathBuf::from(format!("export-{}", r.id.0));
+    cx.say(format!("exporting to {}…", out.display()));
+    cx.push(Request::Engine(Command::Export {
+        run: r.id.clone(),
+        out,
+        rank: 64,
+    }));
+}
+
+/// Queues run `i` again, or a twin of it: from its record's spec when that is loaded, else
+/// once the worker has read its spec file (the reply comes back to [`resubmit`]).
+pub fn resubmit_run(runs: &RunList, i: usize, then: Resubmit, cx: &mut Ctx) {
+    let Some(run) = runs.get(i) else { return };
+    match &run.record {
+        Some(r) => resubmit(then, r.spec.clone(), cx),
+        None => cx.push(Request::ReadSpec {
+            run: run.id.clone(),
+            then,
+        }),
+    }
+}
+
+/// Queues `spec` again, its random-init twin or its base-model twin.
+pub fn resubmit(then: Resubmit, spec: RunSpec, cx: &mut Ctx) {
+    let spec = match then {
+        Resubmit::Retry => {
+            cx.say(format!("queued {} again", spec.label()));
+            cx.submit(spec);
+            return;
+        }
+        Resubmit::RandomTwin => {
+            if !spec.method.uses_pool() {
+                cx.say("this run uses no pool; it has no random-init twin");
+                return;
+            }
+            let Some(twin) = spec.random_init_twin() else {
+                cx.say("this run is on the random-init pool already");
+                return;
+            };
+            twin
+        }
+        Resubmit::BaseTwin => spec.control_twin(MethodSpec::Base),
+    };
+    cx.say(format!("queued {}", spec.label()));
+    cx.submit(spec);
+}
