@@ -12,3 +12,4 @@ pub mod select;
 pub mod slurm;
 pub mod tune;
 pub mod ui;
+pub mod untrusted;

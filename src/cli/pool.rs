@@ -213,7 +213,10 @@ pub fn check(
         } else {
             v.extend(rules::pending_weights());
         }
-        (v, format!("{target}@{}", &rev[..rev.len().min(12)]))
+        (
+            v,
+            format!("{target}@{}", rev.chars().take(12).collect::<String>()),
+        )
     } else {
         bail!("{target}: neither an adapter folder nor a Hub repo id (org/name)");
     };

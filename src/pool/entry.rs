@@ -603,7 +603,7 @@ pub fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String
     let mut line = format!(
         "downloaded {} at {}",
         human_size(Some(size)),
-        &rev[..rev.len().min(12)]
+        rev.chars().take(12).collect::<String>()
     );
     if let Some(cfg) = cfg {
         let dir = path.parent().unwrap_or(Path::new("."));

@@ -1,17 +1,29 @@
 //! The Hugging Face Hub: the adapter listing over HTTP and file downloads into the shared HF cache.
 //!
-//! The endpoint comes from `--endpoint`, else `HF_ENDPOINT`, else huggingface.co, and is handed to
-//! both clients explicitly. The token (from `HF_TOKEN` or the standard token file) is sent as a
-//! bearer header and never printed, logged or stored. Everything the Hub returns is untrusted: a
-//! listing must parse, pagination only follows links on the same origin, repo ids must be plain
-//! `org/name` pairs, and a download must have the size the Hub announced or it is removed.
+//! The endpoint comes from `--endpoint`, else `HF_ENDPOINT`, else huggingface.co. The token (from
+//! `HF_TOKEN` or the standard token file) is sent as a bearer header to the endpoint's origin
+//! only, and never printed, logged or stored. Everything the Hub returns is untrusted: a listing
+//! must parse, pagination follows links on the same origin and never one page twice, repo ids
+//! and commits must be plain names, and every wait is bounded (`http`); downloads go into the HF
+//! cache only under names checked first, with the announced size and hash (`download`).
+//!
+//! loracycle speaks HTTP to the Hub itself, over `ureq`, instead of through `hf-hub`: hf-hub made
+//! its own metadata request and joined that answer's ETag and commit onto cache paths unchecked
+//! (a traversal in either wrote outside the cache), forwarded the token across redirects, had no
+//! read timeout and panicked on a redirect without `Location`.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod download;
+pub mod http;
+pub mod names;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::cache::{HfHome, repo_folder};
+use super::cache::HfHome;
+use http::{Http, origin};
+pub use names::valid_repo_id;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -42,8 +54,27 @@ pub enum HubError {
         expected: u64,
         got: u64,
     },
+    #[error(
+        "{repo}/{file}: the download is not the announced file (SHA-256 {have}, the Hub's ETag says {want}); nothing was kept"
+    )]
+    Corrupt {
+        repo: String,
+        file: String,
+        want: String,
+        have: String,
+    },
+    #[error("{url}: refusing the Hub's answer: {reason}")]
+    Refused { url: String, reason: String },
+    #[error(
+        "{url}: the Hub sent nothing for {secs} s; giving up (LORACYCLE_HUB_TIMEOUT sets the wait)"
+    )]
+    Stalled { url: String, secs: f64 },
+    #[error("{url}: the Hub answered {status} and asks to wait {secs} s; try again later")]
+    WaitAsked { url: String, status: u16, secs: u64 },
     #[error("{0:?} is not a Hub repo id (expected org/name)")]
     BadRepoId(String),
+    #[error("{0:?} is not a plain revision and file name")]
+    BadName(String),
     #[error("offline: {0}")]
     Offline(String),
     #[error("{path}: {source}")]
@@ -51,18 +82,6 @@ pub enum HubError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// Whether a string is a plain `org/name` repo id (no traversal, no URL syntax).
-pub fn valid_repo_id(id: &str) -> bool {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s != "."
-            && s != ".."
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    matches!(id.split_once('/'), Some((a, b)) if ok(a) && ok(b))
 }
 
 /// One model of the listing, as much as loracycle reads of it.
@@ -97,6 +116,13 @@ impl HubModel {
     pub fn has_file(&self, name: &str) -> bool {
         self.siblings.iter().any(|s| s.rfilename == name)
     }
+
+    /// Drops a `sha` that is not a 40-digit hex commit: it is shown and becomes a folder name.
+    fn keep_plain_sha(&mut self) {
+        if self.sha.as_deref().is_some_and(|s| !names::valid_commit(s)) {
+            self.sha = None;
+        }
+    }
 }
 
 /// The token, from `HF_TOKEN`, else `HF_TOKEN_PATH`, else `$HF_HOME/token`.
@@ -118,7 +144,7 @@ fn find_token(home: &HfHome) -> Option<String> {
 pub struct Hub {
     pub endpoint: String,
     token: Option<String>,
-    agent: ureq::Agent,
+    http: Http,
     pub home: HfHome,
 }
 
@@ -128,14 +154,6 @@ impl std::fmt::Debug for Hub {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .finish()
-    }
-}
-
-fn origin(url: &str) -> &str {
-    let after = url.find("://").map_or(0, |i| i + 3);
-    match url[after..].find('/') {
-        Some(i) => &url[..after + i],
-        None => url,
     }
 }
 
@@ -174,29 +192,19 @@ impl Hub {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
             .trim_end_matches('/')
             .to_string();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .user_agent(concat!("loracycle/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let token = find_token(&home);
         Self {
-            token: find_token(&home),
+            http: Http::new(&endpoint, token.clone()),
+            token,
             endpoint,
-            agent,
             home,
         }
     }
 
+    /// A small JSON answer: status, `Link` header and body (at most 64 MiB).
     fn get(&self, url: &str) -> Result<(u16, Option<String>, String), HubError> {
-        let mut req = self.agent.get(url);
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", &format!("Bearer {t}"));
-        }
-        let mut resp = req.call().map_err(|e| HubError::Network {
-            url: url.into(),
-            reason: e.to_string(),
-        })?;
+        let (url, mut resp) = self.http.get(url, &[], &mut |_| Ok(()))?;
+        let url = url.as_str();
         let status = resp.status().as_u16();
         let link = resp
             .headers()
@@ -208,10 +216,7 @@ impl Hub {
             .with_config()
             .limit(64 << 20)
             .read_to_string()
-            .map_err(|e| HubError::Network {
-                url: url.into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| self.http.error(url, e))?;
         Ok((status, link, body))
     }
 
@@ -251,8 +256,14 @@ impl Hub {
         );
         let home = origin(&self.endpoint).to_string();
         let mut out = Vec::new();
-        let mut pages = 0;
+        let mut seen = HashSet::new();
         loop {
+            if !seen.insert(url.clone()) {
+                return Err(HubError::Malformed {
+                    url,
+                    reason: "the next page is one already read (a pagination loop)".into(),
+                });
+            }
             let (status, link, body) = self.get(&url)?;
             Self::check_status(&url, status)?;
             let page: Vec<HubModel> =
@@ -270,13 +281,13 @@ impl Hub {
                         reason: format!("model id {:?} is not org/name", m.id),
                     });
                 }
+                m.keep_plain_sha();
                 out.push(m);
             }
-            pages += 1;
             on_page(out.len());
             match link.as_deref().and_then(next_link) {
-                Some(next) if origin(&next) == home && pages < 10_000 => url = next,
-                Some(next) if origin(&next) != home => {
+                Some(next) if origin(&next).eq_ignore_ascii_case(&home) => url = next,
+                Some(next) => {
                     return Err(HubError::Malformed {
                         url,
                         reason: format!("the next page points to another host: {next}"),
@@ -306,124 +317,11 @@ impl Hub {
         if m.id != id {
             return Err(HubError::Malformed {
                 url,
-                reason: format!("asked for {id}, the answer is about {}", m.id),
+                reason: format!("asked for {id}, the answer is about {:?}", m.id),
             });
         }
+        m.keep_plain_sha();
         Ok(m)
-    }
-
-    fn api(&self) -> hf_hub::api::sync::Api {
-        hf_hub::api::sync::ApiBuilder::new()
-            .with_endpoint(self.endpoint.clone())
-            .with_cache_dir(self.home.hub())
-            .with_token(self.token.clone())
-            .with_progress(false)
-            .build()
-            .expect("building the hf-hub client does no I/O")
-    }
-
-    /// Downloads `file` of `repo` at `revision` into the HF cache (or finds it there) and returns
-    /// its snapshot path. A download that ends short of the announced size is deleted.
-    pub fn fetch(&self, repo: &str, revision: &str, file: &str) -> Result<PathBuf, HubError> {
-        if !valid_repo_id(repo) {
-            return Err(HubError::BadRepoId(repo.into()));
-        }
-        let snapshot = self.home.snapshot(repo, revision).join(file);
-        if snapshot.is_file() {
-            return Ok(snapshot);
-        }
-        let api = self.api();
-        let handle = api.repo(hf_hub::Repo::with_revision(
-            repo.to_string(),
-            hf_hub::RepoType::Model,
-            revision.to_string(),
-        ));
-        let url = handle.url(file);
-        let blobs = self.home.hub().join(repo_folder(repo)).join("blobs");
-        let before = list_dir(&blobs);
-        let result = (|| {
-            let meta = api.metadata(&url).map_err(|e| map_api_error(&url, e))?;
-            // The etag names the blob file and the commit the snapshot folder: both come from the
-            // server, so both must be plain names before hf-hub joins them onto cache paths.
-            let plain = |s: &str| {
-                !s.is_empty()
-                    && s.len() <= 128
-                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            };
-            if !plain(meta.etag()) || !plain(meta.commit_hash()) {
-                return Err(HubError::Malformed {
-                    url: url.clone(),
-                    reason: format!(
-                        "etag {:?} / commit {:?} are not plain hex names",
-                        meta.etag(),
-                        meta.commit_hash()
-                    ),
-                });
-            }
-            let path = handle.download(file).map_err(|e| map_api_error(&url, e))?;
-            let got = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if got != meta.size() as u64 {
-                let blob = std::fs::canonicalize(&path).ok();
-                let _ = std::fs::remove_file(&path);
-                if let Some(b) = blob {
-                    let _ = std::fs::remove_file(b);
-                }
-                return Err(HubError::CutShort {
-                    repo: repo.into(),
-                    file: file.into(),
-                    expected: meta.size() as u64,
-                    got,
-                });
-            }
-            Ok(path)
-        })();
-        if result.is_err() {
-            // hf-hub leaves `<etag>.sync.part` (and a lock) behind for a later resume; a failed
-            // download here keeps nothing that was not in the cache before.
-            for leftover in list_dir(&blobs).into_iter().filter(|p| !before.contains(p)) {
-                let _ = std::fs::remove_file(leftover);
-            }
-        }
-        result
-    }
-
-    /// The text of a small file (config, model card), through the cache.
-    pub fn fetch_text(&self, repo: &str, revision: &str, file: &str) -> Result<String, HubError> {
-        let path = self.fetch(repo, revision, file)?;
-        std::fs::read_to_string(&path).map_err(|source| HubError::Io { path, source })
-    }
-}
-
-fn list_dir(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
-fn map_api_error(url: &str, e: hf_hub::api::sync::ApiError) -> HubError {
-    use hf_hub::api::sync::ApiError;
-    match e {
-        ApiError::RequestError(err) => match *err {
-            ureq::Error::StatusCode(code) => match Hub::check_status(url, code) {
-                Err(e) => e,
-                Ok(()) => HubError::Network {
-                    url: url.into(),
-                    reason: format!("unexpected status {code}"),
-                },
-            },
-            other => HubError::Network {
-                url: url.into(),
-                reason: other.to_string(),
-            },
-        },
-        ApiError::IoError(source) => HubError::Io {
-            path: PathBuf::from(url),
-            source,
-        },
-        other => HubError::Network {
-            url: url.into(),
-            reason: other.to_string(),
-        },
     }
 }
 
@@ -441,14 +339,6 @@ mod tests {
         assert_eq!(
             next_link("<https://h.co/p>; rel=\"prev\", <https://h.co/n>; rel=\"next\"").as_deref(),
             Some("https://h.co/n")
-        );
-        assert!(valid_repo_id("meta-llama/Llama-3.1-8B-Instruct"));
-        for bad in ["../x", "a/../b", "a", "a/b/c", "a/", "/b", "a/b?c", "a b/c"] {
-            assert!(!valid_repo_id(bad), "{bad}");
-        }
-        assert_eq!(
-            origin("http://127.0.0.1:80/api/models?x"),
-            "http://127.0.0.1:80"
         );
         assert_eq!(
             encode_query("base_model:adapter:meta-llama/Llama-3.1-8B"),

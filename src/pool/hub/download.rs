@@ -1,0 +1,254 @@
+//! Downloads into the HF cache, laid out as huggingface_hub lays it out
+//! (`models--org--name/{blobs/<etag>, snapshots/<commit>/<file> → ../../blobs/<etag>,
+//! refs/<revision>}`), so that Python tools and loracycle share every file.
+//!
+//! The commit, ETag and size are read from the answers of the endpoint's own origin (a CDN the
+//! Hub redirects to has no say in them), checked as names before any path is made of them, and
+//! the body is streamed into a temporary file beside the blobs: it becomes the blob only with the
+//! announced size and, for an LFS file (a SHA-256 ETag), the announced hash. Anything else is
+//! removed and reported; the snapshot link and the ref are written last, each atomically.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use ureq::http::HeaderMap;
+
+use super::names::{blob_name, sha256_of_etag, valid_commit, valid_file_name, valid_revision};
+use super::{Hub, HubError, encode_query, valid_repo_id};
+use crate::atomic_write::write_atomic;
+use crate::pool::cache::repo_folder;
+
+/// The largest file `fetch` takes (an adapter is megabytes to a few gigabytes).
+pub const MAX_FILE: u64 = 64 << 30;
+/// The largest text file `fetch_text` takes (configs, model cards).
+pub const MAX_TEXT: u64 = 16 << 20;
+
+/// What the Hub says of a file: the commit it resolved to, its ETag and its size.
+#[derive(Debug, Default)]
+struct Meta {
+    commit: Option<String>,
+    etag: Option<String>,
+    size: Option<u64>,
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+impl Meta {
+    /// Takes the headers of one answer; a redirect's own length is not the file's.
+    fn take(&mut self, h: &HeaderMap, redirect: bool) {
+        if let Some(c) = header(h, "x-repo-commit") {
+            self.commit = Some(c);
+        }
+        if let Some(e) = header(h, "x-linked-etag").or_else(|| header(h, "etag")) {
+            self.etag = Some(e);
+        }
+        let linked = header(h, "x-linked-size").and_then(|s| s.parse().ok());
+        let length = (!redirect)
+            .then(|| {
+                // `bytes 0-99/100`: the total is the file's size.
+                let range = header(h, "content-range")
+                    .and_then(|r| r.rsplit_once('/').and_then(|(_, t)| t.parse().ok()));
+                range.or_else(|| header(h, "content-length").and_then(|s| s.parse().ok()))
+            })
+            .flatten();
+        if let Some(s) = linked.or(length) {
+            self.size = Some(s);
+        }
+    }
+}
+
+impl Hub {
+    /// Downloads `file` of `repo` at `revision` into the HF cache (or finds it there) and returns
+    /// its snapshot path.
+    pub fn fetch(&self, repo: &str, revision: &str, file: &str) -> Result<PathBuf, HubError> {
+        self.fetch_at_most(repo, revision, file, MAX_FILE)
+    }
+
+    /// The text of a small file (config, model card), through the cache.
+    pub fn fetch_text(&self, repo: &str, revision: &str, file: &str) -> Result<String, HubError> {
+        let path = self.fetch_at_most(repo, revision, file, MAX_TEXT)?;
+        crate::untrusted::read_text(&path, MAX_TEXT).map_err(|e| HubError::Io {
+            path,
+            source: e.into_io(),
+        })
+    }
+
+    fn fetch_at_most(
+        &self,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        cap: u64,
+    ) -> Result<PathBuf, HubError> {
+        if !valid_repo_id(repo) {
+            return Err(HubError::BadRepoId(repo.into()));
+        }
+        if !valid_revision(revision) || !valid_file_name(file) {
+            return Err(HubError::BadName(format!("{revision}/{file}")));
+        }
+        let cached = self.home.snapshot(repo, revision).join(file);
+        if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) {
+            return Ok(cached);
+        }
+        let url = format!(
+            "{}/{repo}/resolve/{}/{}",
+            self.endpoint,
+            encode_query(revision),
+            encode_query(file)
+        );
+        let mut meta = Meta::default();
+        let (at, mut resp) =
+            self.http
+                .get(&url, &[("Accept-Encoding", "identity")], &mut |hop| {
+                    if hop.from_endpoint {
+                        meta.take(hop.headers, (300..400).contains(&hop.status));
+                    } else if meta.size.is_none() && !(300..400).contains(&hop.status) {
+                        // Another origin's length only bounds the read; the ETag checks it.
+                        meta.size =
+                            header(hop.headers, "content-length").and_then(|s| s.parse().ok());
+                    }
+                    Ok(())
+                })?;
+        Self::check_status(&at, resp.status().as_u16())?;
+        let refuse = |reason: String| HubError::Refused {
+            url: url.clone(),
+            reason,
+        };
+        let commit = meta
+            .commit
+            .ok_or_else(|| refuse("no X-Repo-Commit header".into()))?;
+        if !valid_commit(&commit) {
+            return Err(refuse(format!(
+                "X-Repo-Commit {:?} is not a 40-digit hex commit",
+                shown(&commit)
+            )));
+        }
+        let etag = meta.etag.unwrap_or_default();
+        let blob = blob_name(&etag)
+            .ok_or_else(|| refuse(format!("ETag {:?} is not a plain blob name", shown(&etag))))?;
+        let size = meta
+            .size
+            .ok_or_else(|| refuse("no size (X-Linked-Size or Content-Length)".into()))?;
+        if size > cap {
+            return Err(refuse(format!(
+                "{file} is {size} bytes; loracycle takes at most {cap} for it"
+            )));
+        }
+        let folder = self.home.hub().join(repo_folder(repo));
+        let blobs = folder.join("blobs");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HubError::Io { path, source }
+        };
+        std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+        let blob_path = blobs.join(&blob);
+        let have =
+            std::fs::symlink_metadata(&blob_path).is_ok_and(|m| m.is_file() && m.len() == size);
+        if !have {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!(".{blob}."))
+                .suffix(".incomplete")
+                .tempfile_in(&blobs)
+                .map_err(io(&blobs))?;
+            let mut reader = resp.body_mut().with_config().limit(size + 1).reader();
+            let mut hash = Sha256::new();
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        return Err(self.http.stalled(&at));
+                    }
+                    Err(e) if got < size => {
+                        let _ = e;
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(HubError::Network {
+                            url: at.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                };
+                got += n as u64;
+                if got > size {
+                    return Err(refuse(format!(
+                        "{file}: the body is longer than the announced {size} bytes"
+                    )));
+                }
+                hash.update(&buf[..n]);
+                tmp.write_all(&buf[..n]).map_err(io(tmp.path()))?;
+            }
+            if got != size {
+                return Err(HubError::CutShort {
+                    repo: repo.into(),
+                    file: file.into(),
+                    expected: size,
+                    got,
+                });
+            }
+            if let Some(want) = sha256_of_etag(&blob) {
+                let have = format!("{:x}", hash.finalize());
+                if have != want {
+                    return Err(HubError::Corrupt {
+                        repo: repo.into(),
+                        file: file.into(),
+                        want: want.into(),
+                        have,
+                    });
+                }
+            }
+            tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+            tmp.persist(&blob_path).map_err(|e| HubError::Io {
+                path: blob_path.clone(),
+                source: e.error,
+            })?;
+        }
+        let snapshot = folder.join("snapshots").join(&commit).join(file);
+        link(&snapshot, &blob, file).map_err(io(&snapshot))?;
+        if revision != commit {
+            let r = folder.join("refs").join(revision);
+            if let Some(dir) = r.parent() {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            }
+            write_atomic(&r, commit.as_bytes()).map_err(io(&r))?;
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Points `snapshot` (…/snapshots/<commit>/<file>) at `../../blobs/<blob>` (one `..` more per
+/// folder in `file`), replacing what was there in one rename.
+fn link(snapshot: &Path, blob: &str, file: &str) -> std::io::Result<()> {
+    let dir = snapshot.parent().expect("a snapshot path has a folder");
+    std::fs::create_dir_all(dir)?;
+    let mut target = PathBuf::new();
+    for _ in 0..file.split('/').count() + 1 {
+        target.push("..");
+    }
+    target.push("blobs");
+    target.push(blob);
+    let tmp = dir.join(format!(
+        ".{}.{}.link",
+        snapshot
+            .file_name()
+            .map_or("f".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)?;
+    std::fs::rename(&tmp, snapshot)
+}
+
+/// A header value as an error shows it: control characters escaped, at most 80 characters.
+fn shown(s: &str) -> String {
+    s.chars().take(80).collect()
+}
