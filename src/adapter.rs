@@ -10,7 +10,6 @@ pub mod random_init;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::Load;
@@ -77,6 +76,22 @@ pub enum AdapterError {
         tensor: String,
         layers: usize,
     },
+    #[error(
+        "adapter {adapter}: tensor {tensor} is {dtype}; LoRA weights are floating point (F16, BF16, F32 or F64)"
+    )]
+    NotFloat {
+        adapter: String,
+        tensor: String,
+        dtype: String,
+    },
+    #[error(
+        "adapter {adapter}: tensor {tensor} adapts {module}, which adapter_config.json's target_modules does not name"
+    )]
+    Untargeted {
+        adapter: String,
+        tensor: String,
+        module: &'static str,
+    },
     #[error("adapter {adapter}: tensor {tensor} holds {count} NaN/Inf values")]
     NonFinite {
         adapter: String,
@@ -117,6 +132,38 @@ pub struct Adapter {
     pub warnings: Vec<String>,
 }
 
+/// One tensor of a safetensors header: its name and shape.
+#[derive(Debug, Clone)]
+pub struct TensorHead {
+    pub key: String,
+    pub shape: Vec<usize>,
+}
+
+/// What an adapter folder's config and safetensors header say, checked, without its values.
+#[derive(Debug, Clone)]
+pub struct AdapterHeader {
+    pub name: String,
+    pub config: AdapterConfig,
+    /// (layer, module) → (A, B).
+    pub pairs: BTreeMap<(usize, Module), (TensorHead, TensorHead)>,
+    pub storage_dtype: String,
+    pub file_size: u64,
+    pub warnings: Vec<String>,
+}
+
+impl AdapterHeader {
+    pub fn modules(&self) -> BTreeSet<Module> {
+        self.pairs.keys().map(|(_, m)| *m).collect()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.pairs
+            .values()
+            .map(|(a, b)| a.shape.iter().product::<usize>() + b.shape.iter().product::<usize>())
+            .sum()
+    }
+}
+
 struct Key {
     layer: usize,
     module: Module,
@@ -151,15 +198,17 @@ impl Adapter {
     /// Reads only the config, with every support rule applied.
     pub fn read_config(dir: &Path, name: &str) -> Result<AdapterConfig> {
         let path = dir.join("adapter_config.json");
-        if !path.is_file() {
+        if std::fs::symlink_metadata(&path).is_err() {
             return Err(AdapterError::MissingConfig {
                 adapter: name.into(),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| AdapterError::Io {
-            adapter: name.into(),
-            path: path.clone(),
-            source,
+        let text = crate::untrusted::read_text(&path, crate::untrusted::SMALL).map_err(|e| {
+            AdapterError::Io {
+                adapter: name.into(),
+                path: path.clone(),
+                source: e.into_io(),
+            }
         })?;
         let cfg: AdapterConfig =
             serde_json::from_str(&text).map_err(|e| AdapterError::BadConfig {
@@ -176,26 +225,27 @@ impl Adapter {
         Ok(cfg)
     }
 
-    /// Loads and validates an adapter folder. With `base`, every shape is checked against the base
-    /// model and, when the base's identity is known, a different `base_model_name_or_path` becomes a
-    /// warning.
-    pub fn load(dir: &Path, base: Option<(&LlamaConfig, Option<&str>)>) -> Result<Self> {
+    /// Reads and validates an adapter folder's config and safetensors header, not its values:
+    /// every tensor a LoRA A or B of a targeted module, floating point, paired, of the config's
+    /// rank and, with `base`, of the base model's shapes. What `inspect` reads; `load` reads this
+    /// first.
+    pub fn header(dir: &Path, base: Option<(&LlamaConfig, Option<&str>)>) -> Result<AdapterHeader> {
         let name = dir.display().to_string();
         let err_name = || name.clone();
         let config = Self::read_config(dir, &name)?;
         let weights = dir.join("adapter_model.safetensors");
-        if !weights.is_file() {
+        if std::fs::symlink_metadata(&weights).is_err() {
             if dir.join("adapter_model.bin").exists() {
                 return Err(AdapterError::PickleOnly { adapter: name });
             }
             return Err(AdapterError::NoWeights { adapter: name });
         }
-        let file = File::open(&weights).map_err(|source| AdapterError::Io {
-            adapter: err_name(),
-            path: weights.clone(),
-            source,
-        })?;
-        let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (file, file_size) =
+            crate::untrusted::open(&weights, u64::MAX).map_err(|e| AdapterError::Io {
+                adapter: err_name(),
+                path: weights.clone(),
+                source: e.into_io(),
+            })?;
         // SAFETY: read-only map; the bytes are validated by safetensors before use.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| AdapterError::Io {
             adapter: err_name(),
@@ -206,12 +256,7 @@ impl Adapter {
             adapter: err_name(),
             reason: e.to_string(),
         })?;
-        let tensor_err = |source| AdapterError::Tensor {
-            adapter: err_name(),
-            source,
-        };
-
-        let mut halves: BTreeMap<(usize, Module), (Option<Tensor>, Option<Tensor>)> =
+        let mut halves: BTreeMap<(usize, Module), (Option<TensorHead>, Option<TensorHead>)> =
             BTreeMap::new();
         let mut dtypes = BTreeSet::new();
         let r = config.r;
@@ -222,7 +267,28 @@ impl Adapter {
                     tensor: key,
                 });
             };
-            dtypes.insert(format!("{:?}", view.dtype()));
+            let dtype = view.dtype();
+            if !matches!(
+                dtype,
+                safetensors::Dtype::F16
+                    | safetensors::Dtype::BF16
+                    | safetensors::Dtype::F32
+                    | safetensors::Dtype::F64
+            ) {
+                return Err(AdapterError::NotFloat {
+                    adapter: name,
+                    tensor: key,
+                    dtype: format!("{dtype:?}"),
+                });
+            }
+            if !config.targets(k.module, &key) {
+                return Err(AdapterError::Untargeted {
+                    adapter: name,
+                    tensor: key,
+                    module: k.module.peft_name(),
+                });
+            }
+            dtypes.insert(format!("{dtype:?}"));
             let found = view.shape().to_vec();
             let expected = match base {
                 Some((cfg, _)) => {
@@ -255,18 +321,7 @@ impl Adapter {
                     context,
                 });
             }
-            let t = view
-                .load(&Device::Cpu)
-                .and_then(|t| t.to_dtype(DType::F32))
-                .map_err(tensor_err)?;
-            let bad = non_finite(&t).map_err(tensor_err)?;
-            if bad > 0 {
-                return Err(AdapterError::NonFinite {
-                    adapter: name,
-                    tensor: key,
-                    count: bad,
-                });
-            }
+            let t = TensorHead { key, shape: found };
             let slot = halves.entry((k.layer, k.module)).or_default();
             if k.is_a {
                 slot.0 = Some(t);
@@ -278,7 +333,7 @@ impl Adapter {
         for ((layer, module), (a, b)) in halves {
             match (a, b) {
                 (Some(a), Some(b)) => {
-                    pairs.insert((layer, module), LoraPair { a, b });
+                    pairs.insert((layer, module), (a, b));
                 }
                 (a, _) => {
                     let (present, missing) = if a.is_some() {
@@ -307,14 +362,77 @@ impl Adapter {
                 "adapter {name} was trained on {own}, not on {base_name}"
             ));
         }
-        Ok(Self {
+        Ok(AdapterHeader {
             name,
-            dir: dir.to_path_buf(),
             config,
             pairs,
             storage_dtype: dtypes.into_iter().collect::<Vec<_>>().join(","),
             file_size,
             warnings,
+        })
+    }
+
+    /// Loads and validates an adapter folder: its header (see [`Adapter::header`]), then every
+    /// value, which must be finite. With `base`, every shape is checked against the base model
+    /// and, when the base's identity is known, a different `base_model_name_or_path` becomes a
+    /// warning.
+    pub fn load(dir: &Path, base: Option<(&LlamaConfig, Option<&str>)>) -> Result<Self> {
+        let head = Self::header(dir, base)?;
+        let name = head.name.clone();
+        let weights = dir.join("adapter_model.safetensors");
+        let io = |source| AdapterError::Io {
+            adapter: name.clone(),
+            path: weights.clone(),
+            source,
+        };
+        let (file, _) = crate::untrusted::open(&weights, u64::MAX).map_err(|e| io(e.into_io()))?;
+        // SAFETY: read-only map; the bytes are validated by safetensors before use.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| AdapterError::Corrupt {
+            adapter: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let read = |t: &TensorHead| -> Result<Tensor> {
+            let tensor_err = |source| AdapterError::Tensor {
+                adapter: name.clone(),
+                source,
+            };
+            let view = st.tensor(&t.key).map_err(|e| AdapterError::Corrupt {
+                adapter: name.clone(),
+                reason: e.to_string(),
+            })?;
+            let v = view
+                .load(&Device::Cpu)
+                .and_then(|v| v.to_dtype(DType::F32))
+                .map_err(tensor_err)?;
+            let bad = non_finite(&v).map_err(tensor_err)?;
+            if bad > 0 {
+                return Err(AdapterError::NonFinite {
+                    adapter: name.clone(),
+                    tensor: t.key.clone(),
+                    count: bad,
+                });
+            }
+            Ok(v)
+        };
+        let mut pairs = BTreeMap::new();
+        for (&at, (a, b)) in &head.pairs {
+            pairs.insert(
+                at,
+                LoraPair {
+                    a: read(a)?,
+                    b: read(b)?,
+                },
+            );
+        }
+        Ok(Self {
+            name: head.name,
+            dir: dir.to_path_buf(),
+            config: head.config,
+            pairs,
+            storage_dtype: head.storage_dtype,
+            file_size: head.file_size,
+            warnings: head.warnings,
         })
     }
 

@@ -141,7 +141,7 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
     },
     /// Describe a model folder or a PEFT adapter folder, reading headers only.
     #[command(
-        after_help = "Examples:\n  loracycle inspect tests/fixtures/tiny\n  loracycle inspect tests/fixtures/adapters/qv-r4 --json"
+        after_help = "Examples:\n  loracycle inspect tests/fixtures/tiny\n  loracycle inspect tests/fixtures/adapters/qv-r4 --json\n  loracycle inspect tests/fixtures/adapters/qv-r4 --norms"
     )]
     Inspect {
         /// A model folder (config.json + safetensors) or an adapter folder (adapter_config.json).
@@ -149,6 +149,10 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// For an adapter, also read every weight and give ‖ΔW‖_F by module (and check that
+        /// the values are finite).
+        #[arg(long)]
+        norms: bool,
     },
     /// Loss on answer tokens and exact match of greedy generations on a JSONL dataset.
     #[command(
@@ -450,7 +454,7 @@ fn main() -> ExitCode {
                 runs_dir: loracycle::run::record::runs_dir(cli.ui_runs_dir.as_deref()),
             })
         }
-        Some(Command::Inspect { path, json }) => inspect(&path, json),
+        Some(Command::Inspect { path, json, norms }) => inspect(&path, json, norms),
         Some(Command::Pool { command }) => match command {
             PoolCommand::List {
                 source,

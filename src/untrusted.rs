@@ -28,14 +28,19 @@ pub enum UntrustedError {
 }
 
 impl UntrustedError {
-    /// As an I/O error, for callers whose errors carry one.
+    /// As an I/O error without the path, for callers whose errors carry the path and one.
     pub fn into_io(self) -> std::io::Error {
         match self {
             UntrustedError::Io { source, .. } => source,
-            e @ UntrustedError::NotText { .. } => {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+            UntrustedError::NotText { .. } => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
             }
-            e => std::io::Error::other(e.to_string()),
+            UntrustedError::NotAFile { kind, .. } => {
+                std::io::Error::other(format!("not a regular file ({kind})"))
+            }
+            UntrustedError::TooLarge { size, cap, .. } => std::io::Error::other(format!(
+                "{size} bytes; at most {cap} are read from a file like this"
+            )),
         }
     }
 }
@@ -114,9 +119,29 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, UntrustedError> {
     })
 }
 
+/// Text from a file or a server as a terminal may show it: control characters (escape
+/// sequences, carriage returns, bells) become `?`, so a name cannot move the cursor, recolour the
+/// screen or hide itself.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_not_printed() {
+        assert_eq!(printable("user/lora"), "user/lora");
+        assert_eq!(printable("a\u{1b}[2J\rb\u{7}"), "a?[2J?b?");
+    }
 
     #[test]
     fn only_regular_files_under_the_cap_are_read() {

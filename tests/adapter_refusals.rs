@@ -266,3 +266,54 @@ fn different_base_model_is_a_warning() {
         )
     );
 }
+
+#[test]
+fn integer_weights_are_refused() {
+    case(
+        |d| {
+            edit_tensors(d, |m| {
+                let t = m[KEY_A0].to_dtype(DType::U8).unwrap();
+                m.insert(KEY_A0.into(), t);
+            })
+        },
+        &format!("tensor {KEY_A0} is U8; LoRA weights are floating point (F16, BF16, F32 or F64)"),
+    );
+}
+
+#[test]
+fn tensors_of_modules_the_config_does_not_target_are_refused() {
+    case(
+        |d| edit_config(d, |c| c["target_modules"] = serde_json::json!(["v_proj"])),
+        &format!(
+            "tensor {KEY_A0} adapts q_proj, which adapter_config.json's target_modules does not name"
+        ),
+    );
+}
+
+#[test]
+fn a_fifo_or_a_device_as_the_config_is_refused_without_blocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_good(tmp.path());
+    let cfg = dir.join("adapter_config.json");
+    std::fs::remove_file(&cfg).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&cfg)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_refused(
+        &dir,
+        &format!("cannot read {}: not a regular file (a FIFO)", cfg.display()),
+    );
+    std::fs::remove_file(&cfg).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+    assert_refused(
+        &dir,
+        &format!(
+            "cannot read {}: not a regular file (a character device)",
+            cfg.display()
+        ),
+    );
+}

@@ -49,6 +49,18 @@ pub fn is_empty(v: &Option<Value>) -> bool {
 }
 
 impl AdapterConfig {
+    /// Whether `target_modules` covers `module` (tensor `key`): a list names it (`q_proj`, or a
+    /// path ending in `.q_proj`); a string (`all-linear`, a regex) or no value is not checked.
+    pub fn targets(&self, module: crate::model::module::Module, key: &str) -> bool {
+        let Some(Value::Array(list)) = &self.target_modules else {
+            return true;
+        };
+        let name = module.peft_name();
+        list.iter().filter_map(Value::as_str).any(|t| {
+            t == name || (t.ends_with(&format!(".{name}")) && key.contains(&format!("{t}.")))
+        })
+    }
+
     /// alpha / r, or alpha / sqrt(r) with rsLoRA.
     pub fn scale(&self) -> f64 {
         if self.use_rslora {

@@ -8,17 +8,18 @@ use serde_json::json;
 use loracycle::adapter::Adapter;
 use loracycle::model::Module;
 use loracycle::model::weights::{WeightFiles, read_config};
+use loracycle::untrusted::printable;
 
 fn module_list(modules: impl IntoIterator<Item = Module>) -> Vec<&'static str> {
     modules.into_iter().map(Module::peft_name).collect()
 }
 
-pub fn inspect(path: &Path, as_json: bool) -> Result<()> {
+pub fn inspect(path: &Path, as_json: bool, norms: bool) -> Result<()> {
     if !path.exists() {
         bail!("{}: no such file or folder", path.display());
     }
     if path.join("adapter_config.json").is_file() || path.join("adapter_model.bin").is_file() {
-        return inspect_adapter(path, as_json);
+        return inspect_adapter(path, as_json, norms);
     }
     if !path.join("config.json").is_file() {
         bail!(
@@ -91,38 +92,44 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn inspect_adapter(path: &Path, as_json: bool) -> Result<()> {
-    let ad = Adapter::load(path, None)?;
-    let norms = ad.delta_norms_by_module()?;
+fn inspect_adapter(path: &Path, as_json: bool, norms: bool) -> Result<()> {
+    let ad = Adapter::header(path, None)?;
+    let norms = if norms {
+        Adapter::load(path, None)?.delta_norms_by_module()?
+    } else {
+        Default::default()
+    };
     let layers: std::collections::BTreeSet<usize> = ad.pairs.keys().map(|(l, _)| *l).collect();
     if as_json {
-        let norms: serde_json::Map<String, serde_json::Value> = norms
-            .iter()
-            .map(|(m, n)| (m.peft_name().to_string(), json!(n)))
-            .collect();
-        let report = json!({
+        let mut report = json!({
             "kind": "adapter",
             "path": path.display().to_string(),
-            "rank": ad.rank(),
+            "rank": ad.config.r,
             "alpha": ad.config.lora_alpha,
             "use_rslora": ad.config.use_rslora,
-            "scale": ad.scale(),
+            "scale": ad.config.scale(),
             "modules": module_list(ad.modules()),
             "layers": layers.len(),
             "parameters": ad.parameter_count(),
             "base_model": ad.config.base_model_name_or_path,
             "storage_dtype": ad.storage_dtype,
-            "delta_norms": norms,
         });
+        if !norms.is_empty() {
+            let norms: serde_json::Map<String, serde_json::Value> = norms
+                .iter()
+                .map(|(m, n)| (m.peft_name().to_string(), json!(n)))
+                .collect();
+            report["delta_norms"] = json!(norms);
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("adapter {}", path.display());
-    println!("  rank           {}", ad.rank());
+    println!("adapter {}", printable(&path.display().to_string()));
+    println!("  rank           {}", ad.config.r);
     println!(
         "  alpha          {} (scale {:.4}{})",
         ad.config.lora_alpha,
-        ad.scale(),
+        ad.config.scale(),
         if ad.config.use_rslora {
             ", rsLoRA: alpha/sqrt(r)"
         } else {
@@ -134,15 +141,21 @@ fn inspect_adapter(path: &Path, as_json: bool) -> Result<()> {
     println!("  parameters     {}", ad.parameter_count());
     println!(
         "  base model     {}",
-        ad.config
-            .base_model_name_or_path
-            .as_deref()
-            .unwrap_or("(not given)")
+        printable(
+            ad.config
+                .base_model_name_or_path
+                .as_deref()
+                .unwrap_or("(not given)")
+        )
     );
     println!("  storage dtype  {}", ad.storage_dtype);
-    println!("  ‖ΔW‖_F by module (pooled over layers):");
-    for (m, n) in norms {
-        println!("    {:<10} {n:.4}", m.peft_name());
+    if norms.is_empty() {
+        println!("  (--norms reads the weights for ‖ΔW‖_F by module)");
+    } else {
+        println!("  ‖ΔW‖_F by module (pooled over layers):");
+        for (m, n) in norms {
+            println!("    {:<10} {n:.4}", m.peft_name());
+        }
     }
     Ok(())
 }

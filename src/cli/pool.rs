@@ -60,10 +60,11 @@ pub fn list(args: ListArgs) -> Result<()> {
         "status", "id", "r", "alpha", "modules", "downloads", "likes", "size", "‖ΔW‖"
     );
     for e in &entries {
-        let id: String = if e.id.chars().count() > 48 {
-            e.id.chars().take(47).chain(std::iter::once('…')).collect()
+        let shown = loracycle::untrusted::printable(&e.id);
+        let id: String = if shown.chars().count() > 48 {
+            shown.chars().take(47).chain(std::iter::once('…')).collect()
         } else {
-            e.id.clone()
+            shown.into_owned()
         };
         println!(
             "{:<10} {:<48} {:>4} {:>6} {:<14} {:>9} {:>6} {:>7} {:>8}",
@@ -202,7 +203,7 @@ pub fn check(
         if v.iter().any(|x| x.outcome == Outcome::Fail) {
         } else if snap.join("adapter_model.safetensors").is_file() {
             match &cfg {
-                Some(c) => v.extend(rules::check_weights(&snap, c).0),
+                Some(c) => v.extend(rules::check_weights(&snap, Some(c)).0),
                 None => v.extend(rules::pending_weights().into_iter().map(|mut x| {
                     x.outcome = Outcome::Skipped;
                     x.detail =

@@ -15,10 +15,11 @@ pub struct Example {
 /// Reads a JSONL file; a malformed row is reported with its 1-based line number. Blank lines are
 /// skipped.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::untrusted::read_text(path, crate::untrusted::LARGE).map_err(|e| EvalError::Io {
+            path: path.to_path_buf(),
+            source: e.into_io(),
+        })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

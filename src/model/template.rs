@@ -42,10 +42,13 @@ pub struct TextCodec {
 impl TextCodec {
     pub fn load(model_dir: &Path, template: Template, cfg: &LlamaConfig) -> Result<Self> {
         let path = model_dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+        let bad = |reason: String| ModelError::Tokenizer {
             path: path.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let bytes = crate::untrusted::read(&path, crate::untrusted::LARGE)
+            .map_err(|e| bad(e.to_string()))?;
+        let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
         Self::new(tokenizer, template, cfg)
     }
 

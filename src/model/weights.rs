@@ -14,9 +14,11 @@ use super::{ModelError, Result};
 
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
-        path: path.clone(),
-        source,
+    let text = crate::untrusted::read_text(&path, crate::untrusted::SMALL).map_err(|e| {
+        ModelError::Io {
+            path: path.clone(),
+            source: e.into_io(),
+        }
     })?;
     let cfg: LlamaConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
         path: path.clone(),
@@ -93,9 +95,11 @@ impl WeightFiles {
 }
 
 fn shard_paths(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
-        path: index.to_path_buf(),
-        source,
+    let text = crate::untrusted::read_text(index, crate::untrusted::SMALL).map_err(|e| {
+        ModelError::Io {
+            path: index.to_path_buf(),
+            source: e.into_io(),
+        }
     })?;
     let idx: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::ShardIndex {
         path: index.to_path_buf(),

@@ -241,7 +241,7 @@ pub fn card_excerpt(text: &str, max: usize) -> String {
         .filter(|l| !l.is_empty())
         .take(3)
         .collect();
-    let s = lines.join(" ");
+    let s = crate::untrusted::printable(&lines.join(" ")).into_owned();
     if s.chars().count() > max {
         s.chars()
             .take(max - 1)

@@ -77,7 +77,10 @@ impl PoolEntry {
             rslora: cfg.is_some_and(|c| c.use_rslora),
             target_modules,
             size_bytes: None,
-            base_model: cfg.and_then(|c| c.base_model_name_or_path.clone()),
+            base_model: cfg.and_then(|c| {
+                let b = c.base_model_name_or_path.as_deref()?;
+                Some(crate::untrusted::printable(b).into_owned())
+            }),
             downloads: None,
             likes: None,
             last_modified: None,
@@ -248,7 +251,8 @@ fn local_entry(
     opts: &ListOptions<'_>,
     meta: &mut MetaCache,
 ) -> PoolEntry {
-    let text = std::fs::read_to_string(dir.join("adapter_config.json"));
+    let text =
+        crate::untrusted::read_text(&dir.join("adapter_config.json"), crate::untrusted::SMALL);
     let parsed: Result<AdapterConfig, String> = match &text {
         Ok(t) => {
             serde_json::from_str(t).map_err(|e| format!("adapter_config.json is not valid: {e}"))
@@ -265,7 +269,7 @@ fn local_entry(
     entry.path = Some(dir.to_path_buf());
     entry.size_bytes = std::fs::metadata(&weights).ok().map(|m| m.len());
     entry.verdicts = rules::check_config(parsed.as_ref().map_err(String::as_str), files, opts.base);
-    if let Ok(card) = std::fs::read_to_string(dir.join("README.md")) {
+    if let Ok(card) = crate::untrusted::read_text(&dir.join("README.md"), crate::untrusted::SMALL) {
         entry.card = Some(card_excerpt(&card, 160));
     }
     let config_ok = entry.verdicts.iter().all(|v| v.outcome != Outcome::Fail);
@@ -279,12 +283,20 @@ fn local_entry(
                 .map_or(0, |d| d.as_secs());
             format!("{}-{mtime}", m.map_or(0, |m| m.len()))
         });
-        let key = MetaCache::key(source, &dir.display().to_string(), &rev);
-        let cached = meta.get(&key).cloned();
-        let (verdicts, norm) = match (cached, opts.base_config) {
-            (Some(c), _) if !c.weight_verdicts.is_empty() => (c.weight_verdicts, c.norm),
-            (_, Some(cfg)) => {
-                let (v, n) = rules::check_weights(dir, cfg);
+        // Verdicts hold for these bytes against this base: the key names both.
+        let key = MetaCache::key(
+            source,
+            &dir.display().to_string(),
+            &format!(
+                "{rev}@{}+{}",
+                content_key(&weights),
+                opts.base_config.map_or("none".into(), base_key)
+            ),
+        );
+        let (verdicts, norm) = match meta.get(&key).cloned() {
+            Some(c) if !c.weight_verdicts.is_empty() => (c.weight_verdicts, c.norm),
+            _ => {
+                let (v, n) = rules::check_weights(dir, opts.base_config);
                 meta.put(
                     key,
                     CachedMeta {
@@ -295,17 +307,6 @@ fn local_entry(
                 );
                 (v, n)
             }
-            (_, None) => (
-                [Rule::Shapes, Rule::Finite, Rule::Norm]
-                    .into_iter()
-                    .map(|rule| Verdict {
-                        rule,
-                        outcome: Outcome::Skipped,
-                        detail: "the base model's config is not available".into(),
-                    })
-                    .collect(),
-                None,
-            ),
         };
         entry.verdicts.extend(verdicts);
         entry.norm = norm;
@@ -314,6 +315,39 @@ fn local_entry(
     }
     entry.settle(files.safetensors);
     entry
+}
+
+/// A weights file's identity for the verdict cache: a SHA-256 of its safetensors header (every
+/// name, dtype, shape and offset) with its size, inode and modification time in nanoseconds.
+/// Hashing whole files would read gigabytes per listing; a rewrite changes the time or inode.
+fn content_key(weights: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    if let Ok((f, size)) = crate::untrusted::open(weights, u64::MAX) {
+        if let Ok(m) = f.metadata() {
+            h.update(format!("{size}:{}:{}.{}", m.ino(), m.mtime(), m.mtime_nsec()).as_bytes());
+        }
+        let mut head = Vec::new();
+        let mut r = f.take(8);
+        if r.read_to_end(&mut head).is_ok() && head.len() == 8 {
+            let n = u64::from_le_bytes(head.clone().try_into().expect("8 bytes")).min(100 << 20);
+            let mut header = Vec::new();
+            let _ = r.into_inner().take(n).read_to_end(&mut header);
+            h.update(&head);
+            h.update(&header);
+        }
+    }
+    format!("{:x}", h.finalize())[..16].to_string()
+}
+
+/// The base model's identity for the verdict cache: its shapes.
+fn base_key(cfg: &LlamaConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{cfg:?}").as_bytes());
+    format!("{:x}", h.finalize())[..16].to_string()
 }
 
 /// Lists the entries of a source (no filter applied).
@@ -495,7 +529,11 @@ fn hub_entries(
         entry.downloads = m.downloads;
         entry.likes = m.likes;
         entry.last_modified = m.last_modified.clone();
-        entry.tags = m.tags.clone();
+        entry.tags = m
+            .tags
+            .iter()
+            .map(|t| crate::untrusted::printable(t).into_owned())
+            .collect();
         if let Some(c) = card {
             entry.card = Some(card_excerpt(&c, 160));
         }
@@ -607,7 +645,7 @@ pub fn pull_one(hub: &Hub, id: &str, cfg: Option<&LlamaConfig>) -> Result<String
     );
     if let Some(cfg) = cfg {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let (v, _) = rules::check_weights(dir, cfg);
+        let (v, _) = rules::check_weights(dir, Some(cfg));
         match v.iter().find(|v| v.outcome == Outcome::Fail) {
             Some(f) => {
                 return Err(format!(

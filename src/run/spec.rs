@@ -348,9 +348,11 @@ impl RunSpec {
     }
 
     pub fn read(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::untrusted::read_text(path, crate::untrusted::SMALL).map_err(|e| {
+            SpecError::Io {
+                path: path.to_path_buf(),
+                source: e.into_io(),
+            }
         })?;
         Self::from_toml(&text, path)
     }

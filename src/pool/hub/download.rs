@@ -164,13 +164,11 @@ impl Hub {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    Err(e) if super::http::is_timeout(&e) => {
                         return Err(self.http.stalled(&at));
                     }
-                    Err(e) if got < size => {
-                        let _ = e;
-                        break;
-                    }
+                    // A connection closed early: reported as a short download below.
+                    Err(_) if got < size => break,
                     Err(e) => {
                         return Err(HubError::Network {
                             url: at.clone(),

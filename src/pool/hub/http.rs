@@ -168,7 +168,7 @@ impl Http {
     pub fn error(&self, url: &str, e: ureq::Error) -> HubError {
         match e {
             ureq::Error::Timeout(_) => self.stalled(url),
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => self.stalled(url),
+            ureq::Error::Io(io) if is_timeout(&io) => self.stalled(url),
             other => HubError::Network {
                 url: url.into(),
                 reason: other.to_string(),
@@ -183,6 +183,20 @@ impl Http {
             secs: self.wait.as_secs_f64(),
         }
     }
+}
+
+/// Whether a read failed for want of bytes within the wait (the socket's own timeout, or
+/// ureq's, which a body reader wraps in an I/O error).
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    matches!(e.kind(), TimedOut | WouldBlock)
+        || e.get_ref()
+            .and_then(|x| x.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| match u {
+                ureq::Error::Timeout(_) => true,
+                ureq::Error::Io(io) => matches!(io.kind(), TimedOut | WouldBlock),
+                _ => false,
+            })
 }
 
 /// Whether a transport error may pass if tried again (a refused or reset connection).

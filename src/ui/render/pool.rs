@@ -111,7 +111,7 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
             };
             let row = Row::new(vec![
                 Cell::from(Span::styled(mark, t.fg(t.marked))),
-                Cell::from(e.id.clone()),
+                Cell::from(crate::untrusted::printable(&e.id).into_owned()),
                 Cell::from(e.rank.map_or("–".into(), |r| r.to_string())),
                 Cell::from(e.alpha.map_or("–".into(), |a| format!("{a}"))),
                 Cell::from(short_modules(&e.target_modules)),
@@ -158,7 +158,8 @@ fn detail(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(block(app, " details "), area);
         return;
     };
-    let b = block(app, format!(" {} ", short(&e.id, area.width as usize - 4)));
+    let id = crate::untrusted::printable(&e.id);
+    let b = block(app, format!(" {} ", short(&id, area.width as usize - 4)));
     let mut lines = vec![config_line(e)];
     let mut facts = Vec::new();
     if let Some(b) = &e.base_model {
