@@ -81,7 +81,8 @@ fn main() {
             .map(|_| {
                 let t = Instant::now();
                 reference =
-                    score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}).unwrap();
+                    score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}, None)
+                        .unwrap();
                 t.elapsed().as_secs_f64()
             })
             .collect(),
@@ -96,9 +97,15 @@ fn main() {
             (0..iters)
                 .map(|_| {
                     let t = Instant::now();
-                    screen_adapters(&model, codec.pad_id(), &refs, &enc, r, &mut |i, s| {
-                        got[i] = Some(s)
-                    })
+                    screen_adapters(
+                        &model,
+                        codec.pad_id(),
+                        &refs,
+                        &enc,
+                        r,
+                        &mut |i, s| got[i] = Some(s),
+                        None,
+                    )
                     .unwrap();
                     t.elapsed().as_secs_f64()
                 })

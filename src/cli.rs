@@ -9,6 +9,45 @@ pub mod run;
 pub mod runs;
 
 /// `--weights` for `n` adapters: one each (1 when not given).
+/// A number a command line gives (a weight, λ, a density): finite. For clap's `value_parser`;
+/// clap's message names the flag.
+pub fn finite_number(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be a finite number, got {}",
+            loracycle::run::setting::spelled(v)
+        ))
+    }
+}
+
+/// A count a command line gives, in [1, max]: a rank, a batch size, a token budget.
+fn count(s: &str, max: usize) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (1..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between 1 and {max}, got {n}"))
+    }
+}
+
+/// A LoRA rank to truncate or export to.
+pub fn rank(s: &str) -> Result<usize, String> {
+    count(s, loracycle::run::setting::MAX_RANK)
+}
+
+/// Examples per forward.
+pub fn batch_size(s: &str) -> Result<usize, String> {
+    count(s, loracycle::run::setting::MAX_BATCH)
+}
+
+/// New tokens per generation.
+pub fn new_tokens(s: &str) -> Result<usize, String> {
+    count(s, loracycle::run::setting::MAX_NEW_TOKENS)
+}
+
 pub fn adapter_weights(weights: &[f64], n: usize) -> anyhow::Result<Vec<f64>> {
     if weights.is_empty() {
         Ok(vec![1.0; n])

@@ -29,6 +29,14 @@ pub enum EvalError {
     },
     #[error("{path}: no examples")]
     Empty { path: std::path::PathBuf },
+    /// A loss that is NaN or infinite: a setting or a weight that is not finite, or a divergence.
+    #[error("{what} is {value}, not a finite number")]
+    NonFinite { what: String, value: f64 },
+    /// A loss asked of examples that have no answer token to score.
+    #[error("{what}: no answer tokens to score (an empty set of examples)")]
+    NothingToScore { what: &'static str },
+    #[error("the run was cancelled")]
+    Cancelled,
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -40,6 +48,18 @@ impl From<candle_core::Error> for EvalError {
 }
 
 pub type Result<T> = std::result::Result<T, EvalError>;
+
+/// `value` if it is finite, else [`EvalError::NonFinite`] naming `what` it is.
+pub fn finite(value: f64, what: impl FnOnce() -> String) -> Result<f64> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(EvalError::NonFinite {
+            what: what(),
+            value,
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -137,15 +157,18 @@ pub fn evaluate(
         })
         .collect();
     if want_loss {
-        let encoded = examples
-            .iter()
-            .map(|e| codec.encode_example(&e.prompt, &e.answer))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let encoded = codec.encode_examples(
+            examples
+                .iter()
+                .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+        )?;
         let mut offset = 0;
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
             let losses = answer_losses(model, codec.pad_id(), chunk, branches)?;
             for (i, l) in losses.into_iter().enumerate() {
-                results[offset + i].loss = Some(l);
+                let row = offset + i + 1;
+                results[offset + i].loss =
+                    Some(finite(l, || format!("the loss of example {row}"))?);
             }
             offset += chunk.len();
             done += 1;

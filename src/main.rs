@@ -112,20 +112,20 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
         #[arg(long = "adapter", required = true)]
         adapters: Vec<PathBuf>,
         /// Comma-separated weight per adapter [default: 1 each].
-        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = cli::finite_number)]
         weights: Vec<f64>,
         /// sum, average, task-arithmetic, ties, dare, tsv, svd or lorahub-sum; also dare-ties (DARE
         /// with TIES' sign election) and cat (= sum).
         #[arg(long)]
         method: String,
         /// Kept fraction for ties (default 0.2) and dare (default 0.5).
-        #[arg(long)]
+        #[arg(long, value_parser = cli::finite_number)]
         density: Option<f64>,
         /// Rank of truncated results (ties, dare, svd).
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = cli::rank)]
         rank: usize,
         /// Scale of the merged update (task-arithmetic, ties, dare, tsv).
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = cli::finite_number)]
         lambda: f64,
         /// Seed of dare's masks.
         #[arg(long, default_value_t = 0)]
@@ -169,7 +169,7 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         #[arg(long = "adapter")]
         adapters: Vec<PathBuf>,
         /// Comma-separated weight per adapter, in the order given.
-        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = cli::finite_number)]
         weights: Vec<f64>,
         /// JSONL file of {"prompt", "answer"} rows.
         #[arg(long)]
@@ -181,10 +181,10 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         #[arg(long, default_value = "loss")]
         metric: Metric,
         /// Generation length limit for exact match.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = cli::new_tokens)]
         max_new_tokens: usize,
         /// Examples per forward when computing loss.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = cli::batch_size)]
         batch_size: usize,
         /// cpu, cuda, cuda:N or auto.
         #[arg(long, default_value = "auto")]
@@ -249,7 +249,7 @@ enum RunsCommand {
         #[arg(long)]
         out: PathBuf,
         /// Rank of truncated results (TIES, DARE).
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = cli::rank)]
         rank: usize,
     },
     /// Remove runs that are not queued or running.

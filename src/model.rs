@@ -52,6 +52,21 @@ pub enum ModelError {
     Template { template: String, reason: String },
     #[error("device: {0}")]
     Device(String),
+    /// A sequence longer than the model's positions (or [`config::MAX_SEQUENCE`]).
+    #[error("a sequence of {tokens} tokens is longer than the model takes ({max} positions)")]
+    TooLong { tokens: usize, max: usize },
+    /// A batch whose attention would need more than [`llama::MAX_ATTENTION`] entries.
+    #[error(
+        "a batch of {rows} rows of {tokens} tokens is too large for one forward (use fewer rows per batch)"
+    )]
+    BatchTooLarge { rows: usize, tokens: usize },
+    #[error(
+        "the tokenizer has {tokenizer} tokens but the model's vocab_size is {vocab}: ids past it have no embedding"
+    )]
+    VocabMismatch { tokenizer: usize, vocab: usize },
+    /// One example of a list that failed to encode (1-based).
+    #[error("row {row}: {source}")]
+    Row { row: usize, source: Box<ModelError> },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -12,6 +12,7 @@ pub mod export;
 pub mod lifecycle;
 pub mod method;
 pub mod record;
+pub mod setting;
 pub mod spec;
 pub mod store;
 pub mod study;

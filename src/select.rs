@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Adapter, branches_for};
-use crate::eval::{Result, answer_scores};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::eval::{EvalError, Result, answer_scores};
 use crate::model::template::EncodedExample;
 use crate::model::{Llama, Module};
 
@@ -43,17 +45,33 @@ pub enum SelectError {
     UnknownReference(String),
 }
 
-/// Each adapter alone on `examples`.
+/// `Err(Cancelled)` once `cancel` is set: checked between adapters (and batches of them).
+fn check(cancel: Option<&AtomicBool>) -> Result<()> {
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        Err(EvalError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Each adapter alone on `examples`; a set `cancel` stops before the next adapter.
 pub fn score_adapters(
     model: &Llama,
     pad_id: u32,
     adapters: &[&Adapter],
     examples: &[EncodedExample],
     progress: &mut dyn FnMut(usize, usize),
+    cancel: Option<&AtomicBool>,
 ) -> Result<Vec<Score>> {
+    if examples.is_empty() {
+        return Err(EvalError::NothingToScore {
+            what: "adapter scores",
+        });
+    }
     let cfg = model.config();
     let mut out = Vec::with_capacity(adapters.len());
     for (i, ad) in adapters.iter().enumerate() {
+        check(cancel)?;
         let br = branches_for(&[(*ad, 1.0)], cfg, model.dtype(), model.device())?;
         let folded = model.fold(&br)?;
         let (mut hits, mut loss) = (0usize, 0.0);
@@ -62,7 +80,7 @@ pub fn score_adapters(
             hits += exact.iter().filter(|&&e| e).count();
             loss += losses.iter().sum::<f64>();
         }
-        let n = examples.len().max(1) as f64;
+        let n = examples.len() as f64;
         out.push(Score {
             exact_match: hits as f64 / n,
             loss: loss / n,
@@ -83,7 +101,8 @@ const DENSE_SCREEN_LIMIT: usize = 1 << 24;
 /// Each adapter alone on `examples`, many adapters per forward: the rows of a batch are
 /// (adapter, example) pairs in adapter order, and each adapter's run of rows goes through its own
 /// side branch only ([`crate::model::branch::Segment`]). `rows_per_forward` bounds a batch.
-/// `done(i, score)` is called as soon as adapter `i`'s last example is scored, in order.
+/// `done(i, score)` is called as soon as adapter `i`'s last example is scored, in order. A set
+/// `cancel` stops before the next forward.
 pub fn screen_adapters(
     model: &Llama,
     pad_id: u32,
@@ -91,6 +110,7 @@ pub fn screen_adapters(
     examples: &[EncodedExample],
     rows_per_forward: usize,
     done: &mut dyn FnMut(usize, Score),
+    cancel: Option<&AtomicBool>,
 ) -> Result<()> {
     use std::collections::HashMap;
 
@@ -98,16 +118,9 @@ pub fn screen_adapters(
 
     let m = examples.len();
     if m == 0 {
-        for i in 0..adapters.len() {
-            done(
-                i,
-                Score {
-                    exact_match: f64::NAN,
-                    loss: f64::NAN,
-                },
-            );
-        }
-        return Ok(());
+        return Err(EvalError::NothingToScore {
+            what: "adapter scores",
+        });
     }
     let cfg = model.config();
     let (dtype, device) = (model.dtype(), model.device());
@@ -124,6 +137,7 @@ pub fn screen_adapters(
         .unwrap_or(0);
     if per > 1 && per * largest <= DENSE_SCREEN_LIMIT {
         for (c, group) in adapters.chunks(per).enumerate() {
+            check(cancel)?;
             let mut br = Branches::empty(cfg.num_hidden_layers);
             for l in 0..cfg.num_hidden_layers {
                 for md in Module::ALL {
@@ -180,6 +194,7 @@ pub fn screen_adapters(
         .flat_map(|g| (0..m).map(move |x| (g, x)))
         .collect();
     for chunk in rows.chunks(rows_per_forward.max(1)) {
+        check(cancel)?;
         // Runs of equal adapters in the chunk: (adapter, rows).
         let mut runs: Vec<(usize, usize)> = Vec::new();
         for &(g, _) in chunk {

@@ -225,7 +225,7 @@ fn bad_specs_get_a_message_naming_the_problem() {
         ),
         (
             "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"ties\"\ndensity = 0\n",
-            "ties: density must be in (0, 1], got 0",
+            "method.density: must be in (0, 1], got 0",
         ),
         (
             "[task]\nlab = \"caesar-5\"\n[pool]\nfilter = \"size<3\"\n",
@@ -271,6 +271,127 @@ fn bad_specs_get_a_message_naming_the_problem() {
             .unwrap()
             .contains("the lab has no held-out task \"nope\"")
     }));
+}
+
+/// Settings out of range, and settings a method or strategy does not take: refused when the spec
+/// is read, before any run exists, naming the field (and the method).
+#[test]
+fn settings_out_of_range_or_not_taken_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let head = "[task]\nlab = \"caesar-5\"\n";
+    let cases = [
+        (
+            "[method]\nkind = \"gradient\"\nlr = nan\n",
+            "method.lr: must be a finite number ≥ 0, got nan",
+        ),
+        (
+            "[method]\nkind = \"gradient\"\nlr = -0.1\n",
+            "method.lr: must be a finite number ≥ 0, got -0.1",
+        ),
+        (
+            "[method]\nkind = \"gradient\"\nwarmup_frac = nan\n",
+            "method.warmup_frac: must be in [0, 1], got nan",
+        ),
+        (
+            "[method]\nkind = \"new-lora\"\nwarmup_frac = 1.5\n",
+            "method.warmup_frac: must be in [0, 1], got 1.5",
+        ),
+        (
+            "[method]\nkind = \"gradient\"\nbatch_size = 0\n",
+            "method.batch_size: must be between 1 and 65536, got 0",
+        ),
+        (
+            "[method]\nkind = \"gradient\"\nsteps = 100000000000\n",
+            "method.steps: must be between 1 and 1000000, got 100000000000",
+        ),
+        (
+            "[method]\nkind = \"gradient\"\nl1 = inf\n",
+            "method.l1: must be a finite number ≥ 0, got inf",
+        ),
+        (
+            "[method]\nkind = \"lorahub\"\nbudget = 0\n",
+            "method.budget: must be between 1 and 1000000, got 0",
+        ),
+        (
+            "[method]\nkind = \"lorahub\"\nsigma = 0\n",
+            "method.sigma: must be a finite number > 0, got 0",
+        ),
+        (
+            "[method]\nkind = \"lorahub\"\nexamples = 0\n",
+            "method.examples: must be at least 1, got 0",
+        ),
+        (
+            "[method]\nkind = \"new-lora\"\nmodules = []\n",
+            "method.modules: must be a non-empty list, got []",
+        ),
+        (
+            "[method]\nkind = \"new-lora\"\nrank = 100000000000\n",
+            "method.rank: must be between 1 and 65536, got 100000000000",
+        ),
+        (
+            "[method]\nkind = \"task-arithmetic\"\nlambda = nan\n",
+            "method.lambda: must be a finite number, got nan",
+        ),
+        (
+            "[method]\nkind = \"ties\"\ndensity = nan\n",
+            "method.density: must be in (0, 1], got nan",
+        ),
+        (
+            "[selection]\nstrategy = \"manual\"\nadapters = []\n",
+            "selection.adapters: must be a non-empty list, got []",
+        ),
+        (
+            "[selection]\nstrategy = \"top-k\"\nk = 0\n",
+            "selection.k: must be between 1 and 100000, got 0",
+        ),
+        (
+            "[eval]\nbootstrap = 100000000000\n",
+            "eval.bootstrap: must be between 0 and 1000000, got 100000000000",
+        ),
+        (
+            "[eval]\nbatch_size = 0\n",
+            "eval.batch_size: must be between 1 and 65536, got 0",
+        ),
+    ];
+    // Settings a kind does not take were silently ignored: refused, naming them and the kind.
+    let ignored = [
+        (
+            "[method]\nkind = \"sum\"\nextra = 1\n",
+            "[method]: kind sum takes no settings (got extra)",
+        ),
+        (
+            "[method]\nkind = \"average\"\nlambda = 2.0\n",
+            "[method]: kind average takes no settings (got lambda)",
+        ),
+        (
+            "[method]\nkind = \"ties\"\nseed = 3\n",
+            "[method] (line 3): kind ties: unknown field `seed`, expected one of `density`, `sign`, `lambda`",
+        ),
+        (
+            "[selection]\nstrategy = \"all\"\nk = 3\n",
+            "[selection]: strategy all takes no settings (got k)",
+        ),
+    ];
+    // Range errors name the field; parse errors (the ignored keys) name the spec file too.
+    let all = cases
+        .iter()
+        .map(|c| (c, false))
+        .chain(ignored.iter().map(|c| (c, true)));
+    for (i, ((text, want), parse)) in all.enumerate() {
+        let spec = write_spec(tmp.path(), &format!("s{i}.toml"), &format!("{head}{text}"));
+        let (code, _, err) = run(
+            &["run", &spec, "--runs-dir", tmp.path().to_str().unwrap()],
+            &[],
+        );
+        let want = if parse {
+            format!("error: {spec}: {want}\n")
+        } else {
+            format!("error: {want}\n")
+        };
+        assert_eq!((code, err.as_str()), (1, want.as_str()), "case {i}");
+    }
+    let store = loracycle::run::store::RunStore::open(tmp.path()).unwrap();
+    assert!(store.list().is_empty(), "no run was created");
 }
 
 #[test]

@@ -53,16 +53,24 @@ fn batched_screening_equals_one_adapter_at_a_time() {
         .iter()
         .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
         .collect();
-    let alone = score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}).unwrap();
+    let alone = score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}, None).unwrap();
     // 150 rows per forward: low-rank segments, adapters' examples straddling batches; 300 rows:
     // three whole adapters per forward through dense per-group updates.
     for rows in [150, 300] {
         let mut batched: Vec<Option<Score>> = vec![None; refs.len()];
         let mut order = Vec::new();
-        screen_adapters(&model, codec.pad_id(), &refs, &enc, rows, &mut |i, s| {
-            order.push(i);
-            batched[i] = Some(s);
-        })
+        screen_adapters(
+            &model,
+            codec.pad_id(),
+            &refs,
+            &enc,
+            rows,
+            &mut |i, s| {
+                order.push(i);
+                batched[i] = Some(s);
+            },
+            None,
+        )
         .unwrap();
         assert_eq!(order, (0..refs.len()).collect::<Vec<_>>());
         let mut solved = 0;

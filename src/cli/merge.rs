@@ -60,7 +60,7 @@ fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
             K::names(K::ALL.into_iter().filter(|k| k.is_merge()))
         ),
     };
-    m.validate().map_err(anyhow::Error::msg)?;
+    m.check(loracycle::run::setting::Fields("--"))?;
     if args.density.is_some() && !matches!(m, MergeMethod::Ties { .. } | MergeMethod::Dare { .. }) {
         bail!("--density applies to ties, dare and dare-ties only");
     }

@@ -304,12 +304,12 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
             args.filter
         );
     }
-    let examples = data
-        .train
-        .iter()
-        .chain(&data.validation)
-        .map(|e| bench.codec.encode_example(&e.prompt, &e.answer))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let examples = bench.codec.encode_examples(
+        data.train
+            .iter()
+            .chain(&data.validation)
+            .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+    )?;
     let identity = bench
         .identity
         .clone()
@@ -368,6 +368,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
                 bar.suspend(|| eprintln!("warning: the screening cache was not saved: {e}"))
             }
         },
+        None,
     )?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();

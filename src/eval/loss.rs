@@ -8,6 +8,9 @@ use crate::model::{Batch, Branches, Llama};
 
 use super::Result;
 
+// A NaN loss is kept where it is computed (a candidate of a search may diverge alone); the
+// callers that report a loss refuse it with `super::finite`.
+
 /// Logits (n_tokens, vocab) in f32 at the positions that predict an answer token, the target of
 /// each row, and the example each row belongs to.
 fn answer_rows(
@@ -73,11 +76,12 @@ pub fn mean_token_loss(
         sum += nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         count += nll.dim(0)?;
     }
-    Ok(if count == 0 {
-        f64::NAN
-    } else {
-        sum / count as f64
-    })
+    if count == 0 {
+        return Err(super::EvalError::NothingToScore {
+            what: "mean answer loss",
+        });
+    }
+    Ok(sum / count as f64)
 }
 
 /// Exact match without decoding: with teacher forcing, the greedy generation equals the answer

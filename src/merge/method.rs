@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::run::setting::{BadSetting, Fields, MAX_RANK};
+
 fn one() -> f64 {
     1.0
 }
@@ -94,25 +96,30 @@ impl MergeMethod {
         !matches!(self, MergeMethod::Ties { .. } | MergeMethod::Dare { .. })
     }
 
-    /// Checks the settings; the message says which one is out of range.
-    pub fn validate(&self) -> Result<(), String> {
-        let density = |d: f64| {
-            if d > 0.0 && d <= 1.0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{}: density must be in (0, 1], got {d}",
-                    self.name()
-                ))
-            }
-        };
+    /// Checks the settings as a spec's `[method]` table gives them.
+    pub fn validate(&self) -> Result<(), BadSetting> {
+        self.check(Fields("method."))
+    }
+
+    /// Checks the settings, each named with `f`'s prefix.
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
         match self {
-            MergeMethod::Ties { density: d, .. } | MergeMethod::Dare { density: d, .. } => {
-                density(*d)
+            MergeMethod::Sum | MergeMethod::Average | MergeMethod::LorahubSum => Ok(()),
+            MergeMethod::TaskArithmetic { lambda } => f.finite("lambda", *lambda),
+            MergeMethod::Ties {
+                density, lambda, ..
             }
-            MergeMethod::Tsv { m: 0, .. } => Err("tsv: m must be at least 1".into()),
-            MergeMethod::Svd { rank: 0 } => Err("svd: rank must be at least 1".into()),
-            _ => Ok(()),
+            | MergeMethod::Dare {
+                density, lambda, ..
+            } => {
+                f.fraction("density", *density)?;
+                f.finite("lambda", *lambda)
+            }
+            MergeMethod::Tsv { m, lambda } => {
+                f.count("m", *m, 1, MAX_RANK)?;
+                f.finite("lambda", *lambda)
+            }
+            MergeMethod::Svd { rank } => f.count("rank", *rank, 1, MAX_RANK),
         }
     }
 }

@@ -251,11 +251,14 @@ fn settings_out_of_range_are_named() {
         lambda: 1.0,
     };
     assert_eq!(
-        bad.validate().unwrap_err(),
-        "ties: density must be in (0, 1], got 1.5"
+        bad.validate().unwrap_err().to_string(),
+        "method.density: must be in (0, 1], got 1.5"
     );
     assert_eq!(
-        MergeMethod::Svd { rank: 0 }.validate().unwrap_err(),
-        "svd: rank must be at least 1"
+        MergeMethod::Svd { rank: 0 }
+            .validate()
+            .unwrap_err()
+            .to_string(),
+        "method.rank: must be between 1 and 65536, got 0"
     );
 }

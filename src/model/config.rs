@@ -59,6 +59,24 @@ fn default_max_positions() -> usize {
     4096
 }
 
+/// The longest sequence one forward takes, whatever `max_position_embeddings` says: the rotary
+/// table is built for this many positions at most, and attention (and its mask) grows with the
+/// square of the length.
+pub const MAX_SEQUENCE: usize = 32_768;
+
+/// Upper bounds on a config's sizes: far above any published Llama, low enough that a config
+/// cannot make the loader reserve terabytes or overflow a size computation.
+const SIZE_LIMITS: [(&str, usize); 8] = [
+    ("hidden_size", 1 << 16),
+    ("intermediate_size", 1 << 20),
+    ("num_hidden_layers", 1 << 10),
+    ("num_attention_heads", 1 << 10),
+    ("num_key_value_heads", 1 << 10),
+    ("head_dim", 1 << 12),
+    ("vocab_size", 1 << 22),
+    ("max_position_embeddings", 1 << 24),
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LlamaConfig {
     #[serde(default)]
@@ -136,6 +154,25 @@ impl LlamaConfig {
             .unwrap_or_default()
     }
 
+    /// The longest sequence the model takes: its positions, at most [`MAX_SEQUENCE`].
+    pub fn max_sequence(&self) -> usize {
+        self.max_position_embeddings.min(MAX_SEQUENCE)
+    }
+
+    /// Every size a config gives, by field name (for the bounds check).
+    fn sizes(&self) -> [(&'static str, usize); 8] {
+        [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_kv_heads()),
+            ("head_dim", self.head_dim.unwrap_or(0)),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ]
+    }
+
     /// Checks the things the forward relies on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(arch) = self.architectures.first()
@@ -152,6 +189,26 @@ impl LlamaConfig {
         }
         if self.attention_bias || self.mlp_bias {
             return Err("attention_bias / mlp_bias are not supported".into());
+        }
+        for ((name, n), (_, max)) in self.sizes().into_iter().zip(SIZE_LIMITS) {
+            if n > max {
+                return Err(format!("{name} {n} is above the largest supported ({max})"));
+            }
+        }
+        if self.vocab_size == 0 || self.max_position_embeddings == 0 {
+            return Err("vocab_size and max_position_embeddings must be > 0".into());
+        }
+        let theta = self.rope_theta();
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(format!(
+                "rope_theta must be a finite number > 0, got {theta}"
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(format!(
+                "rms_norm_eps must be a finite number ≥ 0, got {}",
+                self.rms_norm_eps
+            ));
         }
         if self.num_attention_heads == 0
             || self.num_kv_heads() == 0
@@ -182,6 +239,26 @@ impl LlamaConfig {
                 "rope type {} is not supported (llama3 or default)",
                 rs.rope_type
             ));
+        }
+        if let Some(rs) = self.rope_scaling() {
+            let positive = [
+                ("factor", rs.factor),
+                ("low_freq_factor", rs.low_freq_factor),
+                ("high_freq_factor", rs.high_freq_factor),
+            ];
+            for (name, v) in positive {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(format!(
+                        "rope_scaling.{name} must be a finite number > 0, got {v}"
+                    ));
+                }
+            }
+            if rs.high_freq_factor <= rs.low_freq_factor || rs.original_max_position_embeddings == 0
+            {
+                return Err(
+                    "rope_scaling: high_freq_factor must exceed low_freq_factor and original_max_position_embeddings be > 0".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -276,5 +353,37 @@ mod tests {
             cfg.validate().unwrap_err(),
             "num_attention_heads 32 is not a multiple of num_key_value_heads 5"
         );
+    }
+
+    #[test]
+    fn refuses_sizes_that_would_drive_huge_allocations() {
+        let with = |key: &str, value: &str| -> String {
+            let text = LLAMA_31_8B.replacen(
+                &format!("\"{key}\": "),
+                &format!("\"{key}\": {value}, \"_was\": "),
+                1,
+            );
+            let cfg: LlamaConfig = serde_json::from_str(&text).unwrap();
+            cfg.validate().unwrap_err()
+        };
+        assert_eq!(
+            with("num_hidden_layers", "1000000000000000000"),
+            "num_hidden_layers 1000000000000000000 is above the largest supported (1024)"
+        );
+        assert_eq!(
+            with("max_position_embeddings", "1000000000000"),
+            "max_position_embeddings 1000000000000 is above the largest supported (16777216)"
+        );
+        assert_eq!(
+            with("vocab_size", "100000000000"),
+            "vocab_size 100000000000 is above the largest supported (4194304)"
+        );
+        assert_eq!(
+            with("rope_theta", "0"),
+            "rope_theta must be a finite number > 0, got 0"
+        );
+        // Within the bounds, the rotary table still covers at most MAX_SEQUENCE positions.
+        let cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
+        assert_eq!(cfg.max_sequence(), MAX_SEQUENCE);
     }
 }

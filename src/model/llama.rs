@@ -93,6 +93,10 @@ pub struct Llama {
 /// matrix is kept for the backward pass, so this bounds the extra memory per module.
 const DENSE_DELTA_GRAD_LIMIT: usize = 1 << 24;
 
+/// The most (row, query, key) entries of one forward's attention mask: 2³⁰ (4 GiB in f32); a
+/// batch beyond it is refused before anything is allocated.
+pub const MAX_ATTENTION: usize = 1 << 30;
+
 impl Llama {
     /// Loads a Hugging Face Llama folder, casting weights to `dtype` on `device`.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
@@ -159,7 +163,7 @@ impl Llama {
         } else {
             get(&[v, h], "lm_head.weight")?
         };
-        let rope = RopeTables::new(&cfg, cfg.max_position_embeddings, dtype, device)?;
+        let rope = RopeTables::new(&cfg, cfg.max_sequence(), dtype, device)?;
         Ok(Self {
             cfg,
             embed,
@@ -234,6 +238,15 @@ impl Llama {
     /// Final hidden states (batch, seq, hidden) over a right-padded batch.
     pub fn hidden(&self, batch: &Batch, branches: Option<&Branches>) -> Result<Tensor> {
         let (b, t) = batch.ids.dims2()?;
+        if t > self.rope.positions() {
+            return Err(ModelError::TooLong {
+                tokens: t,
+                max: self.rope.positions(),
+            });
+        }
+        if b.saturating_mul(t).saturating_mul(t) > MAX_ATTENTION {
+            return Err(ModelError::BatchTooLarge { rows: b, tokens: t });
+        }
         let mask = self.causal_mask(&batch.lengths, t, 0, t)?;
         let mut x = self
             .embed
@@ -272,13 +285,9 @@ impl Llama {
         let offset = cache.len();
         let t = ids.len();
         if offset + t > self.rope.positions() {
-            return Err(ModelError::Weight {
-                name: "rope".into(),
-                reason: format!(
-                    "sequence of {} tokens exceeds max_position_embeddings {}",
-                    offset + t,
-                    self.rope.positions()
-                ),
+            return Err(ModelError::TooLong {
+                tokens: offset + t,
+                max: self.rope.positions(),
             });
         }
         let ids = Tensor::from_slice(ids, (1, t), &self.device)?;

@@ -37,6 +37,8 @@ pub struct TextCodec {
     template: Template,
     pad_id: u32,
     eos_ids: Vec<u32>,
+    /// The longest example the model takes (its positions, bounded).
+    max_tokens: usize,
 }
 
 impl TextCodec {
@@ -53,6 +55,13 @@ impl TextCodec {
     }
 
     pub fn new(tokenizer: Tokenizer, template: Template, cfg: &LlamaConfig) -> Result<Self> {
+        let n = tokenizer.get_vocab_size(true);
+        if n > cfg.vocab_size {
+            return Err(ModelError::VocabMismatch {
+                tokenizer: n,
+                vocab: cfg.vocab_size,
+            });
+        }
         let has = |tokens: &[&str]| tokens.iter().all(|t| tokenizer.token_to_id(t).is_some());
         let missing = |template: &str, tokens: &[&str]| ModelError::Template {
             template: template.into(),
@@ -95,6 +104,7 @@ impl TextCodec {
             template,
             pad_id,
             eos_ids,
+            max_tokens: cfg.max_sequence(),
         })
     }
 
@@ -159,7 +169,29 @@ impl TextCodec {
             });
         }
         ids.extend(answer_ids);
+        if ids.len() > self.max_tokens {
+            return Err(ModelError::TooLong {
+                tokens: ids.len(),
+                max: self.max_tokens,
+            });
+        }
         Ok(EncodedExample { ids, answer_start })
+    }
+
+    /// Every (prompt, answer) pair encoded; an error names the row (1-based).
+    pub fn encode_examples<'a>(
+        &self,
+        rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<EncodedExample>> {
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, (p, a))| {
+                self.encode_example(p, a).map_err(|e| ModelError::Row {
+                    row: i + 1,
+                    source: Box::new(e),
+                })
+            })
+            .collect()
     }
 
     /// Generated ids as text: cut at the first end id, special tokens dropped.

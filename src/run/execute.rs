@@ -34,7 +34,7 @@ pub enum RunError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Eval(#[from] EvalError),
+    Eval(EvalError),
     #[error(transparent)]
     Adapter(#[from] AdapterError),
     #[error(transparent)]
@@ -54,6 +54,15 @@ pub enum RunError {
     Lab(#[from] crate::lab::LabError),
     #[error(transparent)]
     Store(#[from] super::store::StoreError),
+}
+
+impl From<EvalError> for RunError {
+    fn from(e: EvalError) -> Self {
+        match e {
+            EvalError::Cancelled => RunError::Cancelled,
+            e => RunError::Eval(e),
+        }
+    }
 }
 
 impl From<candle_core::Error> for RunError {
@@ -130,8 +139,8 @@ pub fn execute(
     let mut timings = Timings::default();
     spec.validate()?;
     let task = load_task(spec)?;
-    let train = bench.encode(&task.train)?;
-    let val = bench.encode(&task.validation)?;
+    let train = bench.encode(&task.train, "train")?;
+    let val = bench.encode(&task.validation, "validation")?;
     let rows = methods::Rows {
         train: &train,
         val: &val,

@@ -44,6 +44,9 @@ fn merged_from_branches(br: &Branches, layers: usize) -> candle_core::Result<Mer
 
 /// Writes the run's merged adapter into `out`; returns (rank, relative truncation error).
 pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64), RunError> {
+    crate::run::setting::Fields("")
+        .count("rank", rank, 1, crate::run::setting::MAX_RANK)
+        .map_err(super::spec::SpecError::from)?;
     let spec = &record.spec;
     if !spec.method.uses_pool() {
         return Err(RunError::Other(format!(

@@ -31,6 +31,9 @@ use crate::model::pref::{DevicePref, DtypePref};
 use crate::model::template::kind::Template;
 use crate::pool::filter::Filter;
 use crate::pool::source::PoolSource;
+use crate::run::setting::{
+    BadSetting, Fields, MAX_BATCH, MAX_BOOTSTRAP, MAX_NEW_TOKENS, MAX_RANK, MAX_STEPS,
+};
 use crate::select::selection::Selection;
 use crate::tune::settings::{GradientSpec, LorahubSpec};
 
@@ -199,6 +202,31 @@ impl Default for NewLoraSpec {
     }
 }
 
+impl NewLoraSpec {
+    /// Checks every setting is finite and in range, and every module known.
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.count("rank", self.rank, 1, MAX_RANK)?;
+        f.above("alpha", self.alpha, 0.0)?;
+        f.at_least("lr", self.lr, 0.0)?;
+        f.count("steps", self.steps, 1, MAX_STEPS)?;
+        f.within("dropout", self.dropout, 0.0, 1.0, true)?;
+        f.count("batch_size", self.batch_size, 1, MAX_BATCH)?;
+        f.non_empty("modules", &self.modules)?;
+        if let Some(m) = self
+            .modules
+            .iter()
+            .find(|m| Module::from_peft_name(m).is_none())
+        {
+            return Err(BadSetting {
+                field: format!("{}modules", f.0),
+                rule: "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj".into(),
+                got: format!("{m:?}"),
+            });
+        }
+        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)
+    }
+}
+
 /// What a run does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -276,6 +304,15 @@ impl Default for EvalSpec {
     }
 }
 
+impl EvalSpec {
+    /// Checks the sizes are in range (0 bootstrap resamples: no intervals).
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.count("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP)?;
+        f.count("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)?;
+        f.count("batch_size", self.batch_size, 1, MAX_BATCH)
+    }
+}
+
 fn default_selection() -> Selection {
     Selection::TopK {
         k: 30,
@@ -325,6 +362,8 @@ pub enum SpecError {
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Setting(#[from] BadSetting),
 }
 
 impl RunSpec {
@@ -333,15 +372,24 @@ impl RunSpec {
             path: path.to_path_buf(),
             message: explain_toml_error(&e, text),
         })?;
-        // A tagged unit variant takes any other keys silently: settings given to `base` would
-        // be ignored without a word.
-        if matches!(spec.method, MethodSpec::Base)
-            && let Some(why) = method_problem(text)
-        {
-            return Err(SpecError::Parse {
-                path: path.to_path_buf(),
-                message: format!("[method]: {why}"),
-            });
+        // An internally tagged enum's unit variant takes any other keys silently, and one
+        // flattened into another does not see `deny_unknown_fields`: every key a table gives
+        // must be one its parsed value writes back.
+        for (table, tag, parsed) in [
+            ("method", "kind", toml::Value::try_from(&spec.method)),
+            (
+                "selection",
+                "strategy",
+                toml::Value::try_from(&spec.selection),
+            ),
+        ] {
+            let parsed = parsed.expect("settings serialise");
+            if let Some(why) = ignored_settings(text, table, tag, &parsed) {
+                return Err(SpecError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!("[{table}]: {why}"),
+                });
+            }
         }
         spec.validate()?;
         Ok(spec)
@@ -396,34 +444,16 @@ impl RunSpec {
         if t.train_examples == Some(0) {
             return bad("task: train_examples must be at least 1".into());
         }
-        if let MethodSpec::Merge(m) = &self.method {
-            m.validate().map_err(SpecError::Invalid)?;
+        self.selection.validate()?;
+        let f = Fields("method.");
+        match &self.method {
+            MethodSpec::Base => {}
+            MethodSpec::NewLora(n) => n.check(f)?,
+            MethodSpec::Gradient(g) => g.check(f)?,
+            MethodSpec::Lorahub(h) => h.check(f)?,
+            MethodSpec::Merge(m) => m.check(f)?,
         }
-        if let MethodSpec::NewLora(n) = &self.method {
-            if n.rank == 0 || n.steps == 0 || !(0.0..1.0).contains(&n.dropout) {
-                return bad(
-                    "method new-lora: rank and steps must be at least 1 and dropout in [0, 1)"
-                        .into(),
-                );
-            }
-            for m in &n.modules {
-                if Module::from_peft_name(m).is_none() {
-                    return bad(format!(
-                        "method new-lora: unknown module {m:?} (use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
-                    ));
-                }
-            }
-        }
-        if let MethodSpec::Gradient(g) = &self.method
-            && (g.steps == 0 || g.batch_size == 0)
-        {
-            return bad("method gradient: steps and batch_size must be at least 1".into());
-        }
-        if let MethodSpec::Lorahub(h) = &self.method
-            && (h.population < 2 || h.bound <= 0.0)
-        {
-            return bad("method lorahub: population must be at least 2 and bound positive".into());
-        }
+        self.eval.check(Fields("eval."))?;
         self.device_pref()?;
         self.dtype_pref()?;
         self.pool
@@ -473,6 +503,40 @@ impl RunSpec {
         }
         s
     }
+}
+
+/// What `table` of `text` gives that `parsed` (the value read from it) does not take: a key the
+/// deserializer passed over.
+fn ignored_settings(text: &str, table: &str, tag: &str, parsed: &toml::Value) -> Option<String> {
+    let doc: toml::Table = text.parse().ok()?;
+    let given = doc.get(table)?.as_table()?;
+    let kept = parsed.as_table()?;
+    let ignored: Vec<&str> = given
+        .keys()
+        .filter(|k| !kept.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if ignored.is_empty() {
+        return None;
+    }
+    let name = kept.get(tag).and_then(|v| v.as_str()).unwrap_or("?");
+    let takes: Vec<&str> = kept
+        .keys()
+        .filter(|k| *k != tag)
+        .map(String::as_str)
+        .collect();
+    Some(if takes.is_empty() {
+        format!(
+            "{tag} {name} takes no settings (got {})",
+            ignored.join(", ")
+        )
+    } else {
+        format!(
+            "{tag} {name} does not take {} (it takes {})",
+            ignored.join(", "),
+            takes.join(", ")
+        )
+    })
 }
 
 /// The method table's `kind` is matched against several variant sets, and serde's message for

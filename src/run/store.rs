@@ -51,6 +51,10 @@ pub enum StoreError {
     Live(String, &'static str),
     #[error("no free run id in {0} after 32 tries")]
     NoFreeId(PathBuf),
+    #[error("{path}: the record cannot be read: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+    #[error("the record of run {id} would not read back ({reason}); it was not written")]
+    UnreadableRecord { id: String, reason: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -155,7 +159,12 @@ impl RunStore {
     pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let path = self.dir_of(id)?.join("record.json");
         match std::fs::read_to_string(&path) {
-            Ok(t) => Ok(serde_json::from_str(&t).ok()),
+            Ok(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| StoreError::BadRecord {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
@@ -207,7 +216,12 @@ impl RunStore {
         count_steps: bool,
     ) -> Result<(RunSummary, Option<RunRecord>), StoreError> {
         let dir = self.dir_of(id)?;
-        let record = self.read_record(id)?;
+        // A record that does not parse leaves the run listed, with the reason as its error.
+        let (record, unreadable) = match self.read_record(id) {
+            Ok(r) => (r, None),
+            Err(e @ StoreError::BadRecord { .. }) => (None, Some(e.to_string())),
+            Err(e) => return Err(e),
+        };
         let status = Self::read_status(&dir);
         let (label, state, submitted, error) = match (&status, &record) {
             (Some(s), _) => (
@@ -217,8 +231,10 @@ impl RunStore {
                 s.error.clone(),
             ),
             (None, Some(r)) => (r.label.clone(), r.status.into(), r.started.clone(), None),
-            (None, None) => return Err(StoreError::NoRun(id.into())),
+            (None, None) if unreadable.is_none() => return Err(StoreError::NoRun(id.into())),
+            (None, None) => (id.into(), RunState::Failed, String::new(), None),
         };
+        let error = unreadable.or(error);
         let status = status.unwrap_or_else(|| StatusFile {
             id: id.into(),
             label: label.clone(),

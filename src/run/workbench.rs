@@ -132,7 +132,7 @@ impl Workbench {
             self.model.device(),
         )?;
         let folded = self.model.fold(&br)?;
-        let test = self.encode(&task.test)?;
+        let test = self.encode(&task.test, "test")?;
         let (mut hits, mut loss) = (0usize, 0.0);
         for chunk in test.chunks(32) {
             let (exact, l) = eval::answer_scores(&folded, self.codec.pad_id(), chunk, None)?;
@@ -140,23 +140,25 @@ impl Workbench {
             loss += l.iter().sum::<f64>();
         }
         let n = test.len().max(1) as f64;
-        Ok((task.name, hits as f64 / n, loss / n))
+        let loss = eval::finite(loss / n, || format!("the test loss of {adapter}"))?;
+        Ok((task.name, hits as f64 / n, loss))
     }
 
-    pub(super) fn encode(&self, rows: &[Example]) -> Result<Vec<EncodedExample>> {
-        Ok(rows
-            .iter()
-            .map(|e| self.codec.encode_example(&e.prompt, &e.answer))
-            .collect::<std::result::Result<Vec<_>, _>>()?)
+    /// A split's rows as the model sees them; an error names the split and the row.
+    pub(super) fn encode(&self, rows: &[Example], split: &str) -> Result<Vec<EncodedExample>> {
+        self.codec
+            .encode_examples(rows.iter().map(|e| (e.prompt.as_str(), e.answer.as_str())))
+            .map_err(|e| RunError::Task(format!("{split} {e}")))
     }
 
     /// Scores of `adapters` on a task: screened many adapters per forward, kept in the screening
-    /// cache on disk by (adapter revision, task data hash).
+    /// cache on disk by (adapter revision, task data hash). A set `cancel` stops between adapters.
     pub(super) fn scores(
         &mut self,
         adapters: &[&Adapter],
         examples: &[EncodedExample],
         on: &mut dyn FnMut(RunEvent),
+        cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Vec<Score>> {
         let identity = self
             .identity
@@ -189,6 +191,7 @@ impl Workbench {
                     "the screening cache was not saved (scores will be computed again next time): {e}"
                 ))),
             },
+            cancel,
         );
         self.screen_cache = cache;
         Ok(result?)

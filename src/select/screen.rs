@@ -6,6 +6,7 @@
 //! interrupted one resumes where it stopped. Both metrics come from the same forward, so one
 //! entry serves exact-match and loss ranking alike.
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -101,7 +102,8 @@ pub enum ScreenProgress {
 
 #[allow(clippy::too_many_arguments)]
 /// Scores every adapter on `examples`, from the cache where it can, the rest batched
-/// `rows_per_forward` rows at a time; results are in the adapters' order.
+/// `rows_per_forward` rows at a time; results are in the adapters' order. A set `cancel` stops
+/// between adapters (between forwards when batched), the scores so far kept in the cache.
 pub fn screen(
     model: &Llama,
     pad_id: u32,
@@ -111,6 +113,7 @@ pub fn screen(
     cache: &mut ScreenCache,
     batching: Batching,
     progress: &mut dyn FnMut(ScreenProgress),
+    cancel: Option<&AtomicBool>,
 ) -> Result<Vec<Score>> {
     let keys: Vec<String> = adapters.iter().map(|a| key(a, task)).collect();
     let mut out: Vec<Option<Score>> = keys.iter().map(|k| cache.get(k).copied()).collect();
@@ -159,14 +162,19 @@ pub fn screen(
                 total,
             });
         };
-        match rows {
-            Some(n) => screen_adapters(model, pad_id, &refs, examples, n, &mut on_score)?,
-            None => {
-                for (j, a) in refs.iter().enumerate() {
-                    let s = super::score_adapters(model, pad_id, &[*a], examples, &mut |_, _| {})?;
-                    on_score(j, s[0]);
-                }
-            }
+        let scored = match rows {
+            Some(n) => screen_adapters(model, pad_id, &refs, examples, n, &mut on_score, cancel),
+            None => refs.iter().enumerate().try_for_each(|(j, a)| {
+                let s =
+                    super::score_adapters(model, pad_id, &[*a], examples, &mut |_, _| {}, cancel)?;
+                on_score(j, s[0]);
+                Ok(())
+            }),
+        };
+        // What was scored before a cancel (or an error) is kept for the next screen.
+        if let Err(e) = scored {
+            let _ = cache.save();
+            return Err(e);
         }
         // A cache that cannot be written costs a re-screen next time, not this result.
         if let Some(e) = cache.save().err().or(save_error) {

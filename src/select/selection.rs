@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::run::setting::{BadSetting, Fields, MAX_K};
+
 /// What top-k ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -95,6 +97,24 @@ impl Selection {
             | Selection::Random { k, .. }
             | Selection::Similar { k, .. } => Some(*k),
             Selection::Manual { .. } | Selection::All => None,
+        }
+    }
+
+    /// Checks the settings as a spec's `[selection]` table gives them: k in range, a manual list
+    /// that names adapters (whether the pool holds that many is known only once it is loaded).
+    pub fn validate(&self) -> Result<(), BadSetting> {
+        let f = Fields("selection.");
+        if let Some(k) = self.k() {
+            f.count("k", k, 1, MAX_K)?;
+        }
+        match self {
+            Selection::Manual { adapters } => f.non_empty("adapters", adapters),
+            Selection::Similar { to, .. } if to.is_empty() => Err(BadSetting {
+                field: "selection.to".into(),
+                rule: "an adapter name or folder".into(),
+                got: "\"\"".into(),
+            }),
+            _ => Ok(()),
         }
     }
 

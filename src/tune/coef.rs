@@ -289,14 +289,9 @@ pub fn tune_coefficients(
             loss = (loss + (fc.abs()?.mean_all()? * spec.l1)?)?;
         }
         let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !train_loss.is_finite() {
-            return Err(crate::eval::EvalError::Model(
-                crate::model::ModelError::Weight {
-                    name: "coefficients".into(),
-                    reason: format!("training loss became {train_loss} at step {}", step + 1),
-                },
-            ));
-        }
+        let train_loss = crate::eval::finite(train_loss, || {
+            format!("the training loss at step {}", step + 1)
+        })?;
         trainer.step(&loss, schedule.lr(step))?;
         done = step + 1;
         let mut report = StepReport {
@@ -309,6 +304,7 @@ pub fn tune_coefficients(
             let snapshot = var.as_tensor().detach();
             let br = branches.branches(&snapshot)?;
             let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
+            let v = crate::eval::finite(v, || format!("the validation loss at step {done}"))?;
             report.val_loss = Some(v);
             report.coefficients = Some(activated_rows(&snapshot, branches.activation)?);
             if best.as_ref().is_none_or(|(b, _, _)| v < *b) {
@@ -325,6 +321,7 @@ pub fn tune_coefficients(
             let snapshot = var.as_tensor().detach();
             let br = branches.branches(&snapshot)?;
             let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
+            let v = crate::eval::finite(v, || "the validation loss".into())?;
             (v, done, snapshot)
         }
     };

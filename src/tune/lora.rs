@@ -133,7 +133,9 @@ pub fn train_lora(
         }
         let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
         let loss = nll.mean_all()?;
-        final_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        final_loss = crate::eval::finite(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, || {
+            format!("the training loss at step {}", step + 1)
+        })?;
         trainer.step(&loss, schedule.lr(step))?;
         steps = step + 1;
         progress(steps, final_loss);

@@ -367,6 +367,7 @@ pub fn tune_lorahub(
         std::slice::from_ref(&zero),
         spec.rows_per_forward,
     )?[0];
+    let l0 = crate::eval::finite(l0, || "the training loss of the base model (c = 0)".into())?;
     let mut best = (objective(l0, &zero), l0, zero);
     let mut evaluations = 1;
     let mut curve = Vec::new();

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::run::setting::{BadSetting, Fields, MAX_BATCH, MAX_STEPS};
+
 /// What one coefficient covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -130,6 +132,18 @@ impl Default for GradientSpec {
     }
 }
 
+impl GradientSpec {
+    /// Checks every setting is finite and in range (`f` names the table).
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.at_least("lr", self.lr, 0.0)?;
+        f.count("steps", self.steps, 1, MAX_STEPS)?;
+        f.count("batch_size", self.batch_size, 1, MAX_BATCH)?;
+        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)?;
+        f.count("eval_every", self.eval_every, 1, MAX_STEPS)?;
+        f.at_least("l1", self.l1, 0.0)
+    }
+}
+
 fn budget() -> usize {
     320
 }
@@ -187,6 +201,21 @@ impl Default for LorahubSpec {
             examples: None,
             rows_per_forward: rows(),
         }
+    }
+}
+
+impl LorahubSpec {
+    /// Checks every setting is finite and in range (`f` names the table).
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.count("budget", self.budget, 1, MAX_STEPS)?;
+        f.count("population", self.population, 2, MAX_BATCH)?;
+        f.above("bound", self.bound, 0.0)?;
+        f.at_least("l1", self.l1, 0.0)?;
+        f.above("sigma", self.sigma, 0.0)?;
+        if let Some(n) = self.examples {
+            f.positive("examples", n)?;
+        }
+        f.count("rows_per_forward", self.rows_per_forward, 1, MAX_BATCH)
     }
 }
 

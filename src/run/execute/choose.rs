@@ -103,7 +103,8 @@ pub fn choose(
     let scores = if spec.selection.needs_scores() {
         // Each adapter is scored on the train and validation rows together.
         let both: Vec<EncodedExample> = rows.train.iter().chain(rows.val).cloned().collect();
-        Some(bench.scores(&candidates, &both, rec.sink())?)
+        let cancel = rec.cancel();
+        Some(bench.scores(&candidates, &both, rec.sink(), cancel)?)
     } else {
         None
     };

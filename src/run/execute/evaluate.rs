@@ -1,7 +1,7 @@
 //! The run's test stage: every test example's loss and verdict, one record row each.
 
-use super::Result;
 use super::recorder::Recorder;
+use super::{Result, RunError};
 use crate::eval::{self, answers_match};
 use crate::model::template::EncodedExample;
 use crate::model::{Llama, TextCodec, generate};
@@ -19,11 +19,13 @@ pub fn test_outcomes(
 ) -> Result<Vec<ExampleOutcome>> {
     let n = task.test.len();
     rec.stage("evaluating on test", n);
-    let encoded: Vec<EncodedExample> = task
-        .test
-        .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer))
-        .collect::<std::result::Result<_, _>>()?;
+    let encoded: Vec<EncodedExample> = codec
+        .encode_examples(
+            task.test
+                .iter()
+                .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+        )
+        .map_err(|e| RunError::Task(format!("test {e}")))?;
     let batch = spec.eval.batch_size.max(1);
     let mut out = Vec::with_capacity(n);
     // With exact matching and an end token, teacher forcing gives greedy decoding's verdict
@@ -36,13 +38,15 @@ pub fn test_outcomes(
                 .into_iter()
                 .zip(examples.by_ref())
             {
+                let row = out.len() + 1;
+                let loss = eval::finite(o.loss, || format!("the test loss of example {row}"))?;
                 out.push(ExampleOutcome {
                     prompt: e.prompt.clone(),
                     answer: e.answer.clone(),
                     prediction: codec.decode_answer(&o.greedy_prefix),
                     truncated: !o.exact,
                     correct: o.exact,
-                    loss: o.loss,
+                    loss,
                 });
             }
             rec.emit(crate::run::event::RunEvent::Advance(out.len()));
@@ -55,6 +59,7 @@ pub fn test_outcomes(
     }
     for (i, (e, loss)) in task.test.iter().zip(losses).enumerate() {
         rec.check()?;
+        let loss = eval::finite(loss, || format!("the test loss of example {}", i + 1))?;
         let prompt = codec.encode_prompt(&e.prompt)?;
         let ids = generate::greedy(
             model,

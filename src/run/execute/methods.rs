@@ -22,13 +22,8 @@ pub struct Rows<'a> {
 }
 
 fn val_loss(bench: &Workbench, model: &crate::model::Llama, rows: &Rows<'_>) -> Result<f64> {
-    Ok(mean_token_loss(
-        model,
-        bench.codec.pad_id(),
-        rows.val,
-        None,
-        32,
-    )?)
+    let v = mean_token_loss(model, bench.codec.pad_id(), rows.val, None, 32)?;
+    Ok(crate::eval::finite(v, || "the validation loss".into())?)
 }
 
 /// A model with fixed weights (nothing tuned), its validation loss measured.

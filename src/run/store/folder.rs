@@ -121,6 +121,14 @@ impl RunFolder {
     pub fn finish(&mut self, record: &RunRecord) -> Result<(), StoreError> {
         let path = self.dir.join("record.json");
         let json = serde_json::to_string_pretty(record).expect("record serialises");
+        // JSON has no NaN: serde writes a non-finite number as null, which no reader takes back.
+        // A record is written only if it reads back as itself.
+        if let Err(e) = serde_json::from_str::<RunRecord>(&json) {
+            return Err(StoreError::UnreadableRecord {
+                id: self.status.id.clone(),
+                reason: e.to_string(),
+            });
+        }
         write_atomic(&path, json.as_bytes()).map_err(io(&path))?;
         self.set_state(record.status.into(), None)
     }

@@ -209,3 +209,68 @@ fn curve_steps_counts_whole_lines_only() {
     assert_eq!(RunStore::curve_steps(tmp.path()), 2);
     assert_eq!(RunStore::read_curve(tmp.path()).len(), 2);
 }
+
+/// A finished record, as JSON: every field a reader needs.
+fn record_json(id: &str) -> serde_json::Value {
+    let est = serde_json::json!({"mean": 0.5, "lo": 0.25, "hi": 0.75, "n": 4});
+    serde_json::json!({
+        "id": id, "label": "x", "status": "finished", "started": now_rfc3339(),
+        "versions": {"loracycle": "0", "candle": "0"},
+        "spec": serde_json::to_value(spec("x")).unwrap(),
+        "model": {"path": "m", "identity": null, "device": "cpu", "dtype": "f32"},
+        "task": {"name": "t", "train": 1, "validation": 1, "test": 4, "matching": "exact"},
+        "chosen": [], "curve": [],
+        "metrics": {"exact_match": est, "loss": est},
+        "timings": {"load_s": 0.0, "select_s": 0.0, "tune_s": 0.0, "eval_s": 0.0, "total_s": 0.0},
+    })
+}
+
+#[test]
+fn a_record_that_would_not_read_back_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let mut f = store.create(&spec("nan")).unwrap();
+    let mut record: RunRecord = serde_json::from_value(record_json(f.id())).unwrap();
+    record.metrics.loss.mean = f64::NAN;
+    let err = f.finish(&record).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the record of run {} would not read back (invalid type: null, expected f64 at line 75 column 18); it was not written",
+            f.id()
+        )
+    );
+    assert!(!f.dir.join("record.json").exists());
+    // A finite record is written and reads back as itself.
+    record.metrics.loss.mean = 0.5;
+    f.finish(&record).unwrap();
+    assert_eq!(store.read_record(f.id()).unwrap(), Some(record));
+}
+
+#[test]
+fn an_unreadable_record_is_reported_not_taken_for_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let mut f = store.create(&spec("old")).unwrap();
+    f.set_state(RunState::Finished, None).unwrap();
+    let mut json = record_json(f.id());
+    json["metrics"]["loss"]["mean"] = serde_json::Value::Null;
+    let path = f.dir.join("record.json");
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+    let want = format!(
+        "{}: the record cannot be read: invalid type: null, expected f64 at line 1 column {}",
+        path.display(),
+        // The 1-based column of null's last letter.
+        serde_json::to_string(&json)
+            .unwrap()
+            .find("\"mean\":null")
+            .unwrap()
+            + 11
+    );
+    assert_eq!(store.read_record(f.id()).unwrap_err().to_string(), want);
+    // The run stays listed, finished, with the reason as its error.
+    let listed = store.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, RunState::Finished);
+    assert_eq!(listed[0].error.as_deref(), Some(want.as_str()));
+}
