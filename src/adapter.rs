@@ -260,7 +260,10 @@ impl Adapter {
             BTreeMap::new();
         let mut dtypes = BTreeSet::new();
         let r = config.r;
-        for (key, view) in st.tensors() {
+        // In name order, so the first problem reported is the same every time.
+        let mut tensors = st.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, view) in tensors {
             let Some(k) = parse_key(&key) else {
                 return Err(AdapterError::UnknownTensor {
                     adapter: name,
