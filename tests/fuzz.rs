@@ -140,6 +140,23 @@ fn run(args: &[&str], case: &str) -> i32 {
     code.unwrap()
 }
 
+/// `eval` of `adapter` on `model` over the fixture data.
+fn eval_args<'a>(model: &'a str, adapter: &'a str) -> [&'a str; 11] {
+    [
+        "eval",
+        "--model",
+        model,
+        "--data",
+        DATA,
+        "--template",
+        "raw",
+        "--device",
+        "cpu",
+        "--adapter",
+        adapter,
+    ]
+}
+
 fn write_adapter(dir: &Path, config: &[u8], weights: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
@@ -176,22 +193,7 @@ fn mutated_adapters_end_in_a_message_on_every_entry_point() {
         let case = format!("adapter m{i:03} (seed {})", seed());
         refused += run(&["inspect", d], &case);
         if i % 4 == 0 {
-            run(
-                &[
-                    "eval",
-                    "--model",
-                    MODEL,
-                    "--data",
-                    DATA,
-                    "--template",
-                    "raw",
-                    "--device",
-                    "cpu",
-                    "--adapter",
-                    d,
-                ],
-                &case,
-            );
+            run(&eval_args(MODEL, d), &case);
         }
         if i % 8 == 0 {
             run(&["pool", "check", d, "--model", MODEL], &case);
@@ -260,22 +262,7 @@ fn mutated_model_configs_end_in_a_message_on_every_entry_point() {
         let d = dir.to_str().unwrap();
         let case = format!("model config {i:03} (seed {})", seed());
         refused += run(&["inspect", d], &case);
-        run(
-            &[
-                "eval",
-                "--model",
-                d,
-                "--data",
-                DATA,
-                "--template",
-                "raw",
-                "--device",
-                "cpu",
-                "--adapter",
-                GOOD,
-            ],
-            &case,
-        );
+        run(&eval_args(d, GOOD), &case);
     }
     assert!(
         refused > 60,
