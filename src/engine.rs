@@ -123,6 +123,12 @@ impl Engine {
     /// Handles a command; `current` is the run in flight and its cancel flag, if any.
     fn handle(&mut self, c: Command, current: Option<(&RunId, &AtomicBool)>) {
         match c {
+            // A run queued now would never start: the engine stops after the one in flight.
+            Command::Submit { spec, ticket } if self.stopping => self.emit(Event::Rejected {
+                ticket,
+                label: spec.label(),
+                error: "the engine is stopping after the run in flight; submit again once it is restarted".into(),
+            }),
             Command::Submit { spec, ticket } => match self.store.create(&spec) {
                 Ok(folder) => {
                     let id = RunId(folder.id().to_string());
@@ -227,12 +233,9 @@ impl Engine {
                 },
             }),
             Command::Export { run, out, rank } => self.emit(self.export(run, out, rank)),
-            Command::Shutdown => {
-                self.stopping = true;
-                if let Some((_, flag)) = current {
-                    flag.store(true, Ordering::SeqCst);
-                }
-            }
+            // The run in flight finishes (`serve`'s promise that work outlives its clients);
+            // a client that wants it stopped cancels it first.
+            Command::Shutdown => self.stopping = true,
         }
     }
 
@@ -326,7 +329,6 @@ impl Engine {
                             Command::Cancel { run } if *run == id => {
                                 cancel.store(true, Ordering::SeqCst)
                             }
-                            Command::Shutdown => cancel.store(true, Ordering::SeqCst),
                             _ => {}
                         }
                         pending.push(c);

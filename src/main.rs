@@ -56,10 +56,12 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Where run folders go [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
+        /// With --attach the server's runs directory is used; a --runs-dir naming another folder
+        /// is refused.
         #[arg(long)]
         runs_dir: Option<PathBuf>,
-        /// Queue the run on a running `loracycle serve` and follow it (it keeps running if this
-        /// command is interrupted).
+        /// Queue the run on a running `loracycle serve` and follow it by its run id (it keeps
+        /// running if this command is interrupted).
         #[arg(long)]
         attach: bool,
     },
@@ -71,10 +73,11 @@ enum Command {
         #[arg(long, global = true)]
         runs_dir: Option<PathBuf>,
     },
-    /// Run the engine as its own process behind a Unix socket (mode 0600, in the runtime dir), so
-    /// queued and running work outlives the terminal; `loracycle run --attach SPEC` queues on it
-    /// and follows the run (its record is read from the server's runs directory), and a TUI
-    /// started with the same --runs-dir follows the server's runs there.
+    /// Run the engine as its own process behind a Unix socket (mode 0600, in a folder of yours
+    /// with mode 0700 in the runtime dir), so queued and running work outlives the terminal;
+    /// `loracycle run --attach SPEC` queues on it and follows the run (its record is read from
+    /// the server's runs directory), and a TUI started with the same --runs-dir follows the
+    /// server's runs there. A `shutdown` command lets the run in flight finish, then stops.
     Serve {
         /// Where run folders are [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
         #[arg(long)]

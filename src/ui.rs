@@ -120,7 +120,8 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
         |c| engine.send(c),
     );
     ratatui::restore();
-    // Runs in flight stop after their step; queued ones stay queued in the store.
+    // The engine thread ends with this process: a run in flight reads as interrupted, with its
+    // curve; queued runs stay in the store.
     engine.send(Command::Shutdown);
     result
 }

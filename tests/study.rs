@@ -181,6 +181,7 @@ fn write_status(
         label: cell.into(),
         state,
         pid: 4242,
+        pid_start: None,
         host: "gpu-node-7".into(),
         slurm: Some(SlurmJob {
             job_id: format!("{}", 100 + task),

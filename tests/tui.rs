@@ -696,6 +696,7 @@ fn remote_run(store: &RunStore, done: usize, steps: &[usize]) -> std::path::Path
         label: "caesar-5 / gradient / seed 0".into(),
         state: RunState::Running,
         pid: 4242,
+        pid_start: None,
         host: "gpu-node-7".into(),
         slurm: Some(loracycle::slurm::SlurmJob {
             job_id: "44".into(),

@@ -160,14 +160,27 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
             Some(e) => bail!("the server did not greet first (it sent {e:?})"),
             None => bail!("the server closed the connection"),
         };
-        if let Some(mine) = &runs
-            && std::fs::canonicalize(mine).ok() != std::fs::canonicalize(&server_dir).ok()
-        {
-            eprintln!(
-                "note: the server writes its runs to {}, not to --runs-dir {}",
-                server_dir.display(),
-                mine.display()
-            );
+        // The run goes where the server writes, whatever this client asks: a --runs-dir that
+        // names another folder (a relative one resolves against this client's directory) is
+        // refused rather than quietly ignored.
+        if let Some(mine) = &runs {
+            let asked = std::path::absolute(mine)?;
+            let same = match (
+                std::fs::canonicalize(&asked),
+                std::fs::canonicalize(&server_dir),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => asked == server_dir,
+            };
+            if !same {
+                bail!(
+                    "--runs-dir {} is {}, but the server writes its runs to {}; leave --runs-dir out, or restart the server with `loracycle serve --runs-dir {}`",
+                    mine.display(),
+                    asked.display(),
+                    server_dir.display(),
+                    asked.display()
+                );
+            }
         }
         let server_store = RunStore::open(&server_dir)?;
         // Other clients of the server submit too, with their own tickets: a random one is ours

@@ -121,7 +121,9 @@ pub fn rm(runs: Option<PathBuf>, ids: &[String]) -> Result<()> {
 }
 
 pub fn serve(runs: Option<PathBuf>) -> Result<()> {
-    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    // Absolute, for the clients: they read records from the folder the server names, from
+    // wherever they run.
+    let store = RunStore::open(&std::path::absolute(runs_dir(runs.as_deref()))?)?;
     let root = store.root.clone();
     serve_engine(&socket_path(), store, &mut |p| {
         eprintln!(

@@ -2,18 +2,33 @@
 //! work outlives the SSH session; clients (the TUI, `loracycle run --attach`) send commands and
 //! receive every event as JSON lines.
 //!
-//! The socket lives in the user's runtime dir with mode 0600, and both ends check the other's
-//! user id (SO_PEERCRED): a connection from another user is refused, and a client refuses a socket
-//! that other users could reach.
+//! The socket lives in a folder of the user's with mode 0700 and is itself 0600, and both ends
+//! check the other's user id (SO_PEERCRED): a connection from another user is refused, and a
+//! client refuses a socket that other users could reach. A client cannot hold up the others: each
+//! has its own bounded queue of events (one that leaves it full is dropped), a command line is
+//! at most a mebibyte, and a line that is no command gets an error reply (`connection.rs`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+mod client;
+mod connection;
+mod socket;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::protocol::{Command, Event};
+pub use client::Client;
+pub use connection::{MAX_LINE, QUEUE};
+pub use socket::{
+    check_socket_dir, check_socket_file, peer_allowed, peer_cred, peer_uid, prepare_socket_dir,
+};
+
+use super::protocol::Event;
 use crate::run::store::RunStore;
+use connection::{Offer, Outbox, event_line, read_commands};
+use socket::my_uid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -30,6 +45,10 @@ pub enum ServerError {
         "refusing {path}: {why}; the engine socket must belong to you with mode 0600 (remove it and restart `loracycle serve`)"
     )]
     Unsafe { path: PathBuf, why: String },
+    #[error(
+        "refusing the socket folder {path}: {why}; it must belong to you with mode 0700 (remove it, or `chmod 700` it if it is yours, or set LORACYCLE_SOCKET to a path in a folder of your own)"
+    )]
+    UnsafeDir { path: PathBuf, why: String },
     #[error("the server on {path} runs as user {server}, not as you ({me})")]
     OtherUser { path: PathBuf, server: u32, me: u32 },
 }
@@ -39,10 +58,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn my_uid() -> u32 {
-    rustix::process::geteuid().as_raw()
 }
 
 /// `LORACYCLE_SOCKET`, else `$XDG_RUNTIME_DIR/loracycle/engine.sock`, else
@@ -57,95 +72,22 @@ pub fn socket_path() -> PathBuf {
     }
 }
 
-/// The user id of the process at the other end of `stream`.
-pub fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
-    let cred = rustix::net::sockopt::socket_peercred(stream)?;
-    Ok(cred.uid.as_raw())
-}
+/// How long the clients' writers get to send the last events (`Stopped` among them) once the
+/// engine has stopped; a client that reads none of them does not keep the server up.
+const LAST_WORDS: Duration = Duration::from_secs(5);
 
-/// Accepts a peer only when it runs as `me`.
-pub fn peer_allowed(peer: u32, me: u32) -> bool {
-    peer == me
-}
-
-/// Checks that a socket file belongs to this user and no one else can open it.
-pub fn check_socket_file(path: &Path) -> Result<(), ServerError> {
-    let meta = std::fs::metadata(path).map_err(|_| ServerError::NotRunning(path.to_path_buf()))?;
-    let me = my_uid();
-    if meta.uid() != me {
-        return Err(ServerError::Unsafe {
-            path: path.to_path_buf(),
-            why: format!("it belongs to user {}", meta.uid()),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ServerError::Unsafe {
-            path: path.to_path_buf(),
-            why: format!("its mode is {mode:04o}"),
-        });
-    }
-    Ok(())
-}
-
-/// A connection to a running server.
-pub struct Client {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Client {
-    pub fn connect(path: &Path) -> Result<Self, ServerError> {
-        check_socket_file(path)?;
-        let stream =
-            UnixStream::connect(path).map_err(|_| ServerError::NotRunning(path.to_path_buf()))?;
-        let server = peer_uid(&stream).map_err(io(path))?;
-        let me = my_uid();
-        if !peer_allowed(server, me) {
-            return Err(ServerError::OtherUser {
-                path: path.to_path_buf(),
-                server,
-                me,
-            });
-        }
-        let reader = BufReader::new(stream.try_clone().map_err(io(path))?);
-        Ok(Self {
-            writer: stream,
-            reader,
-        })
-    }
-
-    pub fn send(&mut self, c: &Command) -> std::io::Result<()> {
-        let mut line = serde_json::to_string(c).expect("commands serialise");
-        line.push('\n');
-        self.writer.write_all(line.as_bytes())
-    }
-
-    /// The next event; `None` when the server closed the connection.
-    pub fn next_event(&mut self) -> Option<Event> {
-        loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {
-                    if let Ok(e) = serde_json::from_str(&line) {
-                        return Some(e);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Runs the engine behind the socket until a client sends `Shutdown`.
+/// Runs the engine behind the socket until a client sends `Shutdown` (the run in flight
+/// finishes first).
 pub fn serve(
     path: &Path,
     store: RunStore,
     on_ready: &mut dyn FnMut(&Path),
 ) -> Result<(), ServerError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    prepare_socket_dir(dir)?;
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(ServerError::AlreadyRunning(path.to_path_buf()));
@@ -159,70 +101,75 @@ pub fn serve(
     let listener = listener.map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
 
-    let hello = {
-        let mut line = serde_json::to_string(&Event::Hello {
-            runs_dir: store.root.clone(),
-        })
-        .expect("events serialise");
-        line.push('\n');
-        line
-    };
+    let hello = event_line(&Event::Hello {
+        runs_dir: store.root.clone(),
+    });
     let engine = super::spawn(store);
     let commands = engine.commands.clone();
-    let clients: Arc<Mutex<Vec<UnixStream>>> = Arc::new(Mutex::new(Vec::new()));
+    let clients: Arc<Mutex<Vec<Arc<Outbox>>>> = Arc::new(Mutex::new(Vec::new()));
     let broadcast = clients.clone();
     let events = engine.events;
     let socket = path.to_path_buf();
-    // Every engine event goes to every connected client; a client that cannot take it is dropped.
+    // Every engine event goes into every client's queue; nothing here waits on a socket.
     let fanout = std::thread::spawn(move || {
         for e in events.iter() {
-            let mut line = serde_json::to_string(&e).expect("events serialise");
-            line.push('\n');
-            let mut cs = broadcast.lock().expect("no panics while holding");
-            cs.retain_mut(|c| c.write_all(line.as_bytes()).is_ok());
+            let line = event_line(&e);
+            broadcast
+                .lock()
+                .expect("no panics while holding")
+                .retain(|c| match c.offer(line.clone()) {
+                    Offer::Queued => true,
+                    Offer::Full => {
+                        eprintln!(
+                            "loracycle serve: disconnected {}: it left {QUEUE} events unread",
+                            c.name
+                        );
+                        c.close();
+                        false
+                    }
+                    Offer::Gone => false,
+                });
             if matches!(e, Event::Stopped) {
                 break;
             }
         }
         let _ = std::fs::remove_file(&socket);
+        let last: Vec<Arc<Outbox>> =
+            std::mem::take(&mut *broadcast.lock().expect("no panics while holding"));
+        last.iter().for_each(|c| c.finish());
+        let deadline = Instant::now() + LAST_WORDS;
+        while Instant::now() < deadline && !last.iter().all(|c| c.finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::process::exit(0);
     });
     on_ready(path);
     let me = my_uid();
+    let mut joined = 0u64;
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        match peer_uid(&stream) {
-            Ok(uid) if peer_allowed(uid, me) => {}
+        let pid = match peer_cred(&stream) {
+            Ok((uid, pid)) if peer_allowed(uid, me) => pid,
             _ => {
+                // Never wait on a peer that is refused.
+                let _ = stream.set_nonblocking(true);
                 let _ = stream.write_all(b"{\"event\":\"log\",\"line\":\"refused: the engine serves its own user only\"}\n");
                 continue;
             }
-        }
-        // Before the client joins the broadcast, so it is the first line the client reads.
-        if stream.write_all(hello.as_bytes()).is_err() {
-            continue;
-        }
-        let Ok(reader) = stream.try_clone() else {
+        };
+        joined += 1;
+        let Ok(outbox) = Outbox::open(&stream, format!("client {joined} (pid {pid})")) else {
             continue;
         };
+        // Before the client joins the broadcast, so it is the first line the client reads.
+        outbox.offer(hello.clone());
+        let outbox = Arc::new(outbox);
         clients
             .lock()
             .expect("no panics while holding")
-            .push(stream);
+            .push(outbox.clone());
         let commands = commands.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(c) => {
-                        if commands.send(c).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => continue,
-                }
-            }
-        });
+        std::thread::spawn(move || read_commands(stream, outbox, commands));
     }
     let _ = fanout.join();
     Ok(())

@@ -28,7 +28,7 @@ pub use status::{HEARTBEAT, RunState, RunSummary, STALE_AFTER, StageStatus, Stat
 
 use crate::atomic_write::write_atomic;
 use crate::pool::source::is_plain_name;
-use crate::process::{host_name, process_alive};
+use crate::process::{host_name, own_start_ticks, process_alive};
 use crate::run::record::{CurvePoint, RunRecord, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
 use crate::slurm::SlurmJob;
@@ -122,6 +122,7 @@ impl RunStore {
                 label,
                 state: RunState::Queued,
                 pid: std::process::id(),
+                pid_start: own_start_ticks(),
                 host: host_name(),
                 slurm: SlurmJob::from_env(),
                 submitted: now.clone(),
@@ -171,13 +172,13 @@ impl RunStore {
     }
 
     /// The state, with live runs of dead processes reported as interrupted: on this host by their
-    /// pid, on another by a running run's heartbeat older than [`STALE_AFTER`].
+    /// pid and its start time (a reused pid is another process), on another by a running run's heartbeat older than [`STALE_AFTER`].
     pub fn effective(status: &StatusFile) -> RunState {
         if !status.state.is_live() {
             return status.state;
         }
         if status.host.is_empty() || status.host == host_name() {
-            if !process_alive(status.pid) {
+            if !process_alive(status.pid, status.pid_start) {
                 return RunState::Interrupted;
             }
         } else if status.state == RunState::Running
@@ -240,6 +241,7 @@ impl RunStore {
             label: label.clone(),
             state,
             pid: 0,
+            pid_start: None,
             host: String::new(),
             slurm: None,
             submitted: submitted.clone(),

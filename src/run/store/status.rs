@@ -68,6 +68,10 @@ pub struct StatusFile {
     pub state: RunState,
     /// The process that owns the run while it is queued or running, and its host.
     pub pid: u32,
+    /// When that process started, in clock ticks since boot (Linux), so that another process
+    /// that later gets the same pid is not taken for it; absent in older status files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     #[serde(default)]
     pub host: String,
     /// The Slurm job the owner runs in.

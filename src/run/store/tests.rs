@@ -69,6 +69,7 @@ fn status(host: &str, state: RunState, updated_ago: u64) -> StatusFile {
         label: "r".into(),
         state,
         pid: u32::MAX - 1,
+        pid_start: None,
         host: host.into(),
         slurm: None,
         submitted: now_rfc3339(),
@@ -105,6 +106,41 @@ fn liveness_by_pid_here_and_by_heartbeat_elsewhere() {
         RunStore::effective(&status(&other, RunState::Finished, 9999)),
         RunState::Finished
     );
+}
+
+#[test]
+fn a_reused_pid_is_not_the_run_s_owner() {
+    // A status file naming this very process, as a dead run's would once the kernel hands its
+    // pid to a new process: only the start time tells the two apart.
+    let started = crate::process::own_start_ticks().expect("/proc/self/stat reads on Linux");
+    let mut s = status(&host_name(), RunState::Running, 0);
+    s.pid = std::process::id();
+    s.pid_start = Some(started + 1);
+    assert_eq!(RunStore::effective(&s), RunState::Interrupted);
+    s.pid_start = Some(started);
+    assert_eq!(RunStore::effective(&s), RunState::Running);
+    // A status file from before start times were recorded goes by the pid alone.
+    s.pid_start = None;
+    assert_eq!(RunStore::effective(&s), RunState::Running);
+    // And it reads back: the field is optional.
+    let mut old = serde_json::to_value(&s).unwrap();
+    assert!(old.get("pid_start").is_none(), "{old}");
+    old["pid_start"] = serde_json::json!(started);
+    let read: StatusFile = serde_json::from_value(old).unwrap();
+    assert_eq!(read.pid_start, Some(started));
+}
+
+#[test]
+fn a_new_run_records_its_owner_s_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let f = store.create(&spec("x")).unwrap();
+    let s = RunStore::read_status(&dir.path().join(f.id())).unwrap();
+    assert_eq!(
+        (s.pid, s.pid_start),
+        (std::process::id(), crate::process::own_start_ticks())
+    );
+    assert!(s.pid_start.is_some());
 }
 
 #[test]
