@@ -50,6 +50,14 @@ pub enum AdapterError {
         "adapter {adapter}: tensor {tensor} is not a LoRA A/B weight of a q,k,v,o,gate,up,down projection"
     )]
     UnknownTensor { adapter: String, tensor: String },
+    #[error(
+        "adapter {adapter}: tensor {tensor} adapts a module {architecture} does not have or loracycle does not adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+    )]
+    NotInModel {
+        adapter: String,
+        tensor: String,
+        architecture: &'static str,
+    },
     #[error("adapter {adapter}: layer {layer} {module} has {present} but no {missing}")]
     MissingTensor {
         adapter: String,
@@ -265,9 +273,19 @@ impl Adapter {
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, view) in tensors {
             let Some(k) = parse_key(&key) else {
-                return Err(AdapterError::UnknownTensor {
-                    adapter: name,
-                    tensor: key,
+                // A LoRA weight of another module (q_norm, an embedding, a fused c_attn): with
+                // the base known, the message names its architecture.
+                let lora = key.contains(".lora_A.") || key.contains(".lora_B.");
+                return Err(match base {
+                    Some((cfg, _)) if lora => AdapterError::NotInModel {
+                        adapter: name,
+                        tensor: key,
+                        architecture: cfg.architecture(),
+                    },
+                    _ => AdapterError::UnknownTensor {
+                        adapter: name,
+                        tensor: key,
+                    },
                 });
             };
             let dtype = view.dtype();

@@ -177,7 +177,8 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// JSONL file of {"prompt", "answer"} rows.
         #[arg(long)]
         data: PathBuf,
-        /// Prompt template: raw, llama3, lab or auto (picked from the tokenizer's special tokens).
+        /// Prompt template: raw, llama3, chatml (Qwen), lab or auto (picked from the tokenizer's
+        /// special tokens).
         #[arg(long, default_value = "auto")]
         template: Template,
         /// loss, exact-match or both.

@@ -29,10 +29,13 @@ pub fn inspect(path: &Path, as_json: bool, norms: bool) -> Result<()> {
     }
     let cfg = read_config(path)?;
     let files = WeightFiles::open(path)?;
+    let biases = module_list(Module::ALL.into_iter().filter(|&m| cfg.has_bias(m)));
     let report = json!({
         "kind": "model",
         "path": path.display().to_string(),
-        "architecture": cfg.architectures.first().cloned().unwrap_or_else(|| "LlamaForCausalLM".into()),
+        "architecture": cfg.architecture(),
+        "qk_norm": cfg.qk_norm(),
+        "biases": biases,
         "layers": cfg.num_hidden_layers,
         "hidden": cfg.hidden_size,
         "intermediate": cfg.intermediate_size,
@@ -69,6 +72,12 @@ pub fn inspect(path: &Path, as_json: bool, norms: bool) -> Result<()> {
         cfg.num_kv_heads(),
         cfg.head_dim()
     );
+    if cfg.qk_norm() {
+        println!("  q/k norm       per-head RMSNorm of q and k before RoPE");
+    }
+    if !biases.is_empty() {
+        println!("  biases         {}", biases.join(", "));
+    }
     println!("  vocab          {}", cfg.vocab_size);
     println!("  dtype          {}", files.dtypes().join(", "));
     println!("  parameters     {}", files.parameter_count());

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Module;
+
 /// One id or a list: Llama 3.1 lists several end tokens, older configs give one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -114,6 +116,11 @@ pub struct LlamaConfig {
     pub attention_bias: bool,
     #[serde(default)]
     pub mlp_bias: bool,
+    /// Mistral's and Qwen's sliding-window attention (refused when in use).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub use_sliding_window: bool,
     #[serde(default)]
     pub torch_dtype: Option<String>,
     #[serde(default)]
@@ -122,7 +129,85 @@ pub struct LlamaConfig {
     pub name_or_path: Option<String>,
 }
 
+/// The decoder families loracycle runs: one forward, their differences as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+impl Family {
+    /// The architecture name a config gives (`architectures[0]`).
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+            Family::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+
+    fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    const ALL: [Family; 4] = [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3];
+}
+
 impl LlamaConfig {
+    /// The family, from `architectures` (else `model_type`, else Llama).
+    pub fn family(&self) -> Result<Family, String> {
+        let names = || {
+            Family::ALL
+                .iter()
+                .map(|f| f.architecture())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(arch) = self.architectures.first() {
+            return Family::ALL
+                .into_iter()
+                .find(|f| f.architecture() == arch)
+                .ok_or_else(|| format!("architecture {arch} is not supported ({})", names()));
+        }
+        match &self.model_type {
+            None => Ok(Family::Llama),
+            Some(mt) => Family::ALL
+                .into_iter()
+                .find(|f| f.model_type() == mt)
+                .ok_or_else(|| format!("model_type {mt} is not supported ({})", names())),
+        }
+    }
+
+    /// The family's name for messages; `LlamaForCausalLM` when the config names none it runs.
+    pub fn architecture(&self) -> &'static str {
+        self.family().unwrap_or(Family::Llama).architecture()
+    }
+
+    /// Whether q and k get a per-head RMSNorm (`q_norm`, `k_norm`) before RoPE: Qwen3.
+    pub fn qk_norm(&self) -> bool {
+        self.family() == Ok(Family::Qwen3)
+    }
+
+    /// Whether a linear module has a bias: q, k and v always in Qwen2; q, k, v and o with
+    /// `attention_bias`; gate, up and down with `mlp_bias`.
+    pub fn has_bias(&self, m: Module) -> bool {
+        match m {
+            Module::Q | Module::K | Module::V => {
+                self.attention_bias || self.family() == Ok(Family::Qwen2)
+            }
+            Module::O => self.attention_bias,
+            Module::Gate | Module::Up | Module::Down => self.mlp_bias,
+        }
+    }
+
     pub fn num_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -175,20 +260,25 @@ impl LlamaConfig {
 
     /// Checks the things the forward relies on; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(arch) = self.architectures.first()
-            && arch != "LlamaForCausalLM"
+        let family = self.family()?;
+        if let Some(mt) = &self.model_type
+            && mt != family.model_type()
         {
             return Err(format!(
-                "architecture {arch} is not supported (only LlamaForCausalLM)"
+                "model_type {mt} does not go with architecture {}",
+                family.architecture()
             ));
         }
-        if let Some(mt) = &self.model_type
-            && mt != "llama"
-        {
-            return Err(format!("model_type {mt} is not supported (only llama)"));
-        }
-        if self.attention_bias || self.mlp_bias {
-            return Err("attention_bias / mlp_bias are not supported".into());
+        // Mistral uses its window whenever one is given; Qwen only with use_sliding_window.
+        let window = match family {
+            Family::Mistral => self.sliding_window,
+            Family::Qwen2 | Family::Qwen3 if self.use_sliding_window => self.sliding_window,
+            _ => None,
+        };
+        if let Some(w) = window {
+            return Err(format!(
+                "sliding-window attention (sliding_window {w}) is not supported"
+            ));
         }
         for ((name, n), (_, max)) in self.sizes().into_iter().zip(SIZE_LIMITS) {
             if n > max {

@@ -1,4 +1,7 @@
-//! The Llama decoder: embeddings, N × (attention + SwiGLU MLP), final norm, LM head.
+//! The Llama decoder: embeddings, N × (attention + SwiGLU MLP), final norm, LM head. Mistral,
+//! Qwen2 and Qwen3 run on the same forward; where they differ is data from the config: biases on
+//! linear modules (Qwen2's q, k, v; `attention_bias`, `mlp_bias`), per-head RMSNorms of q and k
+//! before RoPE (Qwen3), an explicit `head_dim`, tied embeddings.
 //!
 //! Every forward takes the side branches as an argument. `differentiable` switches candle's fused
 //! kernels (which silently drop gradients) for composed ops, for coefficient tuning and training.
@@ -18,6 +21,10 @@ use super::{ModelError, Module, Result};
 struct Layer {
     /// q, k, v, o, gate, up, down, each (out, in), indexed by `Module::index`.
     linears: [Tensor; 7],
+    /// The modules' biases (out), where the architecture has them.
+    biases: [Option<Tensor>; 7],
+    /// Qwen3's per-head RMSNorm weights of q and k (head_dim).
+    qk_norm: Option<(Tensor, Tensor)>,
     input_norm: Tensor,
     post_attention_norm: Tensor,
 }
@@ -140,6 +147,24 @@ impl Llama {
                     &format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
                 )
             };
+            let bias = |m: Module| -> Result<Option<Tensor>> {
+                if !cfg.has_bias(m) {
+                    return Ok(None);
+                }
+                let (_, o) = cfg.module_shape(m);
+                get(
+                    &[o],
+                    &format!("model.layers.{l}.{}.{}.bias", m.block(), m.peft_name()),
+                )
+                .map(Some)
+            };
+            let qk_norm = if cfg.qk_norm() {
+                let hd = cfg.head_dim();
+                let w = |n: &str| get(&[hd], &format!("model.layers.{l}.self_attn.{n}.weight"));
+                Some((w("q_norm")?, w("k_norm")?))
+            } else {
+                None
+            };
             layers.push(Layer {
                 linears: [
                     linear(Module::Q)?,
@@ -150,6 +175,16 @@ impl Llama {
                     linear(Module::Up)?,
                     linear(Module::Down)?,
                 ],
+                biases: [
+                    bias(Module::Q)?,
+                    bias(Module::K)?,
+                    bias(Module::V)?,
+                    bias(Module::O)?,
+                    bias(Module::Gate)?,
+                    bias(Module::Up)?,
+                    bias(Module::Down)?,
+                ],
+                qk_norm,
                 input_norm: get(&[h], &format!("model.layers.{l}.input_layernorm.weight"))?,
                 post_attention_norm: get(
                     &[h],
@@ -360,32 +395,16 @@ impl Llama {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         branches: Option<&Branches>,
     ) -> Result<Tensor> {
-        let branch = |m: Module| branches.and_then(|b| b.get(l, m));
         let lin = |x: &Tensor, m: Module| {
-            let w = &layer.linears[m.index()];
-            let fold_ok = !self.differentiable
-                || (self.dense_delta_grad && w.elem_count() <= DENSE_DELTA_GRAD_LIMIT);
-            let dropout = branches
-                .and_then(|b| b.dropout)
-                .map(|d| move |x: &Tensor| d.apply(x, l, m));
-            if let Some(d) = branches.and_then(|b| b.grouped(l, m)) {
-                return grouped_linear(x, w, d);
+            let y = self.lin_no_bias(l, layer, x, m, branches)?;
+            match &layer.biases[m.index()] {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
             }
-            if let Some(segs) = branches.and_then(|b| b.segments(l, m)) {
-                return segmented_linear(x, w, segs, self.differentiable);
-            }
-            linear(
-                x,
-                w,
-                branch(m),
-                fold_ok,
-                self.differentiable,
-                dropout.as_ref().map(|f| f as &DropoutFn<'_>),
-            )
         };
 
         let h = self.rms_norm(x, &layer.input_norm)?;
-        let attn = self.attention(&h, &lin, mask, offset, cache)?;
+        let attn = self.attention(&h, &lin, layer.qk_norm.as_ref(), mask, offset, cache)?;
         let x = (x + attn)?;
         let h = self.rms_norm(&x, &layer.post_attention_norm)?;
         let act = lin(&h, Module::Gate)?.silu()?;
@@ -393,10 +412,42 @@ impl Llama {
         Ok((x + mlp)?)
     }
 
+    /// x Wᵀ of one module with its side branch (the bias is the caller's).
+    fn lin_no_bias(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &Tensor,
+        m: Module,
+        branches: Option<&Branches>,
+    ) -> candle_core::Result<Tensor> {
+        let w = &layer.linears[m.index()];
+        let fold_ok = !self.differentiable
+            || (self.dense_delta_grad && w.elem_count() <= DENSE_DELTA_GRAD_LIMIT);
+        let dropout = branches
+            .and_then(|b| b.dropout)
+            .map(|d| move |x: &Tensor| d.apply(x, l, m));
+        if let Some(d) = branches.and_then(|b| b.grouped(l, m)) {
+            return grouped_linear(x, w, d);
+        }
+        if let Some(segs) = branches.and_then(|b| b.segments(l, m)) {
+            return segmented_linear(x, w, segs, self.differentiable);
+        }
+        linear(
+            x,
+            w,
+            branches.and_then(|b| b.get(l, m)),
+            fold_ok,
+            self.differentiable,
+            dropout.as_ref().map(|f| f as &DropoutFn<'_>),
+        )
+    }
+
     fn attention(
         &self,
         h: &Tensor,
         lin: &dyn Fn(&Tensor, Module) -> candle_core::Result<Tensor>,
+        qk_norm: Option<&(Tensor, Tensor)>,
         mask: Option<&Tensor>,
         offset: usize,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
@@ -409,8 +460,12 @@ impl Llama {
         let heads = |x: Tensor, n: usize| -> candle_core::Result<Tensor> {
             x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(lin(h, Module::Q)?, nh)?;
-        let k = heads(lin(h, Module::K)?, nkv)?;
+        let mut q = heads(lin(h, Module::Q)?, nh)?;
+        let mut k = heads(lin(h, Module::K)?, nkv)?;
+        if let Some((qn, kn)) = qk_norm {
+            q = self.rms_norm(&q, qn)?;
+            k = self.rms_norm(&k, kn)?;
+        }
         let v = heads(lin(h, Module::V)?, nkv)?;
         let cos = self.rope.cos.narrow(0, offset, t)?;
         let sin = self.rope.sin.narrow(0, offset, t)?;

@@ -14,11 +14,9 @@ pub fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f32> {
         .step_by(2)
         .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
         .collect();
-    if let Some(rs) = cfg
-        .rope_scaling
-        .as_ref()
-        .filter(|rs| rs.rope_type == "llama3")
-    {
+    // `rope_scaling()` reads transformers 5's `rope_parameters` too: reading the field alone
+    // dropped Llama 3.1's frequency scaling from configs transformers 5 wrote.
+    if let Some(rs) = cfg.rope_scaling().filter(|rs| rs.rope_type == "llama3") {
         let factor = rs.factor as f32;
         let low = rs.low_freq_factor as f32;
         let high = rs.high_freq_factor as f32;

@@ -21,6 +21,7 @@ const LLAMA3_TOKENS: [&str; 4] = [
     "<|eot_id|>",
 ];
 
+const CHATML_TOKENS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
 const LAB_TOKENS: [&str; 4] = ["<|begin|>", "<|user|>", "<|assistant|>", "<|end|>"];
 
 /// One example as token ids; `ids[answer_start..]` are the answer tokens.
@@ -72,17 +73,22 @@ impl TextCodec {
         };
         let template = match template {
             Template::Auto if has(&LLAMA3_TOKENS) => Template::Llama3,
+            Template::Auto if has(&CHATML_TOKENS) => Template::Chatml,
             Template::Auto if has(&LAB_TOKENS) => Template::Lab,
             Template::Auto => Template::Raw,
             Template::Llama3 if !has(&LLAMA3_TOKENS) => {
                 return Err(missing("llama3", &LLAMA3_TOKENS));
             }
             Template::Lab if !has(&LAB_TOKENS) => return Err(missing("lab", &LAB_TOKENS)),
+            Template::Chatml if !has(&CHATML_TOKENS) => {
+                return Err(missing("chatml", &CHATML_TOKENS));
+            }
             t => t,
         };
         let mut eos_ids = cfg.eos_ids();
         let end_token = match template {
             Template::Llama3 => Some("<|eot_id|>"),
+            Template::Chatml => Some("<|im_end|>"),
             Template::Lab => Some("<|end|>"),
             _ => None,
         };
@@ -140,6 +146,9 @@ impl TextCodec {
             Template::Llama3 => format!(
                 "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
             ),
+            Template::Chatml => {
+                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+            }
             Template::Lab => format!("<|begin|><|user|>{prompt}<|assistant|>"),
             _ => prompt.to_string(),
         }
@@ -148,6 +157,7 @@ impl TextCodec {
     fn answer_text(&self, answer: &str) -> String {
         match self.template {
             Template::Llama3 => format!("{answer}<|eot_id|>"),
+            Template::Chatml => format!("{answer}<|im_end|>"),
             Template::Lab => format!("{answer}<|end|>"),
             _ => answer.to_string(),
         }

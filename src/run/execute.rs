@@ -203,6 +203,7 @@ pub fn execute(
         model: ModelInfo {
             path: bench.model_path.display().to_string(),
             identity: bench.identity.clone(),
+            architecture: Some(bench.model.config().architecture().to_string()),
             device: bench.device_name.clone(),
             dtype: format!("{:?}", bench.model.dtype()).to_lowercase(),
         },

@@ -21,6 +21,9 @@ pub enum RunStatus {
 pub struct ModelInfo {
     pub path: String,
     pub identity: Option<String>,
+    /// `LlamaForCausalLM`, `Qwen3ForCausalLM`, … (absent in records older than Qwen support).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
     pub device: String,
     pub dtype: String,
 }
