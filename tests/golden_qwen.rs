@@ -350,3 +350,85 @@ bootstrap = 0
         "exported {mean} vs run {run_loss}"
     );
 }
+
+#[test]
+fn a_llama_config_in_transformers_5_spelling_keeps_its_rope_scaling() {
+    // The tiny Llama fixture's config with rope_theta and the llama3 scaling moved into
+    // `rope_parameters`, as transformers 5 writes them: the losses must stay transformers'.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny-t5");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(Path::new("tests/fixtures/tiny").join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/tiny/config.json").unwrap())
+            .unwrap();
+    let obj = cfg.as_object_mut().unwrap();
+    let mut rope = obj.remove("rope_scaling").unwrap();
+    rope["rope_theta"] = obj.remove("rope_theta").unwrap();
+    obj.insert("rope_parameters".into(), rope);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/golden.json").unwrap())
+            .unwrap();
+    let (code, out, err) = loracycle(&[
+        "eval",
+        "--model",
+        dir.to_str().unwrap(),
+        "--data",
+        "tests/fixtures/data.jsonl",
+        "--template",
+        "raw",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let ours: Vec<f64> = v["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["loss"].as_f64().unwrap())
+        .collect();
+    assert_close(
+        "llama (transformers 5 spelling)",
+        "base",
+        &ours,
+        &golden["losses"]["raw"]["base"]["losses"],
+    );
+}
+
+#[test]
+fn auto_picks_chatml_for_a_tokenizer_with_its_tokens() {
+    use tokenizers::models::wordlevel::WordLevel;
+    let dir = fixture("qwen3").join("model");
+    let words = ["<unk>", "user", "assistant", "big", "dog", "runs", "fast"];
+    let vocab = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), i as u32))
+        .collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("<unk>".into())
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
+    tok.add_special_tokens([
+        tokenizers::AddedToken::from("<|im_start|>", true),
+        tokenizers::AddedToken::from("<|im_end|>", true),
+    ])
+    .unwrap();
+    let mut cfg = loracycle::model::weights::read_config(&dir).unwrap();
+    cfg.vocab_size = 64;
+    let codec = TextCodec::new(tok.clone(), Template::Auto, &cfg).unwrap();
+    assert_eq!(codec.template(), Template::Chatml);
+    let ex = codec.encode_example("big dog", "runs fast").unwrap();
+    let ids = |s: &str| tok.encode(s, false).unwrap().get_ids().to_vec();
+    let prompt = ids("<|im_start|>user\nbig dog<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(&ex.ids[..ex.answer_start], &prompt[..]);
+    assert_eq!(&ex.ids[ex.answer_start..], &ids("runs fast<|im_end|>")[..]);
+    let end = tok.token_to_id("<|im_end|>").unwrap();
+    assert!(codec.eos_ids().contains(&end));
+}
