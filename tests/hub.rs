@@ -773,3 +773,96 @@ fn pull_downloads_into_the_hf_cache_and_refuses_bad_adapters() {
         loracycle::pool::entry::cached_entry(&home, "nobody/nothing", &opts, &mut meta).is_none()
     );
 }
+
+#[test]
+fn a_qwen3_pool_lists_and_pulls_as_a_llama_one_does() {
+    const QWEN: &str = "Qwen/Qwen3-4B-Instruct-2507";
+    let qwen_adapter = |name: &str| -> Vec<(&'static str, Vec<u8>)> {
+        let dir = Path::new("tests/fixtures/qwen3/adapters").join(name);
+        let mut cfg: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        cfg["base_model_name_or_path"] = json!(QWEN);
+        vec![
+            ("adapter_config.json", serde_json::to_vec(&cfg).unwrap()),
+            (
+                "adapter_model.safetensors",
+                std::fs::read(dir.join("adapter_model.safetensors")).unwrap(),
+            ),
+        ]
+    };
+    let repos = vec![
+        repo("qwen/all", qwen_adapter("all-r4"), 7),
+        repo("qwen/qv", qwen_adapter("qv-r8"), 5),
+        // A Llama-shaped LoRA that claims the Qwen base: its q_proj B has 32 rows, Qwen3's 64.
+        repo(
+            "llama/qv",
+            vec![
+                (
+                    "adapter_config.json",
+                    config(QWEN, 4, &["q_proj", "v_proj"]),
+                ),
+                ("adapter_model.safetensors", fixture("qv-r4")),
+            ],
+            3,
+        ),
+    ];
+    let hub = start(repos, Listing::Pages(2), false);
+    let e = env();
+    // The base's config in the HF cache, as a download of the real model would leave it.
+    let base = e.hf_home.join("hub/models--Qwen--Qwen3-4B-Instruct-2507");
+    std::fs::create_dir_all(base.join("snapshots/0000")).unwrap();
+    std::fs::create_dir_all(base.join("refs")).unwrap();
+    std::fs::write(base.join("refs/main"), "0000").unwrap();
+    std::fs::copy(
+        "tests/fixtures/qwen3/model/config.json",
+        base.join("snapshots/0000/config.json"),
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &e,
+        &[
+            "pool",
+            "list",
+            "--source",
+            "hub",
+            "--base",
+            QWEN,
+            "--endpoint",
+            &hub.url,
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["llama/qv", "qwen/all", "qwen/qv"]);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["status"] == json!({"state": "not-downloaded"})),
+        "{out}"
+    );
+    let pull = |id: &str| {
+        run(
+            &e,
+            &["pool", "pull", id, "--endpoint", &hub.url, "--base", QWEN],
+            None,
+        )
+    };
+    let (code, out, err) = pull("qwen/all");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.trim().ends_with("weights pass shapes/finite/norm"),
+        "{out}"
+    );
+    let (code, _, err) = pull("llama/qv");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("llama/qv: downloaded, but rejected by rule shapes:")
+            && err.contains("expected [64, 4] for the base model at rank 4"),
+        "{err}"
+    );
+}
