@@ -3,8 +3,9 @@
 //! f32 on the CPU: no adapters, 30 rank-16 adapters on all seven modules as side branches, and the
 //! same 30 folded into W. `benches/forward_torch.py` runs the same work in PyTorch + peft.
 //!
-//! cargo bench --bench forward -- [--iters N] [--case TEXT]
+//! cargo bench --bench forward -- [--iters N] [--case TEXT] [--arch qwen3]
 //!
+//! `--arch qwen3` runs the same sizes as a Qwen3 (q/k norms, head_dim 128, tied embeddings).
 //! `--case` runs only the cases whose name contains TEXT (`--case "no adapters"` for profiling
 //! the plain forward).
 
@@ -71,7 +72,9 @@ fn main() {
     let only = flag("--case");
     println!("{}", loracycle::process::machine_line());
     println!(
-        "forward: hidden 512, 8 layers, 8/2 heads, vocab 32000, batch 8 x 128, f32, cpu, {} threads, {iters} iters",
+        "forward: {}, hidden 512, 8 layers, 8/2 heads (head dim {}), vocab 32000, batch 8 x 128, f32, cpu, {} threads, {iters} iters",
+        cfg.architecture(),
+        cfg.head_dim(),
         candle_core::utils::get_num_threads()
     );
     // (name, model, branches, index of the case it is compared with)

@@ -16,6 +16,8 @@ Each case: torch.set_num_threads(--threads), torch.inference_mode(), --warmup fo
 median of --iters timed forwards. Prints a human line and one JSON line per case.
 
     python benches/forward_torch.py --threads 2 --iters 10
+    python benches/forward_torch.py --threads 2 --iters 10 --arch qwen3   # Qwen3ForCausalLM,
+        # same sizes with head_dim 128, q/k norms and tied embeddings (cargo bench ... --arch qwen3)
 
 Needs torch, transformers, peft (tests/fixtures/requirements.txt pins the versions used).
 """
@@ -46,9 +48,34 @@ ALPHA = 32
 MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def build_model(torch):
+def build_model(torch, arch="llama"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if arch == "qwen3":
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        cfg = Qwen3Config(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            intermediate_size=INTERMEDIATE,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            head_dim=128,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            tie_word_embeddings=True,
+        )
+        model = Qwen3ForCausalLM(cfg).to(torch.float32)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, 0.02)
+        model.eval()
+        return model
     cfg = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
@@ -133,6 +160,7 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cases", default="base,lora30", help="comma-separated subset of base,lora30")
+    ap.add_argument("--arch", default="llama", choices=["llama", "qwen3"])
     args = ap.parse_args()
 
     import peft
@@ -148,7 +176,7 @@ def main():
     tokens = BATCH * SEQ
     cases = [c for c in args.cases.split(",") if c]
     for case in cases:
-        model = build_model(torch)
+        model = build_model(torch, args.arch)
         if case == "lora30":
             model = add_adapters(torch, model)
         elif case != "base":
@@ -159,6 +187,7 @@ def main():
               f"(median of {args.iters}, {args.threads} threads)")
         print(json.dumps({
             "bench": "forward_torch",
+            "arch": args.arch,
             "case": case,
             "adapters": N_ADAPTERS if case == "lora30" else 0,
             "rank": RANK if case == "lora30" else 0,

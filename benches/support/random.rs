@@ -10,7 +10,20 @@ use candle_nn::VarBuilder;
 
 use loracycle::model::{Llama, LlamaConfig, Module};
 
+/// The benchmarks' model shape; with `--arch qwen3` the same sizes as a Qwen3: per-head q/k
+/// norms, head_dim 128 (not hidden/heads = 64, as Qwen3-4B's 128 is not 2560/32), tied
+/// embeddings.
 pub fn config() -> LlamaConfig {
+    if flag("--arch").as_deref() == Some("qwen3") {
+        return serde_json::from_value(serde_json::json!({
+            "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+            "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
+            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,
+            "vocab_size": 32000, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "max_position_embeddings": 256, "tie_word_embeddings": true
+        }))
+        .unwrap();
+    }
     serde_json::from_value(serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
@@ -46,6 +59,14 @@ pub fn random_model(cfg: &LlamaConfig, dev: &Device, as_vars: bool) -> Llama {
                 format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
                 rnd(&[o, i]),
             );
+        }
+        if cfg.qk_norm() {
+            for n in ["q_norm", "k_norm"] {
+                t.insert(
+                    format!("model.layers.{l}.self_attn.{n}.weight"),
+                    Tensor::ones(cfg.head_dim(), DType::F32, dev).unwrap(),
+                );
+            }
         }
         for n in ["input_layernorm", "post_attention_layernorm"] {
             t.insert(
