@@ -204,7 +204,11 @@ fn lab(iters: usize) {
     let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
     let enc: Vec<EncodedExample> = rows
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+        })
         .collect();
     let pad = codec.pad_id();
     let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))

@@ -67,7 +67,11 @@ fn main() {
     data.extend(read_jsonl(&t.join("validation.jsonl")).unwrap());
     let enc: Vec<_> = data
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+        })
         .collect();
     println!(
         "screening {} lab adapters on {task} ({} examples) on {} in {dtype:?}, {iters} iterations, medians:",

@@ -160,7 +160,7 @@ pub fn evaluate(
         let encoded = codec.encode_examples(
             examples
                 .iter()
-                .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
         )?;
         let mut offset = 0;
         for chunk in encoded.chunks(opts.batch_size.max(1)) {
@@ -177,7 +177,7 @@ pub fn evaluate(
     }
     if want_em {
         for (i, e) in examples.iter().enumerate() {
-            let prompt = codec.encode_prompt(&e.prompt)?;
+            let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt)?;
             let ids = generate::greedy(
                 model,
                 &prompt,

@@ -177,8 +177,9 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// JSONL file of {"prompt", "answer"} rows.
         #[arg(long)]
         data: PathBuf,
-        /// Prompt template: raw, llama3, chatml (Qwen), lab or auto (picked from the tokenizer's
-        /// special tokens).
+        /// Prompt template: chat (the model's own Jinja chat template), raw, llama3, chatml (Qwen),
+        /// lab, or auto (chat when the model has a chat template, else picked from the
+        /// tokenizer's special tokens). Rows may carry a "system" field: the system turn.
         #[arg(long, default_value = "auto")]
         template: Template,
         /// loss, exact-match or both.
@@ -199,6 +200,11 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write the token ids of every example to FILE, one JSON line each:
+        /// {"prompt_ids": [...], "answer_ids": [...]} (the scored tokens, end token included),
+        /// to check a template against transformers' apply_chat_template.
+        #[arg(long, value_name = "FILE")]
+        dump_tokens: Option<PathBuf>,
     },
 }
 
@@ -579,6 +585,7 @@ fn main() -> ExitCode {
             device,
             dtype,
             json,
+            dump_tokens,
         }) => run_eval(EvalArgs {
             model,
             adapters,
@@ -593,6 +600,7 @@ fn main() -> ExitCode {
             device,
             dtype,
             json,
+            dump_tokens,
         }),
     };
     match result {

@@ -35,11 +35,15 @@ fn teacher_forced_exact_match_equals_greedy_generation() {
         let rows = read_jsonl(&dir.join("tasks").join(task).join("test.jsonl")).unwrap();
         let enc: Vec<_> = rows
             .iter()
-            .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+            .map(|e| {
+                codec
+                    .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                    .unwrap()
+            })
             .collect();
         let (forced, _) = answer_scores(&m, codec.pad_id(), &enc, None).unwrap();
         for (i, e) in rows.iter().enumerate() {
-            let prompt = codec.encode_prompt(&e.prompt).unwrap();
+            let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt).unwrap();
             let ids = generate::greedy(&m, &prompt, 48, codec.eos_ids(), None).unwrap();
             let greedy = is_exact_match(&codec.decode_answer(&ids), &e.answer);
             assert_eq!(

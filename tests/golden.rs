@@ -76,7 +76,11 @@ fn examples() -> Vec<eval::Example> {
 fn encoded(codec: &TextCodec) -> Vec<loracycle::model::template::EncodedExample> {
     examples()
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+        })
         .collect()
 }
 

@@ -124,7 +124,9 @@ fn logits_match_transformers_at_every_position() {
         let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
         let codec = TextCodec::new(tok, Template::Raw, model.config()).unwrap();
         let row = &eval::read_jsonl(Path::new("tests/fixtures/data.jsonl")).unwrap()[0];
-        let ex = codec.encode_example(&row.prompt, &row.answer).unwrap();
+        let ex = codec
+            .encode_example(None, &row.prompt, &row.answer)
+            .unwrap();
         let batch = Batch::new(std::slice::from_ref(&ex.ids), 0, &Device::Cpu).unwrap();
         let ours = model.forward(&batch, None).unwrap();
         let reference: Vec<Vec<f32>> =
@@ -424,7 +426,7 @@ fn auto_picks_chatml_for_a_tokenizer_with_its_tokens() {
     cfg.vocab_size = 64;
     let codec = TextCodec::new(tok.clone(), Template::Auto, &cfg).unwrap();
     assert_eq!(codec.template(), Template::Chatml);
-    let ex = codec.encode_example("big dog", "runs fast").unwrap();
+    let ex = codec.encode_example(None, "big dog", "runs fast").unwrap();
     let ids = |s: &str| tok.encode(s, false).unwrap().get_ids().to_vec();
     let prompt = ids("<|im_start|>user\nbig dog<|im_end|>\n<|im_start|>assistant\n");
     assert_eq!(&ex.ids[..ex.answer_start], &prompt[..]);

@@ -72,7 +72,12 @@ fn written_adapter_reproduces_weighted_logits_and_matches_committed_copy() {
     let rows: Vec<Vec<u32>> = loracycle::eval::read_jsonl(&Path::new(FIX).join("data.jsonl"))
         .unwrap()
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap().ids)
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+                .ids
+        })
         .collect();
     let batch = Batch::new(&rows, codec.pad_id(), &Device::Cpu).unwrap();
     let branches =

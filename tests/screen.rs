@@ -51,7 +51,11 @@ fn batched_screening_equals_one_adapter_at_a_time() {
     rows.extend(read_jsonl(&task.join("validation.jsonl")).unwrap());
     let enc: Vec<_> = rows
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+        })
         .collect();
     let alone = score_adapters(&model, codec.pad_id(), &refs, &enc, &mut |_, _| {}, None).unwrap();
     // 150 rows per forward: low-rank segments, adapters' examples straddling batches; 300 rows:

@@ -19,6 +19,7 @@ pub struct EvalArgs {
     pub device: DevicePref,
     pub dtype: DtypePref,
     pub json: bool,
+    pub dump_tokens: Option<PathBuf>,
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
@@ -39,6 +40,23 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         }
     }
     let codec = TextCodec::load(&args.model, args.template, &cfg)?;
+    if let Some(path) = &args.dump_tokens {
+        let encoded = codec.encode_examples(
+            examples
+                .iter()
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+        )?;
+        let mut text = String::new();
+        for e in &encoded {
+            text.push_str(&serde_json::to_string(&serde_json::json!({
+                "prompt_ids": &e.ids[..e.answer_start],
+                "answer_ids": &e.ids[e.answer_start..],
+            }))?);
+            text.push('\n');
+        }
+        loracycle::atomic_write::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let mut model = Llama::load(&args.model, dtype, &device)?;
     if !adapters.is_empty() {
         let sources: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();

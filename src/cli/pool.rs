@@ -308,7 +308,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
         data.train
             .iter()
             .chain(&data.validation)
-            .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+            .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
     )?;
     let identity = bench
         .identity

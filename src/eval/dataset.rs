@@ -8,6 +8,9 @@ use super::{EvalError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
+    /// The system turn (the paper puts each task's instruction here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
     pub prompt: String,
     pub answer: String,
 }

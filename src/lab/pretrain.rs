@@ -111,7 +111,7 @@ fn encode_batch(
         .map(|_| {
             let t = tasks[pick(rng)];
             let (p, a) = t.example(rng);
-            Ok(codec.encode_example(&p, &a)?)
+            Ok(codec.encode_example(None, &p, &a)?)
         })
         .collect()
 }
@@ -150,7 +150,7 @@ pub fn task_accuracy(
             let enc = t
                 .examples(n, seed)
                 .iter()
-                .map(|(p, a)| codec.encode_example(p, a))
+                .map(|(p, a)| codec.encode_example(None, p, a))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let exact = teacher_forced_exact(model, codec.pad_id(), &enc, None)?;
             Ok(exact.iter().filter(|&&e| e).count() as f64 / n as f64)

@@ -10,7 +10,7 @@ use crate::model::{Llama, TextCodec};
 pub fn encode(codec: &TextCodec, rows: &[(String, String)]) -> Result<Vec<EncodedExample>> {
     Ok(rows
         .iter()
-        .map(|(p, a)| codec.encode_example(p, a))
+        .map(|(p, a)| codec.encode_example(None, p, a))
         .collect::<std::result::Result<Vec<_>, _>>()?)
 }
 

@@ -1,8 +1,13 @@
-//! Tokenizer plus prompt template: how a (prompt, answer) pair becomes token ids.
+//! Tokenizer plus prompt template: how a (system, prompt, answer) row becomes token ids.
 //!
-//! The prompt part and the answer part are tokenized separately and concatenated, so the answer
-//! tokens are exactly the ones the loss is computed on (no boundary merge across the two).
+//! With a hand-written template the prompt part and the answer part are tokenized separately and
+//! concatenated, so the answer tokens are exactly the ones the loss is computed on (no boundary
+//! merge across the two). With the model's own chat template (`chat`) the ids are
+//! `apply_chat_template`'s: the conversation with the answer is rendered and tokenized whole, the
+//! prompt (rendered with the generation prompt) must tokenize as its prefix, and the answer is the
+//! rest up to and including the first end token.
 
+pub mod chat;
 pub mod kind;
 
 use std::path::Path;
@@ -12,6 +17,7 @@ use tokenizers::Tokenizer;
 use super::config::LlamaConfig;
 use super::{ModelError, Result};
 
+pub use chat::{ChatTemplate, Message};
 pub use kind::Template;
 
 const LLAMA3_TOKENS: [&str; 4] = [
@@ -40,6 +46,8 @@ pub struct TextCodec {
     eos_ids: Vec<u32>,
     /// The longest example the model takes (its positions, bounded).
     max_tokens: usize,
+    /// The model's own chat template, when it has one.
+    chat: Option<ChatTemplate>,
 }
 
 impl TextCodec {
@@ -52,10 +60,21 @@ impl TextCodec {
         let bytes = crate::untrusted::read(&path, crate::untrusted::LARGE)
             .map_err(|e| bad(e.to_string()))?;
         let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
-        Self::new(tokenizer, template, cfg)
+        let chat = ChatTemplate::find(model_dir)?;
+        Self::with_chat(tokenizer, template, cfg, chat)
     }
 
     pub fn new(tokenizer: Tokenizer, template: Template, cfg: &LlamaConfig) -> Result<Self> {
+        Self::with_chat(tokenizer, template, cfg, None)
+    }
+
+    /// With the model's chat template: `chat` renders it, and `auto` picks it when there is one.
+    pub fn with_chat(
+        tokenizer: Tokenizer,
+        template: Template,
+        cfg: &LlamaConfig,
+        chat: Option<ChatTemplate>,
+    ) -> Result<Self> {
         let n = tokenizer.get_vocab_size(true);
         if n > cfg.vocab_size {
             return Err(ModelError::VocabMismatch {
@@ -72,6 +91,13 @@ impl TextCodec {
             ),
         };
         let template = match template {
+            Template::Auto if chat.is_some() => Template::Chat,
+            Template::Chat if chat.is_none() => {
+                return Err(ModelError::Template {
+                    template: "chat".into(),
+                    reason: "the model has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json)".into(),
+                });
+            }
             Template::Auto if has(&LLAMA3_TOKENS) => Template::Llama3,
             Template::Auto if has(&CHATML_TOKENS) => Template::Chatml,
             Template::Auto if has(&LAB_TOKENS) => Template::Lab,
@@ -90,6 +116,7 @@ impl TextCodec {
             Template::Llama3 => Some("<|eot_id|>"),
             Template::Chatml => Some("<|im_end|>"),
             Template::Lab => Some("<|end|>"),
+            Template::Chat => chat.as_ref().and_then(|c| c.eos_token.as_deref()),
             _ => None,
         };
         if let Some(end) = end_token.and_then(|t| tokenizer.token_to_id(t))
@@ -111,6 +138,7 @@ impl TextCodec {
             pad_id,
             eos_ids,
             max_tokens: cfg.max_sequence(),
+            chat,
         })
     }
 
@@ -141,17 +169,52 @@ impl TextCodec {
         Ok(enc.get_ids().to_vec())
     }
 
-    fn prompt_text(&self, prompt: &str) -> String {
-        match self.template {
-            Template::Llama3 => format!(
-                "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    /// A hand-written template's prompt; a system turn where the format has one, else the
+    /// system text on its own line before the prompt.
+    fn prompt_text(&self, system: Option<&str>, prompt: &str) -> String {
+        match (self.template, system) {
+            (Template::Llama3, s) => format!(
+                "<|begin_of_text|>{}<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+                s.map_or(String::new(), |s| format!(
+                    "<|start_header_id|>system<|end_header_id|>\n\n{s}<|eot_id|>"
+                ))
             ),
-            Template::Chatml => {
-                format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
-            }
-            Template::Lab => format!("<|begin|><|user|>{prompt}<|assistant|>"),
-            _ => prompt.to_string(),
+            (Template::Chatml, s) => format!(
+                "{}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
+                s.map_or(String::new(), |s| format!(
+                    "<|im_start|>system\n{s}<|im_end|>\n"
+                ))
+            ),
+            (Template::Lab, Some(s)) => format!("<|begin|><|user|>{s}\n{prompt}<|assistant|>"),
+            (Template::Lab, None) => format!("<|begin|><|user|>{prompt}<|assistant|>"),
+            (_, Some(s)) => format!("{s}\n{prompt}"),
+            (_, None) => prompt.to_string(),
         }
+    }
+
+    fn messages<'a>(
+        system: Option<&'a str>,
+        prompt: &'a str,
+        answer: Option<&'a str>,
+    ) -> Vec<Message<'a>> {
+        let mut m = Vec::with_capacity(3);
+        if let Some(s) = system {
+            m.push(Message {
+                role: "system",
+                content: s,
+            });
+        }
+        m.push(Message {
+            role: "user",
+            content: prompt,
+        });
+        if let Some(a) = answer {
+            m.push(Message {
+                role: "assistant",
+                content: a,
+            });
+        }
+        m
     }
 
     fn answer_text(&self, answer: &str) -> String {
@@ -164,14 +227,60 @@ impl TextCodec {
     }
 
     /// The prompt as the model sees it before generating.
-    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
-        self.encode(&self.prompt_text(prompt))
+    pub fn encode_prompt(&self, system: Option<&str>, prompt: &str) -> Result<Vec<u32>> {
+        match &self.chat {
+            Some(chat) if self.template == Template::Chat => {
+                self.encode(&chat.render(&Self::messages(system, prompt, None), true)?)
+            }
+            _ => self.encode(&self.prompt_text(system, prompt)),
+        }
     }
 
-    pub fn encode_example(&self, prompt: &str, answer: &str) -> Result<EncodedExample> {
-        let mut ids = self.encode_prompt(prompt)?;
+    /// A chat-templated example: the whole conversation tokenized, split where the prompt ends.
+    fn encode_chat(
+        &self,
+        chat: &ChatTemplate,
+        system: Option<&str>,
+        prompt: &str,
+        answer: &str,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        let prompt_ids = self.encode_prompt(system, prompt)?;
+        let full =
+            self.encode(&chat.render(&Self::messages(system, prompt, Some(answer)), false)?)?;
+        if !full.starts_with(&prompt_ids) {
+            return Err(ModelError::Template {
+                template: "chat".into(),
+                reason: format!(
+                    "{}: the prompt rendered with the generation prompt does not tokenize as the \
+                     start of the conversation with its answer",
+                    chat.path.display()
+                ),
+            });
+        }
+        let rest = &full[prompt_ids.len()..];
+        let end = rest
+            .iter()
+            .position(|i| self.eos_ids.contains(i))
+            .map_or(rest.len(), |p| p + 1);
+        Ok((prompt_ids, rest[..end].to_vec()))
+    }
+
+    pub fn encode_example(
+        &self,
+        system: Option<&str>,
+        prompt: &str,
+        answer: &str,
+    ) -> Result<EncodedExample> {
+        let (mut ids, answer_ids) = match &self.chat {
+            Some(chat) if self.template == Template::Chat => {
+                self.encode_chat(chat, system, prompt, answer)?
+            }
+            _ => (
+                self.encode_prompt(system, prompt)?,
+                self.encode(&self.answer_text(answer))?,
+            ),
+        };
         let answer_start = ids.len();
-        let answer_ids = self.encode(&self.answer_text(answer))?;
         if answer_ids.is_empty() {
             return Err(ModelError::Template {
                 template: self.template.to_string(),
@@ -188,15 +297,15 @@ impl TextCodec {
         Ok(EncodedExample { ids, answer_start })
     }
 
-    /// Every (prompt, answer) pair encoded; an error names the row (1-based).
+    /// Every (system, prompt, answer) row encoded; an error names the row (1-based).
     pub fn encode_examples<'a>(
         &self,
-        rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+        rows: impl IntoIterator<Item = (Option<&'a str>, &'a str, &'a str)>,
     ) -> Result<Vec<EncodedExample>> {
         rows.into_iter()
             .enumerate()
-            .map(|(i, (p, a))| {
-                self.encode_example(p, a).map_err(|e| ModelError::Row {
+            .map(|(i, (s, p, a))| {
+                self.encode_example(s, p, a).map_err(|e| ModelError::Row {
                     row: i + 1,
                     source: Box::new(e),
                 })

@@ -147,7 +147,10 @@ impl Workbench {
     /// A split's rows as the model sees them; an error names the split and the row.
     pub(super) fn encode(&self, rows: &[Example], split: &str) -> Result<Vec<EncodedExample>> {
         self.codec
-            .encode_examples(rows.iter().map(|e| (e.prompt.as_str(), e.answer.as_str())))
+            .encode_examples(
+                rows.iter()
+                    .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+            )
             .map_err(|e| RunError::Task(format!("{split} {e}")))
     }
 

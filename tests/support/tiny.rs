@@ -19,7 +19,11 @@ pub fn setup(dtype: DType) -> (Llama, TextCodec, Vec<EncodedExample>) {
     let enc = read_jsonl(&Path::new(FIX).join("data.jsonl"))
         .unwrap()
         .iter()
-        .map(|e| codec.encode_example(&e.prompt, &e.answer).unwrap())
+        .map(|e| {
+            codec
+                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                .unwrap()
+        })
         .collect();
     (model, codec, enc)
 }

@@ -10,13 +10,16 @@ pub enum Template {
     Raw,
     /// The Llama 3 chat format: a user turn, an assistant header, `<|eot_id|>` closing the answer.
     Llama3,
+    /// The model's own Jinja chat template (`chat_template.jinja`, or `chat_template` in
+    /// `tokenizer_config.json`), rendered as transformers' `apply_chat_template` does.
+    Chat,
     /// ChatML, Qwen's chat format: `<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n`,
     /// `<|im_end|>` closing the answer (no system turn is added).
     Chatml,
     /// The embedded lab's format: `<|begin|><|user|>prompt<|assistant|>answer<|end|>`.
     Lab,
-    /// `llama3`, `chatml` or `lab` when the tokenizer has that template's special tokens, else
-    /// `raw`.
+    /// `chat` when the model has a chat template; else `llama3`, `chatml` or `lab` when the
+    /// tokenizer has that template's special tokens; else `raw`.
     #[default]
     Auto,
 }
@@ -27,11 +30,12 @@ impl FromStr for Template {
         match s {
             "raw" => Ok(Template::Raw),
             "llama3" => Ok(Template::Llama3),
+            "chat" => Ok(Template::Chat),
             "chatml" => Ok(Template::Chatml),
             "lab" => Ok(Template::Lab),
             "auto" => Ok(Template::Auto),
             _ => Err(format!(
-                "unknown template {s:?} (use raw, llama3, chatml, lab or auto)"
+                "unknown template {s:?} (use chat, raw, llama3, chatml, lab or auto)"
             )),
         }
     }
@@ -42,6 +46,7 @@ impl fmt::Display for Template {
         f.write_str(match self {
             Template::Raw => "raw",
             Template::Llama3 => "llama3",
+            Template::Chat => "chat",
             Template::Chatml => "chatml",
             Template::Lab => "lab",
             Template::Auto => "auto",

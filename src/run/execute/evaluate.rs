@@ -23,7 +23,7 @@ pub fn test_outcomes(
         .encode_examples(
             task.test
                 .iter()
-                .map(|e| (e.prompt.as_str(), e.answer.as_str())),
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
         )
         .map_err(|e| RunError::Task(format!("test {e}")))?;
     let batch = spec.eval.batch_size.max(1);
@@ -60,7 +60,7 @@ pub fn test_outcomes(
     for (i, (e, loss)) in task.test.iter().zip(losses).enumerate() {
         rec.check()?;
         let loss = eval::finite(loss, || format!("the test loss of example {}", i + 1))?;
-        let prompt = codec.encode_prompt(&e.prompt)?;
+        let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt)?;
         let ids = generate::greedy(
             model,
             &prompt,

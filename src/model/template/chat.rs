@@ -1,0 +1,180 @@
+//! A model's own chat template, rendered as `transformers`' `apply_chat_template` renders it: the
+//! Jinja source from `chat_template.jinja` (what transformers 5 writes) or `chat_template` in
+//! `tokenizer_config.json`, through minijinja with transformers' settings (`trim_blocks`,
+//! `lstrip_blocks`, loop controls, Python string methods), with `messages`,
+//! `add_generation_prompt`, `bos_token`, `eos_token`, `raise_exception` and `strftime_now` in
+//! scope. `LORACYCLE_DATE_STRING` sets `date_string`, which Llama 3.1-style templates print in
+//! their system header (else today's date, as transformers does).
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, Error, ErrorKind, context};
+use serde::Serialize;
+
+use super::super::{ModelError, Result};
+use crate::untrusted;
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message<'a> {
+    pub role: &'a str,
+    pub content: &'a str,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    /// Where it was read, for messages.
+    pub path: PathBuf,
+    pub bos_token: String,
+    pub eos_token: Option<String>,
+}
+
+/// A special token as tokenizer_config.json gives it: a string, or `{"content": ...}`.
+fn token(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(String::from),
+        _ => None,
+    }
+}
+
+impl ChatTemplate {
+    /// The model folder's chat template, if it has one.
+    pub fn find(model_dir: &Path) -> Result<Option<ChatTemplate>> {
+        let bad = |path: &Path, reason: String| ModelError::Template {
+            template: "chat".into(),
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let config_path = model_dir.join("tokenizer_config.json");
+        let config: Option<serde_json::Value> = match std::fs::symlink_metadata(&config_path) {
+            Err(_) => None,
+            Ok(_) => {
+                let text = untrusted::read_text(&config_path, untrusted::SMALL)
+                    .map_err(|e| bad(&config_path, e.to_string()))?;
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| bad(&config_path, format!("not valid JSON: {e}")))?,
+                )
+            }
+        };
+        let jinja = model_dir.join("chat_template.jinja");
+        let (source, path) = if std::fs::symlink_metadata(&jinja).is_ok() {
+            let text = untrusted::read_text(&jinja, untrusted::SMALL)
+                .map_err(|e| bad(&jinja, e.to_string()))?;
+            (text, jinja)
+        } else {
+            // A string, or a list of named templates (the one named "default").
+            let found = config.as_ref().and_then(|c| match c.get("chat_template")? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(list) => list.iter().find_map(|t| {
+                    (t.get("name")?.as_str()? == "default")
+                        .then(|| t.get("template")?.as_str().map(String::from))
+                        .flatten()
+                }),
+                _ => None,
+            });
+            match found {
+                Some(s) => (s, config_path),
+                None => return Ok(None),
+            }
+        };
+        let t = ChatTemplate {
+            source,
+            path,
+            bos_token: token(config.as_ref().and_then(|c| c.get("bos_token"))).unwrap_or_default(),
+            eos_token: token(config.as_ref().and_then(|c| c.get("eos_token"))),
+        };
+        // Parse once now, so a broken template is reported where it is read.
+        t.environment()?;
+        Ok(Some(t))
+    }
+
+    fn environment(&self) -> Result<Environment<'_>> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |format: String| {
+            chrono::Local::now().format(&format).to_string()
+        });
+        env.add_template("chat", &self.source)
+            .map_err(|e| self.error(&e))?;
+        Ok(env)
+    }
+
+    fn error(&self, e: &Error) -> ModelError {
+        ModelError::Template {
+            template: "chat".into(),
+            reason: format!("{}: {e:#}", self.path.display()),
+        }
+    }
+
+    /// The conversation as text; with `add_generation_prompt`, followed by the assistant's header.
+    pub fn render(&self, messages: &[Message<'_>], add_generation_prompt: bool) -> Result<String> {
+        let env = self.environment()?;
+        let tmpl = env.get_template("chat").map_err(|e| self.error(&e))?;
+        let date = std::env::var("LORACYCLE_DATE_STRING").ok();
+        let ctx = context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => self.eos_token.as_deref().unwrap_or(""),
+        };
+        let ctx = match date {
+            Some(d) => context! { date_string => d, ..ctx },
+            None => ctx,
+        };
+        tmpl.render(ctx).map_err(|e| self.error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(source: &str) -> ChatTemplate {
+        ChatTemplate {
+            source: source.into(),
+            path: "t.jinja".into(),
+            bos_token: "<s>".into(),
+            eos_token: Some("</s>".into()),
+        }
+    }
+
+    #[test]
+    fn renders_as_transformers_does() {
+        let t = template(
+            "{{ bos_token }}{% for m in messages %}\n  {% if m.role == 'user' %}[{{ m.content.strip() }}]{% else %}{{ m.content }}{{ eos_token }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}>{% endif %}",
+        );
+        let msgs = [
+            Message {
+                role: "user",
+                content: "  hi ",
+            },
+            Message {
+                role: "assistant",
+                content: "yo",
+            },
+        ];
+        // trim_blocks and lstrip_blocks drop the newlines and indentation around the tags.
+        assert_eq!(t.render(&msgs, false).unwrap(), "<s>[hi]yo</s>");
+        assert_eq!(t.render(&msgs[..1], true).unwrap(), "<s>[hi]>");
+    }
+
+    #[test]
+    fn raise_exception_is_an_error_naming_the_template() {
+        let t = template("{{ raise_exception('only user turns') }}");
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(
+            e.contains("t.jinja") && e.contains("only user turns"),
+            "{e}"
+        );
+    }
+}
