@@ -432,10 +432,35 @@ mod tests {
     #[test]
     fn refuses_other_architectures_and_bad_head_counts() {
         let mut cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
-        cfg.architectures = vec!["MistralForCausalLM".into()];
+        cfg.architectures = vec!["GPT2LMHeadModel".into()];
         assert_eq!(
             cfg.validate().unwrap_err(),
-            "architecture MistralForCausalLM is not supported (only LlamaForCausalLM)"
+            "architecture GPT2LMHeadModel is not supported (LlamaForCausalLM, MistralForCausalLM, \
+             Qwen2ForCausalLM, Qwen3ForCausalLM)"
+        );
+        // Mistral runs on the Llama forward without a sliding window, and is refused with one.
+        cfg.architectures = vec!["MistralForCausalLM".into()];
+        cfg.model_type = Some("mistral".into());
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.sliding_window = Some(4096);
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "sliding-window attention (sliding_window 4096) is not supported"
+        );
+        cfg.architectures = vec!["Qwen2ForCausalLM".into()];
+        cfg.model_type = Some("qwen2".into());
+        assert_eq!(
+            cfg.validate(),
+            Ok(()),
+            "Qwen uses the window only when asked"
+        );
+        assert!(cfg.has_bias(Module::V) && !cfg.has_bias(Module::O) && !cfg.qk_norm());
+        cfg.use_sliding_window = true;
+        assert!(cfg.validate().is_err());
+        cfg.model_type = Some("llama".into());
+        assert_eq!(
+            cfg.validate().unwrap_err(),
+            "model_type llama does not go with architecture Qwen2ForCausalLM"
         );
         let mut cfg: LlamaConfig = serde_json::from_str(LLAMA_31_8B).unwrap();
         cfg.num_key_value_heads = Some(5);
