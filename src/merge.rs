@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::adapter::Adapter;
 use crate::model::{Llama, LlamaConfig, Module};
 
-pub use method::{MergeMethod, SignElection};
+pub use method::{Divisor, MergeMethod, SignElection, TsvWeights};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -62,11 +62,14 @@ impl Update {
     }
 }
 
-/// Merges the parts of one module of shape (out, in); `salt` varies DARE's masks per module.
+/// Merges the parts of one module of shape (out, in); `selected` is the number N of adapters
+/// merged (the parts are those of them that touch this module); `salt` varies DARE's masks per
+/// module.
 pub fn merge_module(
     parts: &[Part<'_>],
     method: &MergeMethod,
     shape: (usize, usize),
+    selected: usize,
     salt: u64,
 ) -> Result<Update> {
     let (out, inp) = shape;
@@ -77,6 +80,7 @@ pub fn merge_module(
         });
     }
     let k = parts.len() as f64;
+    let n = selected.max(parts.len()) as f64;
     let scaled = |factor: f64| -> Vec<Part<'_>> {
         parts
             .iter()
@@ -88,7 +92,10 @@ pub fn merge_module(
     };
     match method {
         MergeMethod::Sum => concat(parts),
-        MergeMethod::Average => concat(&scaled(1.0 / k)),
+        MergeMethod::Average { over } => concat(&scaled(match over {
+            Divisor::Selected => 1.0 / n,
+            Divisor::Touching => 1.0 / k,
+        })),
         MergeMethod::TaskArithmetic { lambda } => concat(&scaled(*lambda)),
         MergeMethod::Svd { rank } => {
             let Update::LowRank { a, b } = concat(parts)? else {
@@ -97,7 +104,10 @@ pub fn merge_module(
             let (a, b) = linalg::lowrank_svd(&b, &a)?.truncate(*rank)?.into_lora()?;
             Ok(Update::LowRank { a, b })
         }
-        MergeMethod::Tsv { m, lambda } => tsv(parts, *m, *lambda),
+        MergeMethod::Tsv { m, lambda, weights } => match weights {
+            TsvWeights::Equal => tsv(&scaled(1.0 / n), *m, *lambda),
+            TsvWeights::One => tsv(parts, *m, *lambda),
+        },
         MergeMethod::LorahubSum => lorahub_sum(parts, shape),
         MergeMethod::Ties {
             density,
@@ -287,9 +297,10 @@ pub fn merge_adapters(
             }
             let (inp, out) = cfg.module_shape(m);
             let salt = (l as u64) << 8 | m.index() as u64;
-            merged
-                .updates
-                .insert((l, m), merge_module(&parts, method, (out, inp), salt)?);
+            merged.updates.insert(
+                (l, m),
+                merge_module(&parts, method, (out, inp), sources.len(), salt)?,
+            );
         }
     }
     Ok(merged)

@@ -361,7 +361,7 @@ fn settings_out_of_range_or_not_taken_are_refused_by_name() {
         ),
         (
             "[method]\nkind = \"average\"\nlambda = 2.0\n",
-            "[method]: kind average takes no settings (got lambda)",
+            "[method] (line 3): kind average: unknown field `lambda`, expected `over`",
         ),
         (
             "[method]\nkind = \"ties\"\nseed = 3\n",

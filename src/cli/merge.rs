@@ -33,7 +33,9 @@ fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
     };
     let m = match kind {
         Some(K::Sum) => MergeMethod::Sum,
-        Some(K::Average) => MergeMethod::Average,
+        Some(K::Average) => MergeMethod::Average {
+            over: Default::default(),
+        },
         Some(K::TaskArithmetic) => MergeMethod::TaskArithmetic {
             lambda: args.lambda,
         },
@@ -51,6 +53,7 @@ fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
         Some(K::Tsv) => MergeMethod::Tsv {
             m: 8,
             lambda: args.lambda,
+            weights: Default::default(),
         },
         Some(K::Svd) => MergeMethod::Svd { rank: args.rank },
         Some(K::LorahubSum) => MergeMethod::LorahubSum,

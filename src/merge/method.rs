@@ -32,14 +32,41 @@ pub enum SignElection {
     Count,
 }
 
+/// What an average divides by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Divisor {
+    /// The number N of adapters merged, on every module (the paper's simple average): a module
+    /// few adapters touch gets a small update, as in the full-model average.
+    #[default]
+    Selected,
+    /// The number of merged adapters that touch the module (loracycle's earlier average), which
+    /// weighs a module one adapter adapts as fully as one all of them adapt.
+    Touching,
+}
+
+/// The weights TSV gives each task vector before its singular vectors are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsvWeights {
+    /// 1/N each (the paper's setting).
+    #[default]
+    Equal,
+    /// 1 each: the task vectors' singular components summed (loracycle's earlier TSV).
+    One,
+}
+
 /// A non-adaptive merge method with its settings (the `[method]` table of a run spec).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum MergeMethod {
     /// Σ τᵢ, kept exactly as a rank concatenation.
     Sum,
-    /// (1/k) Σ τᵢ.
-    Average,
+    /// (1/N) Σ τᵢ, N the number of adapters merged (`over = "touching"`: those on the module).
+    Average {
+        #[serde(default)]
+        over: Divisor,
+    },
     /// λ Σ τᵢ.
     TaskArithmetic {
         #[serde(default = "one")]
@@ -74,6 +101,8 @@ pub enum MergeMethod {
         m: usize,
         #[serde(default = "one")]
         lambda: f64,
+        #[serde(default)]
+        weights: TsvWeights,
     },
     /// Σ τᵢ truncated to rank R.
     Svd {
@@ -104,7 +133,7 @@ impl MergeMethod {
     /// Checks the settings, each named with `f`'s prefix.
     pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
         match self {
-            MergeMethod::Sum | MergeMethod::Average | MergeMethod::LorahubSum => Ok(()),
+            MergeMethod::Sum | MergeMethod::Average { .. } | MergeMethod::LorahubSum => Ok(()),
             MergeMethod::TaskArithmetic { lambda } => f.finite("lambda", *lambda),
             MergeMethod::Ties {
                 density, lambda, ..
@@ -115,7 +144,7 @@ impl MergeMethod {
                 f.fraction("density", *density)?;
                 f.finite("lambda", *lambda)
             }
-            MergeMethod::Tsv { m, lambda } => {
+            MergeMethod::Tsv { m, lambda, .. } => {
                 f.count("m", *m, 1, MAX_RANK)?;
                 f.finite("lambda", *lambda)
             }

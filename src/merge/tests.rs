@@ -53,13 +53,23 @@ fn average_and_task_arithmetic() {
     let (a1, b1) = (m(&[&[1.0, 0.0]]), m(&[&[1.0], &[0.0]]));
     let (a2, b2) = (m(&[&[0.0, 1.0]]), m(&[&[0.0], &[3.0]]));
     let parts = [part(&a1, &b1), part(&a2, &b2)];
-    let avg = merge_module(&parts, &MergeMethod::Average, (2, 2), 0).unwrap();
+    let avg = merge_module(
+        &parts,
+        &MergeMethod::Average {
+            over: Divisor::Touching,
+        },
+        (2, 2),
+        parts.len(),
+        0,
+    )
+    .unwrap();
     close(&dense(&avg), &[&[0.5, 0.0], &[0.0, 1.5]]);
     assert_eq!(avg.rank(), Some(2));
     let ta = merge_module(
         &parts,
         &MergeMethod::TaskArithmetic { lambda: 2.0 },
         (2, 2),
+        parts.len(),
         0,
     );
     close(&dense(&ta.unwrap()), &[&[2.0, 0.0], &[0.0, 6.0]]);
@@ -72,7 +82,7 @@ fn average_and_task_arithmetic() {
         },
         part(&a2, &b2),
     ];
-    let sum = merge_module(&scaled, &MergeMethod::Sum, (2, 2), 0).unwrap();
+    let sum = merge_module(&scaled, &MergeMethod::Sum, (2, 2), scaled.len(), 0).unwrap();
     close(&dense(&sum), &[&[-1.0, 0.0], &[0.0, 3.0]]);
 }
 
@@ -87,7 +97,7 @@ fn ties_trims_elects_by_total_and_averages_agreeing_entries() {
         lambda: 1.0,
     };
     // Trimmed: [[3,0],[2,0]], [[-1.5,-4],[0,0]], [[2,0],[-3,0]]; sums 3.5, -4, -1, 0.
-    let u = merge_module(&parts, &method, (2, 2), 0).unwrap();
+    let u = merge_module(&parts, &method, (2, 2), parts.len(), 0).unwrap();
     close(&dense(&u), &[&[2.5, -4.0], &[-3.0, 0.0]]);
     assert_eq!(u.rank(), None);
     let by_count = MergeMethod::Ties {
@@ -96,7 +106,7 @@ fn ties_trims_elects_by_total_and_averages_agreeing_entries() {
         lambda: 2.0,
     };
     // Entry (1,0) has one vote each way: no sign, nothing kept.
-    let u = merge_module(&parts, &by_count, (2, 2), 0).unwrap();
+    let u = merge_module(&parts, &by_count, (2, 2), parts.len(), 0).unwrap();
     close(&dense(&u), &[&[5.0, -8.0], &[0.0, 0.0]]);
 }
 
@@ -119,7 +129,7 @@ fn dare_at_full_density_is_the_sum_and_drops_about_half_at_half() {
         lambda: 1.0,
     };
     close(
-        &dense(&merge_module(&parts, &full, (2, 2), 0).unwrap()),
+        &dense(&merge_module(&parts, &full, (2, 2), parts.len(), 0).unwrap()),
         &[&[3.5, -4.0], &[0.0, 0.8]],
     );
     // With consensus and nothing dropped: TIES without trimming.
@@ -130,7 +140,7 @@ fn dare_at_full_density_is_the_sum_and_drops_about_half_at_half() {
         lambda: 1.0,
     };
     close(
-        &dense(&merge_module(&parts, &cons, (2, 2), 0).unwrap()),
+        &dense(&merge_module(&parts, &cons, (2, 2), parts.len(), 0).unwrap()),
         &[&[2.5, -2.5], &[0.0, 0.8 / 3.0]],
     );
     // One 100 × 100 adapter of ones at density 0.5: every entry is 0 or 2, about half are 2.
@@ -142,14 +152,14 @@ fn dare_at_full_density_is_the_sum_and_drops_about_half_at_half() {
         consensus: false,
         lambda: 1.0,
     };
-    let u = merge_module(&[part(&a, &b)], &half, (100, 100), 3).unwrap();
+    let u = merge_module(&[part(&a, &b)], &half, (100, 100), 1, 3).unwrap();
     let v: Vec<f32> = u.dense().unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|&x| x == 0.0 || x == 2.0));
     let kept = v.iter().filter(|&&x| x == 2.0).count() as f64 / v.len() as f64;
     assert!((0.47..0.53).contains(&kept), "kept {kept}");
     // Same seed and salt, same mask; another salt, another mask.
-    let again = merge_module(&[part(&a, &b)], &half, (100, 100), 3).unwrap();
-    let other = merge_module(&[part(&a, &b)], &half, (100, 100), 4).unwrap();
+    let again = merge_module(&[part(&a, &b)], &half, (100, 100), 1, 3).unwrap();
+    let other = merge_module(&[part(&a, &b)], &half, (100, 100), 1, 4).unwrap();
     let to_vec =
         |u: &Update| -> Vec<f32> { u.dense().unwrap().flatten_all().unwrap().to_vec1().unwrap() };
     assert_eq!(to_vec(&again), v);
@@ -162,7 +172,14 @@ fn svd_truncates_the_sum() {
     let (a1, b1) = (m(&[&[1.0, 0.0]]), m(&[&[3.0], &[0.0]]));
     let (a2, b2) = (m(&[&[0.0, 1.0]]), m(&[&[0.0], &[1.0]]));
     let parts = [part(&a1, &b1), part(&a2, &b2)];
-    let u = merge_module(&parts, &MergeMethod::Svd { rank: 1 }, (2, 2), 0).unwrap();
+    let u = merge_module(
+        &parts,
+        &MergeMethod::Svd { rank: 1 },
+        (2, 2),
+        parts.len(),
+        0,
+    )
+    .unwrap();
     assert_eq!(u.rank(), Some(1));
     close(&dense(&u), &[&[3.0, 0.0], &[0.0, 0.0]]);
 }
@@ -173,7 +190,18 @@ fn tsv_keeps_orthogonal_tasks_and_orthogonalises_overlapping_ones() {
     let (a1, b1) = (m(&[&[1.0, 0.0]]), m(&[&[2.0], &[0.0]]));
     let (a2, b2) = (m(&[&[0.0, 1.0]]), m(&[&[0.0], &[3.0]]));
     let parts = [part(&a1, &b1), part(&a2, &b2)];
-    let u = merge_module(&parts, &MergeMethod::Tsv { m: 8, lambda: 1.0 }, (2, 2), 0).unwrap();
+    let u = merge_module(
+        &parts,
+        &MergeMethod::Tsv {
+            m: 8,
+            lambda: 1.0,
+            weights: TsvWeights::One,
+        },
+        (2, 2),
+        parts.len(),
+        0,
+    )
+    .unwrap();
     close(&dense(&u), &[&[2.0, 0.0], &[0.0, 3.0]]);
     // Overlapping tasks: left vectors e₁ and (e₁+e₂)/√2, both σ = 1, both right vectors e₁.
     // The polar factor of [e₁, (e₁+e₂)/√2] is the orthonormal pair at -22.5° and 67.5°; that of
@@ -183,7 +211,18 @@ fn tsv_keeps_orthogonal_tasks_and_orthogonalises_overlapping_ones() {
     let (a3, b3) = (m(&[&[1.0, 0.0]]), m(&[&[1.0], &[0.0]]));
     let (a4, b4) = (m(&[&[1.0, 0.0]]), m(&[&[r], &[r]]));
     let parts = [part(&a3, &b3), part(&a4, &b4)];
-    let u = merge_module(&parts, &MergeMethod::Tsv { m: 1, lambda: 1.0 }, (2, 2), 0).unwrap();
+    let u = merge_module(
+        &parts,
+        &MergeMethod::Tsv {
+            m: 1,
+            lambda: 1.0,
+            weights: TsvWeights::One,
+        },
+        (2, 2),
+        parts.len(),
+        0,
+    )
+    .unwrap();
     let (c, s) = (22.5f32.to_radians().cos(), 22.5f32.to_radians().sin());
     close(&dense(&u), &[&[c, 0.0], &[s, 0.0]]);
 }
@@ -200,13 +239,13 @@ fn lorahub_sum_adds_a_and_b_separately_with_cross_terms() {
         },
     ];
     // A = [1, 0.5], B = [1, 1]ᵀ: B·A = [[1, .5], [1, .5]], not the sum [[1, 0], [0, 1]].
-    let u = merge_module(&parts, &MergeMethod::LorahubSum, (2, 2), 0).unwrap();
+    let u = merge_module(&parts, &MergeMethod::LorahubSum, (2, 2), parts.len(), 0).unwrap();
     close(&dense(&u), &[&[1.0, 0.5], &[1.0, 0.5]]);
     // A rank-2 adapter with a rank-1 one: the rank-1 one is zero-padded.
     let i = eye2();
     let t = m(&[&[1.0, 2.0], &[3.0, 4.0]]);
     let parts = [part(&i, &t), part(&a1, &b1)];
-    let u = merge_module(&parts, &MergeMethod::LorahubSum, (2, 2), 0).unwrap();
+    let u = merge_module(&parts, &MergeMethod::LorahubSum, (2, 2), parts.len(), 0).unwrap();
     assert_eq!(u.rank(), Some(2));
     // A = I + [[1,0],[0,0]] = diag(2,1); B = t + [[1,0],[0,0]] = [[2,2],[3,4]].
     close(&dense(&u), &[&[4.0, 2.0], &[6.0, 4.0]]);
@@ -225,7 +264,7 @@ fn export_truncates_dense_results_and_reports_the_error() {
     let mut merged = Merged::default();
     merged.updates.insert(
         (0, Module::Q),
-        merge_module(&parts, &ties, (2, 2), 0).unwrap(),
+        merge_module(&parts, &ties, (2, 2), parts.len(), 0).unwrap(),
     );
     let (pairs, err) = merged.to_lora(2).unwrap();
     assert!(err < 1e-6, "rank 2 of a 2 × 2 matrix is exact, error {err}");
@@ -261,4 +300,31 @@ fn settings_out_of_range_are_named() {
             .to_string(),
         "method.rank: must be between 1 and 65536, got 0"
     );
+}
+
+#[test]
+fn the_paper_s_average_and_tsv_divide_by_every_adapter_merged() {
+    // Two adapters merged, only the first touching this module: τ₁ = diag(2, 4).
+    let (a1, b1) = (
+        m(&[&[1.0, 0.0], &[0.0, 1.0]]),
+        m(&[&[2.0, 0.0], &[0.0, 4.0]]),
+    );
+    let parts = [part(&a1, &b1)];
+    let avg =
+        |over| dense(&merge_module(&parts, &MergeMethod::Average { over }, (2, 2), 2, 0).unwrap());
+    // The paper: (1/N) Σ τᵢ with N = 2 merged adapters.
+    close(&avg(Divisor::Selected), &[&[1.0, 0.0], &[0.0, 2.0]]);
+    // Earlier: divided by the one adapter on the module.
+    close(&avg(Divisor::Touching), &[&[2.0, 0.0], &[0.0, 4.0]]);
+    // TSV of a lone full-rank task is the task itself, times 1/N with equal weights.
+    let tsv = |weights| {
+        let method = MergeMethod::Tsv {
+            m: 8,
+            lambda: 1.0,
+            weights,
+        };
+        dense(&merge_module(&parts, &method, (2, 2), 2, 0).unwrap())
+    };
+    close(&tsv(TsvWeights::Equal), &[&[1.0, 0.0], &[0.0, 2.0]]);
+    close(&tsv(TsvWeights::One), &[&[2.0, 0.0], &[0.0, 4.0]]);
 }

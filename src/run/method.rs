@@ -82,7 +82,7 @@ impl MergeMethod {
     pub fn kind(&self) -> MethodKind {
         match self {
             MergeMethod::Sum => MethodKind::Sum,
-            MergeMethod::Average => MethodKind::Average,
+            MergeMethod::Average { .. } => MethodKind::Average,
             MergeMethod::TaskArithmetic { .. } => MethodKind::TaskArithmetic,
             MergeMethod::Ties { .. } => MethodKind::Ties,
             MergeMethod::Dare { .. } => MethodKind::Dare,

@@ -61,7 +61,9 @@ pub fn lab_paper_arms() -> Vec<Arm> {
     let methods: [(&str, MethodSpec, Selection); 4] = [
         (
             "average",
-            MethodSpec::Merge(MergeMethod::Average),
+            MethodSpec::Merge(MergeMethod::Average {
+                over: Default::default(),
+            }),
             top30.clone(),
         ),
         (
