@@ -23,11 +23,14 @@ pub struct Message<'a> {
 
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
-    source: String,
+    /// The template, parsed once, in transformers' environment.
+    env: Environment<'static>,
     /// Where it was read, for messages.
     pub path: PathBuf,
     pub bos_token: String,
     pub eos_token: Option<String>,
+    /// `LORACYCLE_DATE_STRING`, read when the template is.
+    date_string: Option<String>,
 }
 
 /// A special token as tokenizer_config.json gives it: a string, or `{"content": ...}`.
@@ -79,18 +82,22 @@ impl ChatTemplate {
                 None => return Ok(None),
             }
         };
-        let t = ChatTemplate {
+        ChatTemplate::new(
             source,
             path,
-            bos_token: token(config.as_ref().and_then(|c| c.get("bos_token"))).unwrap_or_default(),
-            eos_token: token(config.as_ref().and_then(|c| c.get("eos_token"))),
-        };
-        // Parse once now, so a broken template is reported where it is read.
-        t.environment()?;
-        Ok(Some(t))
+            token(config.as_ref().and_then(|c| c.get("bos_token"))).unwrap_or_default(),
+            token(config.as_ref().and_then(|c| c.get("eos_token"))),
+        )
+        .map(Some)
     }
 
-    fn environment(&self) -> Result<Environment<'_>> {
+    /// Parses `source` once; a broken template is reported where it is read.
+    fn new(
+        source: String,
+        path: PathBuf,
+        bos_token: String,
+        eos_token: Option<String>,
+    ) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -104,34 +111,43 @@ impl ChatTemplate {
         env.add_function("strftime_now", |format: String| {
             chrono::Local::now().format(&format).to_string()
         });
-        env.add_template("chat", &self.source)
-            .map_err(|e| self.error(&e))?;
-        Ok(env)
+        if let Err(e) = env.add_template_owned("chat", source) {
+            return Err(template_error(&path, &e));
+        }
+        Ok(Self {
+            env,
+            path,
+            bos_token,
+            eos_token,
+            date_string: std::env::var("LORACYCLE_DATE_STRING").ok(),
+        })
     }
 
     fn error(&self, e: &Error) -> ModelError {
-        ModelError::Template {
-            template: "chat".into(),
-            reason: format!("{}: {e:#}", self.path.display()),
-        }
+        template_error(&self.path, e)
     }
 
     /// The conversation as text; with `add_generation_prompt`, followed by the assistant's header.
     pub fn render(&self, messages: &[Message<'_>], add_generation_prompt: bool) -> Result<String> {
-        let env = self.environment()?;
-        let tmpl = env.get_template("chat").map_err(|e| self.error(&e))?;
-        let date = std::env::var("LORACYCLE_DATE_STRING").ok();
+        let tmpl = self.env.get_template("chat").map_err(|e| self.error(&e))?;
         let ctx = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => self.eos_token.as_deref().unwrap_or(""),
         };
-        let ctx = match date {
+        let ctx = match &self.date_string {
             Some(d) => context! { date_string => d, ..ctx },
             None => ctx,
         };
         tmpl.render(ctx).map_err(|e| self.error(&e))
+    }
+}
+
+fn template_error(path: &Path, e: &Error) -> ModelError {
+    ModelError::Template {
+        template: "chat".into(),
+        reason: format!("{}: {e:#}", path.display()),
     }
 }
 
@@ -140,12 +156,13 @@ mod tests {
     use super::*;
 
     fn template(source: &str) -> ChatTemplate {
-        ChatTemplate {
-            source: source.into(),
-            path: "t.jinja".into(),
-            bos_token: "<s>".into(),
-            eos_token: Some("</s>".into()),
-        }
+        ChatTemplate::new(
+            source.into(),
+            "t.jinja".into(),
+            "<s>".into(),
+            Some("</s>".into()),
+        )
+        .unwrap()
     }
 
     #[test]
