@@ -26,6 +26,18 @@ use crate::select::Selection;
 
 pub use super::screen::{Confirm, Context};
 
+/// The outbox, the status line and the tickets of an `App`, lent to a screen; a macro rather
+/// than a method so the screens' own fields stay borrowable beside it.
+macro_rules! ctx {
+    ($app:expr) => {
+        Ctx {
+            outbox: &mut $app.outbox,
+            message: &mut $app.message,
+            tickets: &mut $app.tickets,
+        }
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     Pool,
@@ -105,15 +117,6 @@ impl App {
         }
     }
 
-    /// The outbox, the status line and the tickets, lent to a screen.
-    fn ctx(&mut self) -> Ctx<'_> {
-        Ctx {
-            outbox: &mut self.outbox,
-            message: &mut self.message,
-            tickets: &mut self.tickets,
-        }
-    }
-
     pub fn set_pool(&mut self, entries: Vec<PoolEntry>) {
         self.pool.set_entries(entries);
         self.form.pool_size = Some(self.pool.usable());
@@ -145,11 +148,7 @@ impl App {
 
     /// Asks for run `i`'s record or curve once, when a screen needs it.
     pub fn ensure_loaded(&mut self, i: usize) {
-        let mut cx = Ctx {
-            outbox: &mut self.outbox,
-            message: &mut self.message,
-            tickets: &mut self.tickets,
-        };
+        let mut cx = ctx!(self);
         run_ops::ensure_loaded(&mut self.runs, i, &mut cx);
     }
 
@@ -193,7 +192,7 @@ impl App {
                 self.runs_screen.cursor = last;
             }
             Reply::Spec { then, spec, .. } => match spec {
-                Ok(spec) => run_ops::resubmit(then, *spec, &mut self.ctx()),
+                Ok(spec) => run_ops::resubmit(then, *spec, &mut ctx!(self)),
                 Err(e) => self.message = Some(format!("no spec for this run: {e}")),
             },
             Reply::SpecFile { path, spec } => match spec {
@@ -421,11 +420,7 @@ impl App {
         if self.global(a) {
             return;
         }
-        let mut cx = Ctx {
-            outbox: &mut self.outbox,
-            message: &mut self.message,
-            tickets: &mut self.tickets,
-        };
+        let mut cx = ctx!(self);
         let nav = match self.screen {
             Screen::Pool => self.pool.on_action(a, &mut cx),
             Screen::NewRun => self.form.on_action(a, &self.context, &mut cx),
@@ -444,11 +439,7 @@ impl App {
 
     /// Submits the form's runs and follows the main one on Live.
     pub fn start(&mut self) {
-        let mut cx = Ctx {
-            outbox: &mut self.outbox,
-            message: &mut self.message,
-            tickets: &mut self.tickets,
-        };
+        let mut cx = ctx!(self);
         if let Some(nav) = self.form.start(&self.context, &mut cx) {
             self.navigate(nav);
         }
