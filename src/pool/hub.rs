@@ -143,7 +143,7 @@ fn find_token(home: &HfHome) -> Option<String> {
 /// A Hub client. `Debug` leaves the token out.
 pub struct Hub {
     pub endpoint: String,
-    token: Option<String>,
+    /// The HTTP side, which holds the token.
     http: Http,
     pub home: HfHome,
 }
@@ -152,7 +152,7 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("endpoint", &self.endpoint)
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token", &self.http.has_token().then_some("<set>"))
             .finish()
     }
 }
@@ -192,10 +192,8 @@ impl Hub {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
             .trim_end_matches('/')
             .to_string();
-        let token = find_token(&home);
         Self {
-            http: Http::new(&endpoint, token.clone()),
-            token,
+            http: Http::new(&endpoint, find_token(&home)),
             endpoint,
             home,
         }

@@ -81,6 +81,11 @@ impl Http {
         }
     }
 
+    /// Whether a token is sent (to the endpoint's origin).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether `url` is on the endpoint's origin.
     pub fn on_endpoint(&self, url: &str) -> bool {
         origin(url).eq_ignore_ascii_case(&self.home)
