@@ -68,14 +68,7 @@ def build_model(torch, arch="llama"):
             tie_word_embeddings=True,
         )
         model = Qwen3ForCausalLM(cfg).to(torch.float32)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("norm.weight"):
-                    p.fill_(1.0)
-                else:
-                    p.normal_(0.0, 0.02)
-        model.eval()
-        return model
+        return randomized(torch, model)
     cfg = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
@@ -89,6 +82,11 @@ def build_model(torch, arch="llama"):
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg).to(torch.float32)
+    return randomized(torch, model)
+
+
+def randomized(torch, model):
+    """Weights N(0, 0.02), norms 1, as benches/support/random.rs makes them; eval mode."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
