@@ -14,6 +14,9 @@ use serde::Serialize;
 use super::super::{ModelError, Result};
 use crate::untrusted;
 
+/// The most template instructions one render may execute.
+pub const FUEL: u64 = 1_000_000;
+
 /// One turn of a conversation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Message<'a> {
@@ -99,6 +102,9 @@ impl ChatTemplate {
         eos_token: Option<String>,
     ) -> Result<Self> {
         let mut env = Environment::new();
+        // A template comes with a downloaded model: its work per render is bounded (a real chat
+        // template takes a few thousand instructions per conversation).
+        env.set_fuel(Some(FUEL));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -183,6 +189,15 @@ mod tests {
         // trim_blocks and lstrip_blocks drop the newlines and indentation around the tags.
         assert_eq!(t.render(&msgs, false).unwrap(), "<s>[hi]yo</s>");
         assert_eq!(t.render(&msgs[..1], true).unwrap(), "<s>[hi]>");
+    }
+
+    #[test]
+    fn a_template_that_never_ends_runs_out_of_fuel() {
+        let t = template(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        );
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("t.jinja") && e.contains("fuel"), "{e}");
     }
 
     #[test]
