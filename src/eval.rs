@@ -1,18 +1,22 @@
 //! Evaluation on (prompt, answer) data: answer-token loss in batched forwards and exact match of
 //! greedy generations.
 
+pub mod answer;
 pub mod bootstrap;
 pub mod dataset;
+pub mod judge;
 pub mod loss;
 
+pub use answer::{Extract, Normalize, Scoring, TaskSettings};
 pub use bootstrap::{Estimate, bootstrap_mean};
 pub use dataset::{Example, read_jsonl};
+pub use judge::{Judged, judge};
 pub use loss::{
     ForcedOutcome, answer_losses, answer_outcomes, answer_scores, mean_token_loss,
     teacher_forced_exact, token_nll,
 };
 
-use crate::model::{Branches, Llama, ModelError, TextCodec, generate};
+use crate::model::{Branches, Llama, ModelError, TextCodec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -92,12 +96,19 @@ pub struct ExampleResult {
     pub correct: Option<bool>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact_match: Option<f64>,
+    /// Examples left out of exact match: their prompt reached the scoring's token cap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
     pub examples: Vec<ExampleResult>,
 }
 
@@ -106,31 +117,14 @@ pub struct EvalReport {
 pub struct EvalOptions {
     pub metric: Metric,
     pub batch_size: usize,
-    pub max_new_tokens: usize,
-}
-
-/// Exact match after trimming surrounding whitespace.
-pub fn is_exact_match(prediction: &str, answer: &str) -> bool {
-    answers_match(prediction, answer, true)
-}
-
-/// Whether a prediction answers: the trimmed strings equal when `exact`, else equal after
-/// collapsing whitespace and lowercasing.
-pub fn answers_match(prediction: &str, answer: &str, exact: bool) -> bool {
-    if exact {
-        return prediction.trim() == answer.trim();
-    }
-    let norm = |s: &str| {
-        s.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
-    norm(prediction) == norm(answer)
+    /// How generations are judged (exact match).
+    pub scoring: Scoring,
 }
 
 /// Evaluates `examples`; `progress` is called with the number of finished units of work
-/// (batches for loss, examples for generation) out of the total.
+/// (batches for loss alone, examples with exact match) out of the total. Examples whose prompt
+/// the scoring drops are left out of exact match (their loss is still measured); the report
+/// counts them.
 pub fn evaluate(
     model: &Llama,
     codec: &TextCodec,
@@ -142,13 +136,12 @@ pub fn evaluate(
     let n = examples.len();
     let want_loss = matches!(opts.metric, Metric::Loss | Metric::Both);
     let want_em = matches!(opts.metric, Metric::ExactMatch | Metric::Both);
-    let batches = if want_loss {
-        n.div_ceil(opts.batch_size.max(1))
-    } else {
-        0
-    };
-    let total = batches + if want_em { n } else { 0 };
-    let mut done = 0;
+    let batch = opts.batch_size.max(1);
+    let encoded = codec.encode_examples(
+        examples
+            .iter()
+            .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+    )?;
     let mut results: Vec<ExampleResult> = (0..n)
         .map(|_| ExampleResult {
             loss: None,
@@ -156,40 +149,48 @@ pub fn evaluate(
             correct: None,
         })
         .collect();
-    if want_loss {
-        let encoded = codec.encode_examples(
-            examples
-                .iter()
-                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+    let mut dropped = 0;
+    if want_em {
+        let prompts = judge::prompts(codec, examples)?;
+        let kept: Vec<usize> = (0..n)
+            .filter(|&i| !opts.scoring.drops(prompts[i].len()))
+            .collect();
+        dropped = n - kept.len();
+        fn pick<T: Clone>(kept: &[usize], v: &[T]) -> Vec<T> {
+            kept.iter().map(|&i| v[i].clone()).collect()
+        }
+        let total = kept.len();
+        let judged = judge(
+            model,
+            codec,
+            &pick(&kept, examples),
+            &pick(&kept, &encoded),
+            &pick(&kept, &prompts),
+            &opts.scoring,
+            branches,
+            batch,
+            &mut |done| progress(done, total),
+            None,
         )?;
-        let mut offset = 0;
-        for chunk in encoded.chunks(opts.batch_size.max(1)) {
-            let losses = answer_losses(model, codec.pad_id(), chunk, branches)?;
-            for (i, l) in losses.into_iter().enumerate() {
-                let row = offset + i + 1;
-                results[offset + i].loss =
-                    Some(finite(l, || format!("the loss of example {row}"))?);
-            }
-            offset += chunk.len();
-            done += 1;
-            progress(done, total);
+        for (&i, j) in kept.iter().zip(judged) {
+            results[i].loss = want_loss.then_some(j.loss);
+            results[i].correct = Some(j.correct);
+            results[i].prediction = Some(j.prediction);
         }
     }
-    if want_em {
-        for (i, e) in examples.iter().enumerate() {
-            let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt)?;
-            let ids = generate::greedy(
-                model,
-                &prompt,
-                opts.max_new_tokens,
-                codec.eos_ids(),
-                branches,
-            )?;
-            let prediction = codec.decode_answer(&ids);
-            results[i].correct = Some(is_exact_match(&prediction, &e.answer));
-            results[i].prediction = Some(prediction);
-            done += 1;
-            progress(done, total);
+    if want_loss {
+        let todo: Vec<usize> = (0..n).filter(|&i| results[i].loss.is_none()).collect();
+        let batches = todo.len().div_ceil(batch);
+        for (b, chunk) in todo.chunks(batch).enumerate() {
+            let rows: Vec<_> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let losses = answer_losses(model, codec.pad_id(), &rows, branches)?;
+            for (&i, l) in chunk.iter().zip(losses) {
+                let row = i + 1;
+                results[i].loss = Some(finite(l, || format!("the loss of example {row}"))?);
+            }
+            if !want_em {
+                progress(b + 1, batches);
+            }
         }
     }
     let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
@@ -201,6 +202,7 @@ pub fn evaluate(
                 .filter_map(|r| r.correct.map(|c| if c { 1.0 } else { 0.0 }))
                 .collect(),
         ),
+        dropped,
         examples: results,
     })
 }

@@ -188,6 +188,18 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// Generation length limit for exact match.
         #[arg(long, default_value_t = 64, value_parser = cli::new_tokens)]
         max_new_tokens: usize,
+        /// How a generation and its answer are made comparable: exact (trimmed), whitespace
+        /// (whitespace runs collapsed, lower case) or paper (spaces removed, stripped of
+        /// whitespace and full stops, lower case).
+        #[arg(long, default_value = "exact")]
+        normalize: loracycle::eval::Normalize,
+        /// none, or #### to compare only the text after the last #### (chain of thought).
+        #[arg(long, default_value = "none")]
+        extract: loracycle::eval::Extract,
+        /// Leave examples whose prompt has this many tokens or more out of exact match (the
+        /// paper: 2048).
+        #[arg(long, value_parser = cli::batch_size)]
+        max_prompt_tokens: Option<usize>,
         /// Examples per forward when computing loss.
         #[arg(long, default_value_t = 8, value_parser = cli::batch_size)]
         batch_size: usize,
@@ -581,6 +593,9 @@ fn main() -> ExitCode {
             template,
             metric,
             max_new_tokens,
+            normalize,
+            extract,
+            max_prompt_tokens,
             batch_size,
             device,
             dtype,
@@ -595,7 +610,12 @@ fn main() -> ExitCode {
             opts: EvalOptions {
                 metric,
                 batch_size,
-                max_new_tokens,
+                scoring: loracycle::eval::Scoring {
+                    max_new_tokens,
+                    extract,
+                    normalize,
+                    max_prompt_tokens,
+                },
             },
             device,
             dtype,

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::adapter::Adapter;
 use crate::model::{Llama, LlamaConfig, Module};
 
-pub use method::{Divisor, MergeMethod, SignElection, TsvWeights};
+pub use method::{Divisor, MergeMethod, SignElection, Weights};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -104,17 +104,24 @@ pub fn merge_module(
             let (a, b) = linalg::lowrank_svd(&b, &a)?.truncate(*rank)?.into_lora()?;
             Ok(Update::LowRank { a, b })
         }
-        MergeMethod::Tsv { m, lambda, weights } => match weights {
-            TsvWeights::Equal => tsv(&scaled(1.0 / n), *m, *lambda),
-            TsvWeights::One => tsv(parts, *m, *lambda),
-        },
+        MergeMethod::Tsv { m, lambda, weights } => tsv(
+            &scaled(weights.uniform(selected.max(parts.len()))),
+            *m,
+            *lambda,
+        ),
         MergeMethod::LorahubSum => lorahub_sum(parts, shape),
         MergeMethod::Ties {
             density,
             sign,
             lambda,
+            weights,
         } => Ok(Update::Dense(
-            (ties::ties(parts, *density, *sign, shape)? * *lambda)?,
+            (ties::ties(
+                &scaled(weights.uniform(selected.max(parts.len()))),
+                *density,
+                *sign,
+                shape,
+            )? * *lambda)?,
         )),
         MergeMethod::Dare {
             density,
@@ -278,17 +285,28 @@ pub fn merge_adapters(
     method: &MergeMethod,
     cfg: &LlamaConfig,
 ) -> Result<Merged> {
+    let listed = method.listed_weights();
+    if let Some(ws) = listed
+        && ws.len() != sources.len()
+    {
+        candle_core::bail!(
+            "method.weights lists {} weights for {} adapters merged",
+            ws.len(),
+            sources.len()
+        );
+    }
     let mut merged = Merged::default();
     for l in 0..cfg.num_hidden_layers {
         for m in Module::ALL {
             let parts: Vec<Part<'_>> = sources
                 .iter()
-                .filter_map(|(ad, w)| {
+                .enumerate()
+                .filter_map(|(i, (ad, w))| {
                     ad.pairs.get(&(l, m)).map(|p| Part {
                         a: &p.a,
                         b: &p.b,
                         scale: ad.scale(),
-                        weight: *w,
+                        weight: *w * listed.map_or(1.0, |ws| ws[i]),
                     })
                 })
                 .collect();

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod export;
 pub mod lifecycle;
 pub mod method;
+pub mod protocol;
 pub mod record;
 pub mod setting;
 pub mod spec;

@@ -350,7 +350,9 @@ pub fn rank_by(scores: &[Score], names: &[&str], by: ScoreMetric) -> Vec<usize> 
     idx.sort_by(|&i, &j| {
         let (a, b) = (scores[i], scores[j]);
         let primary = match by {
-            ScoreMetric::ExactMatch => b.exact_match.total_cmp(&a.exact_match),
+            ScoreMetric::ExactMatch | ScoreMetric::Generated => {
+                b.exact_match.total_cmp(&a.exact_match)
+            }
             ScoreMetric::Loss => std::cmp::Ordering::Equal,
         };
         primary
@@ -360,9 +362,74 @@ pub fn rank_by(scores: &[Score], names: &[&str], by: ScoreMetric) -> Vec<usize> 
     idx
 }
 
+/// What decided the last places of a top-k by exact match: `None` when exact match alone did,
+/// else a sentence naming the tie (how many adapters share the score at the cut, how many of the
+/// top k came from it by loss), marked a warning when most of the pool ties.
+pub fn describe_ties(scores: &[Score], k: usize, by: ScoreMetric) -> Option<String> {
+    if by == ScoreMetric::Loss || k == 0 || k >= scores.len() {
+        return None;
+    }
+    let names: Vec<String> = (0..scores.len()).map(|i| format!("{i:08}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ranked = rank_by(scores, &refs, by);
+    let cut = scores[ranked[k - 1]].exact_match;
+    let tied = scores.iter().filter(|s| s.exact_match == cut).count();
+    let inside = ranked[..k]
+        .iter()
+        .filter(|&&i| scores[i].exact_match == cut)
+        .count();
+    if tied == inside {
+        return None;
+    }
+    let n = scores.len();
+    let metric = if by == ScoreMetric::Generated {
+        "generated exact match"
+    } else {
+        "exact match"
+    };
+    let mut line = format!(
+        "{tied} of {n} adapters tie at {metric} {cut:.3}; the tie-break (answer loss, lower first) chose {inside} of the top {k} among them"
+    );
+    if tied * 2 > n {
+        line = format!("warning: most of the pool ties — {line}");
+    }
+    Some(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ties_at_the_cut_are_named_with_their_tie_break() {
+        let s = |exact_match, loss| Score { exact_match, loss };
+        // caesar-5 on the lab: one adapter solves some, the rest score 0.
+        let mut scores = vec![s(0.4, 1.0)];
+        scores.extend((0..118).map(|i| s(0.0, 2.0 + i as f64)));
+        assert_eq!(
+            describe_ties(&scores, 30, ScoreMetric::ExactMatch).as_deref(),
+            Some(
+                "warning: most of the pool ties — 118 of 119 adapters tie at exact match 0.000; the tie-break (answer loss, lower first) chose 29 of the top 30 among them"
+            )
+        );
+        assert_eq!(
+            describe_ties(&scores, 30, ScoreMetric::Generated).as_deref(),
+            Some(
+                "warning: most of the pool ties — 118 of 119 adapters tie at generated exact match 0.000; the tie-break (answer loss, lower first) chose 29 of the top 30 among them"
+            )
+        );
+        // A tie wholly inside the top k, or ranking by loss: nothing to say.
+        assert_eq!(describe_ties(&scores, 1, ScoreMetric::ExactMatch), None);
+        assert_eq!(describe_ties(&scores, 30, ScoreMetric::Loss), None);
+        let few = [s(0.9, 1.0), s(0.5, 1.0), s(0.5, 2.0), s(0.1, 0.0)];
+        assert_eq!(
+            describe_ties(&few, 2, ScoreMetric::ExactMatch).as_deref(),
+            Some(
+                "2 of 4 adapters tie at exact match 0.500; the tie-break (answer loss, lower first) chose 1 of the top 2 among them"
+            )
+        );
+        assert_eq!(describe_ties(&few, 3, ScoreMetric::ExactMatch), None);
+    }
 
     #[test]
     fn ranking_breaks_exact_match_ties_by_loss_then_name() {

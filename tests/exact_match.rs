@@ -5,9 +5,16 @@
 use candle_core::{DType, Device};
 
 use loracycle::adapter::{Adapter, branches_for};
-use loracycle::eval::{answer_scores, is_exact_match, read_jsonl};
+use loracycle::eval::{Extract, Normalize, Scoring, answer_scores, judge, read_jsonl};
 use loracycle::lab::dir as lab_dir;
 use loracycle::model::{Llama, Template, TextCodec, generate};
+
+const EXACT: Scoring = Scoring {
+    max_new_tokens: 48,
+    extract: Extract::Whole,
+    normalize: Normalize::Exact,
+    max_prompt_tokens: None,
+};
 
 #[test]
 fn teacher_forced_exact_match_equals_greedy_generation() {
@@ -45,7 +52,7 @@ fn teacher_forced_exact_match_equals_greedy_generation() {
         for (i, e) in rows.iter().enumerate() {
             let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt).unwrap();
             let ids = generate::greedy(&m, &prompt, 48, codec.eos_ids(), None).unwrap();
-            let greedy = is_exact_match(&codec.decode_answer(&ids), &e.answer);
+            let greedy = EXACT.matches(&codec.decode_answer(&ids), &e.answer);
             assert_eq!(
                 forced[i], greedy,
                 "{task} with {adapter:?}, example {i}: {:?}",
@@ -61,5 +68,78 @@ fn teacher_forced_exact_match_equals_greedy_generation() {
     assert!(
         hits > 100 && misses > 100,
         "both verdicts are exercised: {hits} hits, {misses} misses"
+    );
+}
+
+/// Under a loose scoring (the paper's: spaces removed, lower case, text after `####`), judging
+/// generates only where teacher forcing misses; its verdicts equal generating every example.
+#[test]
+fn judging_generates_only_the_misses_and_agrees_with_generating_all() {
+    let dir = lab_dir().unwrap();
+    let base = dir.join("base");
+    let cfg = loracycle::model::weights::read_config(&base).unwrap();
+    let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
+    let model = Llama::load(&base, DType::F32, &Device::Cpu).unwrap();
+    let ad = Adapter::load(&dir.join("oracle/run-length"), Some((&cfg, None))).unwrap();
+    let br = branches_for(&[(&ad, 1.0)], &cfg, DType::F32, &Device::Cpu).unwrap();
+    let m = model.fold(&br).unwrap();
+    let mut rows = read_jsonl(&dir.join("tasks/run-length/test.jsonl")).unwrap();
+    rows.truncate(40);
+    // Upper-case answers: a generation in lower case is a paper match but not a strict one.
+    for r in rows.iter_mut().skip(20) {
+        r.answer = format!("WORK #### {}", r.answer.to_uppercase());
+    }
+    let paper = Scoring {
+        max_new_tokens: 48,
+        extract: Extract::AfterMarker,
+        normalize: Normalize::Paper,
+        max_prompt_tokens: None,
+    };
+    let enc = codec
+        .encode_examples(
+            rows.iter()
+                .map(|e| (None, e.prompt.as_str(), e.answer.as_str())),
+        )
+        .unwrap();
+    let prompts = loracycle::eval::judge::prompts(&codec, &rows).unwrap();
+    let mut batches = Vec::new();
+    let judged = judge(
+        &m,
+        &codec,
+        &rows,
+        &enc,
+        &prompts,
+        &paper,
+        None,
+        16,
+        &mut |n| batches.push(n),
+        None,
+    )
+    .unwrap();
+    assert_eq!(batches, [16, 32, 40]);
+    let mut generated = 0;
+    for (i, (e, j)) in rows.iter().zip(&judged).enumerate() {
+        let ids = generate::greedy(&m, &prompts[i], 48, codec.eos_ids(), None).unwrap();
+        let text = codec.decode_answer(&ids);
+        assert_eq!(
+            j.correct,
+            paper.matches(&text, &e.answer),
+            "example {i}: {text:?}"
+        );
+        if j.generated {
+            generated += 1;
+            assert_eq!(j.prediction, text);
+        } else {
+            assert!(j.correct, "only reproduced answers skip generation");
+        }
+    }
+    let hits = judged.iter().filter(|j| j.correct).count();
+    assert!(
+        generated >= 20,
+        "the rewritten answers are generated: {generated}"
+    );
+    assert!(
+        judged[20..].iter().filter(|j| j.correct).count() > 10,
+        "lower-case generations match upper-case answers after the marker: {hits} hits"
     );
 }

@@ -78,6 +78,8 @@ fn training_a_lora_lowers_the_loss() {
         steps: 40,
         batch_size: 6,
         warmup_frac: 0.1,
+        final_lr_frac: 0.1,
+        best_every: 0,
         weight_decay: 0.0,
         seed: 1,
         early_stop: None,
@@ -89,9 +91,10 @@ fn training_a_lora_lowers_the_loss() {
         codec.pad_id(),
         &enc,
         &[],
+        &[],
         &spec,
         0.0,
-        &mut |_, l| losses.push(l),
+        &mut |_, l, _| losses.push(l),
         None,
     )
     .unwrap();

@@ -131,7 +131,15 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             .iter()
             .filter(|r| r.correct == Some(true))
             .count();
-        summary.push(format!("exact match {em:.3} ({hits}/{})", examples.len()));
+        let judged = examples.len() - report.dropped;
+        summary.push(format!("exact match {em:.3} ({hits}/{judged})"));
+        if report.dropped > 0 {
+            summary.push(format!(
+                "{} dropped (prompt of {} tokens or more)",
+                report.dropped,
+                args.opts.scoring.max_prompt_tokens.unwrap_or_default()
+            ));
+        }
     }
     println!("{}", summary.join(" · "));
     Ok(())

@@ -43,6 +43,7 @@ fn method_of(args: &MergeArgs) -> Result<MergeMethod> {
             density: args.density.unwrap_or(0.2),
             sign: SignElection::Total,
             lambda: args.lambda,
+            weights: loracycle::merge::Weights::One,
         },
         Some(K::Dare) => MergeMethod::Dare {
             density: args.density.unwrap_or(0.5),

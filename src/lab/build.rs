@@ -404,10 +404,11 @@ fn train_adapter(
             model,
             codec.pad_id(),
             &train,
+            &[],
             &check,
             &spec,
             0.0,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
             None,
         )?;
         write_peft(

@@ -146,6 +146,8 @@ impl LabRecipe {
             steps: if self.quick { 60 } else { 600 },
             batch_size: 32,
             warmup_frac: 0.05,
+            final_lr_frac: 0.1,
+            best_every: 0,
             weight_decay: 0.0,
             seed,
             early_stop: Some(0.99),

@@ -45,15 +45,92 @@ pub enum Divisor {
     Touching,
 }
 
-/// The weights TSV gives each task vector before its singular vectors are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TsvWeights {
-    /// 1/N each (the paper's setting).
+/// The weight each task vector gets before TIES or TSV combines them (the paper's
+/// `weight_init`): written `"equal"` (1/N each), `"one"` (1 each), a number (that weight each) or
+/// a list (one per selected adapter, in the selection's order).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Weights {
+    /// 1/N each, N the number of adapters merged (the paper's TSV).
     #[default]
     Equal,
-    /// 1 each: the task vectors' singular components summed (loracycle's earlier TSV).
+    /// 1 each (the paper's TIES; loracycle's earlier TSV).
     One,
+    /// This weight each.
+    Each(f64),
+    /// One weight per selected adapter, in order.
+    List(Vec<f64>),
+}
+
+impl Weights {
+    /// The factor every task vector of a module gets, `n` adapters merged (a list's weights are
+    /// per adapter and applied before: factor 1).
+    pub fn uniform(&self, n: usize) -> f64 {
+        match self {
+            Weights::Equal => 1.0 / n.max(1) as f64,
+            Weights::One | Weights::List(_) => 1.0,
+            Weights::Each(w) => *w,
+        }
+    }
+
+    /// The per-adapter weights of a list.
+    pub fn list(&self) -> Option<&[f64]> {
+        match self {
+            Weights::List(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        match self {
+            Weights::Each(w) => f.finite("weights", *w),
+            Weights::List(ws) => {
+                f.non_empty("weights", ws)?;
+                ws.iter().try_for_each(|w| f.finite("weights", *w))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WeightsRepr {
+    Name(String),
+    Each(f64),
+    List(Vec<f64>),
+}
+
+impl Serialize for Weights {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Weights::Equal => WeightsRepr::Name("equal".into()),
+            Weights::One => WeightsRepr::Name("one".into()),
+            Weights::Each(w) => WeightsRepr::Each(*w),
+            Weights::List(ws) => WeightsRepr::List(ws.clone()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Weights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bad = || {
+            serde::de::Error::custom(
+                "weights must be \"equal\", \"one\", a number or a list of numbers",
+            )
+        };
+        match WeightsRepr::deserialize(d).map_err(|_: D::Error| bad())? {
+            WeightsRepr::Name(n) if n == "equal" => Ok(Weights::Equal),
+            WeightsRepr::Name(n) if n == "one" => Ok(Weights::One),
+            WeightsRepr::Name(_) => Err(bad()),
+            WeightsRepr::Each(w) => Ok(Weights::Each(w)),
+            WeightsRepr::List(ws) => Ok(Weights::List(ws)),
+        }
+    }
+}
+
+fn one_each() -> Weights {
+    Weights::One
 }
 
 /// A non-adaptive merge method with its settings (the `[method]` table of a run spec).
@@ -81,6 +158,9 @@ pub enum MergeMethod {
         sign: SignElection,
         #[serde(default = "one")]
         lambda: f64,
+        /// Each task vector's weight (default 1 each, the paper's `equal_int`).
+        #[serde(default = "one_each")]
+        weights: Weights,
     },
     /// Keep each entry of τᵢ with probability `density`, rescale by 1/density, then sum (or TIES
     /// sign consensus); times λ.
@@ -101,8 +181,9 @@ pub enum MergeMethod {
         m: usize,
         #[serde(default = "one")]
         lambda: f64,
+        /// Each task vector's weight (default 1/N each, the paper's `equal_frac`).
         #[serde(default)]
-        weights: TsvWeights,
+        weights: Weights,
     },
     /// Σ τᵢ truncated to rank R.
     Svd {
@@ -125,6 +206,14 @@ impl MergeMethod {
         !matches!(self, MergeMethod::Ties { .. } | MergeMethod::Dare { .. })
     }
 
+    /// The per-adapter weights the settings list, if they list them.
+    pub fn listed_weights(&self) -> Option<&[f64]> {
+        match self {
+            MergeMethod::Ties { weights, .. } | MergeMethod::Tsv { weights, .. } => weights.list(),
+            _ => None,
+        }
+    }
+
     /// Checks the settings as a spec's `[method]` table gives them.
     pub fn validate(&self) -> Result<(), BadSetting> {
         self.check(Fields("method."))
@@ -136,17 +225,25 @@ impl MergeMethod {
             MergeMethod::Sum | MergeMethod::Average { .. } | MergeMethod::LorahubSum => Ok(()),
             MergeMethod::TaskArithmetic { lambda } => f.finite("lambda", *lambda),
             MergeMethod::Ties {
-                density, lambda, ..
+                density,
+                lambda,
+                weights,
+                ..
+            } => {
+                f.fraction("density", *density)?;
+                f.finite("lambda", *lambda)?;
+                weights.check(f)
             }
-            | MergeMethod::Dare {
+            MergeMethod::Dare {
                 density, lambda, ..
             } => {
                 f.fraction("density", *density)?;
                 f.finite("lambda", *lambda)
             }
-            MergeMethod::Tsv { m, lambda, .. } => {
+            MergeMethod::Tsv { m, lambda, weights } => {
                 f.count("m", *m, 1, MAX_RANK)?;
-                f.finite("lambda", *lambda)
+                f.finite("lambda", *lambda)?;
+                weights.check(f)
             }
             MergeMethod::Svd { rank } => f.count("rank", *rank, 1, MAX_RANK),
         }

@@ -95,6 +95,7 @@ fn ties_trims_elects_by_total_and_averages_agreeing_entries() {
         density: 0.5,
         sign: SignElection::Total,
         lambda: 1.0,
+        weights: Weights::One,
     };
     // Trimmed: [[3,0],[2,0]], [[-1.5,-4],[0,0]], [[2,0],[-3,0]]; sums 3.5, -4, -1, 0.
     let u = merge_module(&parts, &method, (2, 2), parts.len(), 0).unwrap();
@@ -104,6 +105,7 @@ fn ties_trims_elects_by_total_and_averages_agreeing_entries() {
         density: 0.5,
         sign: SignElection::Count,
         lambda: 2.0,
+        weights: Weights::One,
     };
     // Entry (1,0) has one vote each way: no sign, nothing kept.
     let u = merge_module(&parts, &by_count, (2, 2), parts.len(), 0).unwrap();
@@ -195,7 +197,7 @@ fn tsv_keeps_orthogonal_tasks_and_orthogonalises_overlapping_ones() {
         &MergeMethod::Tsv {
             m: 8,
             lambda: 1.0,
-            weights: TsvWeights::One,
+            weights: Weights::One,
         },
         (2, 2),
         parts.len(),
@@ -216,7 +218,7 @@ fn tsv_keeps_orthogonal_tasks_and_orthogonalises_overlapping_ones() {
         &MergeMethod::Tsv {
             m: 1,
             lambda: 1.0,
-            weights: TsvWeights::One,
+            weights: Weights::One,
         },
         (2, 2),
         parts.len(),
@@ -260,6 +262,7 @@ fn export_truncates_dense_results_and_reports_the_error() {
         density: 0.5,
         sign: SignElection::Total,
         lambda: 1.0,
+        weights: Weights::One,
     };
     let mut merged = Merged::default();
     merged.updates.insert(
@@ -288,6 +291,7 @@ fn settings_out_of_range_are_named() {
         density: 1.5,
         sign: SignElection::Total,
         lambda: 1.0,
+        weights: Weights::One,
     };
     assert_eq!(
         bad.validate().unwrap_err().to_string(),
@@ -325,6 +329,111 @@ fn the_paper_s_average_and_tsv_divide_by_every_adapter_merged() {
         };
         dense(&merge_module(&parts, &method, (2, 2), 2, 0).unwrap())
     };
-    close(&tsv(TsvWeights::Equal), &[&[1.0, 0.0], &[0.0, 2.0]]);
-    close(&tsv(TsvWeights::One), &[&[2.0, 0.0], &[0.0, 4.0]]);
+    close(&tsv(Weights::Equal), &[&[1.0, 0.0], &[0.0, 2.0]]);
+    close(&tsv(Weights::One), &[&[2.0, 0.0], &[0.0, 4.0]]);
+}
+
+/// TIES and TSV weigh each task vector as the paper's `weight_init` does: one weight each
+/// (TIES' default), 1/N each (TSV's default), a number, or a list per adapter.
+#[test]
+fn ties_and_tsv_take_per_adapter_weights() {
+    let i = eye2();
+    let t = taus();
+    let parts: Vec<Part<'_>> = t.iter().map(|b| part(&i, b)).collect();
+    let ties = |weights| MergeMethod::Ties {
+        density: 0.5,
+        sign: SignElection::Total,
+        lambda: 1.0,
+        weights,
+    };
+    // Unweighted: [[2.5, -4], [-3, 0]] (see above); weights scale every trimmed entry alike,
+    // so the disjoint mean scales with them.
+    let u = merge_module(&parts, &ties(Weights::Equal), (2, 2), 3, 0).unwrap();
+    close(&dense(&u), &[&[2.5 / 3.0, -4.0 / 3.0], &[-1.0, 0.0]]);
+    let u = merge_module(&parts, &ties(Weights::Each(2.0)), (2, 2), 3, 0).unwrap();
+    close(&dense(&u), &[&[5.0, -8.0], &[-6.0, 0.0]]);
+
+    // A list reaches the tasks one by one through merge_adapters: weights (1, 0, 0) keep τ₁'s
+    // top half alone, [[3, 0], [2, 0]].
+    let cfg: crate::model::LlamaConfig = serde_json::from_str(
+        r#"{"hidden_size": 2, "intermediate_size": 2, "num_attention_heads": 1,
+            "num_key_value_heads": 1, "num_hidden_layers": 1, "vocab_size": 4}"#,
+    )
+    .unwrap();
+    let config: crate::adapter::AdapterConfig =
+        serde_json::from_str(r#"{"r": 2, "lora_alpha": 2}"#).unwrap();
+    let adapters: Vec<Adapter> = t
+        .iter()
+        .enumerate()
+        .map(|(n, b)| Adapter {
+            name: format!("t{n}"),
+            dir: Default::default(),
+            config: config.clone(),
+            pairs: [(
+                (0, Module::Q),
+                crate::adapter::LoraPair {
+                    a: i.clone(),
+                    b: b.clone(),
+                },
+            )]
+            .into(),
+            storage_dtype: "F32".into(),
+            file_size: 0,
+            warnings: Vec::new(),
+        })
+        .collect();
+    let sources: Vec<(&Adapter, f64)> = adapters.iter().map(|a| (a, 1.0)).collect();
+    let merged = merge_adapters(&sources, &ties(Weights::List(vec![1.0, 0.0, 0.0])), &cfg).unwrap();
+    close(
+        &dense(&merged.updates[&(0, Module::Q)]),
+        &[&[3.0, 0.0], &[2.0, 0.0]],
+    );
+    let tsv = |weights| MergeMethod::Tsv {
+        m: 8,
+        lambda: 1.0,
+        weights,
+    };
+    // TSV of one task at weight 0.5 (the others at 0) is half of it.
+    let merged = merge_adapters(&sources, &tsv(Weights::List(vec![0.0, 0.5, 0.0])), &cfg).unwrap();
+    close(
+        &dense(&merged.updates[&(0, Module::Q)]),
+        &[&[-0.75, -2.0], &[0.5, 0.1]],
+    );
+    let err = merge_adapters(&sources, &tsv(Weights::List(vec![1.0])), &cfg).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("method.weights lists 1 weights for 3 adapters merged"),
+        "{err}"
+    );
+    // As a spec writes them.
+    for (text, want) in [
+        ("\"equal\"", Weights::Equal),
+        ("\"one\"", Weights::One),
+        ("0.5", Weights::Each(0.5)),
+        ("[1.0, -0.5]", Weights::List(vec![1.0, -0.5])),
+    ] {
+        let m: MergeMethod =
+            toml::from_str(&format!("kind = \"tsv\"\nweights = {text}\n")).unwrap();
+        assert_eq!(m, tsv(want.clone()), "{text}");
+        assert_eq!(
+            toml::to_string(&m).unwrap(),
+            format!(
+                "kind = \"tsv\"\nm = 8\nlambda = 1.0\nweights = {}\n",
+                text.replace("[1.0, -0.5]", "[1.0, -0.5]")
+            )
+        );
+    }
+    let err = toml::from_str::<MergeMethod>("kind = \"ties\"\nweights = \"half\"\n").unwrap_err();
+    assert!(
+        err.message()
+            .contains("weights must be \"equal\", \"one\", a number or a list of numbers"),
+        "{err}"
+    );
+    assert_eq!(
+        ties(Weights::List(vec![1.0, f64::NAN]))
+            .validate()
+            .unwrap_err()
+            .to_string(),
+        "method.weights: must be a finite number, got nan"
+    );
 }

@@ -144,6 +144,7 @@ pub fn execute(
     let rows = methods::Rows {
         train: &train,
         val: &val,
+        combined: spec.task.combine,
     };
     let mut rec = Recorder::new(on, cancel);
 
@@ -167,7 +168,7 @@ pub fn execute(
         method => {
             let found = choose::candidates(bench, spec, &task, &mut rec)?;
             timings.load_s = laps.lap();
-            let chosen = choose::choose(bench, spec, &found, &rows, &mut rec)?;
+            let chosen = choose::choose(bench, spec, &task, &found, &rows, &mut rec)?;
             timings.select_s = laps.lap();
             let refs: Vec<_> = chosen.adapters.iter().collect();
             let outcome = match method {
@@ -179,11 +180,14 @@ pub fn execute(
                 MethodSpec::Base | MethodSpec::NewLora(_) => unreachable!("matched above"),
             };
             timings.tune_s = laps.lap();
-            (outcome, Some(found.info), chosen.info)
+            let mut info = found.info;
+            info.ties = chosen.ties;
+            (outcome, Some(info), chosen.info)
         }
     };
 
-    let examples = evaluate::test_outcomes(&outcome.model, &bench.codec, &task, spec, &mut rec)?;
+    let (examples, dropped) =
+        evaluate::test_outcomes(&outcome.model, &bench.codec, &task, spec, &mut rec)?;
     timings.eval_s = laps.lap();
     timings.total_s = t0.elapsed().as_secs_f64();
     let (curve, coefficient_curve) = rec.into_curves();
@@ -212,7 +216,9 @@ pub fn execute(
             train: task.train.len(),
             validation: task.validation.len(),
             test: task.test.len(),
-            matching: if task.exact { "exact" } else { "normalized" }.into(),
+            matching: task.scoring.normalize.name().into(),
+            scoring: Some(task.scoring),
+            dropped,
         },
         pool,
         chosen,

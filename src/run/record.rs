@@ -34,8 +34,20 @@ pub struct TaskInfo {
     pub train: usize,
     pub validation: usize,
     pub test: usize,
-    /// How predictions are compared with answers: `exact` or `normalized` (whitespace, case).
+    /// How predictions are compared with answers: `exact`, `whitespace` (runs of whitespace and
+    /// case) or `paper` (the paper's normalisation); records before protocols say `normalized`
+    /// for `whitespace`.
     pub matching: String,
+    /// Every setting the test stage judged generations with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<crate::eval::Scoring>,
+    /// Test examples dropped because their prompt reached the scoring's token cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +62,9 @@ pub struct PoolInfo {
     pub filter: String,
     pub usable: usize,
     pub rejected: Vec<Rejected>,
+    /// What broke a tie at the top-k cut, when one did (e.g. most of the pool scoring 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ties: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,12 +25,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::random_init::RandomInit;
+use crate::eval::answer::{Extract, Normalize, TaskSettings};
 use crate::merge::method::MergeMethod;
 use crate::model::module::Module;
 use crate::model::pref::{DevicePref, DtypePref};
 use crate::model::template::kind::Template;
 use crate::pool::filter::Filter;
 use crate::pool::source::PoolSource;
+use crate::run::protocol::Protocol;
 use crate::run::setting::{
     BadSetting, Fields, MAX_BATCH, MAX_BOOTSTRAP, MAX_NEW_TOKENS, MAX_RANK, MAX_STEPS,
 };
@@ -114,9 +116,17 @@ pub struct TaskSpec {
     pub validation: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<PathBuf>,
-    /// Use only the first N training examples (e.g. 10 for the few-example setting).
+    /// Use only the first N training examples (the validation file stays whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_examples: Option<usize>,
+    /// Use N examples of train + validation in all, as the paper does: the first N/5 (rounded
+    /// down) of the validation file and the first N − N/5 of the training file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<usize>,
+    /// Merge train and validation into one set, used both to train and to choose the checkpoint
+    /// (the paper's low-data setting).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub combine: bool,
     /// The task's own adapter, for the oracle control with non-lab tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oracle_adapter: Option<PathBuf>,
@@ -185,6 +195,17 @@ pub struct NewLoraSpec {
     pub modules: Vec<String>,
     #[serde(default = "warm")]
     pub warmup_frac: f64,
+    /// Measure the validation loss every this many steps (and at the start) and keep the best
+    /// checkpoint; 0 keeps the last step.
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// The cosine schedule decays to this fraction of `lr` (the paper's: 0).
+    #[serde(default = "final_frac")]
+    pub final_lr_frac: f64,
+}
+
+fn final_frac() -> f64 {
+    0.1
 }
 
 impl Default for NewLoraSpec {
@@ -198,6 +219,8 @@ impl Default for NewLoraSpec {
             batch_size: b8(),
             modules: all_modules(),
             warmup_frac: warm(),
+            checkpoint_every: 0,
+            final_lr_frac: final_frac(),
         }
     }
 }
@@ -223,7 +246,9 @@ impl NewLoraSpec {
                 got: format!("{m:?}"),
             });
         }
-        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)
+        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)?;
+        f.count("checkpoint_every", self.checkpoint_every, 0, MAX_STEPS)?;
+        f.within("final_lr_frac", self.final_lr_frac, 0.0, 1.0, false)
     }
 }
 
@@ -275,31 +300,42 @@ pub struct ControlSpec {
 fn bootstrap() -> usize {
     1000
 }
-fn max_new() -> usize {
-    48
-}
 fn eval_batch() -> usize {
     32
 }
 
+/// The test stage's settings. `max_new_tokens`, `extract`, `normalize` and `max_prompt_tokens`
+/// set here win over the task's `task.toml`, which wins over the protocol's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
     /// Bootstrap resamples for the 95% intervals.
     #[serde(default = "bootstrap")]
     pub bootstrap: usize,
-    #[serde(default = "max_new")]
-    pub max_new_tokens: usize,
     #[serde(default = "eval_batch")]
     pub batch_size: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    /// `none`, or `####`: compare the text after the last `####` (chain-of-thought answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<Extract>,
+    /// `exact`, `whitespace` or `paper`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
+    /// Test prompts of this many tokens or more are dropped (and counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<usize>,
 }
 
 impl Default for EvalSpec {
     fn default() -> Self {
         Self {
             bootstrap: bootstrap(),
-            max_new_tokens: max_new(),
             batch_size: eval_batch(),
+            max_new_tokens: None,
+            extract: None,
+            normalize: None,
+            max_prompt_tokens: None,
         }
     }
 }
@@ -308,8 +344,23 @@ impl EvalSpec {
     /// Checks the sizes are in range (0 bootstrap resamples: no intervals).
     pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
         f.count("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP)?;
-        f.count("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)?;
+        if let Some(n) = self.max_new_tokens {
+            f.count("max_new_tokens", n, 1, MAX_NEW_TOKENS)?;
+        }
+        if let Some(n) = self.max_prompt_tokens {
+            f.positive("max_prompt_tokens", n)?;
+        }
         f.count("batch_size", self.batch_size, 1, MAX_BATCH)
+    }
+
+    /// The scoring settings this table gives (each unset one left to the task and protocol).
+    pub fn settings(&self) -> TaskSettings {
+        TaskSettings {
+            max_new_tokens: self.max_new_tokens,
+            extract: self.extract,
+            normalize: self.normalize,
+            max_prompt_tokens: self.max_prompt_tokens,
+        }
     }
 }
 
@@ -326,6 +377,9 @@ fn default_selection() -> Selection {
 pub struct RunSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// Whose defaults the unset settings take: `lab` or `paper` (see README).
+    #[serde(default)]
+    pub protocol: Protocol,
     #[serde(default)]
     pub seed: u64,
     #[serde(default = "auto_device")]
@@ -368,7 +422,7 @@ pub enum SpecError {
 
 impl RunSpec {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let spec: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+        let mut spec: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: explain_toml_error(&e, text),
         })?;
@@ -391,6 +445,8 @@ impl RunSpec {
                 });
             }
         }
+        let doc: toml::Table = text.parse().unwrap_or_default();
+        spec.protocol.fill(&mut spec, &doc);
         spec.validate()?;
         Ok(spec)
     }
@@ -443,6 +499,20 @@ impl RunSpec {
         }
         if t.train_examples == Some(0) {
             return bad("task: train_examples must be at least 1".into());
+        }
+        match t.examples {
+            Some(_) if t.train_examples.is_some() => {
+                return bad(
+                    "task: give examples (train + validation) or train_examples, not both".into(),
+                );
+            }
+            Some(n) if n < 5 && !t.combine => {
+                return bad(format!(
+                    "task: examples = {n} leaves no validation example (a fifth of them, rounded down); give at least 5, or combine = true"
+                ));
+            }
+            Some(0) => return bad("task: examples must be at least 1".into()),
+            _ => {}
         }
         self.selection.validate()?;
         let f = Fields("method.");

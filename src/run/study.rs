@@ -72,6 +72,7 @@ pub fn lab_paper_arms() -> Vec<Arm> {
                 density: 0.2,
                 sign: SignElection::Total,
                 lambda: 1.0,
+                weights: crate::merge::Weights::One,
             }),
             top30.clone(),
         ),
@@ -250,6 +251,7 @@ pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
                     arm: arm.label.clone(),
                 };
                 let spec = RunSpec {
+                    protocol: Default::default(),
                     name: cell.name(),
                     seed,
                     device: opts.device.clone(),

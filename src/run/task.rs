@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::execute::{Result, RunError};
 use super::spec::RunSpec;
-use crate::eval::{self, Example};
+use crate::eval::{self, Example, Scoring, TaskSettings};
 use crate::pool;
 
 /// A task's data, encoded.
@@ -14,13 +14,15 @@ pub struct TaskData {
     pub validation: Vec<Example>,
     pub test: Vec<Example>,
     pub oracle: Option<PathBuf>,
-    /// Lab tasks compare answers exactly; others after normalising whitespace and case.
-    pub exact: bool,
+    /// How generations are judged: the spec's `[eval]` over the task's `task.toml` over the
+    /// protocol's defaults (lab tasks compare exact strings, others normalise whitespace and
+    /// case, under the lab protocol).
+    pub scoring: Scoring,
 }
 
 pub fn load_task(spec: &RunSpec) -> Result<TaskData> {
     let t = &spec.task;
-    let (name, dir_files, oracle, exact) = match &t.lab {
+    let (name, dir_files, oracle, lab_task) = match &t.lab {
         Some(lab) => {
             if !pool::is_plain_name(lab) {
                 return Err(RunError::Task(format!("{lab:?} is not a lab task name")));
@@ -63,16 +65,38 @@ pub fn load_task(spec: &RunSpec) -> Result<TaskData> {
             )
         }
     };
+    let folder = dir_files[0].parent().unwrap_or(std::path::Path::new("."));
+    let own = TaskSettings::read(folder).map_err(RunError::Task)?;
+    let s = spec
+        .eval
+        .settings()
+        .over(own)
+        .over(spec.protocol.scoring(lab_task));
+    let scoring = Scoring {
+        max_new_tokens: s.max_new_tokens.expect("the protocol sets every default"),
+        extract: s.extract.expect("the protocol sets every default"),
+        normalize: s.normalize.expect("the protocol sets every default"),
+        max_prompt_tokens: s.max_prompt_tokens,
+    };
     let mut train = eval::read_jsonl(&dir_files[0])?;
+    let mut validation = eval::read_jsonl(&dir_files[1])?;
     if let Some(n) = t.train_examples {
         train.truncate(n);
+    }
+    if let Some(n) = t.examples {
+        validation.truncate(n / 5);
+        train.truncate(n - validation.len());
+    }
+    if t.combine {
+        train.extend(validation.iter().cloned());
+        validation = train.clone();
     }
     Ok(TaskData {
         name,
         train,
-        validation: eval::read_jsonl(&dir_files[1])?,
+        validation,
         test: eval::read_jsonl(&dir_files[2])?,
         oracle,
-        exact,
+        scoring,
     })
 }

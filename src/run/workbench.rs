@@ -199,4 +199,123 @@ impl Workbench {
         self.screen_cache = cache;
         Ok(result?)
     }
+
+    /// Each adapter's exact match of greedy generations on `examples` under `scoring` (the
+    /// paper's selection metric), with its answer loss: teacher forcing decides the examples an
+    /// adapter reproduces, the rest are generated. Examples whose prompt the scoring drops are
+    /// left out. Kept in the screening cache beside the teacher-forced scores, keyed by the
+    /// scoring too.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn generated_scores(
+        &mut self,
+        adapters: &[&Adapter],
+        examples: &[Example],
+        encoded: &[EncodedExample],
+        scoring: &eval::Scoring,
+        on: &mut dyn FnMut(RunEvent),
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<Score>> {
+        let prompts = eval::judge::prompts(&self.codec, examples)?;
+        let kept: Vec<usize> = (0..examples.len())
+            .filter(|&i| !scoring.drops(prompts[i].len()))
+            .collect();
+        if kept.is_empty() {
+            return Err(RunError::Task(format!(
+                "every train and validation prompt has {} tokens or more: nothing to select by",
+                scoring.max_prompt_tokens.unwrap_or_default()
+            )));
+        }
+        let examples: Vec<Example> = kept.iter().map(|&i| examples[i].clone()).collect();
+        let encoded: Vec<EncodedExample> = kept.iter().map(|&i| encoded[i].clone()).collect();
+        let prompts: Vec<Vec<u32>> = kept.iter().map(|&i| prompts[i].clone()).collect();
+        let identity = self
+            .identity
+            .clone()
+            .unwrap_or_else(|| self.model_path.display().to_string());
+        let task = select::screen::task_hash(&identity, &encoded);
+        let how = format!(
+            "generated|{}|{}|{}|{}",
+            scoring.max_new_tokens,
+            scoring.extract.name(),
+            scoring.normalize.name(),
+            scoring.max_prompt_tokens.unwrap_or(0)
+        );
+        let keys: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{how}|{task}|{}", select::screen::adapter_revision(a)))
+            .collect();
+        let mut out: Vec<Option<Score>> = keys
+            .iter()
+            .map(|k| self.screen_cache.get(k).copied())
+            .collect();
+        let cached = out.iter().filter(|s| s.is_some()).count();
+        if cached > 0 {
+            on(RunEvent::Log(format!(
+                "{cached} of {} generated scores from the screening cache",
+                adapters.len()
+            )));
+        }
+        on(RunEvent::Stage {
+            name: "generating answers to select by".into(),
+            total: adapters.len(),
+        });
+        let cfg = self.model.config().clone();
+        let mut done = cached;
+        on(RunEvent::Advance(done));
+        let mut result = Ok(());
+        for (i, ad) in adapters.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let scored = (|| -> Result<Score> {
+                let br = crate::adapter::branches_for(
+                    &[(*ad, 1.0)],
+                    &cfg,
+                    self.model.dtype(),
+                    self.model.device(),
+                )?;
+                let folded = self.model.fold(&br)?;
+                let judged = eval::judge(
+                    &folded,
+                    &self.codec,
+                    &examples,
+                    &encoded,
+                    &prompts,
+                    scoring,
+                    None,
+                    64,
+                    &mut |_| {},
+                    cancel,
+                )?;
+                let n = judged.len() as f64;
+                Ok(Score {
+                    exact_match: judged.iter().filter(|j| j.correct).count() as f64 / n,
+                    loss: judged.iter().map(|j| j.loss).sum::<f64>() / n,
+                })
+            })();
+            match scored {
+                Ok(score) => {
+                    self.screen_cache.put(keys[i].clone(), score);
+                    out[i] = Some(score);
+                    done += 1;
+                    on(RunEvent::Advance(done));
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        // What was scored before a cancel (or an error) is kept for the next selection.
+        if let Err(e) = self.screen_cache.save() {
+            on(RunEvent::Log(format!(
+                "the screening cache was not saved (scores will be computed again next time): {e}"
+            )));
+        }
+        result?;
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every adapter scored"))
+            .collect())
+    }
 }

@@ -14,6 +14,11 @@ pub enum ScoreMetric {
     ExactMatch,
     /// Mean answer-token loss, lower first.
     Loss,
+    /// Exact match of greedy generations under the task's scoring (the paper's metric), ties
+    /// broken by loss. Teacher forcing decides the examples an adapter reproduces; only the rest
+    /// are generated.
+    #[serde(rename = "generated-exact-match")]
+    Generated,
 }
 
 /// A selection strategy (the `[selection]` table of a run spec).
@@ -82,6 +87,10 @@ impl Selection {
                 by: ScoreMetric::ExactMatch,
                 ..
             } => "top-k by exact match",
+            Selection::TopK {
+                by: ScoreMetric::Generated,
+                ..
+            } => "top-k by generated exact match",
             Selection::TopK { .. } => "top-k by loss",
             Selection::Random { .. } => "random",
             Selection::Similar { .. } => "similar",

@@ -24,8 +24,13 @@ pub struct LoraTrainSpec {
     pub lr: f64,
     pub steps: usize,
     pub batch_size: usize,
-    /// Fraction of `steps` spent warming up; the rest decays on a cosine to 10%.
+    /// Fraction of `steps` spent warming up; the rest decays on a cosine to `final_lr_frac`.
     pub warmup_frac: f64,
+    /// The learning rate at the end, as a fraction of `lr`.
+    pub final_lr_frac: f64,
+    /// Measure the validation loss every this many steps (and at the last) and keep the best
+    /// checkpoint; 0 keeps the last step.
+    pub best_every: usize,
     pub weight_decay: f64,
     pub seed: u64,
     /// Stop when teacher-forced exact match on the check examples reaches this.
@@ -43,6 +48,8 @@ pub struct TrainedLora {
     pub final_loss: f64,
     /// Exact match on the check examples at the last check.
     pub check_accuracy: Option<f64>,
+    /// The kept checkpoint's step and validation loss, when checkpoints were compared.
+    pub best: Option<(usize, f64)>,
 }
 
 /// Uniform values in ±bound from `rng`, as a tensor.
@@ -59,17 +66,19 @@ pub fn seeded_uniform(
     Tensor::from_vec(v, shape, dev)
 }
 
-/// Trains a LoRA; `progress(step, loss)` after every step. Stops early when `cancel` is set.
-/// `dropout` > 0 applies LoRA dropout to the branch inputs during training steps.
+/// Trains a LoRA; `progress(step, loss, validation loss)` after every step (the validation loss
+/// on the steps it is measured, `val` every `best_every` steps). Stops early when `cancel` is
+/// set. `dropout` > 0 applies LoRA dropout to the branch inputs during training steps.
 #[allow(clippy::too_many_arguments)]
 pub fn train_lora(
     model: &Llama,
     pad_id: u32,
     train: &[EncodedExample],
+    val: &[EncodedExample],
     check: &[EncodedExample],
     spec: &LoraTrainSpec,
     dropout: f64,
-    progress: &mut dyn FnMut(usize, f64),
+    progress: &mut dyn FnMut(usize, f64, Option<f64>),
     cancel: Option<&AtomicBool>,
 ) -> Result<TrainedLora> {
     let cfg = model.config().clone();
@@ -111,7 +120,7 @@ pub fn train_lora(
         peak: spec.lr,
         warmup: ((spec.steps as f64 * spec.warmup_frac) as usize).max(1),
         total: spec.steps,
-        final_frac: 0.1,
+        final_frac: spec.final_lr_frac,
     };
     let mut trainer = Trainer::new(all_vars, (0.9, 0.999), spec.weight_decay, Some(1.0))?;
 
@@ -119,6 +128,8 @@ pub fn train_lora(
     let mut final_loss = f64::NAN;
     let mut check_accuracy = None;
     let mut steps = 0;
+    let mut best: Option<(usize, f64, Vec<(Tensor, Tensor)>)> = None;
+    let compare = spec.best_every > 0 && !val.is_empty();
     for step in 0..spec.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             break;
@@ -138,8 +149,22 @@ pub fn train_lora(
         })?;
         trainer.step(&loss, schedule.lr(step))?;
         steps = step + 1;
-        progress(steps, final_loss);
         let last = steps == spec.steps;
+        let mut val_loss = None;
+        if compare && (steps % spec.best_every == 0 || last) {
+            let br = branches(&vars);
+            let v = crate::eval::mean_token_loss(model, pad_id, val, Some(&br), 32)?;
+            let v = crate::eval::finite(v, || format!("the validation loss at step {steps}"))?;
+            val_loss = Some(v);
+            if best.as_ref().is_none_or(|(_, b, _)| v < *b) {
+                let snapshot = vars
+                    .values()
+                    .map(|(a, b)| (a.as_tensor().detach(), b.as_tensor().detach()))
+                    .collect();
+                best = Some((steps, v, snapshot));
+            }
+        }
+        progress(steps, final_loss, val_loss);
         if !check.is_empty() && spec.check_every > 0 && (steps % spec.check_every == 0 || last) {
             let br = branches(&vars);
             let exact = teacher_forced_exact(model, pad_id, check, Some(&br))?;
@@ -150,14 +175,18 @@ pub fn train_lora(
             }
         }
     }
+    let kept: Vec<(Tensor, Tensor)> = match &best {
+        Some((_, _, snapshot)) => snapshot.clone(),
+        None => vars
+            .values()
+            .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
+            .collect(),
+    };
     let mut pairs = PairMap::new();
-    for ((l, m), (a, b)) in vars {
+    for (&(l, m), (a, b)) in vars.keys().zip(kept) {
         pairs.insert(
             (l, m),
-            (
-                a.as_tensor().to_device(&Device::Cpu)?,
-                b.as_tensor().to_device(&Device::Cpu)?,
-            ),
+            (a.to_device(&Device::Cpu)?, b.to_device(&Device::Cpu)?),
         );
     }
     Ok(TrainedLora {
@@ -167,5 +196,6 @@ pub fn train_lora(
         steps,
         final_loss,
         check_accuracy,
+        best: best.map(|(step, v, _)| (step, v)),
     })
 }

@@ -188,6 +188,21 @@ pub struct LorahubSpec {
     /// Rows (candidate × example) per forward; bounds memory on large models.
     #[serde(default = "rows")]
     pub rows_per_forward: usize,
+    /// The examples the objective is measured on.
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// The examples LoraHub's objective is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The training examples (LoraHub's own recipe; the validation loss is then held out).
+    #[default]
+    Train,
+    /// Train and validation examples together (the paper's setting).
+    #[serde(rename = "train+validation")]
+    TrainValidation,
 }
 
 impl Default for LorahubSpec {
@@ -200,6 +215,7 @@ impl Default for LorahubSpec {
             sigma: sigma(),
             examples: None,
             rows_per_forward: rows(),
+            objective: Objective::Train,
         }
     }
 }

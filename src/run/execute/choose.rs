@@ -8,12 +8,13 @@ use super::recorder::Recorder;
 use super::{Result, RunError};
 use crate::adapter::Adapter;
 use crate::adapter::random::{RandomInit, randomize};
+use crate::eval::Example;
 use crate::model::template::EncodedExample;
 use crate::run::record::{ChosenAdapter, PoolInfo, Rejected};
 use crate::run::spec::RunSpec;
 use crate::run::task::TaskData;
 use crate::run::workbench::Workbench;
-use crate::select::{self, SelectError, Selection};
+use crate::select::{self, ScoreMetric, SelectError, Selection};
 
 /// The pool as a run found it: its usable adapters (the task's oracle last, when the run asks
 /// for it) and what the record says of the pool.
@@ -37,6 +38,8 @@ impl Candidates {
 pub struct Chosen {
     pub adapters: Vec<Adapter>,
     pub info: Vec<ChosenAdapter>,
+    /// What broke a tie at the top-k cut, when one did.
+    pub ties: Option<String>,
 }
 
 /// Loads the spec's pool (cached on the workbench) and the task's oracle adapter.
@@ -60,6 +63,7 @@ pub fn candidates(
                 reason: reason.clone(),
             })
             .collect(),
+        ties: None,
     };
     let oracle = if spec.controls.oracle {
         let dir = task.oracle.clone().ok_or_else(|| {
@@ -95,20 +99,48 @@ fn is_oracle(a: &Adapter) -> bool {
 pub fn choose(
     bench: &mut Workbench,
     spec: &RunSpec,
+    task: &TaskData,
     found: &Candidates,
     rows: &Rows<'_>,
     rec: &mut Recorder<'_>,
 ) -> Result<Chosen> {
     let candidates = found.all();
+    let mut ties = None;
     let scores = if spec.selection.needs_scores() {
-        // Each adapter is scored on the train and validation rows together.
-        let both: Vec<EncodedExample> = rows.train.iter().chain(rows.val).cloned().collect();
+        // Each adapter is scored on the train and validation rows together (once when they are
+        // one merged set).
+        let (both, rows_of): (Vec<EncodedExample>, Vec<Example>) = if rows.combined {
+            (rows.train.to_vec(), task.train.clone())
+        } else {
+            (
+                rows.train.iter().chain(rows.val).cloned().collect(),
+                task.train.iter().chain(&task.validation).cloned().collect(),
+            )
+        };
         let cancel = rec.cancel();
-        Some(bench.scores(&candidates, &both, rec.sink(), cancel)?)
+        let mut scores = bench.scores(&candidates, &both, rec.sink(), cancel)?;
+        if let Selection::TopK { k, by } = &spec.selection {
+            if *by == ScoreMetric::Generated {
+                rec.check()?;
+                scores = bench.generated_scores(
+                    &candidates,
+                    &rows_of,
+                    &both,
+                    &task.scoring,
+                    rec.sink(),
+                    cancel,
+                )?;
+            }
+            ties = select::describe_ties(&scores, *k, *by);
+        }
+        Some(scores)
     } else {
         None
     };
     rec.check()?;
+    if let Some(line) = &ties {
+        rec.log(line.clone());
+    }
     let reference = match &spec.selection {
         Selection::Similar { to, .. } => match candidates.iter().find(|a| &a.name == to) {
             Some(a) => Some((*a).clone()),
@@ -174,5 +206,9 @@ pub fn choose(
         spec.selection.name(),
         if random { ", random-init" } else { "" }
     ));
-    Ok(Chosen { adapters, info })
+    Ok(Chosen {
+        adapters,
+        info,
+        ties,
+    })
 }

@@ -2,82 +2,83 @@
 
 use super::recorder::Recorder;
 use super::{Result, RunError};
-use crate::eval::{self, answers_match};
+use crate::eval::{self, judge};
 use crate::model::template::EncodedExample;
-use crate::model::{Llama, TextCodec, generate};
+use crate::model::{Llama, TextCodec};
 use crate::run::record::ExampleOutcome;
 use crate::run::spec::RunSpec;
 use crate::run::task::TaskData;
 
-/// Exact match of greedy generations and answer loss on the test split, per example.
+/// The test split judged under the task's scoring: answer loss and verdict per example, and the
+/// number of examples dropped for a prompt at the scoring's token cap.
 pub fn test_outcomes(
     model: &Llama,
     codec: &TextCodec,
     task: &TaskData,
     spec: &RunSpec,
     rec: &mut Recorder<'_>,
-) -> Result<Vec<ExampleOutcome>> {
-    let n = task.test.len();
-    rec.stage("evaluating on test", n);
+) -> Result<(Vec<ExampleOutcome>, usize)> {
+    let prompts =
+        judge::prompts(codec, &task.test).map_err(|e| RunError::Task(format!("test {e}")))?;
+    let kept: Vec<usize> = (0..task.test.len())
+        .filter(|&i| !task.scoring.drops(prompts[i].len()))
+        .collect();
+    let dropped = task.test.len() - kept.len();
+    if dropped > 0 {
+        rec.log(format!(
+            "{dropped} of {} test examples dropped: their prompt has {} tokens or more",
+            task.test.len(),
+            task.scoring.max_prompt_tokens.unwrap_or_default()
+        ));
+    }
+    let examples: Vec<eval::Example> = kept.iter().map(|&i| task.test[i].clone()).collect();
+    let prompts: Vec<Vec<u32>> = kept.iter().map(|&i| prompts[i].clone()).collect();
+    if examples.is_empty() {
+        return Err(RunError::Task(format!(
+            "every test prompt of {} has {} tokens or more",
+            task.name,
+            task.scoring.max_prompt_tokens.unwrap_or_default()
+        )));
+    }
+    rec.stage("evaluating on test", examples.len());
     let encoded: Vec<EncodedExample> = codec
         .encode_examples(
-            task.test
+            examples
                 .iter()
                 .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
         )
         .map_err(|e| RunError::Task(format!("test {e}")))?;
-    let batch = spec.eval.batch_size.max(1);
-    let mut out = Vec::with_capacity(n);
-    // With exact matching and an end token, teacher forcing gives greedy decoding's verdict
-    // (every answer position and the end token are the argmax) in the same forward as the loss.
-    if task.exact && !codec.eos_ids().is_empty() {
-        let mut examples = task.test.iter();
-        for chunk in encoded.chunks(batch) {
-            rec.check()?;
-            for (o, e) in eval::answer_outcomes(model, codec.pad_id(), chunk, None)?
-                .into_iter()
-                .zip(examples.by_ref())
-            {
-                let row = out.len() + 1;
-                let loss = eval::finite(o.loss, || format!("the test loss of example {row}"))?;
-                out.push(ExampleOutcome {
-                    prompt: e.prompt.clone(),
-                    answer: e.answer.clone(),
-                    prediction: codec.decode_answer(&o.greedy_prefix),
-                    truncated: !o.exact,
-                    correct: o.exact,
-                    loss,
-                });
-            }
-            rec.emit(crate::run::event::RunEvent::Advance(out.len()));
-        }
-        return Ok(out);
-    }
-    let mut losses = Vec::with_capacity(n);
-    for chunk in encoded.chunks(batch) {
-        losses.extend(eval::answer_losses(model, codec.pad_id(), chunk, None)?);
-    }
-    for (i, (e, loss)) in task.test.iter().zip(losses).enumerate() {
-        rec.check()?;
-        let loss = eval::finite(loss, || format!("the test loss of example {}", i + 1))?;
-        let prompt = codec.encode_prompt(e.system.as_deref(), &e.prompt)?;
-        let ids = generate::greedy(
-            model,
-            &prompt,
-            spec.eval.max_new_tokens,
-            codec.eos_ids(),
-            None,
-        )?;
-        let prediction = codec.decode_answer(&ids);
-        out.push(ExampleOutcome {
-            prompt: e.prompt.clone(),
-            answer: e.answer.clone(),
-            correct: answers_match(&prediction, &e.answer, task.exact),
-            prediction,
-            truncated: false,
-            loss,
-        });
-        rec.emit(crate::run::event::RunEvent::Advance(i + 1));
-    }
-    Ok(out)
+    let cancel = rec.cancel();
+    let judged = eval::judge(
+        model,
+        codec,
+        &examples,
+        &encoded,
+        &prompts,
+        &task.scoring,
+        None,
+        spec.eval.batch_size,
+        &mut |n| rec.emit(crate::run::event::RunEvent::Advance(n)),
+        cancel,
+    )
+    .map_err(|e| match e {
+        eval::EvalError::NonFinite { what, value } => eval::EvalError::NonFinite {
+            what: what.replacen("the loss", "the test loss", 1),
+            value,
+        },
+        e => e,
+    })?;
+    let out = examples
+        .into_iter()
+        .zip(judged)
+        .map(|(e, j)| ExampleOutcome {
+            prompt: e.prompt,
+            answer: e.answer,
+            prediction: j.prediction,
+            truncated: j.truncated,
+            correct: j.correct,
+            loss: j.loss,
+        })
+        .collect();
+    Ok((out, dropped))
 }

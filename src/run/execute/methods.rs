@@ -13,12 +13,15 @@ use crate::run::spec::{NewLoraSpec, RunSpec};
 use crate::run::workbench::Workbench;
 use crate::tune::coef::{CoefficientBranches, GradientSpec, Granularity, tune_coefficients};
 use crate::tune::lorahub::{LorahubSpec, StackedPool, tune_lorahub};
+use crate::tune::settings::Objective;
 use crate::tune::{LoraTrainSpec, train_lora};
 
 /// The rows a method trains and validates on.
 pub struct Rows<'a> {
     pub train: &'a [EncodedExample],
     pub val: &'a [EncodedExample],
+    /// Train and validation are one merged set (`task.combine`).
+    pub combined: bool,
 }
 
 fn val_loss(bench: &Workbench, model: &crate::model::Llama, rows: &Rows<'_>) -> Result<f64> {
@@ -56,6 +59,8 @@ pub fn new_lora(
         steps: n.steps,
         batch_size: n.batch_size,
         warmup_frac: n.warmup_frac,
+        final_lr_frac: n.final_lr_frac,
+        best_every: n.checkpoint_every,
         weight_decay: 0.0,
         seed: spec.seed,
         early_stop: None,
@@ -67,10 +72,11 @@ pub fn new_lora(
         &bench.model,
         bench.codec.pad_id(),
         rows.train,
+        rows.val,
         &[],
         &lspec,
         n.dropout,
-        &mut |step, loss| rec.point(step, loss, None),
+        &mut |step, loss, val| rec.point(step, loss, val),
         cancel,
     )?;
     rec.check()?;
@@ -86,7 +92,20 @@ pub fn new_lora(
         );
     }
     let model = merged.apply(&bench.model)?;
-    fixed(bench, model, rows)
+    match trained.best {
+        Some((step, v)) => {
+            rec.log(format!(
+                "kept the checkpoint of step {step} (validation loss {v:.4})"
+            ));
+            Ok(Outcome {
+                model,
+                val_loss: Some(v),
+                best_step: Some(step),
+                coefficients: None,
+            })
+        }
+        None => fixed(bench, model, rows),
+    }
 }
 
 /// A non-adaptive merge of the chosen adapters, each at weight 1.
@@ -97,6 +116,15 @@ pub fn merge(
     rows: &Rows<'_>,
     rec: &mut Recorder<'_>,
 ) -> Result<Outcome> {
+    if let Some(ws) = m.listed_weights()
+        && ws.len() != chosen.len()
+    {
+        return Err(super::RunError::Other(format!(
+            "method.weights lists {} weights but the selection chose {} adapters",
+            ws.len(),
+            chosen.len()
+        )));
+    }
     rec.stage(format!("merging ({})", m.name()), 1);
     let sources: Vec<(&Adapter, f64)> = chosen.iter().map(|a| (*a, 1.0)).collect();
     let merged = merge_adapters(&sources, m, bench.model.config())?;
@@ -175,11 +203,20 @@ pub fn lorahub(
     let gens = h.budget.saturating_sub(1) / h.population.max(2);
     rec.stage("LoraHub search", gens);
     let cancel = rec.cancel();
+    let both: Vec<EncodedExample>;
+    let objective = match h.objective {
+        Objective::Train => rows.train,
+        Objective::TrainValidation if rows.combined => rows.train,
+        Objective::TrainValidation => {
+            both = rows.train.iter().chain(rows.val).cloned().collect();
+            &both
+        }
+    };
     let result = tune_lorahub(
         model,
         bench.codec.pad_id(),
         &stacked,
-        rows.train,
+        objective,
         h,
         spec.seed,
         &mut |g| rec.point(g.generation, g.best_loss, None),

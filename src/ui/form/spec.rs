@@ -56,6 +56,7 @@ impl Form {
             s => s.clone().with_k(k),
         };
         let main = RunSpec {
+            protocol: Default::default(),
             name: String::new(),
             seed,
             device: "auto".into(),

@@ -1,0 +1,102 @@
+//! Judging generations under a task's [`Scoring`]: one teacher-forced pass per batch gives every
+//! example's loss and whether greedy decoding reproduces the answer token for token; only the
+//! examples where it does not are generated, since a reproduced answer matches under any
+//! extraction and normalisation (both sides are the same text).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::answer::Scoring;
+use super::{EvalError, Example, Result, answer_outcomes, finite};
+use crate::model::template::EncodedExample;
+use crate::model::{Branches, Llama, TextCodec, generate};
+
+/// One example's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    /// Mean answer-token loss.
+    pub loss: f64,
+    /// The generation (decoded, end token dropped); for a strict scoring's misses, greedy's
+    /// output up to its first wrong token.
+    pub prediction: String,
+    pub correct: bool,
+    /// The prediction is a prefix cut at the first wrong token, not a full generation.
+    pub truncated: bool,
+    /// The example was generated (teacher forcing did not decide it).
+    pub generated: bool,
+}
+
+/// The prompt ids generation starts from, per example (the template's generation prompt).
+pub fn prompts(codec: &TextCodec, examples: &[Example]) -> Result<Vec<Vec<u32>>> {
+    examples
+        .iter()
+        .map(|e| Ok(codec.encode_prompt(e.system.as_deref(), &e.prompt)?))
+        .collect()
+}
+
+/// Judges `examples` (`encoded` are the same rows encoded, `prompts` their generation prompts) in
+/// batches of `batch`; `done(n)` after each batch with the examples judged so far. A strict
+/// scoring (exact strings, no extraction) takes teacher forcing's verdict for every example; any
+/// other generates where teacher forcing misses. A set `cancel` stops between examples.
+#[allow(clippy::too_many_arguments)]
+pub fn judge(
+    model: &Llama,
+    codec: &TextCodec,
+    examples: &[Example],
+    encoded: &[EncodedExample],
+    prompts: &[Vec<u32>],
+    scoring: &Scoring,
+    branches: Option<&Branches>,
+    batch: usize,
+    done: &mut dyn FnMut(usize),
+    cancel: Option<&AtomicBool>,
+) -> Result<Vec<Judged>> {
+    let stop = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    let mut out = Vec::with_capacity(examples.len());
+    let has_end = !codec.eos_ids().is_empty();
+    for (c, chunk) in encoded.chunks(batch.max(1)).enumerate() {
+        if stop() {
+            return Err(EvalError::Cancelled);
+        }
+        let forced = answer_outcomes(model, codec.pad_id(), chunk, branches)?;
+        for (j, (o, enc)) in forced.into_iter().zip(chunk).enumerate() {
+            let i = c * batch.max(1) + j;
+            let e = &examples[i];
+            let row = i + 1;
+            let loss = finite(o.loss, || format!("the loss of example {row}"))?;
+            // Greedy reproduces the answer only if it may make that many tokens.
+            let answer_tokens = enc.ids.len() - enc.answer_start;
+            let reproduced = o.exact && has_end && answer_tokens <= scoring.max_new_tokens + 1;
+            let judged = if reproduced || (scoring.strict() && has_end) {
+                Judged {
+                    loss,
+                    prediction: codec.decode_answer(&o.greedy_prefix),
+                    correct: reproduced,
+                    truncated: !reproduced,
+                    generated: false,
+                }
+            } else {
+                if stop() {
+                    return Err(EvalError::Cancelled);
+                }
+                let ids = generate::greedy(
+                    model,
+                    &prompts[i],
+                    scoring.max_new_tokens,
+                    codec.eos_ids(),
+                    branches,
+                )?;
+                let prediction = codec.decode_answer(&ids);
+                Judged {
+                    loss,
+                    correct: scoring.matches(&prediction, &e.answer),
+                    prediction,
+                    truncated: false,
+                    generated: true,
+                }
+            };
+            out.push(judged);
+        }
+        done(out.len());
+    }
+    Ok(out)
+}
