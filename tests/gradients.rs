@@ -123,3 +123,147 @@ fn training_a_lora_lowers_the_loss() {
     let after = mean_loss(Some(&br));
     assert!(after < 0.3 * before, "loss {before} → {after}");
 }
+
+/// The paper's new-LoRA baseline keeps the checkpoint with the best validation loss: with a
+/// learning rate high enough to overshoot, the kept LoRA is the one measured best, not the last.
+#[test]
+fn a_new_lora_keeps_its_best_checkpoint_by_validation_loss() {
+    let (model, codec, enc) = setup(DType::F32);
+    let (train, val) = enc.split_at(enc.len() / 2);
+    let spec = LoraTrainSpec {
+        rank: 4,
+        alpha: 8.0,
+        modules: Module::ALL.to_vec(),
+        lr: 0.3,
+        steps: 30,
+        batch_size: 4,
+        warmup_frac: 0.1,
+        final_lr_frac: 0.0,
+        best_every: 5,
+        weight_decay: 0.0,
+        seed: 3,
+        early_stop: None,
+        check_every: 0,
+    };
+    let mut measured = Vec::new();
+    let trained = train_lora(
+        &model,
+        codec.pad_id(),
+        train,
+        val,
+        &[],
+        &spec,
+        0.0,
+        &mut |step, _, v| {
+            if let Some(v) = v {
+                measured.push((step, v));
+            }
+        },
+        None,
+    )
+    .unwrap();
+    let steps: Vec<usize> = measured.iter().map(|m| m.0).collect();
+    assert_eq!(steps, [5, 10, 15, 20, 25, 30]);
+    let best = measured
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(trained.best.unwrap().0, best.0);
+    // The kept pairs give that validation loss again.
+    let cfg = model.config();
+    let mut br = Branches::empty(cfg.num_hidden_layers);
+    for (&(l, m), (a, b)) in &trained.pairs {
+        br.set(
+            l,
+            m,
+            Branches::concat(
+                &[loracycle::model::branch::Slice { a, b, gate: 2.0 }],
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+    }
+    let again =
+        loracycle::eval::mean_token_loss(&model, codec.pad_id(), val, Some(&br), 32).unwrap();
+    assert!(
+        (again - best.1).abs() < 1e-4 * best.1.max(1.0),
+        "kept checkpoint's loss {again} vs measured {}",
+        best.1
+    );
+    assert_ne!(
+        best.0, 30,
+        "the overshooting rate makes an earlier checkpoint best"
+    );
+}
+
+/// Gradient merging keeps its best checkpoint's coefficients, not the last step's: the kept
+/// coefficients give the best validation loss the tuning measured.
+#[test]
+fn gradient_merging_keeps_the_best_coefficients() {
+    use loracycle::tune::coef::{
+        CoefficientBranches, GradientSpec, Granularity, tune_coefficients,
+    };
+    let (model, codec, enc) = setup(DType::F32);
+    let (train, val) = enc.split_at(enc.len() / 2);
+    let cfg = model.config().clone();
+    let ads: Vec<Adapter> = ["all-r8-rslora", "qv-r4", "mlp-r2"]
+        .iter()
+        .map(|n| Adapter::load(&Path::new(FIX).join("adapters").join(n), None).unwrap())
+        .collect();
+    let refs: Vec<&Adapter> = ads.iter().collect();
+    let spec = GradientSpec {
+        lr: 20.0,
+        steps: 24,
+        eval_every: 4,
+        batch_size: 4,
+        ..GradientSpec::default()
+    };
+    let cb = CoefficientBranches::new(
+        &refs,
+        cfg.num_hidden_layers,
+        Granularity::Module,
+        spec.activation,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let tuned = tune_coefficients(
+        &model,
+        codec.pad_id(),
+        &cb,
+        refs.len(),
+        train,
+        val,
+        &spec,
+        5,
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    let vals: Vec<(usize, f64)> = tuned
+        .curve
+        .iter()
+        .filter_map(|r| r.val_loss.map(|v| (r.step, v)))
+        .collect();
+    assert_eq!(vals.len(), 6);
+    assert_ne!(
+        tuned.best_step, 24,
+        "an earlier checkpoint is best: {vals:?}"
+    );
+    let again = loracycle::eval::mean_token_loss(
+        &model,
+        codec.pad_id(),
+        val,
+        Some(&cb.branches(&tuned.raw).unwrap()),
+        32,
+    )
+    .unwrap();
+    assert!(
+        (again - tuned.best_val_loss).abs() < 1e-5 * tuned.best_val_loss.max(1.0),
+        "kept coefficients give {again}, the best measured was {} (step {})",
+        tuned.best_val_loss,
+        tuned.best_step
+    );
+}

@@ -692,3 +692,103 @@ fn a_cached_hub_model_is_found_where_the_pool_looks() {
         "{err}"
     );
 }
+
+/// A run under the paper's protocol: the low-data setting's 10 examples merged into one set,
+/// top-k by generated exact match (with the tie it broke reported), and the test split judged
+/// the paper's way, long prompts dropped and counted.
+#[test]
+fn a_paper_protocol_run_selects_by_generation_and_judges_the_papers_way() {
+    use loracycle::model::{Template, TextCodec};
+    let lab = loracycle::lab::dir().unwrap();
+    let cfg = loracycle::model::weights::read_config(&lab.join("base")).unwrap();
+    let codec = TextCodec::load(&lab.join("base"), Template::default(), &cfg).unwrap();
+    let test = loracycle::eval::read_jsonl(&lab.join("tasks/caesar-5/test.jsonl")).unwrap();
+    let mut lengths: Vec<usize> = test
+        .iter()
+        .map(|e| codec.encode_prompt(None, &e.prompt).unwrap().len())
+        .collect();
+    lengths.sort();
+    // A cap inside the range of prompt lengths, so some prompts reach it.
+    let cap = lengths[70];
+    let dropped = lengths.iter().filter(|&&n| n >= cap).count();
+    assert!(dropped > 0 && dropped < 100, "{lengths:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "paper.toml",
+        &format!(
+            r#"
+protocol = "paper"
+[pool]
+filter = "name~caesar"
+[task]
+lab = "caesar-5"
+train_examples = 10
+[selection]
+strategy = "top-k"
+k = 2
+[method]
+kind = "average"
+[eval]
+bootstrap = 100
+max_prompt_tokens = {cap}
+"#
+        ),
+    );
+    let runs = tmp.path().join("runs");
+    let (code, out, err) = run(
+        &["run", &spec, "--json", "--runs-dir", runs.to_str().unwrap()],
+        &[(
+            "LORACYCLE_CACHE_DIR",
+            tmp.path().join("cache").to_str().unwrap(),
+        )],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rec["spec"]["protocol"], "paper");
+    assert_eq!(rec["spec"]["task"]["examples"], 10);
+    assert_eq!(rec["spec"]["task"]["combine"], true);
+    assert_eq!(rec["spec"]["selection"]["by"], "generated-exact-match");
+    // 8 training and 2 validation examples, merged: one set of 10 for both.
+    assert_eq!(rec["task"]["train"], 10);
+    assert_eq!(rec["task"]["validation"], 10);
+    assert_eq!(rec["task"]["matching"], "paper");
+    assert_eq!(
+        rec["task"]["scoring"],
+        serde_json::json!({
+            "max_new_tokens": 30,
+            "extract": "####",
+            "normalize": "paper",
+            "max_prompt_tokens": cap,
+        })
+    );
+    assert_eq!(rec["task"]["dropped"], dropped);
+    assert_eq!(rec["examples"].as_array().unwrap().len(), 100 - dropped);
+    assert_eq!(rec["metrics"]["exact_match"]["n"], 100 - dropped);
+    assert!(
+        err.contains(&format!(
+            "{dropped} of 100 test examples dropped: their prompt has {cap} tokens or more"
+        )),
+        "{err}"
+    );
+    // Every candidate was generated on the 10 examples (none reproduces them all).
+    let pool = rec["pool"]["usable"].as_u64().unwrap();
+    assert!(
+        err.contains(&format!("generating answers to select by: {pool}/{pool}")),
+        "{err}"
+    );
+    let chosen = rec["chosen"].as_array().unwrap();
+    assert_eq!(chosen.len(), 2);
+    for c in chosen {
+        let em = c["exact_match"].as_f64().unwrap();
+        assert_eq!((em * 10.0).round(), em * 10.0, "a count of 10: {em}");
+    }
+    if let Some(ties) = rec["pool"]["ties"].as_str() {
+        assert!(
+            ties.contains("the tie-break (answer loss, lower first)"),
+            "{ties}"
+        );
+        assert!(err.contains(ties), "{err}");
+    }
+}

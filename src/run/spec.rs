@@ -705,3 +705,92 @@ mod twin_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+    use crate::select::selection::ScoreMetric;
+    use crate::tune::settings::Objective;
+
+    fn read(text: &str) -> RunSpec {
+        RunSpec::from_toml(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_paper_protocol_fills_what_a_spec_leaves_unset() {
+        let spec = read(
+            "protocol = \"paper\"\n[task]\nlab = \"caesar-5\"\n[method]\nkind = \"new-lora\"\n",
+        );
+        assert_eq!(spec.protocol, Protocol::Paper);
+        assert_eq!(
+            spec.selection,
+            Selection::TopK {
+                k: 30,
+                by: ScoreMetric::Generated
+            }
+        );
+        let MethodSpec::NewLora(n) = &spec.method else {
+            panic!("{:?}", spec.method)
+        };
+        assert_eq!((n.checkpoint_every, n.final_lr_frac), (10, 0.0));
+        assert_eq!((spec.task.examples, spec.task.combine), (Some(100), false));
+        // What a spec sets stays; the written spec reads back the same.
+        let spec = read(
+            "protocol = \"paper\"\n[task]\nlab = \"caesar-5\"\ntrain_examples = 10\n[selection]\nstrategy = \"top-k\"\nk = 5\nby = \"loss\"\n[method]\nkind = \"lorahub\"\nbudget = 40\n",
+        );
+        assert_eq!(
+            spec.selection,
+            Selection::TopK {
+                k: 5,
+                by: ScoreMetric::Loss
+            }
+        );
+        let MethodSpec::Lorahub(h) = &spec.method else {
+            panic!("{:?}", spec.method)
+        };
+        assert_eq!((h.budget, h.objective), (40, Objective::TrainValidation));
+        // The low-data setting: 10 examples of train + validation, merged.
+        assert_eq!(
+            (
+                spec.task.train_examples,
+                spec.task.examples,
+                spec.task.combine
+            ),
+            (None, Some(10), true)
+        );
+        assert_eq!(read(&spec.to_toml()), spec);
+        // The lab protocol keeps the lab's defaults.
+        let lab = read("[task]\nlab = \"caesar-5\"\n[method]\nkind = \"lorahub\"\n");
+        let MethodSpec::Lorahub(h) = &lab.method else {
+            panic!()
+        };
+        assert_eq!(
+            (lab.protocol, h.budget, h.objective),
+            (Protocol::Lab, 320, Objective::Train)
+        );
+        assert_eq!(lab.task.examples, None);
+    }
+
+    #[test]
+    fn example_counts_that_leave_no_validation_are_refused() {
+        let err = RunSpec::from_toml(
+            "[task]\nlab = \"caesar-5\"\nexamples = 4\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task: examples = 4 leaves no validation example (a fifth of them, rounded down); give at least 5, or combine = true"
+        );
+        let err = RunSpec::from_toml(
+            "[task]\nlab = \"caesar-5\"\nexamples = 20\ntrain_examples = 8\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task: give examples (train + validation) or train_examples, not both"
+        );
+        read("[task]\nlab = \"caesar-5\"\nexamples = 4\ncombine = true\n");
+    }
+}

@@ -301,7 +301,9 @@ pub fn tune_coefficients(
             coefficients: None,
         };
         if done % eval_every == 0 || done == spec.steps {
-            let snapshot = var.as_tensor().detach();
+            // A copy: the Var is updated in place, and a detached view shares its storage, so
+            // the best checkpoint would silently become the last.
+            let snapshot = var.as_tensor().detach().copy()?;
             let br = branches.branches(&snapshot)?;
             let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
             let v = crate::eval::finite(v, || format!("the validation loss at step {done}"))?;
@@ -318,7 +320,7 @@ pub fn tune_coefficients(
         Some(b) => b,
         None => {
             // Cancelled before the first check: the current coefficients, measured once.
-            let snapshot = var.as_tensor().detach();
+            let snapshot = var.as_tensor().detach().copy()?;
             let br = branches.branches(&snapshot)?;
             let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
             let v = crate::eval::finite(v, || "the validation loss".into())?;

@@ -157,10 +157,16 @@ pub fn train_lora(
             let v = crate::eval::finite(v, || format!("the validation loss at step {steps}"))?;
             val_loss = Some(v);
             if best.as_ref().is_none_or(|(_, b, _)| v < *b) {
+                // Copies: a Var is updated in place, and a detached view shares its storage.
                 let snapshot = vars
                     .values()
-                    .map(|(a, b)| (a.as_tensor().detach(), b.as_tensor().detach()))
-                    .collect();
+                    .map(|(a, b)| {
+                        Ok((
+                            a.as_tensor().detach().copy()?,
+                            b.as_tensor().detach().copy()?,
+                        ))
+                    })
+                    .collect::<candle_core::Result<_>>()?;
                 best = Some((steps, v, snapshot));
             }
         }
