@@ -7,11 +7,14 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use loracycle::run::store::{RunState, StatusFile};
-use loracycle::run::study::{Cell, StudyOptions, cells, collect, emit_slurm, select_arms};
+use loracycle::run::study::{Cell, Preset, StudyOptions, cells, collect, emit_slurm, select_arms};
 use loracycle::slurm::{BatchOptions, SlurmJob};
 
 fn options(tasks: &[&str], seeds: usize, arms: &[&str]) -> StudyOptions {
     StudyOptions {
+        preset: Preset::LabPaper,
+        model: "lab".into(),
+        pool: "lab".into(),
         tasks: tasks.iter().map(|s| s.to_string()).collect(),
         seeds,
         arms: arms.iter().map(|s| s.to_string()).collect(),
@@ -29,14 +32,19 @@ fn batch() -> BatchOptions {
 
 #[test]
 fn arms_and_cells() {
-    let arms: Vec<String> = select_arms(&["gradient/random-init".into(), "BASE".into()])
-        .unwrap()
-        .into_iter()
-        .map(|a| a.label)
-        .collect();
+    let arms: Vec<String> = select_arms(
+        Preset::LabPaper,
+        &["gradient/random-init".into(), "BASE".into()],
+    )
+    .unwrap()
+    .into_iter()
+    .map(|a| a.label)
+    .collect();
     assert_eq!(arms, ["base", "gradient · random-init"]);
-    assert_eq!(select_arms(&[]).unwrap().len(), 18);
-    let err = select_arms(&["gradiant".into()]).err().unwrap();
+    assert_eq!(select_arms(Preset::LabPaper, &[]).unwrap().len(), 18);
+    let err = select_arms(Preset::LabPaper, &["gradiant".into()])
+        .err()
+        .unwrap();
     assert!(
         err.starts_with("no arm \"gradiant\" in the lab-paper preset; the arms are: base, new LoRA, average, average · +oracle, "),
         "{err}"
@@ -378,4 +386,86 @@ fn collect_counts_the_latest_finished_run_and_reports_the_rest() {
     assert!(md.contains("| table-m | – | – |\n"), "{md}");
     let csv = std::fs::read_to_string(study.join("study.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
+}
+
+/// The paper preset: the paper's arms (TSV among them, each on the random-init pool too, no
+/// oracle arms), every run under the paper's protocol, on a task folder and any model.
+#[test]
+fn the_paper_preset_runs_the_papers_arms_under_its_protocol() {
+    let arms: Vec<String> = select_arms(Preset::Paper, &[])
+        .unwrap()
+        .into_iter()
+        .map(|a| a.label)
+        .collect();
+    assert_eq!(
+        arms,
+        [
+            "base",
+            "new LoRA",
+            "average",
+            "average · random-init",
+            "TIES",
+            "TIES · random-init",
+            "TSV",
+            "TSV · random-init",
+            "LoraHub",
+            "LoraHub · random-init",
+            "gradient",
+            "gradient · random-init",
+        ]
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("mytask");
+    std::fs::create_dir(&task).unwrap();
+    for f in ["train", "validation", "test"] {
+        std::fs::write(
+            task.join(format!("{f}.jsonl")),
+            "{\"prompt\": \"a\", \"answer\": \"b\"}\n",
+        )
+        .unwrap();
+    }
+    let task_arg = task.to_str().unwrap();
+    let mut opts = options(&[task_arg, "caesar-5"], 1, &["new LoRA", "TSV"]);
+    opts.preset = Preset::Paper;
+    opts.model = "meta-llama/Llama-3.1-8B-Instruct".into();
+    opts.pool = "cache".into();
+    opts.scale = 1.0;
+    let c = cells(&opts).unwrap();
+    assert_eq!(c.len(), 4);
+    let (cell, spec) = &c[1];
+    assert_eq!(cell.name(), format!("{task_arg} / TSV / seed 0"));
+    let toml = spec.to_toml();
+    for line in [
+        "protocol = \"paper\"",
+        "dtype = \"auto\"",
+        "base = \"meta-llama/Llama-3.1-8B-Instruct\"",
+        "source = \"cache\"",
+        "examples = 100",
+        "by = \"generated-exact-match\"",
+        "kind = \"tsv\"",
+        "weights = \"equal\"",
+    ] {
+        assert!(toml.lines().any(|l| l == line), "{line} in\n{toml}");
+    }
+    // The written cell reads back as the same run (what a Slurm array task does).
+    let back = loracycle::run::spec::RunSpec::from_toml(&toml, Path::new("cell.toml")).unwrap();
+    assert_eq!(&back, spec);
+    let (_, lora) = &c[2];
+    let toml = lora.to_toml();
+    assert!(
+        toml.contains("checkpoint_every = 10\n") && toml.contains("final_lr_frac = 0.0\n"),
+        "{toml}"
+    );
+    assert_eq!(lora.task.lab.as_deref(), Some("caesar-5"));
+    // A folder without its files.
+    let mut bad = opts.clone();
+    bad.tasks = vec![tmp.path().to_str().unwrap().to_string()];
+    let err = cells(&bad).err().unwrap();
+    assert!(
+        err.contains("is neither a held-out lab task") && err.ends_with("train.jsonl is missing"),
+        "{err}"
+    );
+    // The lab preset takes lab tasks only.
+    let err = cells(&options(&[task_arg], 1, &[])).err().unwrap();
+    assert!(err.contains("is not a held-out lab task"), "{err}");
 }

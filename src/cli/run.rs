@@ -274,13 +274,24 @@ fn print_summary(r: &RunRecord, folder: &Path) {
 /// `loracycle study`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct StudyArgs {
-    /// The comparison to run (only lab-paper so far).
-    #[arg(long, default_value = "lab-paper", value_parser = ["lab-paper"])]
-    pub preset: String,
+    /// The comparison to run: lab-paper (the paper's arms at the lab's scale and settings, on lab
+    /// tasks) or paper (the paper's arms and protocol: top 30 by generated exact match, the
+    /// paper's evaluation and baselines, TSV; on any model, pool and task folders).
+    #[arg(long, default_value = "lab-paper")]
+    pub preset: loracycle::run::study::Preset,
+    /// The base model of every run (preset paper): lab, a model folder, or a Hub id in the HF
+    /// cache.
+    #[arg(long, default_value = "lab")]
+    pub model: String,
+    /// The pool of every run (preset paper): lab, cache (LoRAs in the HF cache for the model),
+    /// hub or dir:PATH.
+    #[arg(long, default_value = "lab")]
+    pub pool: String,
     /// Seeds per task.
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
-    /// Comma-separated lab tasks [default: all held-out tasks].
+    /// Comma-separated lab tasks, or (preset paper) task folders with train.jsonl,
+    /// validation.jsonl and test.jsonl [default: all held-out lab tasks].
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
     /// Comma-separated arms to keep, by label (`base`, `gradient`, `average/random-init`,
@@ -400,7 +411,14 @@ pub fn study(a: StudyArgs) -> Result<()> {
     } else {
         a.tasks.clone()
     };
+    if a.preset == loracycle::run::study::Preset::LabPaper && (a.model != "lab" || a.pool != "lab")
+    {
+        bail!("--model and --pool go with --preset paper; the lab-paper preset runs on the lab");
+    }
     let opts = StudyOptions {
+        preset: a.preset,
+        model: a.model.clone(),
+        pool: a.pool.clone(),
         tasks,
         seeds: a.seeds,
         arms: a.arms.clone(),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::event::RunEvent;
 use super::execute::{RunError, Workbench};
 use super::lifecycle::run_in_folder;
+use super::protocol::Protocol;
 use super::record::{RunRecord, now_rfc3339};
 use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
 use super::store::{RunState, RunStore};
@@ -22,6 +23,7 @@ use crate::merge::{MergeMethod, SignElection};
 use crate::select::{ScoreMetric, Selection};
 use crate::tune::coef::GradientSpec;
 use crate::tune::lorahub::LorahubSpec;
+use crate::tune::settings::Objective;
 
 /// One arm of the comparison.
 #[derive(Debug, Clone)]
@@ -30,6 +32,160 @@ pub struct Arm {
     pub method: MethodSpec,
     pub selection: Selection,
     pub controls: ControlSpec,
+}
+
+/// A study's comparison: its arms and the protocol of every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The paper's comparison at the lab's scale and settings (DESIGN.md), on lab tasks.
+    #[default]
+    LabPaper,
+    /// The paper's arms and protocol (`protocol = "paper"`), on any model, pool and tasks.
+    Paper,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::LabPaper => "lab-paper",
+            Preset::Paper => "paper",
+        }
+    }
+
+    pub fn arms(self) -> Vec<Arm> {
+        match self {
+            Preset::LabPaper => lab_paper_arms(),
+            Preset::Paper => paper_arms(),
+        }
+    }
+
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Preset::LabPaper => Protocol::Lab,
+            Preset::Paper => Protocol::Paper,
+        }
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lab-paper" => Ok(Preset::LabPaper),
+            "paper" => Ok(Preset::Paper),
+            _ => Err(format!("unknown preset {s:?} (use lab-paper or paper)")),
+        }
+    }
+}
+
+/// Each arm on the real pool and on the random-init pool, and with the task's own adapter when
+/// `oracle`.
+fn with_controls(methods: Vec<(&str, MethodSpec, Selection)>, oracle: bool) -> Vec<Arm> {
+    let mut arms = Vec::new();
+    for (name, method, selection) in methods {
+        for random in [false, true] {
+            for with_oracle in [false, true] {
+                if with_oracle && !oracle {
+                    continue;
+                }
+                let mut label = name.to_string();
+                if random {
+                    label.push_str(" · random-init");
+                }
+                if with_oracle {
+                    label.push_str(" · +oracle");
+                }
+                arms.push(Arm {
+                    label,
+                    method: method.clone(),
+                    selection: selection.clone(),
+                    controls: ControlSpec {
+                        random_init: if random {
+                            RandomInit::Pooled
+                        } else {
+                            RandomInit::Off
+                        },
+                        oracle: with_oracle,
+                    },
+                });
+            }
+        }
+    }
+    arms
+}
+
+/// The arms of the `paper` preset: the base model, a new LoRA (best checkpoint by validation
+/// loss, cosine to 0), and simple average, TIES, TSV, LoraHub and the gradient recipe over the
+/// top 30 adapters by generated exact match, each also on the random-init pool. Every run takes
+/// the paper's protocol for what the arm leaves unset.
+pub fn paper_arms() -> Vec<Arm> {
+    let top30 = Selection::TopK {
+        k: 30,
+        by: ScoreMetric::Generated,
+    };
+    let mut arms = vec![
+        Arm {
+            label: "base".into(),
+            method: MethodSpec::Base,
+            selection: top30.clone(),
+            controls: ControlSpec::default(),
+        },
+        Arm {
+            label: "new LoRA".into(),
+            method: MethodSpec::NewLora(NewLoraSpec {
+                checkpoint_every: 10,
+                final_lr_frac: 0.0,
+                ..NewLoraSpec::default()
+            }),
+            selection: top30.clone(),
+            controls: ControlSpec::default(),
+        },
+    ];
+    let methods = vec![
+        (
+            "average",
+            MethodSpec::Merge(MergeMethod::Average {
+                over: Default::default(),
+            }),
+            top30.clone(),
+        ),
+        (
+            "TIES",
+            MethodSpec::Merge(MergeMethod::Ties {
+                density: 0.2,
+                sign: SignElection::Total,
+                lambda: 1.0,
+                weights: crate::merge::Weights::One,
+            }),
+            top30.clone(),
+        ),
+        (
+            "TSV",
+            MethodSpec::Merge(MergeMethod::Tsv {
+                m: 8,
+                lambda: 1.0,
+                weights: crate::merge::Weights::Equal,
+            }),
+            top30.clone(),
+        ),
+        (
+            "LoraHub",
+            MethodSpec::Lorahub(LorahubSpec {
+                budget: 100,
+                objective: Objective::TrainValidation,
+                ..LorahubSpec::default()
+            }),
+            top30.clone(),
+        ),
+        (
+            "gradient",
+            MethodSpec::Gradient(GradientSpec::default()),
+            top30,
+        ),
+    ];
+    arms.extend(with_controls(methods, false));
+    arms
 }
 
 /// The arms of the `lab-paper` preset.
@@ -58,7 +214,7 @@ pub fn lab_paper_arms() -> Vec<Arm> {
             controls: ControlSpec::default(),
         },
     ];
-    let methods: [(&str, MethodSpec, Selection); 4] = [
+    let methods = vec![
         (
             "average",
             MethodSpec::Merge(MergeMethod::Average {
@@ -91,32 +247,7 @@ pub fn lab_paper_arms() -> Vec<Arm> {
             top30,
         ),
     ];
-    for (name, method, selection) in methods {
-        for random in [false, true] {
-            for oracle in [false, true] {
-                let mut label = name.to_string();
-                if random {
-                    label.push_str(" · random-init");
-                }
-                if oracle {
-                    label.push_str(" · +oracle");
-                }
-                arms.push(Arm {
-                    label,
-                    method: method.clone(),
-                    selection: selection.clone(),
-                    controls: ControlSpec {
-                        random_init: if random {
-                            RandomInit::Pooled
-                        } else {
-                            RandomInit::Off
-                        },
-                        oracle,
-                    },
-                });
-            }
-        }
-    }
+    arms.extend(with_controls(methods, true));
     arms
 }
 
@@ -157,7 +288,17 @@ pub struct StudyReport {
 /// Which cells a study has: tasks × seeds × arms, and how its runs are set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StudyOptions {
+    #[serde(default)]
+    pub preset: Preset,
+    /// Lab task names, or (preset `paper`) task folders holding train.jsonl, validation.jsonl
+    /// and test.jsonl.
     pub tasks: Vec<String>,
+    /// The base model: `lab`, a folder or a Hub id in the HF cache (preset `paper`).
+    #[serde(default = "lab_name")]
+    pub model: String,
+    /// The pool: `lab`, `cache`, `hub` or `dir:PATH` (preset `paper`).
+    #[serde(default = "lab_name")]
+    pub pool: String,
     pub seeds: usize,
     /// Arm labels to keep (see [`select_arms`]); empty keeps every arm of the preset.
     #[serde(default)]
@@ -166,6 +307,10 @@ pub struct StudyOptions {
     pub scale: f64,
     /// The device every run asks for (`auto`, `cpu`, `cuda`, `cuda:N`).
     pub device: String,
+}
+
+fn lab_name() -> String {
+    "lab".into()
 }
 
 /// One cell of the study: a task, a seed and an arm, run as one RunSpec named
@@ -205,8 +350,8 @@ fn arm_key(label: &str) -> String {
 }
 
 /// The preset's arms that `wanted` names (all of them when it is empty), in the preset's order.
-pub fn select_arms(wanted: &[String]) -> Result<Vec<Arm>, String> {
-    let arms = lab_paper_arms();
+pub fn select_arms(preset: Preset, wanted: &[String]) -> Result<Vec<Arm>, String> {
+    let arms = preset.arms();
     if wanted.is_empty() {
         return Ok(arms);
     }
@@ -214,7 +359,8 @@ pub fn select_arms(wanted: &[String]) -> Result<Vec<Arm>, String> {
         if !arms.iter().any(|a| arm_key(&a.label) == arm_key(w)) {
             let names: Vec<String> = arms.iter().map(|a| a.label.clone()).collect();
             return Err(format!(
-                "no arm {w:?} in the lab-paper preset; the arms are: {}",
+                "no arm {w:?} in the {} preset; the arms are: {}",
+                preset.name(),
                 names.join(", ")
             ));
         }
@@ -227,21 +373,19 @@ pub fn select_arms(wanted: &[String]) -> Result<Vec<Arm>, String> {
 
 /// Every cell of the study with its RunSpec, tasks outermost, then seeds, then arms.
 pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
-    let arms = select_arms(&opts.arms)?;
-    let known = crate::lab::tasks::held_out();
-    for t in &opts.tasks {
-        if !known.contains(&t.as_str()) {
-            return Err(format!(
-                "{t:?} is not a held-out lab task; they are: {}",
-                known.join(", ")
-            ));
-        }
-    }
+    let arms = select_arms(opts.preset, &opts.arms)?;
+    let tasks: Vec<TaskSpec> = opts
+        .tasks
+        .iter()
+        .map(|t| task_spec(opts.preset, t))
+        .collect::<Result<_, _>>()?;
     if opts.seeds == 0 {
         return Err("--seeds must be at least 1".into());
     }
+    let pool: crate::pool::PoolSource = opts.pool.parse()?;
+    let paper = opts.preset == Preset::Paper;
     let mut out = Vec::new();
-    for task in &opts.tasks {
+    for (task, task_spec) in opts.tasks.iter().zip(&tasks) {
         for seed in 0..opts.seeds as u64 {
             for arm in &arms {
                 let cell = Cell {
@@ -251,27 +395,70 @@ pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
                     arm: arm.label.clone(),
                 };
                 let spec = RunSpec {
-                    protocol: Default::default(),
+                    protocol: opts.preset.protocol(),
                     name: cell.name(),
                     seed,
                     device: opts.device.clone(),
-                    dtype: "f32".into(),
-                    model: Default::default(),
-                    pool: Default::default(),
-                    task: TaskSpec {
-                        lab: Some(task.clone()),
+                    // The lab's tiny model in f32; a real model in the device's dtype.
+                    dtype: if opts.model == "lab" { "f32" } else { "auto" }.into(),
+                    model: super::spec::ModelSpec {
+                        base: opts.model.clone(),
                         ..Default::default()
+                    },
+                    pool: super::spec::PoolSpec {
+                        source: pool.clone(),
+                        filter: String::new(),
+                    },
+                    task: TaskSpec {
+                        examples: paper.then_some(super::protocol::PAPER_EXAMPLES),
+                        ..task_spec.clone()
                     },
                     selection: arm.selection.clone(),
                     method: scaled(&arm.method, opts.scale),
                     controls: arm.controls.clone(),
                     eval: Default::default(),
                 };
+                spec.validate()
+                    .map_err(|e| format!("{}: {e}", cell.name()))?;
                 out.push((cell, spec));
             }
         }
     }
     Ok(out)
+}
+
+/// A study task: a held-out lab task by name, or (preset `paper`) a folder with train.jsonl,
+/// validation.jsonl and test.jsonl.
+fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
+    let known = crate::lab::tasks::held_out();
+    if known.contains(&task) {
+        return Ok(TaskSpec {
+            lab: Some(task.to_string()),
+            ..Default::default()
+        });
+    }
+    if preset == Preset::LabPaper {
+        return Err(format!(
+            "{task:?} is not a held-out lab task; they are: {}",
+            known.join(", ")
+        ));
+    }
+    let dir = Path::new(task);
+    let files = ["train.jsonl", "validation.jsonl", "test.jsonl"].map(|f| dir.join(f));
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(format!(
+            "{task:?} is neither a held-out lab task ({}) nor a task folder: {} is missing",
+            known.join(", "),
+            missing.display()
+        ));
+    }
+    let [train, validation, test] = files.map(|f| std::path::absolute(&f).unwrap_or(f));
+    Ok(TaskSpec {
+        train: Some(train),
+        validation: Some(validation),
+        test: Some(test),
+        ..Default::default()
+    })
 }
 
 fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
@@ -358,9 +545,9 @@ pub fn run_study(
         )?;
         rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
-    let arms = select_arms(&opts.arms).map_err(RunError::Other)?;
+    let arms = select_arms(opts.preset, &opts.arms).map_err(RunError::Other)?;
     let report = StudyReport {
-        preset: "lab-paper".into(),
+        preset: opts.preset.name().into(),
         tasks: opts.tasks.clone(),
         seeds: opts.seeds,
         wall_s: t0.elapsed().as_secs_f64(),
@@ -403,7 +590,7 @@ impl Plan {
     /// The plan of `cells`, written now, with no job submitted yet.
     pub fn new(opts: &StudyOptions, runs_dir: PathBuf, cells: &[(Cell, RunSpec)]) -> Plan {
         Plan {
-            preset: "lab-paper".into(),
+            preset: opts.preset.name().into(),
             options: opts.clone(),
             runs_dir,
             emitted: now_rfc3339(),
@@ -562,10 +749,11 @@ pub fn collect(
 ) -> std::io::Result<(StudyReport, Vec<CellProblem>)> {
     let plan = Plan::read(out);
     let attempts = attempts(runs)?;
-    let all_arms = lab_paper_arms();
+    let preset = plan.as_ref().map(|p| p.options.preset).unwrap_or_default();
+    let all_arms = preset.arms();
     let (arms, grid): (Vec<Arm>, Vec<Cell>) = match &plan {
         Some(p) => (
-            select_arms(&p.options.arms).unwrap_or_else(|_| all_arms.clone()),
+            select_arms(preset, &p.options.arms).unwrap_or_else(|_| all_arms.clone()),
             p.cells.clone(),
         ),
         None => {
@@ -668,7 +856,7 @@ pub fn collect(
     }
     let seeds = grid.iter().map(|c| c.seed as usize + 1).max().unwrap_or(0);
     let report = StudyReport {
-        preset: "lab-paper".into(),
+        preset: preset.name().into(),
         summary: summarise(&rows, &arms),
         tasks,
         seeds,
