@@ -169,6 +169,7 @@ pub fn evaluate(
             &opts.scoring,
             branches,
             batch,
+            false,
             &mut |done| progress(done, total),
             None,
         )?;

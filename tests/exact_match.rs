@@ -85,6 +85,7 @@ fn judging_generates_only_the_misses_and_agrees_with_generating_all() {
     let m = model.fold(&br).unwrap();
     let mut rows = read_jsonl(&dir.join("tasks/run-length/test.jsonl")).unwrap();
     rows.truncate(40);
+    let originals = rows.clone();
     // Upper-case answers: a generation in lower case is a paper match but not a strict one.
     for r in rows.iter_mut().skip(20) {
         r.answer = format!("WORK #### {}", r.answer.to_uppercase());
@@ -112,6 +113,7 @@ fn judging_generates_only_the_misses_and_agrees_with_generating_all() {
         &paper,
         None,
         16,
+        false,
         &mut |n| batches.push(n),
         None,
     )
@@ -133,13 +135,21 @@ fn judging_generates_only_the_misses_and_agrees_with_generating_all() {
             assert!(j.correct, "only reproduced answers skip generation");
         }
     }
-    let hits = judged.iter().filter(|j| j.correct).count();
+    // The rewritten rows match exactly where the generation is the original (lower-case) answer.
+    let strict_hits = (20..40)
+        .filter(|&i| {
+            let ids = generate::greedy(&m, &prompts[i], 48, codec.eos_ids(), None).unwrap();
+            codec.decode_answer(&ids) == originals[i].answer
+        })
+        .count();
+    let hits = judged[20..].iter().filter(|j| j.correct).count();
     assert!(
         generated >= 20,
         "the rewritten answers are generated: {generated}"
     );
-    assert!(
-        judged[20..].iter().filter(|j| j.correct).count() > 10,
-        "lower-case generations match upper-case answers after the marker: {hits} hits"
+    assert!(strict_hits > 0, "the adapter solves some of them");
+    assert_eq!(
+        hits, strict_hits,
+        "lower-case generations match upper-case answers after the marker"
     );
 }

@@ -352,6 +352,18 @@ fn settings_out_of_range_or_not_taken_are_refused_by_name() {
             "[eval]\nbatch_size = 0\n",
             "eval.batch_size: must be between 1 and 65536, got 0",
         ),
+        (
+            "[eval]\nmax_new_tokens = 0\n",
+            "eval.max_new_tokens: must be between 1 and 32768, got 0",
+        ),
+        (
+            "[selection]\nstrategy = \"top-k\"\nk = 3\n[method]\nkind = \"tsv\"\nweights = [1.0, 0.5]\n",
+            "method.weights lists 2 weights but the selection picks k = 3 adapters",
+        ),
+        (
+            "[method]\nkind = \"ties\"\nweights = [1.0, inf]\n",
+            "method.weights: must be a finite number, got inf",
+        ),
     ];
     // Settings a kind does not take were silently ignored: refused, naming them and the kind.
     let ignored = [
@@ -365,7 +377,7 @@ fn settings_out_of_range_or_not_taken_are_refused_by_name() {
         ),
         (
             "[method]\nkind = \"ties\"\nseed = 3\n",
-            "[method] (line 3): kind ties: unknown field `seed`, expected one of `density`, `sign`, `lambda`",
+            "[method] (line 3): kind ties: unknown field `seed`, expected one of `density`, `sign`, `lambda`, `weights`",
         ),
         (
             "[selection]\nstrategy = \"all\"\nk = 3\n",

@@ -34,9 +34,11 @@ pub fn prompts(codec: &TextCodec, examples: &[Example]) -> Result<Vec<Vec<u32>>>
 }
 
 /// Judges `examples` (`encoded` are the same rows encoded, `prompts` their generation prompts) in
-/// batches of `batch`; `done(n)` after each batch with the examples judged so far. A strict
-/// scoring (exact strings, no extraction) takes teacher forcing's verdict for every example; any
-/// other generates where teacher forcing misses. A set `cancel` stops between examples.
+/// batches of `batch`; `done(n)` after each batch with the examples judged so far. Examples
+/// teacher forcing misses are generated, unless `forced_misses` and the scoring is strict (exact
+/// strings, no extraction): then its verdict stands for them too, which is greedy decoding's
+/// except for a generation cut at the token limit that happens to spell the answer. A set
+/// `cancel` stops between examples.
 #[allow(clippy::too_many_arguments)]
 pub fn judge(
     model: &Llama,
@@ -47,6 +49,7 @@ pub fn judge(
     scoring: &Scoring,
     branches: Option<&Branches>,
     batch: usize,
+    forced_misses: bool,
     done: &mut dyn FnMut(usize),
     cancel: Option<&AtomicBool>,
 ) -> Result<Vec<Judged>> {
@@ -66,7 +69,7 @@ pub fn judge(
             // Greedy reproduces the answer only if it may make that many tokens.
             let answer_tokens = enc.ids.len() - enc.answer_start;
             let reproduced = o.exact && has_end && answer_tokens <= scoring.max_new_tokens + 1;
-            let judged = if reproduced || (scoring.strict() && has_end) {
+            let judged = if reproduced || (forced_misses && scoring.strict() && has_end) {
                 Judged {
                     loss,
                     prediction: codec.decode_answer(&o.greedy_prefix),

@@ -417,10 +417,7 @@ fn ties_and_tsv_take_per_adapter_weights() {
         assert_eq!(m, tsv(want.clone()), "{text}");
         assert_eq!(
             toml::to_string(&m).unwrap(),
-            format!(
-                "kind = \"tsv\"\nm = 8\nlambda = 1.0\nweights = {}\n",
-                text.replace("[1.0, -0.5]", "[1.0, -0.5]")
-            )
+            format!("kind = \"tsv\"\nm = 8\nlambda = 1.0\nweights = {}\n", text)
         );
     }
     let err = toml::from_str::<MergeMethod>("kind = \"ties\"\nweights = \"half\"\n").unwrap_err();

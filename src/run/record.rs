@@ -40,7 +40,7 @@ pub struct TaskInfo {
     pub matching: String,
     /// Every setting the test stage judged generations with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scoring: Option<crate::eval::Scoring>,
+    pub scoring: Option<crate::eval::answer::Scoring>,
     /// Test examples dropped because their prompt reached the scoring's token cap.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: usize,

@@ -521,7 +521,17 @@ impl RunSpec {
             MethodSpec::NewLora(n) => n.check(f)?,
             MethodSpec::Gradient(g) => g.check(f)?,
             MethodSpec::Lorahub(h) => h.check(f)?,
-            MethodSpec::Merge(m) => m.check(f)?,
+            MethodSpec::Merge(m) => {
+                m.check(f)?;
+                if let (Some(ws), Some(k)) = (m.listed_weights(), self.selection.k())
+                    && ws.len() != k
+                {
+                    return bad(format!(
+                        "method.weights lists {} weights but the selection picks k = {k} adapters",
+                        ws.len()
+                    ));
+                }
+            }
         }
         self.eval.check(Fields("eval."))?;
         self.device_pref()?;

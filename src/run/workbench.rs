@@ -284,6 +284,7 @@ impl Workbench {
                     scoring,
                     None,
                     64,
+                    true,
                     &mut |_| {},
                     cancel,
                 )?;

@@ -128,7 +128,9 @@ pub fn train_lora(
     let mut final_loss = f64::NAN;
     let mut check_accuracy = None;
     let mut steps = 0;
-    let mut best: Option<(usize, f64, Vec<(Tensor, Tensor)>)> = None;
+    // (step, validation loss, a copy of every (A, B) then)
+    type Checkpoint = (usize, f64, Vec<(Tensor, Tensor)>);
+    let mut best: Option<Checkpoint> = None;
     let compare = spec.best_every > 0 && !val.is_empty();
     for step in 0..spec.steps {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {

@@ -58,6 +58,7 @@ pub fn test_outcomes(
         &task.scoring,
         None,
         spec.eval.batch_size,
+        true,
         &mut |n| rec.emit(crate::run::event::RunEvent::Advance(n)),
         cancel,
     )
