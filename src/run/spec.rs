@@ -564,6 +564,11 @@ impl RunSpec {
         twin.method = method;
         twin.controls = ControlSpec::default();
         twin.name.clear();
+        // The new method's settings take the protocol's defaults; the rest is this run's.
+        let kept: toml::Table = "[selection]\nby = \"kept\"\n[task]\nexamples = 0\n"
+            .parse()
+            .expect("a TOML table");
+        twin.protocol.fill(&mut twin, &kept);
         twin
     }
 

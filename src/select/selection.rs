@@ -62,11 +62,15 @@ impl Selection {
     }
 
     /// The strategies the New run form cycles through, in its order (k is the form's own field).
-    pub fn form_choices() -> [Selection; 5] {
+    pub fn form_choices() -> [Selection; 6] {
         [
             Selection::TopK {
                 k: 0,
                 by: ScoreMetric::ExactMatch,
+            },
+            Selection::TopK {
+                k: 0,
+                by: ScoreMetric::Generated,
             },
             Selection::TopK {
                 k: 0,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::adapter::random::RandomInit;
 use crate::run::method::MethodKind;
+use crate::run::protocol::Protocol;
 use crate::select::Selection;
 use crate::tune::settings::Granularity;
 
@@ -53,6 +54,7 @@ fn step<T: Copy + PartialEq>(all: &[T], now: T, forward: bool) -> T {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldId {
+    Protocol,
     Task,
     Strategy,
     K,
@@ -69,7 +71,8 @@ pub enum FieldId {
     Start,
 }
 
-pub const FIELDS: [FieldId; 14] = [
+pub const FIELDS: [FieldId; 15] = [
+    FieldId::Protocol,
     FieldId::Task,
     FieldId::Strategy,
     FieldId::K,
@@ -91,6 +94,8 @@ pub struct Form {
     pub cursor: usize,
     /// The text being typed into the focused field, when editing.
     pub editing: Option<String>,
+    /// Whose defaults the run's unset settings take (lab or the paper's).
+    pub protocol: Protocol,
     pub task: String,
     /// Lab task names offered by ←/→ on the task field.
     pub tasks: Vec<String>,
@@ -127,8 +132,9 @@ impl Form {
             .cloned()
             .unwrap_or_default();
         Form {
-            cursor: 0,
+            cursor: 1,
             editing: None,
+            protocol: Protocol::Lab,
             task,
             tasks,
             selection: Selection::form_choices()[0].clone(),
@@ -198,6 +204,7 @@ impl Form {
 
     pub fn label(&self, f: FieldId) -> &'static str {
         match f {
+            FieldId::Protocol => "protocol",
             FieldId::Task => "task",
             FieldId::Strategy => "selection",
             FieldId::K => "k",
@@ -222,6 +229,7 @@ impl Form {
     pub fn value(&self, f: FieldId) -> String {
         let check = |b: bool| if b { "[x]" } else { "[ ]" }.to_string();
         match f {
+            FieldId::Protocol => self.protocol.name().to_string(),
             FieldId::Task => self.task.clone(),
             FieldId::Strategy => match &self.selection {
                 Selection::Manual { .. } => format!("manual ({} selected)", self.manual.len()),
@@ -289,6 +297,9 @@ impl Form {
                 self.granularity = step(&Granularity::ALL, self.granularity, forward)
             }
             FieldId::PoolKind => self.pool_kind = step(&POOLS, self.pool_kind, forward),
+            FieldId::Protocol => {
+                self.protocol = step(&[Protocol::Lab, Protocol::Paper], self.protocol, forward)
+            }
             FieldId::Oracle => self.oracle = !self.oracle,
             FieldId::TwinRandom => self.twin_random = !self.twin_random,
             FieldId::TwinNewLora => self.twin_new_lora = !self.twin_new_lora,

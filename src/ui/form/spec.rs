@@ -55,8 +55,8 @@ impl Form {
             },
             s => s.clone().with_k(k),
         };
-        let main = RunSpec {
-            protocol: Default::default(),
+        let mut main = RunSpec {
+            protocol: self.protocol,
             name: String::new(),
             seed,
             device: "auto".into(),
@@ -78,6 +78,13 @@ impl Form {
             },
             eval: EvalSpec::default(),
         };
+        // The paper's defaults for what the form does not set (the form sets the selection,
+        // the method's steps or budget, the controls).
+        let given: toml::Table = toml::from_str(&format!(
+            "[selection]\nby = \"set\"\n[method]\nbudget = 0\n"
+        ))
+        .expect("a TOML table");
+        main.protocol.fill(&mut main, &given);
         main.validate().map_err(|e| e.to_string())?;
         let mut out = vec![main.clone()];
         if self.twin_random
@@ -96,6 +103,7 @@ impl Form {
 
     /// Fills the form from a spec (loading a saved one).
     pub fn load_spec(&mut self, spec: &RunSpec) {
+        self.protocol = spec.protocol;
         if let Some(l) = &spec.task.lab {
             self.task = l.clone();
         } else if let Some(t) = &spec.task.train {

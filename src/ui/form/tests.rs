@@ -112,3 +112,50 @@ fn a_spec_round_trips_through_the_form() {
         similar
     );
 }
+
+#[test]
+fn the_paper_protocol_fills_what_the_form_does_not_set() {
+    let mut f = form();
+    f.cursor = FIELDS.iter().position(|&x| x == FieldId::Protocol).unwrap();
+    f.cycle(true);
+    assert_eq!(f.value(FieldId::Protocol), "paper");
+    f.cursor = FIELDS.iter().position(|&x| x == FieldId::Strategy).unwrap();
+    f.cycle(true);
+    assert_eq!(f.value(FieldId::Strategy), "top-k by generated exact match");
+    f.method = MethodKind::Lorahub;
+    f.steps = "100".into();
+    f.twin_new_lora = true;
+    let specs = f.specs("lab", &PoolSource::Lab).unwrap();
+    let main = &specs[0];
+    assert_eq!(main.protocol, Protocol::Paper);
+    assert_eq!(main.task.examples, Some(100));
+    assert_eq!(
+        main.selection,
+        Selection::TopK {
+            k: 30,
+            by: ScoreMetric::Generated
+        }
+    );
+    let MethodSpec::Lorahub(h) = &main.method else {
+        panic!("{:?}", main.method)
+    };
+    assert_eq!(
+        (h.budget, h.objective),
+        (100, crate::tune::settings::Objective::TrainValidation)
+    );
+    // The controls share the protocol; a loaded spec brings its protocol back.
+    assert!(specs.iter().all(|s| s.protocol == Protocol::Paper));
+    let lora = specs
+        .iter()
+        .find_map(|s| match &s.method {
+            MethodSpec::NewLora(n) => Some(n),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((lora.checkpoint_every, lora.final_lr_frac), (10, 0.0));
+    let mut g = form();
+    g.load_spec(main);
+    assert_eq!(g.protocol, Protocol::Paper);
+    let back = RunSpec::from_toml(&main.to_toml(), std::path::Path::new("t.toml")).unwrap();
+    assert_eq!(&back, main);
+}
