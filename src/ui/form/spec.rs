@@ -80,10 +80,9 @@ impl Form {
         };
         // The paper's defaults for what the form does not set (the form sets the selection,
         // the method's steps or budget, the controls).
-        let given: toml::Table = toml::from_str(&format!(
-            "[selection]\nby = \"set\"\n[method]\nbudget = 0\n"
-        ))
-        .expect("a TOML table");
+        let given: toml::Table = "[selection]\nby = \"set\"\n[method]\nbudget = 0\n"
+            .parse()
+            .expect("a TOML table");
         main.protocol.fill(&mut main, &given);
         main.validate().map_err(|e| e.to_string())?;
         let mut out = vec![main.clone()];
