@@ -222,6 +222,7 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
 
 const RUN_HELP: &str = "A spec names the model, the pool, the task, the selection, the method and the controls:
 
+  protocol = \"lab\"        # lab or paper (the defaults of unset settings, README)
   seed = 0
   [model]
   base = \"lab\"            # lab, a model folder, or a Hub id in the HF cache
@@ -229,16 +230,20 @@ const RUN_HELP: &str = "A spec names the model, the pool, the task, the selectio
   source = \"lab\"          # lab or dir:PATH (a folder of adapter folders)
   filter = \"rank<=16\"     # KEY OP VALUE, comma-separated: name, rank, alpha, modules (q+v, all)
   [task]
-  lab = \"caesar-5\"        # or train/validation/test = JSONL files; train_examples = 10
+  lab = \"caesar-5\"        # or train/validation/test = JSONL files; train_examples = 10, or
+                           # examples = 100 (train + validation, a fifth validation); combine = true
   [selection]
   strategy = \"top-k\"      # random (k, seed), top-k (k, by), similar (to, k), manual (adapters), all
-  k = 30
+  k = 30                  # by = exact-match (teacher-forced), generated-exact-match or loss
   [method]
   kind = \"gradient\"       # base, new-lora, gradient, lorahub, sum, average, task-arithmetic,
                            # ties, dare, tsv, svd, lorahub-sum; settings as keys of this table
   [controls]
   random_init = \"off\"     # off, pooled, per-adapter
   oracle = false
+  [eval]                  # over the task folder's task.toml, over the protocol's defaults:
+  max_new_tokens = 48     # extract = \"####\" (text after the last ####), normalize = exact,
+                           # whitespace or paper, max_prompt_tokens = 2048 (longer dropped)
 
 Examples:
   loracycle run examples/lab-gradient.toml
