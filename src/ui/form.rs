@@ -298,7 +298,17 @@ impl Form {
             }
             FieldId::PoolKind => self.pool_kind = step(&POOLS, self.pool_kind, forward),
             FieldId::Protocol => {
-                self.protocol = step(&[Protocol::Lab, Protocol::Paper], self.protocol, forward)
+                self.protocol = step(&[Protocol::Lab, Protocol::Paper], self.protocol, forward);
+                // Top-k follows the protocol's metric: generated exact match for the paper's,
+                // teacher-forced for the lab's.
+                use crate::select::ScoreMetric as M;
+                if let Selection::TopK { by, .. } = &mut self.selection {
+                    *by = match (self.protocol, *by) {
+                        (Protocol::Paper, M::ExactMatch) => M::Generated,
+                        (Protocol::Lab, M::Generated) => M::ExactMatch,
+                        (_, b) => b,
+                    };
+                }
             }
             FieldId::Oracle => self.oracle = !self.oracle,
             FieldId::TwinRandom => self.twin_random = !self.twin_random,

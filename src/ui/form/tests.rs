@@ -119,8 +119,14 @@ fn the_paper_protocol_fills_what_the_form_does_not_set() {
     f.cursor = FIELDS.iter().position(|&x| x == FieldId::Protocol).unwrap();
     f.cycle(true);
     assert_eq!(f.value(FieldId::Protocol), "paper");
+    // Top-k follows the protocol's metric, both ways.
+    assert_eq!(f.value(FieldId::Strategy), "top-k by generated exact match");
+    f.cycle(true);
+    assert_eq!(f.value(FieldId::Strategy), "top-k by exact match");
+    f.cycle(true);
     f.cursor = FIELDS.iter().position(|&x| x == FieldId::Strategy).unwrap();
     f.cycle(true);
+    f.cycle(false);
     assert_eq!(f.value(FieldId::Strategy), "top-k by generated exact match");
     f.method = MethodKind::Lorahub;
     f.steps = "100".into();
