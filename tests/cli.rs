@@ -364,3 +364,91 @@ fn help_and_readme_name_every_method_kind() {
         }
     }
 }
+
+#[test]
+fn eval_judges_the_papers_way_and_counts_long_prompts() {
+    // Answers written as a chain of thought in upper case, ending in what the model generates:
+    // the paper's judging (text after ####, spaces removed, lower case) counts every one.
+    let g = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cot.jsonl");
+    let prompts: Vec<Value> = std::fs::read_to_string(DATA)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<String> = prompts
+        .iter()
+        .zip(g["generation"]["llama3.qv-r4"].as_array().unwrap())
+        .map(|(p, w)| {
+            let text = w["text"].as_str().unwrap().to_uppercase();
+            serde_json::json!({"prompt": p["prompt"], "answer": format!("Steps.\n#### {text}.")})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            MODEL,
+            "--data",
+            data.to_str().unwrap(),
+            "--template",
+            "llama3",
+            "--adapter",
+            "tests/fixtures/adapters/qv-r4",
+            "--metric",
+            "exact-match",
+            "--max-new-tokens",
+            "6",
+            "--device",
+            "cpu",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    assert_eq!(eval(&[])["exact_match"].as_f64(), Some(0.0));
+    let paper = eval(&["--normalize", "paper", "--extract", "####"]);
+    assert_eq!(paper["exact_match"].as_f64(), Some(1.0), "{paper}");
+    assert!(paper.get("dropped").is_none());
+    // Without the extraction the reasoning stays in the answer.
+    let whole = eval(&["--normalize", "paper"]);
+    assert_eq!(whole["exact_match"].as_f64(), Some(0.0));
+    // A prompt cap below every prompt: nothing judged, all counted.
+    let capped = eval(&[
+        "--normalize",
+        "paper",
+        "--extract",
+        "####",
+        "--max-prompt-tokens",
+        "2",
+    ]);
+    assert_eq!(capped["dropped"], 6);
+    assert!(capped.get("exact_match").is_none(), "{capped}");
+    let (code, out, _) = run(&[
+        "eval",
+        "--model",
+        MODEL,
+        "--data",
+        data.to_str().unwrap(),
+        "--template",
+        "llama3",
+        "--metric",
+        "exact-match",
+        "--max-prompt-tokens",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dropped (long prompt)"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("6 of 6 left out of exact match (prompt of 2 tokens or more)"),
+        "{out}"
+    );
+}

@@ -114,9 +114,11 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             .map(|l| format!("{l:.4}"))
             .unwrap_or_else(|| "–".into());
         let pred = r.prediction.clone().unwrap_or_else(|| "–".into());
+        let judged = !matches!(args.opts.metric, eval::Metric::Loss);
         let ok = match r.correct {
             Some(true) => "✓",
             Some(false) => "✗",
+            None if judged => "dropped (long prompt)",
             None => "",
         };
         println!("{:>4}  {loss:>8}  {:<32} {ok}", i + 1, truncate(&pred, 32));
@@ -133,13 +135,14 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             .count();
         let judged = examples.len() - report.dropped;
         summary.push(format!("exact match {em:.3} ({hits}/{judged})"));
-        if report.dropped > 0 {
-            summary.push(format!(
-                "{} dropped (prompt of {} tokens or more)",
-                report.dropped,
-                args.opts.scoring.max_prompt_tokens.unwrap_or_default()
-            ));
-        }
+    }
+    if report.dropped > 0 {
+        summary.push(format!(
+            "{} of {} left out of exact match (prompt of {} tokens or more)",
+            report.dropped,
+            examples.len(),
+            args.opts.scoring.max_prompt_tokens.unwrap_or_default()
+        ));
     }
     println!("{}", summary.join(" · "));
     Ok(())
