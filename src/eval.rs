@@ -8,7 +8,7 @@ pub mod judge;
 pub mod loss;
 
 pub use answer::{Extract, Normalize, Scoring, TaskSettings};
-pub use bootstrap::{Estimate, bootstrap_mean};
+pub use bootstrap::{Estimate, bootstrap_mean, paired_delta};
 pub use dataset::{Example, read_jsonl};
 pub use judge::{Judged, judge};
 pub use loss::{
