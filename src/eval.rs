@@ -137,11 +137,22 @@ pub fn evaluate(
     let want_loss = matches!(opts.metric, Metric::Loss | Metric::Both);
     let want_em = matches!(opts.metric, Metric::ExactMatch | Metric::Both);
     let batch = opts.batch_size.max(1);
-    let encoded = codec.encode_examples(
-        examples
-            .iter()
-            .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
-    )?;
+    // Rows are encoded as they are needed, each error naming its row in the file.
+    let encode = |rows: &[usize]| -> Result<Vec<_>> {
+        rows.iter()
+            .map(|&i| {
+                let e = &examples[i];
+                codec
+                    .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
+                    .map_err(|err| {
+                        EvalError::Model(ModelError::Row {
+                            row: i + 1,
+                            source: Box::new(err),
+                        })
+                    })
+            })
+            .collect()
+    };
     let mut results: Vec<ExampleResult> = (0..n)
         .map(|_| ExampleResult {
             loss: None,
@@ -156,16 +167,18 @@ pub fn evaluate(
             .filter(|&i| !opts.scoring.drops(prompts[i].len()))
             .collect();
         dropped = n - kept.len();
-        fn pick<T: Clone>(kept: &[usize], v: &[T]) -> Vec<T> {
-            kept.iter().map(|&i| v[i].clone()).collect()
-        }
+        let numbers: Vec<usize> = kept.iter().map(|&i| i + 1).collect();
         let total = kept.len();
         let judged = judge(
             model,
             codec,
-            &pick(&kept, examples),
-            &pick(&kept, &encoded),
-            &pick(&kept, &prompts),
+            &kept
+                .iter()
+                .map(|&i| examples[i].clone())
+                .collect::<Vec<_>>(),
+            &encode(&kept)?,
+            &kept.iter().map(|&i| prompts[i].clone()).collect::<Vec<_>>(),
+            &numbers,
             &opts.scoring,
             branches,
             batch,
@@ -183,7 +196,7 @@ pub fn evaluate(
         let todo: Vec<usize> = (0..n).filter(|&i| results[i].loss.is_none()).collect();
         let batches = todo.len().div_ceil(batch);
         for (b, chunk) in todo.chunks(batch).enumerate() {
-            let rows: Vec<_> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let rows = encode(chunk)?;
             let losses = answer_losses(model, codec.pad_id(), &rows, branches)?;
             for (&i, l) in chunk.iter().zip(losses) {
                 let row = i + 1;

@@ -110,6 +110,7 @@ fn judging_generates_only_the_misses_and_agrees_with_generating_all() {
         &rows,
         &enc,
         &prompts,
+        &(1..=rows.len()).collect::<Vec<_>>(),
         &paper,
         None,
         16,

@@ -107,7 +107,7 @@ pub struct Scoring {
     pub extract: Extract,
     pub normalize: Normalize,
     /// Examples whose prompt (template included) has this many tokens or more are dropped from
-    /// generated evaluation and counted; `None` keeps every prompt.
+    /// generated evaluation and counted; `None` (or 0) keeps every prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompt_tokens: Option<usize>,
 }
@@ -127,7 +127,8 @@ impl Scoring {
 
     /// Whether a prompt of `tokens` tokens is dropped.
     pub fn drops(&self, tokens: usize) -> bool {
-        self.max_prompt_tokens.is_some_and(|cap| tokens >= cap)
+        self.max_prompt_tokens
+            .is_some_and(|cap| cap > 0 && tokens >= cap)
     }
 }
 
@@ -138,7 +139,7 @@ impl Scoring {
 /// max_new_tokens = 500   # a chain-of-thought task
 /// extract = "####"       # or "none"
 /// normalize = "paper"    # exact, whitespace or paper
-/// max_prompt_tokens = 2048
+/// max_prompt_tokens = 2048   # 0: keep every prompt
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -170,10 +171,6 @@ impl TaskSettings {
         let f = crate::run::setting::Fields("");
         if let Some(n) = s.max_new_tokens {
             f.count("max_new_tokens", n, 1, crate::run::setting::MAX_NEW_TOKENS)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        if let Some(n) = s.max_prompt_tokens {
-            f.positive("max_prompt_tokens", n)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(s)
@@ -233,6 +230,11 @@ mod tests {
         );
         assert!(!gsm.strict());
         assert!(gsm.drops(2048) && !gsm.drops(2047));
+        let uncapped = Scoring {
+            max_prompt_tokens: Some(0),
+            ..gsm
+        };
+        assert!(!uncapped.drops(100_000), "0 keeps every prompt");
     }
 
     #[test]

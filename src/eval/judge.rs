@@ -33,8 +33,8 @@ pub fn prompts(codec: &TextCodec, examples: &[Example]) -> Result<Vec<Vec<u32>>>
         .collect()
 }
 
-/// Judges `examples` (`encoded` are the same rows encoded, `prompts` their generation prompts) in
-/// batches of `batch`; `done(n)` after each batch with the examples judged so far. Examples
+/// Judges `examples` (`encoded` are the same rows encoded, `prompts` their generation prompts,
+/// `numbers` their 1-based row numbers in the caller's file, for messages) in batches of `batch`; `done(n)` after each batch with the examples judged so far. Examples
 /// teacher forcing misses are generated, unless `forced_misses` and the scoring is strict (exact
 /// strings, no extraction): then its verdict stands for them too, which is greedy decoding's
 /// except for a generation cut at the token limit that happens to spell the answer. A set
@@ -46,6 +46,7 @@ pub fn judge(
     examples: &[Example],
     encoded: &[EncodedExample],
     prompts: &[Vec<u32>],
+    numbers: &[usize],
     scoring: &Scoring,
     branches: Option<&Branches>,
     batch: usize,
@@ -55,7 +56,13 @@ pub fn judge(
 ) -> Result<Vec<Judged>> {
     let stop = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mut out = Vec::with_capacity(examples.len());
-    let has_end = !codec.eos_ids().is_empty();
+    let ends = |enc: &EncodedExample| {
+        enc.ids.len() > enc.answer_start
+            && enc
+                .ids
+                .last()
+                .is_some_and(|id| codec.eos_ids().contains(id))
+    };
     for (c, chunk) in encoded.chunks(batch.max(1)).enumerate() {
         if stop() {
             return Err(EvalError::Cancelled);
@@ -64,16 +71,22 @@ pub fn judge(
         for (j, (o, enc)) in forced.into_iter().zip(chunk).enumerate() {
             let i = c * batch.max(1) + j;
             let e = &examples[i];
-            let row = i + 1;
+            let row = numbers.get(i).copied().unwrap_or(i + 1);
             let loss = finite(o.loss, || format!("the loss of example {row}"))?;
-            // Greedy reproduces the answer only if it may make that many tokens.
+            // Greedy decoding makes exactly the scored answer tokens when each is the argmax after
+            // the ones before and the answer ends with an end token (else greedy would run on past
+            // it); a limit one short of the end token still gives the same text.
             let answer_tokens = enc.ids.len() - enc.answer_start;
-            let reproduced = o.exact && has_end && answer_tokens <= scoring.max_new_tokens + 1;
-            let judged = if reproduced || (forced_misses && scoring.strict() && has_end) {
+            let ends = ends(enc);
+            let reproduced = o.exact && ends && answer_tokens <= scoring.max_new_tokens + 1;
+            let judged = if reproduced || (forced_misses && scoring.strict() && ends) {
+                // Reproduced: the generation is the answer's tokens; a template may render the
+                // answer differently from the row's text, so the decoded tokens are compared.
+                let prediction = codec.decode_answer(&o.greedy_prefix);
                 Judged {
                     loss,
-                    prediction: codec.decode_answer(&o.greedy_prefix),
-                    correct: reproduced,
+                    correct: reproduced && scoring.matches(&prediction, &e.answer),
+                    prediction,
                     truncated: !reproduced,
                     generated: false,
                 }

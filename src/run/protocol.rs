@@ -109,6 +109,8 @@ impl Protocol {
         let t = &mut spec.task;
         if !given("task", "examples") {
             match t.train_examples.take() {
+                // 0 stays where it was given, to be refused by name.
+                Some(0) => t.train_examples = Some(0),
                 // The low-data setting: N examples of train + validation, merged.
                 Some(n) => {
                     t.examples = Some(n);

@@ -119,8 +119,9 @@ pub struct TaskSpec {
     /// Use only the first N training examples (the validation file stays whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_examples: Option<usize>,
-    /// Use N examples of train + validation in all, as the paper does: the first N/5 (rounded
-    /// down) of the validation file and the first N − N/5 of the training file.
+    /// Use N examples of train + validation in all, as the paper's `data_size` does: the first
+    /// N/5 (rounded down) rows of the validation file, and as many first rows of the training
+    /// file as make N with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub examples: Option<usize>,
     /// Merge train and validation into one set, used both to train and to choose the checkpoint
@@ -195,7 +196,7 @@ pub struct NewLoraSpec {
     pub modules: Vec<String>,
     #[serde(default = "warm")]
     pub warmup_frac: f64,
-    /// Measure the validation loss every this many steps (and at the start) and keep the best
+    /// Measure the validation loss every this many steps (and at the last) and keep the best
     /// checkpoint; 0 keeps the last step.
     #[serde(default)]
     pub checkpoint_every: usize,
@@ -322,7 +323,7 @@ pub struct EvalSpec {
     /// `exact`, `whitespace` or `paper`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<Normalize>,
-    /// Test prompts of this many tokens or more are dropped (and counted).
+    /// Test prompts of this many tokens or more are dropped (and counted); 0 keeps every prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompt_tokens: Option<usize>,
 }
@@ -346,9 +347,6 @@ impl EvalSpec {
         f.count("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP)?;
         if let Some(n) = self.max_new_tokens {
             f.count("max_new_tokens", n, 1, MAX_NEW_TOKENS)?;
-        }
-        if let Some(n) = self.max_prompt_tokens {
-            f.positive("max_prompt_tokens", n)?;
         }
         f.count("batch_size", self.batch_size, 1, MAX_BATCH)
     }
@@ -501,6 +499,7 @@ impl RunSpec {
             return bad("task: train_examples must be at least 1".into());
         }
         match t.examples {
+            Some(0) => return bad("task: examples must be at least 1".into()),
             Some(_) if t.train_examples.is_some() => {
                 return bad(
                     "task: give examples (train + validation) or train_examples, not both".into(),
@@ -511,7 +510,6 @@ impl RunSpec {
                     "task: examples = {n} leaves no validation example (a fifth of them, rounded down); give at least 5, or combine = true"
                 ));
             }
-            Some(0) => return bad("task: examples must be at least 1".into()),
             _ => {}
         }
         self.selection.validate()?;
@@ -807,5 +805,18 @@ mod protocol_tests {
             "task: give examples (train + validation) or train_examples, not both"
         );
         read("[task]\nlab = \"caesar-5\"\nexamples = 4\ncombine = true\n");
+        for (text, want) in [
+            (
+                "[task]\nlab = \"caesar-5\"\nexamples = 0\n",
+                "task: examples must be at least 1",
+            ),
+            (
+                "protocol = \"paper\"\n[task]\nlab = \"caesar-5\"\ntrain_examples = 0\n",
+                "task: train_examples must be at least 1",
+            ),
+        ] {
+            let err = RunSpec::from_toml(text, Path::new("t.toml")).unwrap_err();
+            assert_eq!(err.to_string(), want, "{text}");
+        }
     }
 }

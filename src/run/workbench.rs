@@ -212,6 +212,7 @@ impl Workbench {
         examples: &[Example],
         encoded: &[EncodedExample],
         scoring: &eval::Scoring,
+        batch: usize,
         on: &mut dyn FnMut(RunEvent),
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Vec<Score>> {
@@ -228,13 +229,16 @@ impl Workbench {
         let examples: Vec<Example> = kept.iter().map(|&i| examples[i].clone()).collect();
         let encoded: Vec<EncodedExample> = kept.iter().map(|&i| encoded[i].clone()).collect();
         let prompts: Vec<Vec<u32>> = kept.iter().map(|&i| prompts[i].clone()).collect();
+        let numbers: Vec<usize> = kept.iter().map(|&i| i + 1).collect();
         let identity = self
             .identity
             .clone()
             .unwrap_or_else(|| self.model_path.display().to_string());
         let task = select::screen::task_hash(&identity, &encoded);
+        // Versioned: a change to how verdicts are reached must not reuse older ones.
         let how = format!(
-            "generated|{}|{}|{}|{}",
+            "generated/2|{:?}|{}|{}|{}|{}",
+            self.model.dtype(),
             scoring.max_new_tokens,
             scoring.extract.name(),
             scoring.normalize.name(),
@@ -263,6 +267,7 @@ impl Workbench {
         let mut done = cached;
         on(RunEvent::Advance(done));
         let mut result = Ok(());
+        let mut generated = 0;
         for (i, ad) in adapters.iter().enumerate() {
             if out[i].is_some() {
                 continue;
@@ -281,14 +286,16 @@ impl Workbench {
                     &examples,
                     &encoded,
                     &prompts,
+                    &numbers,
                     scoring,
                     None,
-                    64,
+                    batch,
                     true,
                     &mut |_| {},
                     cancel,
                 )?;
                 let n = judged.len() as f64;
+                generated += judged.iter().filter(|j| j.generated).count();
                 Ok(Score {
                     exact_match: judged.iter().filter(|j| j.correct).count() as f64 / n,
                     loss: judged.iter().map(|j| j.loss).sum::<f64>() / n,
@@ -314,6 +321,14 @@ impl Workbench {
             )));
         }
         result?;
+        let scored = adapters.len() - cached;
+        if scored > 0 {
+            on(RunEvent::Log(format!(
+                "generated {generated} of {} answers ({scored} adapters × {} examples); teacher forcing decided the rest",
+                scored * examples.len(),
+                examples.len()
+            )));
+        }
         Ok(out
             .into_iter()
             .map(|s| s.expect("every adapter scored"))

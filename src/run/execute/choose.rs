@@ -118,19 +118,23 @@ pub fn choose(
             )
         };
         let cancel = rec.cancel();
-        let mut scores = bench.scores(&candidates, &both, rec.sink(), cancel)?;
+        let scores = match &spec.selection {
+            // The generated scores come with their own teacher-forced pass.
+            Selection::TopK {
+                by: ScoreMetric::Generated,
+                ..
+            } => bench.generated_scores(
+                &candidates,
+                &rows_of,
+                &both,
+                &task.scoring,
+                spec.eval.batch_size,
+                rec.sink(),
+                cancel,
+            )?,
+            _ => bench.scores(&candidates, &both, rec.sink(), cancel)?,
+        };
         if let Selection::TopK { k, by } = &spec.selection {
-            if *by == ScoreMetric::Generated {
-                rec.check()?;
-                scores = bench.generated_scores(
-                    &candidates,
-                    &rows_of,
-                    &both,
-                    &task.scoring,
-                    rec.sink(),
-                    cancel,
-                )?;
-            }
             ties = select::describe_ties(&scores, *k, *by);
         }
         Some(scores)

@@ -55,6 +55,7 @@ pub fn test_outcomes(
         &examples,
         &encoded,
         &prompts,
+        &kept.iter().map(|&i| i + 1).collect::<Vec<_>>(),
         &task.scoring,
         None,
         spec.eval.batch_size,
