@@ -80,7 +80,8 @@ pub fn merge_module(
         });
     }
     let k = parts.len() as f64;
-    let n = selected.max(parts.len()) as f64;
+    let merged = selected.max(parts.len());
+    let n = merged as f64;
     let scaled = |factor: f64| -> Vec<Part<'_>> {
         parts
             .iter()
@@ -104,11 +105,9 @@ pub fn merge_module(
             let (a, b) = linalg::lowrank_svd(&b, &a)?.truncate(*rank)?.into_lora()?;
             Ok(Update::LowRank { a, b })
         }
-        MergeMethod::Tsv { m, lambda, weights } => tsv(
-            &scaled(weights.uniform(selected.max(parts.len()))),
-            *m,
-            *lambda,
-        ),
+        MergeMethod::Tsv { m, lambda, weights } => {
+            tsv(&scaled(weights.uniform(merged)), *m, *lambda)
+        }
         MergeMethod::LorahubSum => lorahub_sum(parts, shape),
         MergeMethod::Ties {
             density,
@@ -116,12 +115,7 @@ pub fn merge_module(
             lambda,
             weights,
         } => Ok(Update::Dense(
-            (ties::ties(
-                &scaled(weights.uniform(selected.max(parts.len()))),
-                *density,
-                *sign,
-                shape,
-            )? * *lambda)?,
+            (ties::ties(&scaled(weights.uniform(merged)), *density, *sign, shape)? * *lambda)?,
         )),
         MergeMethod::Dare {
             density,

@@ -369,15 +369,13 @@ pub fn describe_ties(scores: &[Score], k: usize, by: ScoreMetric) -> Option<Stri
     if by == ScoreMetric::Loss || k == 0 || k >= scores.len() {
         return None;
     }
-    let names: Vec<String> = (0..scores.len()).map(|i| format!("{i:08}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ranked = rank_by(scores, &refs, by);
-    let cut = scores[ranked[k - 1]].exact_match;
-    let tied = scores.iter().filter(|s| s.exact_match == cut).count();
-    let inside = ranked[..k]
-        .iter()
-        .filter(|&&i| scores[i].exact_match == cut)
-        .count();
+    // The k-th best score is the cut; the adapters above it are all in, those at it share what
+    // is left.
+    let mut ems: Vec<f64> = scores.iter().map(|s| s.exact_match).collect();
+    ems.sort_by(|a, b| b.total_cmp(a));
+    let cut = ems[k - 1];
+    let tied = ems.iter().filter(|&&e| e == cut).count();
+    let inside = k - ems.iter().filter(|&&e| e > cut).count();
     if tied == inside {
         return None;
     }

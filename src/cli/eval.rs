@@ -108,13 +108,13 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         }
     );
     println!("{:>4}  {:>8}  {:<32} ok", "#", "loss", "prediction");
+    let judged = !matches!(args.opts.metric, eval::Metric::Loss);
     for (i, r) in report.examples.iter().enumerate() {
         let loss = r
             .loss
             .map(|l| format!("{l:.4}"))
             .unwrap_or_else(|| "–".into());
         let pred = r.prediction.clone().unwrap_or_else(|| "–".into());
-        let judged = !matches!(args.opts.metric, eval::Metric::Loss);
         let ok = match r.correct {
             Some(true) => "✓",
             Some(false) => "✗",
@@ -133,8 +133,8 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             .iter()
             .filter(|r| r.correct == Some(true))
             .count();
-        let judged = examples.len() - report.dropped;
-        summary.push(format!("exact match {em:.3} ({hits}/{judged})"));
+        let scored = examples.len() - report.dropped;
+        summary.push(format!("exact match {em:.3} ({hits}/{scored})"));
     }
     if report.dropped > 0 {
         summary.push(format!(

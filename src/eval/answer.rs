@@ -168,12 +168,20 @@ impl TaskSettings {
             .map_err(|e| format!("{}: {}", path.display(), e.into_io()))?;
         let s: TaskSettings = toml::from_str(&text)
             .map_err(|e| format!("{}: {}", path.display(), e.message().trim_end()))?;
-        let f = crate::run::setting::Fields("");
-        if let Some(n) = s.max_new_tokens {
-            f.count("max_new_tokens", n, 1, crate::run::setting::MAX_NEW_TOKENS)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+        s.check(crate::run::setting::Fields(""))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(s)
+    }
+
+    /// Checks the sizes given are in range, each named with `f`'s prefix.
+    pub fn check(
+        &self,
+        f: crate::run::setting::Fields<'_>,
+    ) -> Result<(), crate::run::setting::BadSetting> {
+        if let Some(n) = self.max_new_tokens {
+            f.count("max_new_tokens", n, 1, crate::run::setting::MAX_NEW_TOKENS)?;
+        }
+        Ok(())
     }
 
     /// These settings over `under`: each one set here wins.

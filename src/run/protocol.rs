@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{MethodSpec, RunSpec};
+use super::spec::{MethodSpec, RunSpec, TaskSpec};
 use crate::eval::answer::{Extract, Normalize, TaskSettings};
 use crate::select::selection::{ScoreMetric, Selection};
 use crate::tune::settings::Objective;
@@ -70,56 +70,69 @@ impl Protocol {
     /// protocol's values. The lab's are the serde defaults already; the paper's are set here, so a
     /// record's spec names every value the run used.
     pub fn fill(self, spec: &mut RunSpec, doc: &toml::Table) {
-        if self == Protocol::Lab {
-            return;
-        }
-        let table = |name: &str| doc.get(name).and_then(|v| v.as_table());
-        let given = |name: &str, key: &str| table(name).is_some_and(|t| t.contains_key(key));
-        match (&mut spec.selection, table("selection")) {
-            (_, None) => {
+        let given = |table: &str| {
+            let t = doc.get(table).and_then(|v| v.as_table());
+            move |key: &str| t.is_some_and(|t| t.contains_key(key))
+        };
+        if self == Protocol::Paper {
+            if doc.get("selection").is_none() {
                 spec.selection = Selection::TopK {
                     k: 30,
                     by: ScoreMetric::Generated,
-                }
+                };
+            } else if let Selection::TopK { by, .. } = &mut spec.selection
+                && !given("selection")("by")
+            {
+                *by = ScoreMetric::Generated;
             }
-            (Selection::TopK { by, .. }, Some(_)) if !given("selection", "by") => {
-                *by = ScoreMetric::Generated
-            }
-            _ => {}
         }
-        match &mut spec.method {
+        self.fill_method(&mut spec.method, given("method"));
+        self.fill_task(&mut spec.task, given("task"));
+    }
+
+    /// The method settings `given` does not name take this protocol's values.
+    pub fn fill_method(self, method: &mut MethodSpec, given: impl Fn(&str) -> bool) {
+        if self == Protocol::Lab {
+            return;
+        }
+        match method {
             MethodSpec::NewLora(n) => {
-                if !given("method", "checkpoint_every") {
+                if !given("checkpoint_every") {
                     n.checkpoint_every = 10;
                 }
-                if !given("method", "final_lr_frac") {
+                if !given("final_lr_frac") {
                     n.final_lr_frac = 0.0;
                 }
             }
             MethodSpec::Lorahub(h) => {
-                if !given("method", "budget") {
+                if !given("budget") {
                     h.budget = 100;
                 }
-                if !given("method", "objective") {
+                if !given("objective") {
                     h.objective = Objective::TrainValidation;
                 }
             }
             _ => {}
         }
-        let t = &mut spec.task;
-        if !given("task", "examples") {
-            match t.train_examples.take() {
-                // 0 stays where it was given, to be refused by name.
-                Some(0) => t.train_examples = Some(0),
-                // The low-data setting: N examples of train + validation, merged.
-                Some(n) => {
-                    t.examples = Some(n);
-                    if !given("task", "combine") {
-                        t.combine = true;
-                    }
+    }
+
+    /// The task's example counts, unless `given` names `examples`: the paper's 100, or its
+    /// low-data setting for `train_examples = N`.
+    pub fn fill_task(self, t: &mut TaskSpec, given: impl Fn(&str) -> bool) {
+        if self == Protocol::Lab || given("examples") {
+            return;
+        }
+        match t.train_examples.take() {
+            // 0 stays where it was given, to be refused by name.
+            Some(0) => t.train_examples = Some(0),
+            // The low-data setting: N examples of train + validation, merged.
+            Some(n) => {
+                t.examples = Some(n);
+                if !given("combine") {
+                    t.combine = true;
                 }
-                None => t.examples = Some(PAPER_EXAMPLES),
             }
+            None => t.examples = Some(PAPER_EXAMPLES),
         }
     }
 }

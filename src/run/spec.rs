@@ -33,9 +33,7 @@ use crate::model::template::kind::Template;
 use crate::pool::filter::Filter;
 use crate::pool::source::PoolSource;
 use crate::run::protocol::Protocol;
-use crate::run::setting::{
-    BadSetting, Fields, MAX_BATCH, MAX_BOOTSTRAP, MAX_NEW_TOKENS, MAX_RANK, MAX_STEPS,
-};
+use crate::run::setting::{BadSetting, Fields, MAX_BATCH, MAX_BOOTSTRAP, MAX_RANK, MAX_STEPS};
 use crate::select::selection::Selection;
 use crate::tune::settings::{GradientSpec, LorahubSpec};
 
@@ -133,7 +131,30 @@ pub struct TaskSpec {
     pub oracle_adapter: Option<PathBuf>,
 }
 
+/// The three files a task folder holds.
+pub const TASK_FILES: [&str; 3] = ["train.jsonl", "validation.jsonl", "test.jsonl"];
+
 impl TaskSpec {
+    /// The task in folder `dir`: its train, validation and test files.
+    pub fn folder(dir: &Path) -> TaskSpec {
+        let [train, validation, test] = TASK_FILES.map(|f| dir.join(f));
+        TaskSpec {
+            train: Some(train),
+            validation: Some(validation),
+            test: Some(test),
+            ..Default::default()
+        }
+    }
+
+    /// The task files that `dir` does not hold.
+    pub fn missing_files(dir: &Path) -> Vec<String> {
+        TASK_FILES
+            .iter()
+            .filter(|f| !dir.join(f).is_file())
+            .map(|f| f.to_string())
+            .collect()
+    }
+
     /// A short name for records and tables.
     pub fn display_name(&self) -> String {
         match (&self.lab, &self.train) {
@@ -345,9 +366,7 @@ impl EvalSpec {
     /// Checks the sizes are in range (0 bootstrap resamples: no intervals).
     pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
         f.count("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP)?;
-        if let Some(n) = self.max_new_tokens {
-            f.count("max_new_tokens", n, 1, MAX_NEW_TOKENS)?;
-        }
+        self.settings().check(f)?;
         f.count("batch_size", self.batch_size, 1, MAX_BATCH)
     }
 
@@ -563,10 +582,7 @@ impl RunSpec {
         twin.controls = ControlSpec::default();
         twin.name.clear();
         // The new method's settings take the protocol's defaults; the rest is this run's.
-        let kept: toml::Table = "[selection]\nby = \"kept\"\n[task]\nexamples = 0\n"
-            .parse()
-            .expect("a TOML table");
-        twin.protocol.fill(&mut twin, &kept);
+        twin.protocol.fill_method(&mut twin.method, |_| false);
         twin
     }
 

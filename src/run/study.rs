@@ -115,40 +115,33 @@ fn with_controls(methods: Vec<(&str, MethodSpec, Selection)>, oracle: bool) -> V
     arms
 }
 
-/// The arms of the `paper` preset: the base model, a new LoRA (best checkpoint by validation
-/// loss, cosine to 0), and simple average, TIES, TSV, LoraHub and the gradient recipe over the
-/// top 30 adapters by generated exact match, each also on the random-init pool. Every run takes
-/// the paper's protocol for what the arm leaves unset.
-pub fn paper_arms() -> Vec<Arm> {
-    let top30 = Selection::TopK {
-        k: 30,
-        by: ScoreMetric::Generated,
-    };
-    let mut arms = vec![
+/// The base model and a new LoRA, first in every preset.
+fn base_and_new_lora(top: &Selection, new_lora: NewLoraSpec) -> Vec<Arm> {
+    vec![
         Arm {
             label: "base".into(),
             method: MethodSpec::Base,
-            selection: top30.clone(),
+            selection: top.clone(),
             controls: ControlSpec::default(),
         },
         Arm {
             label: "new LoRA".into(),
-            method: MethodSpec::NewLora(NewLoraSpec {
-                checkpoint_every: 10,
-                final_lr_frac: 0.0,
-                ..NewLoraSpec::default()
-            }),
-            selection: top30.clone(),
+            method: MethodSpec::NewLora(new_lora),
+            selection: top.clone(),
             controls: ControlSpec::default(),
         },
-    ];
-    let methods = vec![
+    ]
+}
+
+/// Simple average (1/N) and TIES (density 0.2, sign by total, weights 1) over `top`.
+fn average_and_ties(top: &Selection) -> Vec<(&'static str, MethodSpec, Selection)> {
+    vec![
         (
             "average",
             MethodSpec::Merge(MergeMethod::Average {
                 over: Default::default(),
             }),
-            top30.clone(),
+            top.clone(),
         ),
         (
             "TIES",
@@ -158,8 +151,30 @@ pub fn paper_arms() -> Vec<Arm> {
                 lambda: 1.0,
                 weights: crate::merge::Weights::One,
             }),
-            top30.clone(),
+            top.clone(),
         ),
+    ]
+}
+
+/// The arms of the `paper` preset: the base model, a new LoRA (best checkpoint by validation
+/// loss, cosine to 0), and simple average, TIES, TSV, LoraHub and the gradient recipe over the
+/// top 30 adapters by generated exact match, each also on the random-init pool. Every run takes
+/// the paper's protocol for what the arm leaves unset.
+pub fn paper_arms() -> Vec<Arm> {
+    let top30 = Selection::TopK {
+        k: 30,
+        by: ScoreMetric::Generated,
+    };
+    let mut arms = base_and_new_lora(
+        &top30,
+        NewLoraSpec {
+            checkpoint_every: 10,
+            final_lr_frac: 0.0,
+            ..NewLoraSpec::default()
+        },
+    );
+    let mut methods = average_and_ties(&top30);
+    methods.extend([
         (
             "TSV",
             MethodSpec::Merge(MergeMethod::Tsv {
@@ -183,7 +198,7 @@ pub fn paper_arms() -> Vec<Arm> {
             MethodSpec::Gradient(GradientSpec::default()),
             top30,
         ),
-    ];
+    ]);
     arms.extend(with_controls(methods, false));
     arms
 }
@@ -194,44 +209,18 @@ pub fn lab_paper_arms() -> Vec<Arm> {
         k: 30,
         by: ScoreMetric::ExactMatch,
     };
-    let mut arms = vec![
-        Arm {
-            label: "base".into(),
-            method: MethodSpec::Base,
-            selection: top30.clone(),
-            controls: ControlSpec::default(),
+    // The lab pool's own LoRA recipe scale (rank 8, lr 3e-3) with DESIGN's other settings.
+    let mut arms = base_and_new_lora(
+        &top30,
+        NewLoraSpec {
+            rank: 8,
+            alpha: 16.0,
+            lr: 3e-3,
+            ..NewLoraSpec::default()
         },
-        Arm {
-            label: "new LoRA".into(),
-            // The lab pool's own LoRA recipe scale (rank 8, lr 3e-3) with DESIGN's other settings.
-            method: MethodSpec::NewLora(NewLoraSpec {
-                rank: 8,
-                alpha: 16.0,
-                lr: 3e-3,
-                ..NewLoraSpec::default()
-            }),
-            selection: top30.clone(),
-            controls: ControlSpec::default(),
-        },
-    ];
-    let methods = vec![
-        (
-            "average",
-            MethodSpec::Merge(MergeMethod::Average {
-                over: Default::default(),
-            }),
-            top30.clone(),
-        ),
-        (
-            "TIES",
-            MethodSpec::Merge(MergeMethod::Ties {
-                density: 0.2,
-                sign: SignElection::Total,
-                lambda: 1.0,
-                weights: crate::merge::Weights::One,
-            }),
-            top30.clone(),
-        ),
+    );
+    let mut methods = average_and_ties(&top30);
+    methods.extend([
         (
             "LoraHub",
             // LoraHub's own recipe: 20 random adapters, a few (5) examples.
@@ -246,7 +235,7 @@ pub fn lab_paper_arms() -> Vec<Arm> {
             MethodSpec::Gradient(GradientSpec::default()),
             top30,
         ),
-    ];
+    ]);
     arms.extend(with_controls(methods, true));
     arms
 }
@@ -443,22 +432,15 @@ fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
             known.join(", ")
         ));
     }
-    let dir = Path::new(task);
-    let files = ["train.jsonl", "validation.jsonl", "test.jsonl"].map(|f| dir.join(f));
-    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+    let dir = std::path::absolute(task).unwrap_or_else(|_| PathBuf::from(task));
+    if let Some(missing) = TaskSpec::missing_files(&dir).first() {
         return Err(format!(
             "{task:?} is neither a held-out lab task ({}) nor a task folder: {} is missing",
             known.join(", "),
-            missing.display()
+            dir.join(missing).display()
         ));
     }
-    let [train, validation, test] = files.map(|f| std::path::absolute(&f).unwrap_or(f));
-    Ok(TaskSpec {
-        train: Some(train),
-        validation: Some(validation),
-        test: Some(test),
-        ..Default::default()
-    })
+    Ok(TaskSpec::folder(&dir))
 }
 
 fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {

@@ -39,8 +39,7 @@ pub fn pool_name(p: RandomInit) -> &'static str {
     }
 }
 
-/// The three files a task folder holds.
-pub const TASK_FILES: [&str; 3] = ["train.jsonl", "validation.jsonl", "test.jsonl"];
+pub use crate::run::spec::TASK_FILES;
 
 /// The next item of `all` after (or before) `now`; the first when `now` is not in it.
 fn step<T: Copy + PartialEq>(all: &[T], now: T, forward: bool) -> T {

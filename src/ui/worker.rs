@@ -105,11 +105,7 @@ pub fn settle(app: &mut App, store: &RunStore) {
 
 /// The task files that `folder` does not hold.
 pub fn missing_task_files(folder: &Path) -> Vec<String> {
-    crate::ui::form::TASK_FILES
-        .iter()
-        .filter(|f| !folder.join(f).is_file())
-        .map(|f| f.to_string())
-        .collect()
+    crate::run::spec::TaskSpec::missing_files(folder)
 }
 
 fn write_table(md: &str, csv: &str) -> String {

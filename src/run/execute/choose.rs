@@ -8,7 +8,6 @@ use super::recorder::Recorder;
 use super::{Result, RunError};
 use crate::adapter::Adapter;
 use crate::adapter::random::{RandomInit, randomize};
-use crate::eval::Example;
 use crate::model::template::EncodedExample;
 use crate::run::record::{ChosenAdapter, PoolInfo, Rejected};
 use crate::run::spec::RunSpec;
@@ -109,13 +108,10 @@ pub fn choose(
     let scores = if spec.selection.needs_scores() {
         // Each adapter is scored on the train and validation rows together (once when they are
         // one merged set).
-        let (both, rows_of): (Vec<EncodedExample>, Vec<Example>) = if rows.combined {
-            (rows.train.to_vec(), task.train.clone())
+        let both: Vec<EncodedExample> = if rows.combined {
+            rows.train.to_vec()
         } else {
-            (
-                rows.train.iter().chain(rows.val).cloned().collect(),
-                task.train.iter().chain(&task.validation).cloned().collect(),
-            )
+            rows.train.iter().chain(rows.val).cloned().collect()
         };
         let cancel = rec.cancel();
         let scores = match &spec.selection {
@@ -125,7 +121,11 @@ pub fn choose(
                 ..
             } => bench.generated_scores(
                 &candidates,
-                &rows_of,
+                &if rows.combined {
+                    task.train.clone()
+                } else {
+                    [task.train.as_slice(), &task.validation].concat()
+                },
                 &both,
                 &task.scoring,
                 spec.eval.batch_size,

@@ -18,27 +18,26 @@ impl Form {
                 ..Default::default()
             }
         } else {
-            let dir = PathBuf::from(&self.task);
-            TaskSpec {
-                train: Some(dir.join("train.jsonl")),
-                validation: Some(dir.join("validation.jsonl")),
-                test: Some(dir.join("test.jsonl")),
-                ..Default::default()
-            }
+            TaskSpec::folder(&PathBuf::from(&self.task))
         }
     }
 
-    fn method_spec(&self, steps: usize) -> MethodSpec {
+    /// The method table the form writes: its kind and the settings the form has fields for.
+    fn method_value(&self, steps: usize) -> serde_json::Value {
         let kind = self.method_name();
-        let value = match kind {
+        match kind {
             "gradient" => {
                 json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
             }
             "lorahub" => json!({"kind": kind, "budget": steps}),
             "new-lora" => json!({"kind": kind, "steps": steps}),
             _ => json!({"kind": kind}),
-        };
-        serde_json::from_value(value).expect("the form's methods are valid method tables")
+        }
+    }
+
+    fn method_spec(&self, steps: usize) -> MethodSpec {
+        serde_json::from_value(self.method_value(steps))
+            .expect("the form's methods are valid method tables")
     }
 
     /// The main run's spec and those of the controls queued beside it.
@@ -78,12 +77,12 @@ impl Form {
             },
             eval: EvalSpec::default(),
         };
-        // The paper's defaults for what the form does not set (the form sets the selection,
-        // the method's steps or budget, the controls).
-        let given: toml::Table = "[selection]\nby = \"set\"\n[method]\nbudget = 0\n"
-            .parse()
-            .expect("a TOML table");
-        main.protocol.fill(&mut main, &given);
+        // The protocol's defaults for what the form does not set: the method's other settings
+        // and the task's example counts.
+        let set = self.method_value(steps);
+        main.protocol
+            .fill_method(&mut main.method, |k| set.get(k).is_some());
+        main.protocol.fill_task(&mut main.task, |_| false);
         main.validate().map_err(|e| e.to_string())?;
         let mut out = vec![main.clone()];
         if self.twin_random
