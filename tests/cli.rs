@@ -112,12 +112,11 @@ fn eval_exact_match_uses_greedy_generations() {
     assert_eq!(report["exact_match"].as_f64(), Some(0.0));
 }
 
-#[test]
-fn eval_counts_a_generation_equal_to_the_answer_as_exact() {
-    // A dataset whose answers are what the model generates: every example must score 1.
+/// A copy of the fixture data whose answers are `answer(text)` of the model's golden
+/// generation for each prompt (llama3 template, adapter qv-r4).
+fn data_from_generations(dir: &Path, answer: impl Fn(&str) -> String) -> std::path::PathBuf {
     let g = golden();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("self.jsonl");
+    let data = dir.join("answers.jsonl");
     let prompts: Vec<Value> = std::fs::read_to_string(DATA)
         .unwrap()
         .lines()
@@ -127,11 +126,19 @@ fn eval_counts_a_generation_equal_to_the_answer_as_exact() {
         .iter()
         .zip(g["generation"]["llama3.qv-r4"].as_array().unwrap())
         .map(|(p, w)| {
-            serde_json::json!({"prompt": p["prompt"], "answer": format!("  {} ", w["text"].as_str().unwrap())})
+            serde_json::json!({"prompt": p["prompt"], "answer": answer(w["text"].as_str().unwrap())})
                 .to_string()
         })
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
+    data
+}
+
+#[test]
+fn eval_counts_a_generation_equal_to_the_answer_as_exact() {
+    // A dataset whose answers are what the model generates: every example must score 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data_from_generations(tmp.path(), |text| format!("  {text} "));
     let (code, out, err) = run(&[
         "eval",
         "--model",
@@ -369,24 +376,10 @@ fn help_and_readme_name_every_method_kind() {
 fn eval_judges_the_papers_way_and_counts_long_prompts() {
     // Answers written as a chain of thought in upper case, ending in what the model generates:
     // the paper's judging (text after ####, spaces removed, lower case) counts every one.
-    let g = golden();
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cot.jsonl");
-    let prompts: Vec<Value> = std::fs::read_to_string(DATA)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let lines: Vec<String> = prompts
-        .iter()
-        .zip(g["generation"]["llama3.qv-r4"].as_array().unwrap())
-        .map(|(p, w)| {
-            let text = w["text"].as_str().unwrap().to_uppercase();
-            serde_json::json!({"prompt": p["prompt"], "answer": format!("Steps.\n#### {text}.")})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
+    let data = data_from_generations(tmp.path(), |text| {
+        format!("Steps.\n#### {}.", text.to_uppercase())
+    });
     let eval = |extra: &[&str]| {
         let mut args = vec![
             "eval",

@@ -62,6 +62,28 @@ fn gate_gradient_matches_finite_difference() {
     }
 }
 
+/// A trained LoRA's pairs as side branches with gate `scale` (alpha / rank).
+fn lora_branches(
+    model: &loracycle::model::Llama,
+    trained: &loracycle::tune::TrainedLora,
+    scale: f64,
+) -> Branches {
+    let mut br = Branches::empty(model.config().num_hidden_layers);
+    for (&(l, m), (a, b)) in &trained.pairs {
+        br.set(
+            l,
+            m,
+            Branches::concat(
+                &[loracycle::model::branch::Slice { a, b, gate: scale }],
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+    }
+    br
+}
+
 #[test]
 fn training_a_lora_lowers_the_loss() {
     let (model, codec, enc) = setup(DType::F32);
@@ -106,20 +128,7 @@ fn training_a_lora_lowers_the_loss() {
         "{} vs {before}",
         losses[0]
     );
-    let cfg = model.config();
-    let mut br = Branches::empty(cfg.num_hidden_layers);
-    for (&(l, m), (a, b)) in &trained.pairs {
-        br.set(
-            l,
-            m,
-            Branches::concat(
-                &[loracycle::model::branch::Slice { a, b, gate: 2.0 }],
-                DType::F32,
-                &Device::Cpu,
-            )
-            .unwrap(),
-        );
-    }
+    let br = lora_branches(&model, &trained, 2.0);
     let after = mean_loss(Some(&br));
     assert!(after < 0.3 * before, "loss {before} → {after}");
 }
@@ -171,20 +180,7 @@ fn a_new_lora_keeps_its_best_checkpoint_by_validation_loss() {
         .unwrap();
     assert_eq!(trained.best.unwrap().0, best.0);
     // The kept pairs give that validation loss again.
-    let cfg = model.config();
-    let mut br = Branches::empty(cfg.num_hidden_layers);
-    for (&(l, m), (a, b)) in &trained.pairs {
-        br.set(
-            l,
-            m,
-            Branches::concat(
-                &[loracycle::model::branch::Slice { a, b, gate: 2.0 }],
-                DType::F32,
-                &Device::Cpu,
-            )
-            .unwrap(),
-        );
-    }
+    let br = lora_branches(&model, &trained, 2.0);
     let again =
         loracycle::eval::mean_token_loss(&model, codec.pad_id(), val, Some(&br), 32).unwrap();
     assert!(
