@@ -7,6 +7,7 @@ pub mod merge;
 pub mod pool;
 pub mod run;
 pub mod runs;
+pub mod task;
 
 /// `--weights` for `n` adapters: one each (1 when not given).
 /// A number a command line gives (a weight, λ, a density): finite. For clap's `value_parser`;

@@ -10,6 +10,7 @@ pub mod process;
 pub mod run;
 pub mod select;
 pub mod slurm;
+pub mod tasks;
 pub mod tune;
 pub mod ui;
 pub mod untrusted;

@@ -137,6 +137,12 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
         #[arg(long)]
         out: PathBuf,
     },
+    /// Target tasks from Hugging Face datasets: import definitions in the paper's tasks.yaml
+    /// format into task folders, list them, show their rows.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// The embedded lab: a tiny model, synthetic tasks and a LoRA pool for CPU-only work.
     Lab {
         #[command(subcommand)]
@@ -393,6 +399,54 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
 }
 
 #[derive(Subcommand)]
+enum TaskCommand {
+    /// Build task folders from definitions in the paper's tasks.yaml format: rows from the HF
+    /// cache (fetched from the Hub's parquet files when missing) or a local JSON file, split as
+    /// the paper splits them, rendered as system / user / answer turns.
+    #[command(after_help = TASK_IMPORT_HELP)]
+    Import(cli::task::ImportArgs),
+    /// Imported tasks: name, source, sizes and judging settings.
+    List {
+        /// The tasks folder [default: $LORACYCLE_TASKS_DIR, else ~/.local/share/loracycle/tasks].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A few rows of an imported task, as turns or (with --model) as the model's template
+    /// renders them.
+    Show(cli::task::ShowArgs),
+}
+
+const TASK_IMPORT_HELP: &str = "A definition, in the paper's format:
+
+  banking77:
+      path: [\"legacy-datasets/banking77\"]   # [dataset id, config]; or json_file: data/x.json
+      split: {train: train, test: test}      # optional: the paper's keys → the dataset's splits
+      instruction: |                         # the system turn
+          Classify the inquiry ...
+      user_input: text                       # a column, or a mapping rendered `KEY - value`:
+                                             #   QUESTION: question
+                                             #   CHOICES: {key_name: choices, fields: [label, text],
+                                             #             concat_symbol: \":\"}
+      assistant_output: label                # the answer column (text or integer)
+      answer_len: short                      # short: 30 new tokens, long: 500
+      task_type: classification
+
+Splits as the paper builds them: the test split (at most 5,000 rows, seeded shuffle), else 10% of
+train; valid / dev / validation, else 20% of train; then --data-size examples, a fifth of them
+validation (10 → 8 + 2). Each folder gets train.jsonl, validation.jsonl, test.jsonl, task.toml
+(max_new_tokens, extract = \"####\", normalize = \"paper\", and a [source] record) and indices.json
+(the chosen rows as the paper's example ids). An import that fails writes nothing.
+
+Examples:
+  loracycle task import tests/fixtures/tasks/paper-tasks.yaml --task banking77
+  loracycle task import tasks.yaml --task topics --data-size 10 --offline
+  loracycle task list
+  loracycle task show banking77 --model meta-llama/Llama-3.1-8B-Instruct";
+
+#[derive(Subcommand)]
 enum LabCommand {
     /// Rebuild the lab: tokenizer, pretrained base model, held-out task data, pool and oracle
     /// LoRAs, the lab card (LAB.md) and the MANIFEST. Resumable: artefacts already built with the
@@ -555,6 +609,11 @@ fn main() -> ExitCode {
             RunsCommand::Export { id, out, rank } => cli::runs::export(runs_dir, &id, &out, rank),
         },
         Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),
+        Some(Command::Task { command }) => match command {
+            TaskCommand::Import(args) => cli::task::import(args),
+            TaskCommand::List { dir, json } => cli::task::list(dir, json),
+            TaskCommand::Show(args) => cli::task::show(args),
+        },
         Some(Command::Study(args)) => cli::run::study(args),
         Some(Command::Merge {
             model,

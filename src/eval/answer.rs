@@ -166,8 +166,13 @@ impl TaskSettings {
         }
         let text = crate::untrusted::read_text(&path, crate::untrusted::SMALL)
             .map_err(|e| format!("{}: {}", path.display(), e.into_io()))?;
-        let s: TaskSettings = toml::from_str(&text)
+        // `[source]` (what `task import` records of the task's making) is not a setting.
+        let mut table: toml::Table = toml::from_str(&text)
             .map_err(|e| format!("{}: {}", path.display(), e.message().trim_end()))?;
+        table.remove("source");
+        let s: TaskSettings = table.try_into().map_err(|e: toml::de::Error| {
+            format!("{}: {}", path.display(), e.message().trim_end())
+        })?;
         s.check(crate::run::setting::Fields(""))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(s)

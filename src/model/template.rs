@@ -236,6 +236,26 @@ impl TextCodec {
         }
     }
 
+    /// An example as text, as the model reads it (the prompt with its template, then the
+    /// answer and its end token): what `task show --model` prints.
+    pub fn render_example(
+        &self,
+        system: Option<&str>,
+        prompt: &str,
+        answer: &str,
+    ) -> Result<String> {
+        match &self.chat {
+            Some(chat) if self.template == Template::Chat => {
+                chat.render(&Self::messages(system, prompt, Some(answer)), false)
+            }
+            _ => Ok(format!(
+                "{}{}",
+                self.prompt_text(system, prompt),
+                self.answer_text(answer)
+            )),
+        }
+    }
+
     /// A chat-templated example: the whole conversation tokenized, split where the prompt ends.
     fn encode_chat(
         &self,

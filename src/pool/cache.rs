@@ -40,14 +40,24 @@ impl HfHome {
     /// The snapshot folder of a repo at a revision (a commit hash, or a ref resolved through
     /// `refs/`).
     pub fn snapshot(&self, repo: &str, revision: &str) -> PathBuf {
-        let base = self.hub().join(repo_folder(repo));
-        let commit = std::fs::read_to_string(base.join("refs").join(revision))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| super::is_plain_name(s))
-            .unwrap_or_else(|| revision.to_string());
-        base.join("snapshots").join(commit)
+        snapshot_in(&self.hub().join(repo_folder(repo)), revision)
     }
+}
+
+/// The snapshot folder of the repo cached in `base` at `revision` (a commit, or a ref resolved
+/// through `refs/`).
+pub fn snapshot_in(base: &Path, revision: &str) -> PathBuf {
+    let commit = std::fs::read_to_string(base.join("refs").join(revision))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| super::is_plain_name(s))
+        .unwrap_or_else(|| revision.to_string());
+    base.join("snapshots").join(commit)
+}
+
+/// `datasets--org--name` (or `datasets--name` for a dataset without an owner).
+pub fn dataset_folder(dataset: &str) -> String {
+    format!("datasets--{}", dataset.replace('/', "--"))
 }
 
 /// `models--org--name`.

@@ -23,9 +23,20 @@ use serde::Deserialize;
 
 use super::cache::HfHome;
 use http::{Http, origin};
-pub use names::valid_repo_id;
+pub use names::{valid_dataset_id, valid_repo_id};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// A dataset's parquet listing: config → split → file URLs.
+pub type ParquetListing =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<String>>>;
+
+/// The most files a parquet listing may name.
+pub const MAX_LISTED_FILES: usize = 100_000;
+
+fn shown_url(u: &str) -> String {
+    crate::untrusted::printable(&u.chars().take(200).collect::<String>()).into_owned()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -295,6 +306,42 @@ impl Hub {
             }
         }
         Ok(out)
+    }
+
+    /// A dataset's parquet files as the Hub lists them (`/api/datasets/{id}/parquet`): config →
+    /// split → file URLs, each on the endpoint's origin.
+    pub fn dataset_parquet(&self, dataset: &str) -> Result<ParquetListing, HubError> {
+        if !valid_dataset_id(dataset) {
+            return Err(HubError::BadRepoId(dataset.into()));
+        }
+        let url = format!("{}/api/datasets/{dataset}/parquet", self.endpoint);
+        let (status, _, body) = self.get(&url)?;
+        Self::check_status(&url, status)?;
+        let listing: ParquetListing =
+            serde_json::from_str(&body).map_err(|e| HubError::Malformed {
+                url: url.clone(),
+                reason: format!("not a config → split → [url] mapping: {e}"),
+            })?;
+        let files: usize = listing
+            .values()
+            .flat_map(|s| s.values())
+            .map(Vec::len)
+            .sum();
+        if files > MAX_LISTED_FILES {
+            return Err(HubError::Malformed {
+                url,
+                reason: format!("{files} files listed; at most {MAX_LISTED_FILES} are taken"),
+            });
+        }
+        for u in listing.values().flat_map(|s| s.values()).flatten() {
+            if !self.http.on_endpoint(u) {
+                return Err(HubError::Malformed {
+                    url,
+                    reason: format!("a listed file is on another host: {}", shown_url(u)),
+                });
+            }
+        }
+        Ok(listing)
     }
 
     /// One model's listing entry (`/api/models/{id}`), with its file list.

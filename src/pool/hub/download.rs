@@ -17,7 +17,7 @@ use ureq::http::HeaderMap;
 use super::names::{blob_name, sha256_of_etag, valid_commit, valid_file_name, valid_revision};
 use super::{Hub, HubError, encode_query, valid_repo_id};
 use crate::atomic_write::write_atomic;
-use crate::pool::cache::repo_folder;
+use crate::pool::cache::{dataset_folder, repo_folder};
 
 /// The largest file `fetch` takes (an adapter is megabytes to a few gigabytes).
 pub const MAX_FILE: u64 = 64 << 30;
@@ -102,6 +102,52 @@ impl Hub {
             encode_query(revision),
             encode_query(file)
         );
+        let folder = self.home.hub().join(repo_folder(repo));
+        self.download(&folder, &url, repo, revision, file, cap)
+    }
+
+    /// Downloads one file of dataset `dataset` from `url` (which must be on the endpoint's
+    /// origin: a listing cannot send the client elsewhere) into the HF cache as `file` of
+    /// `revision` (`datasets--org--name/snapshots/<commit>/<file>`), or finds it there.
+    pub fn fetch_dataset_file(
+        &self,
+        dataset: &str,
+        url: &str,
+        revision: &str,
+        file: &str,
+        cap: u64,
+    ) -> Result<PathBuf, HubError> {
+        if !super::names::valid_dataset_id(dataset) {
+            return Err(HubError::BadRepoId(dataset.into()));
+        }
+        if !valid_revision(revision) || !valid_file_name(file) {
+            return Err(HubError::BadName(format!("{revision}/{file}")));
+        }
+        if !self.http.on_endpoint(url) {
+            return Err(HubError::Refused {
+                url: url.into(),
+                reason: format!("not on the endpoint {}", self.endpoint),
+            });
+        }
+        let folder = self.home.hub().join(dataset_folder(dataset));
+        let cached = crate::pool::cache::snapshot_in(&folder, revision).join(file);
+        if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) {
+            return Ok(cached);
+        }
+        self.download(&folder, url, dataset, revision, file, cap)
+    }
+
+    /// GETs `url` into `folder` (a repo's cache folder) as `file` of `revision`.
+    fn download(
+        &self,
+        folder: &Path,
+        url: &str,
+        repo: &str,
+        revision: &str,
+        file: &str,
+        cap: u64,
+    ) -> Result<PathBuf, HubError> {
+        let url = url.to_string();
         let mut meta = Meta::default();
         let (at, mut resp) =
             self.http
@@ -140,7 +186,6 @@ impl Hub {
                 "{file} is {size} bytes; loracycle takes at most {cap} for it"
             )));
         }
-        let folder = self.home.hub().join(repo_folder(repo));
         let blobs = folder.join("blobs");
         let io = |path: &Path| {
             let path = path.to_path_buf();

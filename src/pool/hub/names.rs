@@ -22,6 +22,12 @@ pub fn valid_repo_id(id: &str) -> bool {
         && matches!(id.split_once('/'), Some((a, b)) if part(a) && part(b))
 }
 
+/// Whether `id` names a dataset: an `org/name` repo id, or one name alone as the Hub's oldest
+/// datasets have (`super_glue`, `xnli`), under the same rules.
+pub fn valid_dataset_id(id: &str) -> bool {
+    valid_repo_id(id) || (!id.contains('/') && valid_repo_id(&format!("x/{id}")))
+}
+
 /// Whether `s` is a full commit hash: 40 lowercase hex digits.
 pub fn valid_commit(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
