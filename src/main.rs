@@ -236,7 +236,8 @@ const RUN_HELP: &str = "A spec names the model, the pool, the task, the selectio
   source = \"lab\"          # lab or dir:PATH (a folder of adapter folders)
   filter = \"rank<=16\"     # KEY OP VALUE, comma-separated: name, rank, alpha, modules (q+v, all)
   [task]
-  lab = \"caesar-5\"        # or train/validation/test = JSONL files; train_examples = 10, or
+  lab = \"caesar-5\"        # or name = \"banking77\" (from `loracycle task import`), or
+                           # train/validation/test = JSONL files; train_examples = 10, or
                            # examples = 100 (train + validation, a fifth validation); combine = true
   [selection]
   strategy = \"top-k\"      # random (k, seed), top-k (k, by), similar (to, k), manual (adapters), all
@@ -373,7 +374,8 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         after_help = "Scores stream to stdout as they come, then the ranking. A second screen of the same pool and task reads the screening cache (screen-cache.json in $LORACYCLE_CACHE_DIR or ~/.cache/loracycle) and is instant; an interrupted one resumes where it stopped. The engine's top-k selection reads the same cache.\n\nExamples:\n  loracycle pool screen --task caesar-5\n  loracycle pool screen --task data/mytask --model ./llama --source cache --metric loss --json"
     )]
     Screen {
-        /// A lab task name, or a folder with train.jsonl and validation.jsonl.
+        /// A lab task name, an imported task's name (`task import`), or a folder with
+        /// train.jsonl and validation.jsonl.
         #[arg(long)]
         task: String,
         /// lab, cache or dir:PATH (downloaded adapters only).

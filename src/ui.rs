@@ -76,6 +76,12 @@ pub fn run(opts: UiOptions) -> anyhow::Result<()> {
         },
     };
     let mut app = App::new(theme, keymap, context, lab_tasks());
+    app.form.add_imported(
+        crate::tasks::list(&crate::tasks::tasks_dir())
+            .into_iter()
+            .map(|t| t.name)
+            .collect(),
+    );
     // The history is read off the UI thread; the Runs screen fills in when it comes.
     app.outbox.push(Request::ListRuns);
 

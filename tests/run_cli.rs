@@ -217,7 +217,7 @@ fn bad_specs_get_a_message_naming_the_problem() {
         ),
         (
             "[task]\nlab = \"caesar-5\"\ntrain = \"t.jsonl\"\n",
-            "task: give either lab = NAME or train/validation/test files, not both",
+            "task: give one of lab = NAME, name = NAME (an imported task) or train/validation/test files",
         ),
         (
             "[task]\nlab = \"nope\"\n[method]\nkind = \"base\"\n",

@@ -191,8 +191,8 @@ fn splits_and_rows_are_what_datasets_gives() {
 
 #[test]
 fn the_paper_tasks_file_reads_as_pyyaml_reads_it() {
-    let file = Path::new(FIX).join("paper-tasks.yaml");
-    let defs = defs(&file);
+    let file = Path::new("examples/paper-tasks.yaml");
+    let defs = defs(file);
     let want: Value =
         serde_json::from_slice(&std::fs::read(format!("{FIX}/paper-tasks.json")).unwrap()).unwrap();
     let want = want.as_object().unwrap();
@@ -418,6 +418,30 @@ fn import_list_and_show_from_the_command_line() {
             first["answer"].as_str().unwrap()
         )),
         "{show}"
+    );
+
+    // A spec names the task by name; the run reads its rows and its task.toml.
+    let spec = tmp.path().join("run.toml");
+    std::fs::write(
+        &spec,
+        "[model]\nbase = \"tests/fixtures/tiny\"\n[pool]\nsource = \"dir:tests/fixtures/adapters\"\n\
+         [task]\nname = \"riddles\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+    )
+    .unwrap();
+    let o = cli(&home)
+        .env("LORACYCLE_TASKS_DIR", &out)
+        .args(["run", "--json", "--runs-dir"])
+        .arg(tmp.path().join("runs"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec["label"], "riddles / base");
+    assert_eq!(
+        rec["task"],
+        json!({"name": "riddles", "train": 8, "validation": 2, "test": 3, "matching": "paper",
+               "scoring": {"max_new_tokens": 500, "extract": "####", "normalize": "paper"}})
     );
 
     // A second import of the same task replaces the folder whole (here with other sizes).

@@ -985,7 +985,9 @@ fn a_task_folder_is_checked_by_the_worker_never_while_drawing() {
     press(&mut app, "s");
     assert_eq!(
         app.message.as_deref(),
-        Some("cannot start: task: not a lab task, nor a folder with validation.jsonl, test.jsonl")
+        Some(
+            "cannot start: task: not a lab or imported task, nor a folder with validation.jsonl, test.jsonl"
+        )
     );
     // A refused start looks again, so files made since are found.
     assert_eq!(app.outbox, vec![Request::CheckTask(task.clone())]);

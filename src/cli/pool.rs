@@ -268,6 +268,8 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
         .unwrap_or_default();
     let task = if loracycle::pool::is_plain_name(&args.task) && lab_task.is_dir() {
         serde_json::json!({ "lab": args.task })
+    } else if loracycle::tasks::find(&args.task).is_some() {
+        serde_json::json!({ "name": args.task })
     } else {
         let dir = Path::new(&args.task);
         serde_json::json!({

@@ -290,8 +290,9 @@ pub struct StudyArgs {
     /// Seeds per task.
     #[arg(long, default_value_t = 1)]
     pub seeds: usize,
-    /// Comma-separated lab tasks, or (preset paper) task folders with train.jsonl,
-    /// validation.jsonl and test.jsonl [default: all held-out lab tasks].
+    /// Comma-separated lab tasks, or (preset paper) imported tasks by name (`task import`) or
+    /// task folders with train.jsonl, validation.jsonl and test.jsonl [default: all held-out
+    /// lab tasks].
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
     /// Comma-separated arms to keep, by label (`base`, `gradient`, `average/random-init`,

@@ -102,12 +102,17 @@ impl Default for PoolSpec {
     }
 }
 
-/// The target task: a lab task by name, or JSONL files.
+/// The target task: a lab task by name, a task imported by `loracycle task import` (by name,
+/// from the tasks folder), or JSONL files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lab: Option<String>,
+    /// An imported task: the folder of that name in the tasks folder (`LORACYCLE_TASKS_DIR`,
+    /// else ~/.local/share/loracycle/tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +164,7 @@ impl TaskSpec {
     pub fn display_name(&self) -> String {
         match (&self.lab, &self.train) {
             (Some(l), _) => l.clone(),
+            (None, _) if self.name.is_some() => self.name.clone().unwrap_or_default(),
             (None, Some(p)) => p
                 .parent()
                 .and_then(|d| d.file_name())
@@ -498,21 +504,22 @@ impl RunSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |m: String| Err(SpecError::Invalid(m));
         let t = &self.task;
-        match (&t.lab, &t.train) {
-            (Some(_), Some(_)) => {
-                return bad(
-                    "task: give either lab = NAME or train/validation/test files, not both".into(),
-                );
-            }
-            (None, None) => {
-                return bad(
-                    "task: give lab = NAME or train = FILE (with validation and test)".into(),
-                );
-            }
-            (None, Some(_)) if t.validation.is_none() || t.test.is_none() => {
-                return bad("task: train needs validation and test files too".into());
-            }
-            _ => {}
+        let ways = [t.lab.is_some(), t.name.is_some(), t.train.is_some()]
+            .iter()
+            .filter(|w| **w)
+            .count();
+        if ways > 1 {
+            return bad(
+                "task: give one of lab = NAME, name = NAME (an imported task) or train/validation/test files".into(),
+            );
+        }
+        if ways == 0 {
+            return bad(
+                "task: give lab = NAME, name = NAME (an imported task) or train = FILE (with validation and test)".into(),
+            );
+        }
+        if t.train.is_some() && (t.validation.is_none() || t.test.is_none()) {
+            return bad("task: train needs validation and test files too".into());
         }
         if t.train_examples == Some(0) {
             return bad("task: train_examples must be at least 1".into());

@@ -432,10 +432,15 @@ fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
             known.join(", ")
         ));
     }
+    // An imported task goes into the cell specs as its folder, so a Slurm node whose tasks
+    // folder is not this machine's reads the same files.
+    if let Some(dir) = crate::tasks::find(task) {
+        return Ok(TaskSpec::folder(&dir));
+    }
     let dir = std::path::absolute(task).unwrap_or_else(|_| PathBuf::from(task));
     if let Some(missing) = TaskSpec::missing_files(&dir).first() {
         return Err(format!(
-            "{task:?} is neither a held-out lab task ({}) nor a task folder: {} is missing",
+            "{task:?} is neither a held-out lab task ({}), an imported task, nor a task folder: {} is missing",
             known.join(", "),
             dir.join(missing).display()
         ));

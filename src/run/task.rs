@@ -55,6 +55,33 @@ pub fn load_task(spec: &RunSpec) -> Result<TaskData> {
                 true,
             )
         }
+        None if t.name.is_some() => {
+            let name = t.name.clone().unwrap_or_default();
+            let root = crate::tasks::tasks_dir();
+            let Some(dir) = crate::tasks::find(&name) else {
+                let known: Vec<String> = crate::tasks::list(&root)
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect();
+                return Err(RunError::Task(format!(
+                    "no imported task {name:?} in {} ({}; import one with `loracycle task import TASKS.yaml --task NAME`)",
+                    root.display(),
+                    if known.is_empty() {
+                        "it has none".to_string()
+                    } else {
+                        format!("it has {}", known.join(", "))
+                    }
+                )));
+            };
+            let spec = crate::run::spec::TaskSpec::folder(&dir);
+            let need = |p: &Option<PathBuf>| p.clone().expect("a folder's files");
+            (
+                name,
+                [need(&spec.train), need(&spec.validation), need(&spec.test)],
+                t.oracle_adapter.clone(),
+                false,
+            )
+        }
         None => {
             let need = |p: &Option<PathBuf>| p.clone().expect("validated spec");
             (

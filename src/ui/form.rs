@@ -96,8 +96,10 @@ pub struct Form {
     /// Whose defaults the run's unset settings take (lab or the paper's).
     pub protocol: Protocol,
     pub task: String,
-    /// Lab task names offered by ←/→ on the task field.
+    /// Task names offered by ←/→ on the task field: the lab's, then imported ones.
     pub tasks: Vec<String>,
+    /// The imported tasks among `tasks` (`loracycle task import`), which specs name by `name`.
+    pub imported: Vec<String>,
     /// The selection strategy; its k is the `k` text field until `specs` parses it.
     pub selection: Selection,
     pub k: String,
@@ -152,6 +154,20 @@ impl Form {
             pool_size: None,
             checked: None,
             asked: None,
+            imported: Vec::new(),
+        }
+    }
+
+    /// Offers imported tasks after the lab's (a name the lab has stays the lab's).
+    pub fn add_imported(&mut self, names: Vec<String>) {
+        for n in names {
+            if !self.tasks.contains(&n) {
+                self.tasks.push(n.clone());
+                self.imported.push(n);
+            }
+        }
+        if self.task.is_empty() {
+            self.task = self.tasks.first().cloned().unwrap_or_default();
         }
     }
 
@@ -343,14 +359,20 @@ impl Form {
         match f {
             FieldId::Task => {
                 if self.task.trim().is_empty() {
-                    Some("name a lab task or a folder with train/validation/test.jsonl".into())
+                    Some(
+                        "name a lab or imported task, or a folder with train/validation/test.jsonl"
+                            .into(),
+                    )
                 } else if self.tasks.contains(&self.task) {
                     None
                 } else {
                     match &self.checked {
                         Some((folder, missing)) if *folder == self.task.trim() => {
                             (!missing.is_empty()).then(|| {
-                                format!("not a lab task, nor a folder with {}", missing.join(", "))
+                                format!(
+                                    "not a lab or imported task, nor a folder with {}",
+                                    missing.join(", ")
+                                )
                             })
                         }
                         _ => Some("looking for the folder's task files…".into()),

@@ -12,7 +12,12 @@ use crate::select::Selection;
 
 impl Form {
     fn task_spec(&self) -> TaskSpec {
-        if self.tasks.contains(&self.task) {
+        if self.imported.contains(&self.task) {
+            TaskSpec {
+                name: Some(self.task.clone()),
+                ..Default::default()
+            }
+        } else if self.tasks.contains(&self.task) {
             TaskSpec {
                 lab: Some(self.task.clone()),
                 ..Default::default()
@@ -102,7 +107,7 @@ impl Form {
     /// Fills the form from a spec (loading a saved one).
     pub fn load_spec(&mut self, spec: &RunSpec) {
         self.protocol = spec.protocol;
-        if let Some(l) = &spec.task.lab {
+        if let Some(l) = spec.task.lab.as_ref().or(spec.task.name.as_ref()) {
             self.task = l.clone();
         } else if let Some(t) = &spec.task.train {
             self.task = t

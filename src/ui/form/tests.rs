@@ -80,8 +80,31 @@ fn inline_validation_blocks_bad_values() {
     );
     assert_eq!(
         f.problem(FieldId::Task).unwrap(),
-        "not a lab task, nor a folder with train.jsonl, validation.jsonl, test.jsonl"
+        "not a lab or imported task, nor a folder with train.jsonl, validation.jsonl, test.jsonl"
     );
+}
+
+#[test]
+fn imported_tasks_follow_the_labs_and_are_named_by_name() {
+    let mut f = form();
+    f.add_imported(vec!["banking77".into(), "caesar-5".into()]);
+    assert_eq!(f.tasks, ["caesar-5", "table-m", "banking77"]);
+    assert_eq!(f.imported, ["banking77"]);
+    f.cursor = FIELDS.iter().position(|x| *x == FieldId::Task).unwrap();
+    f.task = "table-m".into();
+    f.cycle(true);
+    assert_eq!(f.task, "banking77");
+    assert_eq!(f.problem(FieldId::Task), None);
+    assert_eq!(f.wants_check(), None);
+    let spec = f.specs("lab", &PoolSource::Lab).unwrap().remove(0);
+    assert_eq!(spec.task.name.as_deref(), Some("banking77"));
+    assert_eq!(spec.task.lab, None);
+    let mut g = form();
+    g.add_imported(vec!["banking77".into()]);
+    g.load_spec(&spec);
+    assert_eq!(g.task, "banking77");
+    f.cycle(true);
+    assert_eq!(f.task, "caesar-5");
 }
 
 #[test]
