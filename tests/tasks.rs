@@ -64,12 +64,15 @@ fn hf_home(dir: &Path) -> PathBuf {
     let quiz = hub.join("datasets--lab--quiz");
     std::fs::create_dir_all(quiz.join("refs")).unwrap();
     std::fs::write(quiz.join("refs/main"), MAIN).unwrap();
-    for s in ["train", "validation", "test"] {
-        put(
-            &quiz.join("snapshots").join(MAIN),
-            &format!("easy/{s}-00000-of-00001.parquet"),
-            &data.join(format!("lab--quiz/easy/{s}/0000.parquet")),
-        );
+    // A second config, `hard`, holds the same rows (for combine_subsets).
+    for c in ["easy", "hard"] {
+        for s in ["train", "validation", "test"] {
+            put(
+                &quiz.join("snapshots").join(MAIN),
+                &format!("{c}/{s}-00000-of-00001.parquet"),
+                &data.join(format!("lab--quiz/easy/{s}/0000.parquet")),
+            );
+        }
     }
     let pairs = hub.join("datasets--lab--pairs");
     std::fs::create_dir_all(pairs.join("refs")).unwrap();
@@ -517,8 +520,8 @@ fn bad_input_is_named_and_nothing_is_written() {
             "task t: user_input.WHO names column \"author\", which the test split does not have (its columns: question, choices, tags, answerKey)",
         ),
         (
-            def("[lab/quiz, hard]", "question", "answerKey"),
-            "error: task t: dataset lab/quiz (config hard) is not in the HF cache (",
+            def("[lab/quiz, medium]", "question", "answerKey"),
+            "error: task t: dataset lab/quiz (config medium) is not in the HF cache (",
         ),
         (
             def("[lab/empty]", "text", "label"),
@@ -542,6 +545,18 @@ fn bad_input_is_named_and_nothing_is_written() {
         let e = refused(tmp.path(), &home, yaml, "t");
         assert!(e.contains(want), "{yaml}\n{e}");
     }
+    // A file that is not parquet, where a split's file should be.
+    let bad = home
+        .join("hub/datasets--lab--empty/snapshots")
+        .join(COMMIT)
+        .join("default/test/0000.parquet");
+    std::fs::write(&bad, b"PAR1 not really").unwrap();
+    let e = refused(tmp.path(), &home, &cases[3].0, "t");
+    assert!(
+        e.contains("error: task t: ")
+            && e.contains("default/test/0000.parquet: not a readable parquet file"),
+        "{e}"
+    );
     let e = refused(tmp.path(), &home, &cases[0].0, "nope");
     assert!(e.contains("has no task \"nope\" (it has t)"), "{e}");
     let e = refused(tmp.path(), &home, &cases[2].0, "t");
@@ -549,6 +564,40 @@ fn bad_input_is_named_and_nothing_is_written() {
         e.contains("datasets--lab--quiz) and --offline forbids downloading it"),
         "{e}"
     );
+}
+
+#[test]
+fn combined_subsets_are_concatenated_in_order_and_tagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = hf_home(tmp.path());
+    let file = tasks_file(tmp.path());
+    std::fs::write(
+        &file,
+        "both:\n  path: [lab/quiz]\n  combine_subsets: [easy, hard]\n  instruction: Pick.\n  \
+         user_input:\n    SUBJECT: category\n    QUESTION: question\n  assistant_output: answerKey\n",
+    )
+    .unwrap();
+    let def = &defs(&file)[0];
+    let built = build(def, &home, 0, 123, &file).unwrap();
+    // 40 + 40 train rows, 12 + 12 validation, 9 + 9 test: nothing is cut at data_size 0.
+    assert_eq!(
+        (built.train.len(), built.validation.len(), built.test.len()),
+        (80, 24, 18)
+    );
+    let quiz = &golden()["quiz_easy/0/123"];
+    for (i, r) in built.test.iter().enumerate() {
+        assert_eq!(r.id, format!("test_{i}"));
+        let config = if i < 9 { "easy" } else { "hard" };
+        let question = quiz["test"][i % 9]["prompt"].as_str().unwrap();
+        let question = question.split(" [SEP] ").next().unwrap();
+        assert_eq!(
+            r.prompt,
+            format!("SUBJECT - {config} [SEP] \n{question}"),
+            "{i}"
+        );
+    }
+    assert_eq!(built.source.config.as_deref(), Some("easy+hard"));
+    assert_eq!(built.source.revisions, [MAIN, MAIN]);
 }
 
 #[test]
@@ -723,6 +772,46 @@ fn a_dataset_missing_from_the_cache_is_fetched_from_the_hub() {
         .unwrap();
     assert!(o.status.success());
     assert_eq!(hub.hits.lock().unwrap().len(), before);
+
+    // Online, a cached conversion is checked against the listing: a split whose file went
+    // missing (a download cut short) is fetched again, and nothing else is.
+    std::fs::remove_file(
+        repo.join("snapshots")
+            .join(COMMIT)
+            .join("default/test/0000.parquet"),
+    )
+    .unwrap();
+    let before = hub.hits.lock().unwrap().len();
+    let o = cli(&home)
+        .args(["task", "import"])
+        .arg(&file)
+        .args(["--task", "topics", "--endpoint", &hub.url, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("default/train/0000.parquet"), "{err}");
+    assert!(
+        err.contains("downloading lab/topics default/test/0000.parquet (1 of 1 for test)"),
+        "{err}"
+    );
+    let asked: Vec<String> = hub.hits.lock().unwrap()[before..].to_vec();
+    assert_eq!(
+        asked,
+        [
+            "/api/datasets/lab/topics/parquet".to_string(),
+            "/api/datasets/lab/topics/parquet/default/test/0.parquet".into(),
+            format!("/datasets/lab/topics/resolve/{COMMIT}/default/test/0000.parquet"),
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("topics/test.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        5000
+    );
 
     // A config the Hub does not list, and a dataset it does not have.
     std::fs::write(

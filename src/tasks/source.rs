@@ -180,16 +180,56 @@ fn config_splits(
     fetch: &mut Fetch<'_>,
 ) -> Result<(String, BTreeMap<String, Vec<PathBuf>>), String> {
     let folder = fetch.home.hub().join(dataset_folder(dataset));
-    if let Some(found) = in_cache(&folder, config) {
-        return Ok(found);
-    }
-    let Some(hub) = fetch.hub else {
-        return Err(format!(
-            "dataset {dataset} (config {config}) is not in the HF cache ({}) and --offline forbids downloading it",
-            folder.display()
-        ));
+    let cached = in_cache(&folder, config);
+    let hub = match (cached, fetch.hub) {
+        // Files `datasets` or `huggingface_hub` put on main are taken as they are.
+        (Some((commit, splits, false)), _) | (Some((commit, splits, _)), None) => {
+            return Ok((commit, splits));
+        }
+        (None, None) => {
+            return Err(format!(
+                "dataset {dataset} (config {config}) is not in the HF cache ({}) and --offline forbids downloading it",
+                folder.display()
+            ));
+        }
+        // The conversion branch is checked against the listing, so that an earlier download
+        // cut short (train there, test not) is completed rather than read as a dataset
+        // without a test split.
+        (Some((commit, splits, true)), Some(hub)) => match hub.dataset_parquet(dataset) {
+            Ok(listing) => {
+                download(hub, dataset, config, &listing, fetch.progress)?;
+                return in_cache(&folder, config)
+                    .map(|(c, s, _)| (c, s))
+                    .ok_or_else(|| {
+                        format!("dataset {dataset} (config {config}): the cache lost its files")
+                    });
+            }
+            Err(e) => {
+                (fetch.progress)(&format!(
+                    "cannot check {dataset} against the Hub ({e}); reading the HF cache as it is"
+                ));
+                return Ok((commit, splits));
+            }
+        },
+        (None, Some(hub)) => hub,
     };
     let listing = hub.dataset_parquet(dataset).map_err(|e| e.to_string())?;
+    download(hub, dataset, config, &listing, fetch.progress)?;
+    in_cache(&folder, config)
+        .map(|(c, s, _)| (c, s))
+        .ok_or_else(|| {
+            format!("dataset {dataset} (config {config}): the Hub lists no parquet files for it")
+        })
+}
+
+/// Fetches every file the listing names for `config` (a cached one is not fetched again).
+fn download(
+    hub: &Hub,
+    dataset: &str,
+    config: &str,
+    listing: &crate::pool::hub::ParquetListing,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
     let Some(splits) = listing.get(config) else {
         let have: Vec<&str> = listing.keys().map(String::as_str).collect();
         return Err(format!(
@@ -210,7 +250,14 @@ fn config_splits(
         }
         for (n, url) in urls.iter().enumerate() {
             let (revision, file) = target(dataset, config, split, n, url);
-            (fetch.progress)(&format!(
+            let folder = hub.home.hub().join(dataset_folder(dataset));
+            if crate::pool::cache::snapshot_in(&folder, &revision)
+                .join(&file)
+                .is_file()
+            {
+                continue;
+            }
+            progress(&format!(
                 "downloading {dataset} {file} ({} of {} for {split})",
                 n + 1,
                 urls.len()
@@ -219,9 +266,7 @@ fn config_splits(
                 .map_err(|e| e.to_string())?;
         }
     }
-    in_cache(&folder, config).ok_or_else(|| {
-        format!("dataset {dataset} (config {config}): the Hub lists no parquet files for it")
-    })
+    Ok(())
 }
 
 /// Where a listed URL's file goes in the cache: a `…/resolve/<rev>/<path>` URL names both; the
@@ -252,7 +297,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A config's splits in the cached snapshots, first found first.
-fn in_cache(folder: &Path, config: &str) -> Option<(String, BTreeMap<String, Vec<PathBuf>>)> {
+/// The flag says whether they are the conversion branch's.
+fn in_cache(folder: &Path, config: &str) -> Option<(String, BTreeMap<String, Vec<PathBuf>>, bool)> {
+    let convert = std::fs::read_to_string(folder.join("refs").join(CONVERT_REF))
+        .ok()
+        .map(|c| folder.join("snapshots").join(c.trim()));
     let mut snaps: Vec<PathBuf> = Vec::new();
     for r in [CONVERT_REF, "main"] {
         if let Ok(c) = std::fs::read_to_string(folder.join("refs").join(r)) {
@@ -284,7 +333,7 @@ fn in_cache(folder: &Path, config: &str) -> Option<(String, BTreeMap<String, Vec
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                return Some((commit, splits));
+                return Some((commit, splits, convert.as_ref() == Some(&snap)));
             }
         }
     }
