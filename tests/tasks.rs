@@ -713,6 +713,20 @@ fn fake_hub(listing_other_host: bool) -> FakeHub {
     FakeHub { url, hits }
 }
 
+/// Imports `topics` through the fake Hub at `url`; returns stderr.
+fn import_online(home: &Path, file: &Path, url: &str, out: &Path) -> String {
+    let o = cli(home)
+        .args(["task", "import"])
+        .arg(file)
+        .args(["--task", "topics", "--endpoint", url, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    err
+}
+
 #[test]
 fn a_dataset_missing_from_the_cache_is_fetched_from_the_hub() {
     let tmp = tempfile::tempdir().unwrap();
@@ -720,15 +734,7 @@ fn a_dataset_missing_from_the_cache_is_fetched_from_the_hub() {
     let file = tasks_file(tmp.path());
     let out = tmp.path().join("tasks");
     let hub = fake_hub(false);
-    let o = cli(&home)
-        .args(["task", "import"])
-        .arg(&file)
-        .args(["--task", "topics", "--endpoint", &hub.url, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let err = import_online(&home, &file, &hub.url, &out);
     assert!(
         err.contains("downloading lab/topics default/train/0000.parquet (1 of 1 for train)"),
         "{err}"
@@ -782,15 +788,7 @@ fn a_dataset_missing_from_the_cache_is_fetched_from_the_hub() {
     )
     .unwrap();
     let before = hub.hits.lock().unwrap().len();
-    let o = cli(&home)
-        .args(["task", "import"])
-        .arg(&file)
-        .args(["--task", "topics", "--endpoint", &hub.url, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let err = import_online(&home, &file, &hub.url, &out);
     assert!(!err.contains("default/train/0000.parquet"), "{err}");
     assert!(
         err.contains("downloading lab/topics default/test/0000.parquet (1 of 1 for test)"),
