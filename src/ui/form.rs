@@ -158,6 +158,17 @@ impl Form {
         }
     }
 
+    /// Where the task field's task comes from, as the form shows it beside the name.
+    pub fn task_origin(&self) -> Option<&'static str> {
+        if self.imported.contains(&self.task) {
+            Some("imported task")
+        } else if self.tasks.contains(&self.task) {
+            Some("lab task")
+        } else {
+            None
+        }
+    }
+
     /// Offers imported tasks after the lab's (a name the lab has stays the lab's).
     pub fn add_imported(&mut self, names: Vec<String>) {
         for n in names {

@@ -64,6 +64,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         ));
         if let Some(p) = form.problem(fid) {
             spans.push(Span::styled(format!("  ✗ {p}"), t.fg(t.bad)));
+        } else if let Some(origin) = (fid == FieldId::Task).then(|| form.task_origin()).flatten() {
+            spans.push(Span::styled(format!("  {origin}"), t.dim()));
         }
         lines.push(Line::from(spans));
     }
