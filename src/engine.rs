@@ -18,7 +18,7 @@ pub use protocol::{Command, Event, RunId};
 
 use crate::run::execute::{RunError, Workbench};
 use crate::run::lifecycle;
-use crate::run::spec::RunSpec;
+use crate::run::spec::{ControlKind, Parent, RunSpec};
 use crate::run::store::{RunFolder, RunState, RunStore};
 
 /// The UI's side of the engine.
@@ -71,6 +71,9 @@ struct Engine {
     queue: VecDeque<Queued>,
     bench: Option<Workbench>,
     stopping: bool,
+    /// The answer keys of finished runs read so far (a run's record does not change once
+    /// written), by run id.
+    answers: std::collections::HashMap<String, Option<RunSpec>>,
 }
 
 impl Engine {
@@ -82,11 +85,99 @@ impl Engine {
             queue: VecDeque::new(),
             bench: None,
             stopping: false,
+            answers: Default::default(),
         }
     }
 
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
+    }
+
+    /// Queues a run and the controls its spec asks for: each control is a run of its own whose
+    /// spec names this one as its parent, unless an identical run (queued here, or finished in
+    /// the store) already answers it; then the run's `controls.reused` names that run instead.
+    fn submit(&mut self, mut spec: RunSpec, ticket: u64) {
+        let mut todo = Vec::new();
+        for (kind, c) in spec.queued_controls() {
+            let reuse = (kind != ControlKind::RandomInit)
+                .then(|| self.answered(&c))
+                .flatten();
+            match reuse {
+                Some(id) => {
+                    spec.controls.reused.insert(kind.name().into(), id);
+                }
+                None => todo.push((kind, c)),
+            }
+        }
+        let Some(main) = self.enqueue(spec, ticket, None) else {
+            return;
+        };
+        for (role, mut c) in todo {
+            c.parent = Some(Parent {
+                id: main.0.clone(),
+                role,
+            });
+            self.enqueue(c, ticket, Some(main.clone()));
+        }
+    }
+
+    fn enqueue(&mut self, spec: RunSpec, ticket: u64, parent: Option<RunId>) -> Option<RunId> {
+        match self.store.create(&spec) {
+            Ok(folder) => {
+                let id = RunId(folder.id().to_string());
+                let label = spec.label();
+                self.queue.push_back(Queued {
+                    id: id.clone(),
+                    spec,
+                    folder,
+                });
+                self.emit(Event::Queued {
+                    run: id.clone(),
+                    label,
+                    position: self.queue.len() - 1,
+                    ticket,
+                    parent,
+                });
+                Some(id)
+            }
+            Err(e) => {
+                self.emit(Event::Rejected {
+                    ticket,
+                    label: spec.label(),
+                    error: e.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// A run that answers `spec` already: one queued here, or a finished one in the store (the
+    /// newest).
+    fn answered(&mut self, spec: &RunSpec) -> Option<String> {
+        let key = spec.answer_key();
+        if let Some(q) = self.queue.iter().find(|q| q.spec.answer_key() == key) {
+            return Some(q.id.0.clone());
+        }
+        let finished: Vec<String> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|s| s.state == RunState::Finished)
+            .map(|s| s.id)
+            .collect();
+        for id in finished.into_iter().rev() {
+            if !self.answers.contains_key(&id) {
+                let k = match self.store.read_record(&id) {
+                    Ok(Some(r)) => Some(r.spec.answer_key()),
+                    _ => None,
+                };
+                self.answers.insert(id.clone(), k);
+            }
+            if self.answers[&id].as_ref() == Some(&key) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     fn serve(mut self) {
@@ -129,28 +220,7 @@ impl Engine {
                 label: spec.label(),
                 error: "the engine is stopping after the run in flight; submit again once it is restarted".into(),
             }),
-            Command::Submit { spec, ticket } => match self.store.create(&spec) {
-                Ok(folder) => {
-                    let id = RunId(folder.id().to_string());
-                    let label = spec.label();
-                    self.queue.push_back(Queued {
-                        id: id.clone(),
-                        spec: *spec,
-                        folder,
-                    });
-                    self.emit(Event::Queued {
-                        run: id,
-                        label,
-                        position: self.queue.len() - 1,
-                        ticket,
-                    });
-                }
-                Err(e) => self.emit(Event::Rejected {
-                    ticket,
-                    label: spec.label(),
-                    error: e.to_string(),
-                }),
-            },
+            Command::Submit { spec, ticket } => self.submit(*spec, ticket),
             Command::Cancel { run } => {
                 if let Some((cur, flag)) = current
                     && *cur == run
@@ -172,6 +242,7 @@ impl Engine {
                         label: self.queue[at].spec.label(),
                         position: at,
                         ticket: 0,
+                        parent: None,
                     });
                 }
             }

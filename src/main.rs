@@ -286,6 +286,33 @@ enum RunsCommand {
         #[arg(long, default_value_t = 16, value_parser = cli::rank)]
         rank: usize,
     },
+    /// Each run with its own controls (the random-init twin, base model and new LoRA queued
+    /// with it or reused for it): exact match and loss with 95% intervals, and Δ vs the twin and
+    /// vs the base with paired bootstrap intervals over the same test examples.
+    #[command(
+        after_help = "Without IDs, every finished run (of --task). A control is shown under its run.
+--json prints one object per run: id, label, task, role, group, exact_match, ci, loss, loss_ci,
+twin, base, new_lora (run ids or null), delta_twin, delta_twin_ci, delta_base, delta_base_ci,
+delta_loss_twin, delta_loss_twin_ci, delta_loss_base, delta_loss_base_ci, n.
+
+Examples:
+  loracycle runs compare
+  loracycle runs compare --task caesar-5 --out results/
+  loracycle runs compare 20261202T0312 --json"
+    )]
+    Compare {
+        /// Run ids, or prefixes each naming a single run.
+        ids: Vec<String>,
+        /// Only runs on this task (by its name in the record).
+        #[arg(long)]
+        task: Option<String>,
+        /// One JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also write compare.md and compare.csv into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Remove runs that are not queued or running.
     Rm {
         /// Run ids, or prefixes each naming a single run.
@@ -608,6 +635,12 @@ fn main() -> ExitCode {
             RunsCommand::List { json } => cli::runs::list(runs_dir, json),
             RunsCommand::Show { id, json } => cli::runs::show(runs_dir, &id, json),
             RunsCommand::Rm { ids } => cli::runs::rm(runs_dir, &ids),
+            RunsCommand::Compare {
+                ids,
+                task,
+                json,
+                out,
+            } => cli::runs::compare(runs_dir, &ids, task.as_deref(), json, out.as_deref()),
             RunsCommand::Export { id, out, rank } => cli::runs::export(runs_dir, &id, &out, rank),
         },
         Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),

@@ -6,6 +6,7 @@
 //! (`execute`, `export`, `study`) runs specs on a `Workbench` that keeps the model, pools and
 //! adapter scores loaded; it is reached by its module path, so this root re-exports data only.
 
+pub mod compare;
 pub mod event;
 pub mod execute;
 pub mod export;

@@ -11,7 +11,7 @@ use loracycle::engine::{Command, Event, RunId};
 use loracycle::pool::PoolSource;
 use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::pool::rules::Rule;
-use loracycle::run::spec::MethodSpec;
+use loracycle::run::spec::{MethodSpec, RunSpec};
 use loracycle::run::store::{RunState, RunStore};
 use loracycle::ui::Request;
 use loracycle::ui::app::{Confirm, Screen};
@@ -189,6 +189,7 @@ fn live_app() -> App {
             label: "caesar-5 / gradient".into(),
             position: 0,
             ticket: 0,
+            parent: None,
         },
         &mut app,
     );
@@ -198,6 +199,7 @@ fn live_app() -> App {
             label: "caesar-5 / gradient / random-init".into(),
             position: 1,
             ticket: 0,
+            parent: None,
         },
         &mut app,
     );
@@ -403,20 +405,27 @@ fn rejected_entries_cannot_be_selected() {
 fn starting_from_the_form_queues_the_run_and_its_controls() {
     let mut app = app();
     press(&mut app, "2s");
-    let labels: Vec<String> = app
+    // One submission: the run, carrying its controls for the engine to queue (or reuse).
+    let specs: Vec<&RunSpec> = app
         .outbox
         .iter()
         .map(|r| match r {
-            Request::Engine(Command::Submit { spec, .. }) => spec.label(),
+            Request::Engine(Command::Submit { spec, .. }) => &**spec,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].label(), "caesar-5 / gradient");
+    let queued: Vec<String> = specs[0]
+        .queued_controls()
+        .into_iter()
+        .map(|(k, s)| format!("{}: {}", k.name(), s.label()))
+        .collect();
     assert_eq!(
-        labels,
+        queued,
         [
-            "caesar-5 / gradient",
-            "caesar-5 / gradient / random-init",
-            "caesar-5 / base"
+            "random-init: caesar-5 / gradient / random-init",
+            "base: caesar-5 / base"
         ]
     );
     assert_eq!(app.screen, Screen::Live);
@@ -612,6 +621,7 @@ fn a_rejected_submission_says_why_and_opens_no_run() {
             label: "caesar-5 / gradient".into(),
             position: 0,
             ticket,
+            parent: None,
         });
     }
     assert_eq!(app.live_run().map(|r| r.id.0.as_str()), Some("mine"));

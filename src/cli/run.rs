@@ -201,9 +201,9 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
             }
         };
         bar.println(format!("queued on the server as {run}"));
-        let end = follow(&mut bar, &run, || client.next_event());
+        let ends = follow_with_controls(&mut bar, &run, ticket, || client.next_event());
         bar.finish();
-        return finish(end, &server_store, &run, json);
+        return finish_all(ends, &server_store, json);
     }
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
     let engine = loracycle::engine::spawn(store.clone());
@@ -216,24 +216,120 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
         Ok(Event::Rejected { error, .. }) => bail!("{error}"),
         other => bail!("unexpected engine answer: {other:?}"),
     };
-    // Ctrl-C cancels after the step in flight; a second Ctrl-C exits at once.
+    // Ctrl-C cancels the run and its controls after the step in flight; a second Ctrl-C exits
+    // at once.
     let commands = engine.commands.clone();
-    let cancel_run = run.clone();
+    let ours = std::sync::Arc::new(std::sync::Mutex::new(vec![run.clone()]));
+    let to_cancel = ours.clone();
     let pressed = std::sync::atomic::AtomicBool::new(false);
     let _ = ctrlc::set_handler(move || {
         if pressed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
         eprintln!("\ncancelling after the step in flight (Ctrl-C again to quit now)");
-        let _ = commands.send(Command::Cancel {
-            run: cancel_run.clone(),
-        });
+        for r in to_cancel.lock().map(|v| v.clone()).unwrap_or_default() {
+            let _ = commands.send(Command::Cancel { run: r });
+        }
     });
-    let end = follow(&mut bar, &run, || engine.events.recv().ok());
+    let ends = follow_with_controls(&mut bar, &run, 0, || {
+        let e = engine.events.recv().ok();
+        if let Some(Event::Queued {
+            run: r,
+            parent: Some(_),
+            ..
+        }) = &e
+            && let Ok(mut v) = ours.lock()
+        {
+            v.push(r.clone());
+        }
+        e
+    });
     bar.finish();
-    let result = finish(end, &store, &run, json);
+    let result = finish_all(ends, &store, json);
     engine.shutdown();
     result
+}
+
+/// Follows `run` and then each control queued with it (their `Queued` events come right after
+/// the run's, before anything starts); returns each run with its last event.
+fn follow_with_controls(
+    bar: &mut Progress,
+    run: &RunId,
+    ticket: u64,
+    mut next: impl FnMut() -> Option<Event>,
+) -> Vec<(RunId, Option<Event>)> {
+    let mut order = vec![run.clone()];
+    let mut early: std::collections::VecDeque<Event> = Default::default();
+    let mut ends = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let current = order[i].clone();
+        if order.len() > 1 {
+            bar.set_prefix(format!("[{}/{}] ", i + 1, order.len()));
+        }
+        let end = follow(bar, &current, || {
+            let e = early.pop_front().or_else(&mut next)?;
+            if let Event::Queued {
+                run: r,
+                parent: Some(p),
+                ticket: t,
+                ..
+            } = &e
+                && *p == order[0]
+                && *t == ticket
+                && !order.contains(r)
+            {
+                order.push(r.clone());
+            }
+            Some(e)
+        });
+        ends.push((current, end));
+        i += 1;
+    }
+    ends
+}
+
+/// Reports every run followed: the records (the first run's as JSON with --json), then the run
+/// against its controls.
+fn finish_all(ends: Vec<(RunId, Option<Event>)>, store: &RunStore, json: bool) -> Result<()> {
+    let mut first_err = None;
+    let n = ends.len();
+    for (i, (run, end)) in ends.iter().enumerate() {
+        let quiet = json && i > 0;
+        let r = if quiet {
+            match end {
+                Some(Event::Finished { .. }) => Ok(()),
+                Some(Event::Failed { error, .. }) => Err(anyhow::anyhow!("{error}")),
+                _ => Err(anyhow::anyhow!("run {run} did not finish")),
+            }
+        } else {
+            finish(end.clone(), store, run, json)
+        };
+        if let Err(e) = r {
+            if i > 0 {
+                eprintln!("error: control {run}: {e}");
+            }
+            first_err.get_or_insert(e);
+        }
+    }
+    if n > 1 && !json {
+        let mut all = Vec::new();
+        for s in store.list() {
+            if let Ok(Some(r)) = store.read_record(&s.id) {
+                all.push(r);
+            }
+        }
+        if let Some(i) = all.iter().position(|r| r.id == ends[0].0.0) {
+            println!(
+                "\n{}",
+                loracycle::run::compare::text(&loracycle::run::compare::rows(&all, &[i]))
+            );
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn print_summary(r: &RunRecord, folder: &Path) {

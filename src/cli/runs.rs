@@ -150,3 +150,63 @@ pub fn export(runs: Option<PathBuf>, id: &str, out: &std::path::Path, rank: usiz
     println!("exported run {id} to {} (rank {r}, {how})", out.display());
     Ok(())
 }
+
+/// `runs compare`: runs with their own controls and the paired Δs.
+pub fn compare(
+    runs: Option<PathBuf>,
+    ids: &[String],
+    task: Option<&str>,
+    json: bool,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    use loracycle::run::compare;
+    use loracycle::run::store::RunState;
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let mut all = Vec::new();
+    for s in store.list() {
+        if s.state == RunState::Finished
+            && let Ok(Some(r)) = store.read_record(&s.id)
+        {
+            all.push(r);
+        }
+    }
+    let chosen: Vec<usize> = if ids.is_empty() {
+        (0..all.len())
+            .filter(|&i| task.is_none_or(|t| all[i].task.name == t))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for id in ids {
+            let id = store.resolve(id)?;
+            match all.iter().position(|r| r.id == id) {
+                Some(i) => v.push(i),
+                None => bail!("run {id} has no record (it has not finished)"),
+            }
+        }
+        v
+    };
+    let rows = compare::rows(&all, &chosen);
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)?;
+        for (name, text) in [
+            ("compare.md", compare::markdown(&rows)),
+            ("compare.csv", compare::csv(&rows)),
+        ] {
+            let p = dir.join(name);
+            loracycle::atomic_write::write_atomic(&p, text.as_bytes())?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else if rows.is_empty() {
+        println!(
+            "no finished runs{} in {}",
+            task.map(|t| format!(" on {t}")).unwrap_or_default(),
+            store.root.display()
+        );
+    } else {
+        print!("{}", compare::text(&rows));
+    }
+    Ok(())
+}

@@ -67,6 +67,9 @@ pub enum Event {
         /// The submission's ticket (0 when the queue was only reordered).
         #[serde(default)]
         ticket: u64,
+        /// For a control queued with a run (`controls.queue`): that run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<RunId>,
     },
     /// A submission that could not be queued: no run exists for it.
     Rejected {

@@ -20,6 +20,7 @@
 //! oracle = false
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -323,6 +324,50 @@ pub struct ControlSpec {
     /// Put the target task's own adapter in the pool, and keep it in the selection.
     #[serde(default)]
     pub oracle: bool,
+    /// Controls queued with this run, each a run of its own whose record names this one as its
+    /// parent: `random-init` (the same run on random-init LoRAs), `base`, `new-lora`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<ControlKind>,
+    /// Written by the engine: the queued controls an identical run already answered (control
+    /// name → that run's id), which were not run again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reused: BTreeMap<String, String>,
+}
+
+/// A control queued with a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlKind {
+    /// The same run with every selected adapter replaced by a random-init one of its shapes.
+    RandomInit,
+    /// The base model alone.
+    Base,
+    /// A new LoRA trained on the task.
+    NewLora,
+}
+
+impl ControlKind {
+    pub const ALL: [ControlKind; 3] = [
+        ControlKind::RandomInit,
+        ControlKind::Base,
+        ControlKind::NewLora,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlKind::RandomInit => "random-init",
+            ControlKind::Base => "base",
+            ControlKind::NewLora => "new-lora",
+        }
+    }
+}
+
+/// The run a control was queued with, and which control it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parent {
+    pub id: String,
+    pub role: ControlKind,
 }
 
 fn bootstrap() -> usize {
@@ -422,6 +467,10 @@ pub struct RunSpec {
     pub controls: ControlSpec,
     #[serde(default)]
     pub eval: EvalSpec,
+    /// Set on a control queued with another run (`controls.queue`): that run and the control's
+    /// role. Never written by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
 }
 
 fn auto_device() -> String {
@@ -538,6 +587,33 @@ impl RunSpec {
             }
             _ => {}
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for &k in &self.controls.queue {
+            if !seen.insert(k) {
+                return bad(format!("controls.queue: {} is listed twice", k.name()));
+            }
+            let why = match k {
+                ControlKind::RandomInit if !self.method.uses_pool() => {
+                    Some("needs a method that merges pool adapters")
+                }
+                ControlKind::RandomInit if self.controls.random_init != RandomInit::Off => {
+                    Some("this run is on random-init LoRAs already")
+                }
+                ControlKind::Base if self.method.name() == "base" => {
+                    Some("this run is the base model")
+                }
+                ControlKind::NewLora if self.method.name() == "new-lora" => {
+                    Some("this run is a new LoRA")
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                return bad(format!("controls.queue: {}: {why}", k.name()));
+            }
+        }
+        if self.parent.is_some() && !self.controls.queue.is_empty() {
+            return bad("controls.queue: a control queues no controls of its own".into());
+        }
         self.selection.validate()?;
         let f = Fields("method.");
         match &self.method {
@@ -591,6 +667,46 @@ impl RunSpec {
         // The new method's settings take the protocol's defaults; the rest is this run's.
         twin.protocol.fill_method(&mut twin.method, |_| false);
         twin
+    }
+
+    /// The controls `controls.queue` asks for, as run specs (without a parent yet): each is
+    /// this run's twin on random-init LoRAs, or the base model or a new LoRA on its task.
+    pub fn queued_controls(&self) -> Vec<(ControlKind, RunSpec)> {
+        let mut out = Vec::new();
+        for &kind in &self.controls.queue {
+            let twin = match kind {
+                ControlKind::RandomInit => self.random_init_twin(),
+                ControlKind::Base => {
+                    (self.method.name() != "base").then(|| self.control_twin(MethodSpec::Base))
+                }
+                ControlKind::NewLora => (self.method.name() != "new-lora")
+                    .then(|| self.control_twin(MethodSpec::NewLora(Default::default()))),
+            };
+            if let Some(mut t) = twin {
+                t.controls.queue.clear();
+                t.controls.reused.clear();
+                t.parent = None;
+                out.push((kind, t));
+            }
+        }
+        out
+    }
+
+    /// What decides a run's answer: two specs with equal keys give the same record up to
+    /// timing (its name, its queued controls and its parent left out; without pool adapters,
+    /// the pool and the selection too).
+    pub fn answer_key(&self) -> RunSpec {
+        let mut k = self.clone();
+        k.name.clear();
+        k.parent = None;
+        k.controls.queue.clear();
+        k.controls.reused.clear();
+        if !k.method.uses_pool() {
+            k.pool = PoolSpec::default();
+            k.selection = default_selection();
+            k.controls = ControlSpec::default();
+        }
+        k
     }
 
     /// A label for tables: the name, or method + controls.

@@ -107,6 +107,7 @@ fn with_controls(methods: Vec<(&str, MethodSpec, Selection)>, oracle: bool) -> V
                             RandomInit::Off
                         },
                         oracle: with_oracle,
+                        ..Default::default()
                     },
                 });
             }
@@ -406,6 +407,7 @@ pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
                     method: scaled(&arm.method, opts.scale),
                     controls: arm.controls.clone(),
                     eval: Default::default(),
+                    parent: None,
                 };
                 spec.validate()
                     .map_err(|e| format!("{}: {e}", cell.name()))?;

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::Form;
+use crate::adapter::random_init::RandomInit;
 use crate::pool::PoolSource;
-use crate::run::spec::{ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec};
+use crate::run::spec::{
+    ControlKind, ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec,
+};
 use crate::select::Selection;
 
 impl Form {
@@ -79,8 +82,10 @@ impl Form {
             controls: ControlSpec {
                 random_init: self.pool_kind,
                 oracle: self.oracle,
+                ..Default::default()
             },
             eval: EvalSpec::default(),
+            parent: None,
         };
         // The protocol's defaults for what the form does not set: the method's other settings
         // and the task's example counts.
@@ -88,19 +93,24 @@ impl Form {
         main.protocol
             .fill_method(&mut main.method, |k| set.get(k).is_some());
         main.protocol.fill_task(&mut main.task, |_| false);
+        // The controls ride with the run (`controls.queue`): the engine queues each as a run
+        // whose record names this one, or reuses an identical run that already answered it.
+        let method = main.method.name();
+        let uses_pool = main.method.uses_pool() && main.controls.random_init == RandomInit::Off;
+        main.controls.queue = [
+            (self.twin_random && uses_pool, ControlKind::RandomInit),
+            (
+                self.twin_new_lora && method != "new-lora",
+                ControlKind::NewLora,
+            ),
+            (self.twin_base && method != "base", ControlKind::Base),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
         main.validate().map_err(|e| e.to_string())?;
         let mut out = vec![main.clone()];
-        if self.twin_random
-            && let Some(twin) = main.random_init_twin()
-        {
-            out.push(twin);
-        }
-        if self.twin_new_lora && main.method.name() != "new-lora" {
-            out.push(main.control_twin(MethodSpec::NewLora(Default::default())));
-        }
-        if self.twin_base && main.method.name() != "base" {
-            out.push(main.control_twin(MethodSpec::Base));
-        }
+        out.extend(main.queued_controls().into_iter().map(|(_, c)| c));
         Ok(out)
     }
 

@@ -70,15 +70,17 @@ impl Form {
     /// Submits the form's run and its controls; Live follows the run once it is queued.
     pub fn start(&mut self, context: &Context, cx: &mut Ctx) -> Option<Nav> {
         match self.specs(&context.model, &context.source) {
-            Ok(specs) => {
+            Ok(mut specs) => {
+                // The run carries its controls (`controls.queue`); the engine queues them, or
+                // reuses runs that answer them already.
                 let n = specs.len();
-                let tickets: Vec<u64> = specs.into_iter().map(|s| cx.submit(s)).collect();
+                let ticket = cx.submit(specs.swap_remove(0));
                 cx.say(if n == 1 {
                     "run queued".into()
                 } else {
                     format!("run queued with {} controls", n - 1)
                 });
-                tickets.first().map(|&t| Nav::Follow(t))
+                Some(Nav::Follow(ticket))
             }
             Err(e) => {
                 self.recheck();

@@ -1,0 +1,213 @@
+//! Runs paired with their own controls: a spec queuing a random-init twin and the base model
+//! runs all three, each control's record names its run, `runs compare --json` pairs them and its
+//! Δs and paired intervals equal what the records' per-example results give, and a second run
+//! of the same spec reuses the base model's run instead of running it again.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+use loracycle::run::RunRecord;
+use loracycle::run::compare::{RESAMPLES, SEED};
+
+const SPEC: &str = "seed = 1\n[task]\nlab = \"which-is-smaller\"\n[selection]\nstrategy = \"top-k\"\n\
+k = 5\nby = \"loss\"\n[method]\nkind = \"gradient\"\nsteps = 30\n[controls]\nqueue = [\"random-init\", \"base\"]\n\
+[eval]\nbootstrap = 200\n";
+
+fn records(runs: &Path) -> Vec<RunRecord> {
+    let mut v: Vec<RunRecord> = std::fs::read_dir(runs)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path().join("record.json");
+            p.is_file()
+                .then(|| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        })
+        .collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+fn loracycle(args: &[&str]) -> (bool, String, String) {
+    let o = Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+fn paired(
+    a: &RunRecord,
+    b: &RunRecord,
+    f: impl Fn(&loracycle::run::record::ExampleOutcome) -> f64,
+) -> (f64, [f64; 2]) {
+    let x: Vec<f64> = a.examples.iter().map(&f).collect();
+    let y: Vec<f64> = b.examples.iter().map(&f).collect();
+    let d = loracycle::eval::paired_delta(&x, &y, RESAMPLES, SEED).unwrap();
+    let mean = x.iter().zip(&y).map(|(p, q)| p - q).sum::<f64>() / x.len() as f64;
+    assert!((d.mean - mean).abs() < 1e-12);
+    (mean, [d.lo, d.hi])
+}
+
+fn close(v: &Value, want: f64) {
+    assert!((v.as_f64().unwrap() - want).abs() < 1e-9, "{v} vs {want}");
+}
+
+#[test]
+fn a_run_and_its_queued_controls_are_paired_with_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap();
+    let (ok, out, err) = loracycle(&["run", spec.to_str().unwrap(), "--runs-dir", runs_s]);
+    assert!(ok, "{err}");
+    // The run's summary, each control's, then the run against its controls.
+    assert!(out.contains("\n  ↳ random-init "), "{out}");
+    assert!(out.contains("\n  ↳ base "), "{out}");
+
+    let recs = records(&runs);
+    assert_eq!(recs.len(), 3);
+    let main = recs.iter().find(|r| r.spec.parent.is_none()).unwrap();
+    let child = |role: &str| {
+        recs.iter()
+            .find(|r| {
+                r.spec
+                    .parent
+                    .as_ref()
+                    .is_some_and(|p| p.id == main.id && p.role.name() == role)
+            })
+            .unwrap_or_else(|| panic!("no {role} control"))
+    };
+    let (twin, base) = (child("random-init"), child("base"));
+    assert_eq!(twin.label, "which-is-smaller / gradient / random-init");
+    assert_eq!(base.label, "which-is-smaller / base");
+    assert_eq!(main.spec.controls.queue.len(), 2);
+
+    let (ok, out, err) = loracycle(&["runs", "compare", "--json", "--runs-dir", runs_s]);
+    assert!(ok, "{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 3, "{out}");
+    let head = &rows[0];
+    assert_eq!(head["id"], main.id.as_str());
+    assert_eq!(head["twin"], twin.id.as_str());
+    assert_eq!(head["base"], base.id.as_str());
+    assert_eq!(head["role"], Value::Null);
+    assert_eq!(rows[1]["id"], twin.id.as_str());
+    assert_eq!(rows[1]["role"], "random-init");
+    assert_eq!(rows[1]["group"], main.id.as_str());
+    assert_eq!(rows[2]["id"], base.id.as_str());
+    assert_eq!(rows[2]["twin"], Value::Null);
+    close(&head["exact_match"], main.metrics.exact_match.mean);
+    close(&head["ci"][0], main.metrics.exact_match.lo);
+    close(&head["loss"], main.metrics.loss.mean);
+    let correct = |e: &loracycle::run::record::ExampleOutcome| if e.correct { 1.0 } else { 0.0 };
+    let (d, ci) = paired(main, twin, correct);
+    close(&head["delta_twin"], d);
+    close(&head["delta_twin_ci"][0], ci[0]);
+    close(&head["delta_twin_ci"][1], ci[1]);
+    assert!(ci[0] <= d && d <= ci[1]);
+    let (d, ci) = paired(main, base, correct);
+    close(&head["delta_base"], d);
+    close(&head["delta_base_ci"][0], ci[0]);
+    close(&head["delta_base_ci"][1], ci[1]);
+    // The losses differ example by example: a paired interval with width, strictly below 0 (the
+    // tuned run's answer loss is lower than the random-init twin's on this task).
+    let (d, ci) = paired(main, twin, |e| e.loss);
+    close(&head["delta_loss_twin"], d);
+    close(&head["delta_loss_twin_ci"][0], ci[0]);
+    close(&head["delta_loss_twin_ci"][1], ci[1]);
+    assert!(ci[0] < ci[1] && ci[1] < 0.0, "{ci:?}");
+
+    // The same spec again: the base model's run answers it already and is not run again.
+    let (ok, _, err) = loracycle(&["run", spec.to_str().unwrap(), "--runs-dir", runs_s]);
+    assert!(ok, "{err}");
+    let recs = records(&runs);
+    assert_eq!(recs.len(), 5);
+    let bases = recs
+        .iter()
+        .filter(|r| r.label == "which-is-smaller / base")
+        .count();
+    assert_eq!(bases, 1);
+    let second = recs
+        .iter()
+        .filter(|r| r.spec.parent.is_none() && r.label == "which-is-smaller / gradient")
+        .nth(1)
+        .unwrap();
+    assert_eq!(second.spec.controls.reused["base"], base.id);
+    let (ok, out, _) = loracycle(&[
+        "runs",
+        "compare",
+        &second.id,
+        "--json",
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(ok);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["base"], base.id.as_str());
+    assert_ne!(rows[0]["twin"], twin.id.as_str());
+
+    // --out writes the same table as Markdown and CSV.
+    let dir = tmp.path().join("table");
+    let (ok, _, err) = loracycle(&[
+        "runs",
+        "compare",
+        "--out",
+        dir.to_str().unwrap(),
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(dir.join("compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert!(csv.starts_with("id,label,task,role,group,exact_match,ci_low,ci_high,loss,"));
+    let md = std::fs::read_to_string(dir.join("compare.md")).unwrap();
+    assert!(
+        md.contains("| ↳ random-init (which-is-smaller / gradient / random-init) |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_queue_that_does_not_apply_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"base\"\n[controls]\nqueue = [\"base\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = loracycle(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--runs-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("controls.queue: base: this run is the base model"),
+        "{err}"
+    );
+    std::fs::write(
+        &spec,
+        "[task]\nlab = \"caesar-5\"\n[controls]\nqueue = [\"base\", \"base\"]\n",
+    )
+    .unwrap();
+    let (_, _, err) = loracycle(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--runs-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("controls.queue: base is listed twice"),
+        "{err}"
+    );
+}
