@@ -307,6 +307,23 @@ screens!(compare_screen, finished_app(), "5");
 screens!(help_screen, ((), app()), "?");
 
 #[test]
+fn compare_groups_each_run_with_its_controls_at_200x60() {
+    let (keep, mut app) = finished_app();
+    press(&mut app, "5");
+    Keep::settle(&keep, &mut app);
+    let screen = render(&app, 200, 60);
+    insta::assert_snapshot!("compare_screen_200x60", screen);
+    // The gradient run leads; its twin and base sit under it; the diff is the run vs its twin.
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(at("│gradient ") < at("│  ↳ random-init") && at("│  ↳ random-init") < at("│  ↳ base"));
+    assert!(
+        screen.contains("examples where A = gradient and B = gradient · random-init differ"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn help_scrolls_no_further_than_its_last_line() {
     let mut app = app();
     press(&mut app, "?");
@@ -552,7 +569,8 @@ fn runs_retry_twin_delete_and_compare_marks() {
     press(&mut app, "5");
     assert_eq!(app.compared().len(), 3);
     press(&mut app, "4g  ");
-    assert_eq!(app.compared(), vec![0, 1]);
+    // The gradient run leads, its base (a control queued with it) under it.
+    assert_eq!(app.compared(), vec![1, 0]);
     // Delete asks, then the engine removes the folder; the row goes when it says so.
     press(&mut app, "gD");
     assert!(matches!(app.confirm, Some(Confirm::Delete(_))));
@@ -683,10 +701,11 @@ fn compare_exports_markdown_and_csv() {
         app.ensure_loaded(i);
     }
     tmp.settle(&mut app);
-    let (md, csv) = loracycle::ui::screen::compare::table_text(&app.runs, &rows);
+    press(&mut app, "5");
+    let (md, csv) = loracycle::ui::screen::compare::table_text(app.compare.table());
     insta::assert_snapshot!("compare_table_md", md);
     assert_eq!(csv.lines().count(), 4);
-    assert!(csv.starts_with("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n"));
+    assert!(csv.starts_with("id,label,task,role,group,exact_match,ci_low,ci_high,loss,"));
 }
 
 /// A run of a study's Slurm array, written into the store by another host: spec, a status with

@@ -191,8 +191,8 @@ impl App {
                 self.live.run = last;
                 self.runs_screen.cursor = last;
             }
-            Reply::Spec { then, spec, .. } => match spec {
-                Ok(spec) => run_ops::resubmit(then, *spec, &mut ctx!(self)),
+            Reply::Spec { then, spec, run } => match spec {
+                Ok(spec) => run_ops::resubmit(then, &run, *spec, &mut ctx!(self)),
                 Err(e) => self.message = Some(format!("no spec for this run: {e}")),
             },
             Reply::SpecFile { path, spec } => match spec {

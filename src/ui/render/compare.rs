@@ -1,6 +1,7 @@
-//! The Compare screen: runs side by side with exact match and its bootstrap interval, loss,
-//! the difference to the base model and a bar, then the test examples on which two of them
-//! disagree.
+//! The Compare screen: each run with its own controls under it (random-init twin, new LoRA,
+//! base), exact match with its bootstrap interval, loss, Δ vs the twin and vs the base with
+//! paired intervals, a bar where there is room, then the test examples on which a run and its
+//! twin (or any two runs, `p`) disagree.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -9,9 +10,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{block, note, short};
-use crate::run::spec::MethodSpec;
 use crate::ui::app::App;
-use crate::ui::screen::compare::{base_exact, common_task, name};
+use crate::ui::screen::compare::{common_task, name};
 
 /// A horizontal bar of `v` in [0, 1] over `width` cells, in eighths.
 pub fn bar(v: f64, width: usize) -> String {
@@ -51,13 +51,24 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let table_h = (rows.len() as u16 + 3).min(area.height / 2).max(5);
     let [top, bottom] =
         Layout::vertical([Constraint::Length(table_h), Constraint::Min(3)]).areas(area);
-    let base = base_exact(&app.runs, rows);
-    let bar_w = (top.width as usize).saturating_sub(70).clamp(8, 40);
+    // Wide: Δ twin and Δ base each with its paired interval, and a bar; at 80 columns the
+    // intervals of Δ twin only.
+    let wide = top.width >= 120;
+    let delta_w: u16 = 20;
+    let bar_w = (top.width as usize).saturating_sub(25 + 20 + 7 + 2 * delta_w as usize + 8);
+    let bar_w = if wide { bar_w.clamp(0, 30) } else { 0 };
+    let with_ci = |d: Option<f64>, ci: Option<[f64; 2]>, full: bool| match (d, ci) {
+        (Some(d), Some([lo, hi])) if full => format!("{d:+.2} [{lo:+.2},{hi:+.2}]"),
+        (Some(d), _) => format!("{d:+.3}"),
+        _ => "–".into(),
+    };
+    let table = app.compare.table();
     let table_rows: Vec<Row> = rows
         .iter()
         .enumerate()
         .map(|(k, &i)| {
             let r = &app.runs[i];
+            let line = table.get(k).and_then(|x| x.as_ref());
             let (em, loss) = match &r.record {
                 Some(rec) => (
                     rec.metrics.exact_match.display(2),
@@ -69,23 +80,31 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 ),
             };
             let mean = r.exact_match.unwrap_or(0.0);
-            let delta = match base {
-                Some(b)
-                    if r.record
-                        .as_ref()
-                        .is_some_and(|x| !matches!(x.spec.method, MethodSpec::Base)) =>
-                {
-                    format!("{:+.3}", mean - b)
+            // A control sits under its run, named by its role.
+            let shown = match line {
+                Some(l) if l.group != l.id => {
+                    format!("  ↳ {}", l.role.map_or("control", |k| k.name()))
                 }
-                _ => "–".into(),
+                _ => name(r, task.as_deref()),
             };
-            let row = Row::new(vec![
-                Cell::from(name(r, task.as_deref())),
+            let (dt, db) = match line {
+                Some(l) => (
+                    with_ci(l.delta_twin, l.delta_twin_ci, true),
+                    with_ci(l.delta_base, l.delta_base_ci, wide),
+                ),
+                None => ("–".into(), "–".into()),
+            };
+            let mut cells = vec![
+                Cell::from(shown),
                 Cell::from(em),
                 Cell::from(loss),
-                Cell::from(delta),
-                Cell::from(Span::styled(bar(mean, bar_w), t.fg(t.bar))),
-            ]);
+                Cell::from(dt),
+                Cell::from(db),
+            ];
+            if bar_w > 0 {
+                cells.push(Cell::from(Span::styled(bar(mean, bar_w), t.fg(t.bar))));
+            }
+            let row = Row::new(cells);
             if k == app.compare.cursor {
                 row.style(t.highlight())
             } else {
@@ -93,15 +112,29 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             }
         })
         .collect();
-    let header = Row::new(["run", "exact match [95% CI]", "loss", "Δ base", ""])
-        .style(t.dim().add_modifier(Modifier::BOLD));
-    let widths = [
+    let mut head = vec![
+        "run",
+        "exact match [95% CI]",
+        "loss",
+        "Δ twin [paired CI]",
+        if wide {
+            "Δ base [paired CI]"
+        } else {
+            "Δ base"
+        },
+    ];
+    let mut widths = vec![
         Constraint::Fill(1),
         Constraint::Length(20),
         Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(bar_w as u16),
+        Constraint::Length(delta_w),
+        Constraint::Length(if wide { delta_w } else { 7 }),
     ];
+    if bar_w > 0 {
+        head.push("");
+        widths.push(Constraint::Length(bar_w as u16));
+    }
+    let header = Row::new(head).style(t.dim().add_modifier(Modifier::BOLD));
     f.render_widget(
         Table::new(table_rows, widths)
             .header(header)

@@ -18,6 +18,7 @@ pub struct CompareScreen {
     rows: Vec<usize>,
     with_examples: Vec<usize>,
     pairs: Vec<(usize, usize)>,
+    table: Vec<Option<crate::run::compare::Row>>,
     /// The runs' version and the anchor the rows were derived for.
     seen: Option<(u64, usize)>,
     derivations: u64,
@@ -44,6 +45,12 @@ impl CompareScreen {
         self.derivations
     }
 
+    /// Each compared run's line of the comparison (its group, Δ twin and Δ base), in the order
+    /// of `rows`; `None` for a run without a record.
+    pub fn table(&self) -> &[Option<crate::run::compare::Row>] {
+        &self.table
+    }
+
     /// Derives the rows again if the runs or the anchor (the Runs cursor) changed since.
     pub fn refresh(&mut self, runs: &RunList, anchor: usize) {
         let key = (runs.version(), anchor);
@@ -52,7 +59,32 @@ impl CompareScreen {
         }
         self.seen = Some(key);
         self.derivations += 1;
-        self.rows = compared(runs, anchor);
+        let chosen = compared(runs, anchor);
+        // Runs with records, grouped: each run, then the controls queued with it or reused.
+        let with_record: Vec<usize> = chosen
+            .iter()
+            .copied()
+            .filter(|&i| runs[i].record.is_some())
+            .collect();
+        let recs: Vec<crate::run::RunRecord> = with_record
+            .iter()
+            .map(|&i| (**runs[i].record.as_ref().expect("filtered")).clone())
+            .collect();
+        let grouped = crate::run::compare::rows(&recs, &(0..recs.len()).collect::<Vec<_>>());
+        self.rows.clear();
+        self.table.clear();
+        for row in grouped {
+            if let Some(k) = recs.iter().position(|r| r.id == row.id) {
+                self.rows.push(with_record[k]);
+                self.table.push(Some(row));
+            }
+        }
+        for &i in &chosen {
+            if !self.rows.contains(&i) {
+                self.rows.push(i);
+                self.table.push(None);
+            }
+        }
         self.with_examples = self
             .rows
             .iter()
@@ -64,28 +96,41 @@ impl CompareScreen {
                     .is_some_and(|r| !r.examples.is_empty())
             })
             .collect();
-        // Only runs answering the same test examples pair up (the same task and split).
-        let same = |a: usize, b: usize| {
-            let (Some(ra), Some(rb)) = (&runs[a].record, &runs[b].record) else {
-                return false;
-            };
-            ra.task.name == rb.task.name
-                && ra.examples.len() == rb.examples.len()
-                && ra
-                    .examples
-                    .iter()
-                    .zip(&rb.examples)
-                    .all(|(x, y)| x.prompt == y.prompt)
+        // Only runs answering the same test examples pair up (the same task and split); a run
+        // and its own twin come first, then a run and its base, then any other two.
+        let same = |a: usize, b: usize| match (&runs[a].record, &runs[b].record) {
+            (Some(ra), Some(rb)) => crate::run::compare::same_examples(ra, rb),
+            _ => false,
         };
+        let index = |id: &Option<String>| {
+            id.as_ref()
+                .and_then(|id| self.rows.iter().copied().find(|&i| runs[i].id.0 == *id))
+        };
+        let mut pairs = Vec::new();
+        for (k, row) in self.table.iter().enumerate() {
+            let Some(row) = row else { continue };
+            for other in [index(&row.twin), index(&row.base)] {
+                if let Some(j) = other
+                    && same(self.rows[k], j)
+                {
+                    pairs.push((self.rows[k], j));
+                }
+            }
+        }
         let rows = &self.with_examples;
-        self.pairs = (0..rows.len())
-            .flat_map(|a| (a + 1..rows.len()).map(move |b| (rows[a], rows[b])))
-            .filter(|&(a, b)| same(a, b))
-            .collect();
+        for a in 0..rows.len() {
+            for b in a + 1..rows.len() {
+                let p = (rows[a], rows[b]);
+                if same(p.0, p.1) && !pairs.contains(&p) && !pairs.contains(&(p.1, p.0)) {
+                    pairs.push(p);
+                }
+            }
+        }
+        self.pairs = pairs;
         self.cursor = self.cursor.min(self.rows.len().saturating_sub(1));
     }
 
-    pub fn on_action(&mut self, a: Action, runs: &RunList, cx: &mut Ctx) -> Option<Nav> {
+    pub fn on_action(&mut self, a: Action, _runs: &RunList, cx: &mut Ctx) -> Option<Nav> {
         if move_cursor(&mut self.cursor, self.rows.len(), a, 5) {
             return None;
         }
@@ -93,7 +138,7 @@ impl CompareScreen {
             Action::SwitchPair => self.pair += 1,
             Action::Enter => return self.rows.get(self.cursor).map(|&i| Nav::Live(i)),
             Action::ExportTable => {
-                let (md, csv) = table_text(runs, &self.rows);
+                let (md, csv) = table_text(&self.table);
                 cx.push(Request::WriteTable { md, csv });
             }
             _ => {}
@@ -103,7 +148,8 @@ impl CompareScreen {
 }
 
 /// The runs on Compare: the marked ones, else every finished run on the task of the run at
-/// `anchor` (the run with its controls), or of the last run.
+/// `anchor` (the run with its controls), or of the last run. A run's task is its record's (a
+/// named run's label does not say it), else its label's first part.
 fn compared(runs: &RunList, anchor: usize) -> Vec<usize> {
     let marked: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].marked).collect();
     if !marked.is_empty() {
@@ -112,23 +158,28 @@ fn compared(runs: &RunList, anchor: usize) -> Vec<usize> {
     let Some(anchor) = runs.get(anchor).or(runs.last()) else {
         return Vec::new();
     };
-    let task = anchor.label.split(" / ").next().unwrap_or("");
+    let task = task_of(anchor);
     (0..runs.len())
         .filter(|&i| {
             let r = &runs[i];
-            r.state == RunState::Finished && r.label.split(" / ").next() == Some(task)
+            r.state == RunState::Finished && task_of(r) == task
         })
         .collect()
 }
 
+/// A run's task: its record's, else the first part of its label.
+pub fn task_of(r: &RunView) -> String {
+    match &r.record {
+        Some(rec) => rec.task.name.clone(),
+        None => r.label.split(" / ").next().unwrap_or("").to_string(),
+    }
+}
+
 /// The task shared by the runs' labels, if they share one.
 pub fn common_task(runs: &RunList, rows: &[usize]) -> Option<String> {
-    let tasks: Vec<&str> = rows
-        .iter()
-        .map(|&i| runs[i].label.split(" / ").next().unwrap_or(""))
-        .collect();
-    let first = *tasks.first()?;
-    tasks.iter().all(|t| *t == first).then(|| first.to_string())
+    let tasks: Vec<String> = rows.iter().map(|&i| task_of(&runs[i])).collect();
+    let first = tasks.first()?;
+    tasks.iter().all(|t| t == first).then(|| first.clone())
 }
 
 /// A run's name on this screen: its label without the shared task.
@@ -151,53 +202,12 @@ pub fn base_exact(runs: &RunList, rows: &[usize]) -> Option<f64> {
     })
 }
 
-/// The compared runs as Markdown and CSV tables.
-pub fn table_text(runs: &RunList, rows: &[usize]) -> (String, String) {
-    let task = common_task(runs, rows);
-    let base = base_exact(runs, rows);
-    // What was compared: the task(s) of the records and their test sizes.
-    let mut tasks: Vec<String> = rows
-        .iter()
-        .filter_map(|&i| runs[i].record.as_ref())
-        .map(|r| format!("{} ({} test examples)", r.task.name, r.task.test))
-        .collect();
-    tasks.sort();
-    tasks.dedup();
-    let mut md = format!(
-        "Test exact match (bootstrap 95% interval) and answer loss on {}.\n\n",
-        tasks.join(", ")
-    );
-    md.push_str(
-        "| run | exact match | 95% CI | loss | Δ vs base | run id |\n|---|---|---|---|---|---|\n",
-    );
-    let mut csv = String::from("run,id,exact_match,ci_low,ci_high,loss,delta_vs_base\n");
-    for &i in rows {
-        let r = &runs[i];
-        let Some(rec) = &r.record else { continue };
-        let em = &rec.metrics.exact_match;
-        let delta = base
-            .filter(|_| !matches!(rec.spec.method, MethodSpec::Base))
-            .map(|b| em.mean - b);
-        let n = name(r, task.as_deref());
-        md.push_str(&format!(
-            "| {n} | {:.3} | [{:.3}, {:.3}] | {:.4} | {} | {} |\n",
-            em.mean,
-            em.lo,
-            em.hi,
-            rec.metrics.loss.mean,
-            delta.map_or("–".into(), |d| format!("{d:+.3}")),
-            r.id
-        ));
-        csv.push_str(&format!(
-            "\"{}\",{},{},{},{},{},{}\n",
-            n.replace('"', "\"\""),
-            r.id,
-            em.mean,
-            em.lo,
-            em.hi,
-            rec.metrics.loss.mean,
-            delta.map_or(String::new(), |d| d.to_string())
-        ));
-    }
-    (md, csv)
+/// The compared runs as Markdown and CSV tables: each run with its controls, Δ twin and Δ base
+/// with their paired intervals (as `loracycle runs compare --out` writes them).
+pub fn table_text(table: &[Option<crate::run::compare::Row>]) -> (String, String) {
+    let rows: Vec<crate::run::compare::Row> = table.iter().flatten().cloned().collect();
+    (
+        crate::run::compare::markdown(&rows),
+        crate::run::compare::csv(&rows),
+    )
 }

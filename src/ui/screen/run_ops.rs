@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::Ctx;
-use crate::engine::Command;
-use crate::run::spec::{MethodSpec, RunSpec};
+use crate::engine::{Command, RunId};
+use crate::run::spec::{ControlKind, MethodSpec, Parent, RunSpec};
 use crate::run::store::RunState;
 use crate::ui::request::{Request, Resubmit};
 use crate::ui::runs::RunList;
@@ -69,7 +69,7 @@ pub fn export(runs: &RunList, i: usize, cx: &mut Ctx) {
 pub fn resubmit_run(runs: &RunList, i: usize, then: Resubmit, cx: &mut Ctx) {
     let Some(run) = runs.get(i) else { return };
     match &run.record {
-        Some(r) => resubmit(then, r.spec.clone(), cx),
+        Some(r) => resubmit(then, &run.id, r.spec.clone(), cx),
         None => cx.push(Request::ReadSpec {
             run: run.id.clone(),
             then,
@@ -77,9 +77,10 @@ pub fn resubmit_run(runs: &RunList, i: usize, then: Resubmit, cx: &mut Ctx) {
     }
 }
 
-/// Queues `spec` again, its random-init twin or its base-model twin.
-pub fn resubmit(then: Resubmit, spec: RunSpec, cx: &mut Ctx) {
-    let spec = match then {
+/// Queues `spec` (of run `id`) again, its random-init twin or its base-model twin; a twin's
+/// spec names run `id` as its parent, so Compare pairs them.
+pub fn resubmit(then: Resubmit, id: &RunId, spec: RunSpec, cx: &mut Ctx) {
+    let (mut spec, role) = match then {
         Resubmit::Retry => {
             cx.say(format!("queued {} again", spec.label()));
             cx.submit(spec);
@@ -94,10 +95,16 @@ pub fn resubmit(then: Resubmit, spec: RunSpec, cx: &mut Ctx) {
                 cx.say("this run is on the random-init pool already");
                 return;
             };
-            twin
+            (twin, ControlKind::RandomInit)
         }
-        Resubmit::BaseTwin => spec.control_twin(MethodSpec::Base),
+        Resubmit::BaseTwin => (spec.control_twin(MethodSpec::Base), ControlKind::Base),
     };
+    spec.controls.queue.clear();
+    spec.controls.reused.clear();
+    spec.parent = Some(Parent {
+        id: id.0.clone(),
+        role,
+    });
     cx.say(format!("queued {}", spec.label()));
     cx.submit(spec);
 }
