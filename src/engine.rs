@@ -328,6 +328,20 @@ impl Engine {
                 };
             }
         };
+        // A relative folder goes into the run's own folder, where its record is.
+        let out = if out.is_absolute() {
+            out
+        } else {
+            match self.store.run_dir(&run.0) {
+                Ok(dir) => dir.join(out),
+                Err(e) => {
+                    return Event::ExportFailed {
+                        run,
+                        error: e.to_string(),
+                    };
+                }
+            }
+        };
         match crate::run::export::export(&record, &out, rank) {
             Ok((rank, truncation_error)) => Event::Exported {
                 run,

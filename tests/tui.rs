@@ -706,6 +706,31 @@ fn compare_exports_markdown_and_csv() {
     insta::assert_snapshot!("compare_table_md", md);
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("id,label,task,role,group,exact_match,ci_low,ci_high,loss,"));
+    // `e` writes them into the runs directory (not the working directory) and says where.
+    press(&mut app, "e");
+    tmp.settle(&mut app);
+    let dir = tmp.path().join("compare");
+    assert_eq!(
+        app.message.as_deref(),
+        Some(
+            format!(
+                "wrote {} and {}",
+                dir.join("compare.md").display(),
+                dir.join("compare.csv").display()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("compare.md")).unwrap(), md);
+    // A spec file named without a folder is saved under the runs directory's specs/.
+    press(&mut app, "2w");
+    tmp.settle(&mut app);
+    let saved = tmp.path().join("specs/run.toml");
+    assert_eq!(
+        app.message.as_deref(),
+        Some(format!("saved {}", saved.display()).as_str())
+    );
+    assert!(saved.is_file());
 }
 
 /// A run of a study's Slurm array, written into the store by another host: spec, a status with

@@ -146,7 +146,7 @@ fn status(f: &mut Frame, app: &App, area: Rect) {
             }
             Span::styled(tail, t.fg(t.warn))
         }
-        None => Span::styled(format!(" │ {}", hints(app)), t.dim()),
+        None => Span::styled(format!(" │ {}", hints(app, area.width < 120)), t.dim()),
     };
     let spans = vec![
         Span::styled(format!(" {engine}"), t.accent()),
@@ -157,43 +157,89 @@ fn status(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Line::from(spans), area);
 }
 
-fn hints(app: &App) -> String {
+/// The screen's key hints: in full on a wide terminal, k9s-style short ones (that fit 80
+/// columns beside the engine state) on a narrow one; `?` lists every key.
+fn hints(app: &App, narrow: bool) -> String {
     use super::keymap::{Action as A, Scope as S};
     let k = |s, a| app.keymap.key_of(s, a);
+    let pick = |long: String, short: String| if narrow { short } else { long };
     match app.screen {
-        Screen::Pool => format!(
-            "{} search · {} select · {} filter · {} sort · {} new run · ? help",
-            k(S::Pool, A::Search),
-            k(S::Pool, A::Select),
-            k(S::Pool, A::CycleStatus),
-            k(S::Pool, A::CycleSort),
-            k(S::Pool, A::NewRunWithSelection)
+        Screen::Pool => pick(
+            format!(
+                "{} search · {} select · {} filter · {} sort · {} new run · ? help",
+                k(S::Pool, A::Search),
+                k(S::Pool, A::Select),
+                k(S::Pool, A::CycleStatus),
+                k(S::Pool, A::CycleSort),
+                k(S::Pool, A::NewRunWithSelection)
+            ),
+            format!(
+                "{} find · {} pick · {} filter · {} sort · {} run · ? all",
+                k(S::Pool, A::Search),
+                k(S::Pool, A::Select),
+                k(S::Pool, A::CycleStatus),
+                k(S::Pool, A::CycleSort),
+                k(S::Pool, A::NewRunWithSelection)
+            ),
         ),
-        Screen::NewRun => format!(
-            "↑↓ field · ←→ value · enter edit · {} start · {} save · {} load · ? help",
-            k(S::NewRun, A::StartRun),
-            k(S::NewRun, A::SaveSpec),
-            k(S::NewRun, A::LoadSpec)
+        Screen::NewRun => pick(
+            format!(
+                "↑↓ field · ←→ value · enter edit · {} start · {} save · {} load · ? help",
+                k(S::NewRun, A::StartRun),
+                k(S::NewRun, A::SaveSpec),
+                k(S::NewRun, A::LoadSpec)
+            ),
+            format!(
+                "↑↓ ←→ enter · {} start · {} save · {} load · ? all",
+                k(S::NewRun, A::StartRun),
+                k(S::NewRun, A::SaveSpec),
+                k(S::NewRun, A::LoadSpec)
+            ),
         ),
-        Screen::Live => format!(
-            "{} cancel · {} random-init twin · {} base · {} export · ←→ runs",
-            k(S::Live, A::Cancel),
-            k(S::Live, A::RandomTwin),
-            k(S::Live, A::BaseTwin),
-            k(S::Live, A::Export)
+        Screen::Live => pick(
+            format!(
+                "{} cancel · {} random-init twin · {} base · {} export · ←→ runs",
+                k(S::Live, A::Cancel),
+                k(S::Live, A::RandomTwin),
+                k(S::Live, A::BaseTwin),
+                k(S::Live, A::Export)
+            ),
+            format!(
+                "{} cancel · {} twin · {} base · {} export · ←→ runs · ? all",
+                k(S::Live, A::Cancel),
+                k(S::Live, A::RandomTwin),
+                k(S::Live, A::BaseTwin),
+                k(S::Live, A::Export)
+            ),
         ),
-        Screen::Runs => format!(
-            "enter open · {} mark · {} cancel · {} retry · {} delete · {} export",
-            k(S::Runs, A::Select),
-            k(S::Runs, A::Cancel),
-            k(S::Runs, A::Retry),
-            k(S::Runs, A::Delete),
-            k(S::Runs, A::Export)
+        Screen::Runs => pick(
+            format!(
+                "enter open · {} mark · {} cancel · {} retry · {} delete · {} export",
+                k(S::Runs, A::Select),
+                k(S::Runs, A::Cancel),
+                k(S::Runs, A::Retry),
+                k(S::Runs, A::Delete),
+                k(S::Runs, A::Export)
+            ),
+            format!(
+                "enter open · {} mark · {} cancel · {} retry · {} del · ? all",
+                k(S::Runs, A::Select),
+                k(S::Runs, A::Cancel),
+                k(S::Runs, A::Retry),
+                k(S::Runs, A::Delete)
+            ),
         ),
-        Screen::Compare => format!(
-            "enter open run · {} next pair · {} export table · marks from Runs",
-            k(S::Compare, A::SwitchPair),
-            k(S::Compare, A::ExportTable)
+        Screen::Compare => pick(
+            format!(
+                "enter open run · {} next pair · {} export table · marks from Runs",
+                k(S::Compare, A::SwitchPair),
+                k(S::Compare, A::ExportTable)
+            ),
+            format!(
+                "enter open · {} pair · {} export · ? all",
+                k(S::Compare, A::SwitchPair),
+                k(S::Compare, A::ExportTable)
+            ),
         ),
         Screen::Help => "↑↓ scroll · any other key closes the help".into(),
     }

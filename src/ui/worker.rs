@@ -55,12 +55,18 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
             });
         }
         Request::SaveSpec { path, text } => {
-            reply(Reply::Message(match write_atomic(&path, text.as_bytes()) {
+            let path = under(&cx.store.root, "specs", &path);
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| write_atomic(&path, text.as_bytes()));
+            reply(Reply::Message(match written {
                 Ok(()) => format!("saved {}", path.display()),
                 Err(e) => format!("cannot save {}: {e}", path.display()),
             }))
         }
         Request::LoadSpec { path } => {
+            let path = under(&cx.store.root, "specs", &path);
             let spec = RunSpec::read(&path).map_err(|e| e.to_string());
             reply(Reply::SpecFile {
                 path,
@@ -71,7 +77,11 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
             missing: missing_task_files(&folder),
             folder: folder.display().to_string(),
         }),
-        Request::WriteTable { md, csv } => reply(Reply::Message(write_table(&md, &csv))),
+        Request::WriteTable { md, csv } => reply(Reply::Message(write_table(
+            &cx.store.root.join("compare"),
+            &md,
+            &csv,
+        ))),
     }
 }
 
@@ -108,16 +118,24 @@ pub fn missing_task_files(folder: &Path) -> Vec<String> {
     crate::run::spec::TaskSpec::missing_files(folder)
 }
 
-fn write_table(md: &str, csv: &str) -> String {
-    let (mdp, csvp) = (Path::new("compare.md"), Path::new("compare.csv"));
-    match write_atomic(mdp, md.as_bytes()).and_then(|()| write_atomic(csvp, csv.as_bytes())) {
-        Ok(()) => {
-            let at = std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_else(|_| ".".into());
-            format!("wrote {} and {} in {at}", mdp.display(), csvp.display())
-        }
-        Err(e) => format!("cannot write the table: {e}"),
+/// Where a file the UI writes goes: a path typed as absolute as it is, a relative one in the
+/// runs directory's `sub` folder (never the working directory the UI was started in).
+pub fn under(root: &Path, sub: &str, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(sub).join(path)
+    }
+}
+
+fn write_table(dir: &Path, md: &str, csv: &str) -> String {
+    let (mdp, csvp) = (dir.join("compare.md"), dir.join("compare.csv"));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| write_atomic(&mdp, md.as_bytes()))
+        .and_then(|()| write_atomic(&csvp, csv.as_bytes()));
+    match written {
+        Ok(()) => format!("wrote {} and {}", mdp.display(), csvp.display()),
+        Err(e) => format!("cannot write the table in {}: {e}", dir.display()),
     }
 }
 

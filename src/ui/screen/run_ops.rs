@@ -55,8 +55,9 @@ pub fn export(runs: &RunList, i: usize, cx: &mut Ctx) {
         cx.say("only a finished run can be exported");
         return;
     }
-    let out = PathBuf::from(format!("export-{}", r.id.0));
-    cx.say(format!("exporting to {}…", out.display()));
+    // Into the run's folder (the engine resolves it there and reports the full path).
+    let out = PathBuf::from("export");
+    cx.say(format!("exporting {} into its run folder…", r.id.0));
     cx.push(Request::Engine(Command::Export {
         run: r.id.clone(),
         out,
