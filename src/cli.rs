@@ -62,6 +62,35 @@ pub fn adapter_weights(weights: &[f64], n: usize) -> anyhow::Result<Vec<f64>> {
 /// An error and its causes on one line, `outer: cause: cause`, skipping a cause whose text the
 /// line already holds (errors that name their source in their own message, as `path: {source}`
 /// does, would otherwise print it twice).
+/// `--model` and `--adapter` as `eval` and `merge` take them: the model `lab`, a folder or a
+/// Hub id in the HF cache (as `pool screen` and specs resolve it), and each adapter a folder or
+/// the name of a lab pool adapter.
+pub fn model_and_adapters(
+    model: &str,
+    adapters: Vec<std::path::PathBuf>,
+) -> anyhow::Result<(std::path::PathBuf, Vec<std::path::PathBuf>)> {
+    let model = loracycle::run::execute::resolve_model(model)
+        .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    let lab_pool = loracycle::lab::dir().ok().map(|d| d.join("pool"));
+    let adapters = adapters
+        .into_iter()
+        .map(|p| {
+            let name = p.to_string_lossy();
+            match &lab_pool {
+                Some(pool)
+                    if !p.join("adapter_config.json").is_file()
+                        && loracycle::pool::is_plain_name(&name)
+                        && pool.join(&*name).join("adapter_config.json").is_file() =>
+                {
+                    pool.join(&*name)
+                }
+                _ => p,
+            }
+        })
+        .collect();
+    Ok((model, adapters))
+}
+
 pub fn error_text(e: &anyhow::Error) -> String {
     let mut text = e.to_string();
     for cause in e.chain().skip(1) {

@@ -108,10 +108,11 @@ Examples:\n  loracycle merge --model assets/lab/base --adapter assets/lab/pool/c
 loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --rank 16 --out merged/"
     )]
     Merge {
-        /// The base model's folder (shapes, and the base model the adapters must share).
+        /// The base model: `lab`, a model folder, or a Hub id in the HF cache (shapes, and the
+        /// base model the adapters must share).
         #[arg(long)]
-        model: PathBuf,
-        /// PEFT adapter folder; repeat for each adapter.
+        model: String,
+        /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat for each.
         #[arg(long = "adapter", required = true)]
         adapters: Vec<PathBuf>,
         /// Comma-separated weight per adapter [default: 1 each].
@@ -171,10 +172,11 @@ Examples:\n  loracycle eval --model tests/fixtures/tiny --data tests/fixtures/da
 loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task.jsonl --metric both --json"
     )]
     Eval {
-        /// Model folder (config.json, model.safetensors or a sharded index, tokenizer.json).
+        /// The model: `lab`, a model folder (config.json, model.safetensors or a sharded index,
+        /// tokenizer.json), or a Hub id in the HF cache.
         #[arg(long)]
-        model: PathBuf,
-        /// PEFT adapter folder; repeat to combine several.
+        model: String,
+        /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat to combine.
         #[arg(long = "adapter")]
         adapters: Vec<PathBuf>,
         /// Comma-separated weight per adapter, in the order given.
@@ -248,6 +250,8 @@ const RUN_HELP: &str = "A spec names the model, the pool, the task, the selectio
   [controls]
   random_init = \"off\"     # off, pooled, per-adapter
   oracle = false
+  queue = [\"random-init\", \"base\"]   # controls run with it, each naming it as parent
+                           # (also \"new-lora\"); `runs compare` pairs them
   [eval]                  # over the task folder's task.toml, over the protocol's defaults:
   max_new_tokens = 48     # extract = \"####\" (text after the last ####), normalize = exact,
                            # whitespace or paper, max_prompt_tokens = 2048 (longer dropped)
@@ -660,16 +664,18 @@ fn main() -> ExitCode {
             lambda,
             seed,
             out,
-        }) => cli::merge::merge(cli::merge::MergeArgs {
-            model,
-            adapters,
-            weights,
-            method,
-            density,
-            rank,
-            lambda,
-            seed,
-            out,
+        }) => cli::model_and_adapters(&model, adapters).and_then(|(model, adapters)| {
+            cli::merge::merge(cli::merge::MergeArgs {
+                model,
+                adapters,
+                weights,
+                method,
+                density,
+                rank,
+                lambda,
+                seed,
+                out,
+            })
         }),
         Some(Command::Lab {
             command:
@@ -700,26 +706,28 @@ fn main() -> ExitCode {
             dtype,
             json,
             dump_tokens,
-        }) => run_eval(EvalArgs {
-            model,
-            adapters,
-            weights,
-            data,
-            template,
-            opts: EvalOptions {
-                metric,
-                batch_size,
-                scoring: loracycle::eval::Scoring {
-                    max_new_tokens,
-                    extract,
-                    normalize,
-                    max_prompt_tokens,
+        }) => cli::model_and_adapters(&model, adapters).and_then(|(model, adapters)| {
+            run_eval(EvalArgs {
+                model,
+                adapters,
+                weights,
+                data,
+                template,
+                opts: EvalOptions {
+                    metric,
+                    batch_size,
+                    scoring: loracycle::eval::Scoring {
+                        max_new_tokens,
+                        extract,
+                        normalize,
+                        max_prompt_tokens,
+                    },
                 },
-            },
-            device,
-            dtype,
-            json,
-            dump_tokens,
+                device,
+                dtype,
+                json,
+                dump_tokens,
+            })
         }),
     };
     match result {

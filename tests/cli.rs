@@ -445,3 +445,71 @@ fn eval_judges_the_papers_way_and_counts_long_prompts() {
         "{out}"
     );
 }
+
+#[test]
+fn eval_and_merge_take_the_lab_and_its_pool_by_name() {
+    let run = |args: &[&str]| {
+        let o = Command::cargo_bin("loracycle")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["mean_loss"].as_f64().unwrap()
+    };
+    let data = "assets/lab/tasks/caesar-5/test.jsonl";
+    let by_name = run(&[
+        "eval",
+        "--model",
+        "lab",
+        "--adapter",
+        "caesar-11",
+        "--data",
+        data,
+        "--json",
+    ]);
+    let by_path = run(&[
+        "eval",
+        "--model",
+        "assets/lab/base",
+        "--adapter",
+        "assets/lab/pool/caesar-11",
+        "--data",
+        data,
+        "--json",
+    ]);
+    assert_eq!(by_name, by_path);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged");
+    let o = Command::cargo_bin("loracycle")
+        .unwrap()
+        .args([
+            "merge",
+            "--model",
+            "lab",
+            "--adapter",
+            "caesar-11",
+            "--adapter",
+            "caesar-12",
+        ])
+        .args(["--method", "average", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("adapter_config.json").is_file());
+    let o = Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["eval", "--model", "/nowhere", "--data", data])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with(
+            "error: --model: model \"/nowhere\" not found; looked in /nowhere (a folder with config.json)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

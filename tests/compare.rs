@@ -70,6 +70,8 @@ fn a_run_and_its_queued_controls_are_paired_with_intervals() {
     // The run's summary, each control's, then the run against its controls.
     assert!(out.contains("\n  ↳ random-init "), "{out}");
     assert!(out.contains("\n  ↳ base "), "{out}");
+    // Which adapters carried the merge.
+    assert!(out.contains("  Σ|f(c)| by adapter over "), "{out}");
 
     let recs = records(&runs);
     assert_eq!(recs.len(), 3);

@@ -351,6 +351,9 @@ fn print_summary(r: &RunRecord, folder: &Path) {
     if let Some(step) = r.best_step {
         println!("  best checkpoint: step {step}");
     }
+    if let Some(c) = &r.coefficients {
+        print!("{}", c.weight_table(10));
+    }
     println!(
         "  test exact match {} · test loss {} · {} examples",
         r.metrics.exact_match.display(3),

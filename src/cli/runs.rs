@@ -93,6 +93,15 @@ pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
             if let Some(s) = r.best_step {
                 println!("  best checkpoint at step {s} of {}", r.curve.len());
             }
+            if let Some(c) = &r.coefficients {
+                print!("{}", c.weight_table(usize::MAX));
+            }
+            if let Some(p) = &r.spec.parent {
+                println!("  a {} control of run {}", p.role.name(), p.id);
+            }
+            for (role, id) in &r.spec.controls.reused {
+                println!("  {role} control: run {id} (reused)");
+            }
         }
         None => println!("  {} curve points so far", summary.steps),
     }

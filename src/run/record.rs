@@ -100,6 +100,53 @@ pub struct Coefficients {
     pub values: Vec<Vec<f32>>,
 }
 
+impl Coefficients {
+    /// Σ|f(c)| of each adapter (column) over every group, largest first: which adapters carried
+    /// the merge.
+    pub fn weight_by_adapter(&self) -> Vec<(String, f64)> {
+        let mut v: Vec<(String, f64)> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let s: f64 = self
+                    .values
+                    .iter()
+                    .filter_map(|row| row.get(c))
+                    .map(|x| x.abs() as f64)
+                    .sum();
+                (name.clone(), s)
+            })
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The table `loracycle run` and `runs show` print: Σ|f(c)| per adapter, its share of the
+    /// total, at most `most` lines.
+    pub fn weight_table(&self, most: usize) -> String {
+        let w = self.weight_by_adapter();
+        let total: f64 = w.iter().map(|(_, s)| s).sum();
+        let mut out = format!(
+            "  Σ|f(c)| by adapter over {} {} group(s):\n",
+            self.groups.len(),
+            self.granularity
+        );
+        for (name, s) in w.iter().take(most) {
+            out.push_str(&format!(
+                "    {:<40} {:>9.3}  {:>5.1}%\n",
+                name,
+                s,
+                if total > 0.0 { 100.0 * s / total } else { 0.0 }
+            ));
+        }
+        if w.len() > most {
+            out.push_str(&format!("    … {} more\n", w.len() - most));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoefficientSnapshot {
     pub step: usize,
