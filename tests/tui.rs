@@ -307,6 +307,29 @@ screens!(compare_screen, finished_app(), "5");
 screens!(help_screen, ((), app()), "?");
 
 #[test]
+fn live_heat_map_spans_the_width_at_200x60() {
+    let mut app = live_app();
+    press(&mut app, "3");
+    let screen = render(&app, 200, 60);
+    insta::assert_snapshot!("live_screen_200x60", screen);
+    // The heat map's rows reach the right border, with each adapter's Σ|f(c)| at the end.
+    let row = screen
+        .lines()
+        .find(|l| l.starts_with("\"│caesar-4 "))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        row.trim_end_matches('"')
+            .trim_end_matches('│')
+            .ends_with("9.720"),
+        "{row}"
+    );
+    assert!(
+        screen.contains("loss · ─ train · • val · best val"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn compare_groups_each_run_with_its_controls_at_200x60() {
     let (keep, mut app) = finished_app();
     press(&mut app, "5");

@@ -27,10 +27,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     };
     let big = area.height >= 36;
     let top_n = if big { 8 } else { 5 };
+    // The heat map lists every selected adapter that fits (a third of the screen at most,
+    // its top-n at least), with a header line of layer numbers.
     let heat_rows = if run.columns.is_empty() {
         0
     } else {
-        top_n.min(run.columns.len()) as u16 + 2
+        let want = run.columns.len() as u16 + 3;
+        want.min((area.height / 3).max(top_n as u16 + 3))
     };
     let log_rows = if big { 8 } else { 3 };
     let [head, gauge, charts, heat, log] = Layout::vertical([
@@ -49,7 +52,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let top = top_columns(run, top_n);
     coefficient_chart(f, app, run, &top, right);
     if heat_rows > 0 {
-        heat_map(f, app, run, &top, heat);
+        let all = top_columns(run, run.columns.len());
+        heat_map(f, app, run, &all, &top, heat);
     }
     log_tail(f, app, run, log);
 }
@@ -220,9 +224,11 @@ fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
         .iter()
         .filter_map(|p| p.val_loss.map(|v| (p.step, v)))
         .min_by(|a, b| a.1.total_cmp(&b.1));
+    // The key is in the title, so no legend box covers the curves; validation is drawn in
+    // dots, so the two read apart without colour (NO_COLOR) too.
     let title = match best {
-        Some((s, v)) => format!(" loss · best val {v:.3} @ {s} "),
-        None => " loss ".into(),
+        Some((s, v)) => format!(" loss · ─ train · • val · best val {v:.3} @ {s} "),
+        None => " loss · ─ train · • val ".into(),
     };
     let b = block(app, title);
     if run.curve.is_empty() {
@@ -260,9 +266,14 @@ fn loss_chart(f: &mut Frame, app: &App, run: &RunView, area: Rect) {
     let (xb, yb) = bounds(&[&train, &val]);
     let datasets = vec![
         line_series("train".into(), t.fg(t.train), &train),
-        line_series("val".into(), t.fg(t.val), &val),
+        Dataset::default()
+            .name("val")
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(t.fg(t.val))
+            .data(&val),
     ];
-    f.render_widget(chart(app, datasets, b, xb, yb), area);
+    f.render_widget(chart(app, datasets, b, xb, yb).legend_position(None), area);
 }
 
 /// Each column's mean f(c) over the groups, per coefficient snapshot.
@@ -350,8 +361,8 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
         .enumerate()
         .map(|(i, (s, &j))| line_series(short(&column_name(run, j), 16), t.fg(t.series(i)), s))
         .collect();
-    let chart = chart(app, datasets, b, xb, yb)
-        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)));
+    // The series are named in the heat map below, in their colours; no legend box on the plot.
+    let chart = chart(app, datasets, b, xb, yb).legend_position(None);
     f.render_widget(chart, area);
 }
 
@@ -365,7 +376,10 @@ fn layer_of(group: &str) -> Option<usize> {
         .ok()
 }
 
-fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) {
+/// |f(c)| by adapter × layer at the latest snapshot, across the whole width: every selected
+/// adapter by its full name (as many as fit, largest Σ|f(c)| first, named in its curve's colour
+/// when it is one of the plotted `top`), a header of layer numbers, and each adapter's Σ|f(c)|.
+fn heat_map(f: &mut Frame, app: &App, run: &RunView, rows: &[usize], top: &[usize], area: Rect) {
     let t = &app.theme;
     let Some((step, last)) = run.coefficients.last() else {
         let b = block(app, " heat map ");
@@ -382,13 +396,16 @@ fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) 
     } else {
         (last.len().max(1), Box::new(|g| g))
     };
-    let mut cells = vec![vec![0f64; n_cols]; top.len()];
+    let mut cells = vec![vec![0f64; n_cols]; rows.len()];
+    let mut sums = vec![0f64; rows.len()];
     let mut counts = vec![0usize; n_cols];
     for (g, row) in last.iter().enumerate() {
         let c = col_of(g).min(n_cols - 1);
         counts[c] += 1;
-        for (r, &j) in top.iter().enumerate() {
-            cells[r][c] += row.get(j).copied().unwrap_or(0.0).abs() as f64;
+        for (r, &j) in rows.iter().enumerate() {
+            let v = row.get(j).copied().unwrap_or(0.0).abs() as f64;
+            cells[r][c] += v;
+            sums[r] += v;
         }
     }
     for row in &mut cells {
@@ -404,40 +421,85 @@ fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) 
     let unit = if n_layers > 0 { "layer" } else { "group" };
     let b = block(
         app,
-        format!(" |f(c)| by adapter × {unit} at step {step} (█ = {max:.2}) "),
+        format!(
+            " |f(c)| by adapter × {unit} at step {step} · {} adapters · ░▒▓█ up to {max:.2} ",
+            rows.len()
+        ),
     );
     let inner = b.inner(area);
     f.render_widget(b, area);
-    let name_w = 16usize;
-    let room = (inner.width as usize).saturating_sub(name_w + 1);
-    let cell_w = if n_cols * 2 <= room { 2 } else { 1 };
-    let shown = (room / cell_w).min(n_cols);
-    let lines: Vec<Line> = top
+    let longest = rows
         .iter()
-        .zip(&cells)
-        .map(|(&j, row)| {
-            let mut spans = vec![Span::raw(format!(
-                "{:<w$} ",
-                short(&column_name(run, j), name_w),
-                w = name_w
-            ))];
-            for &v in row.iter().take(shown) {
-                let x = v / max;
-                let ch = match x {
-                    x if x >= 0.75 => '█',
-                    x if x >= 0.5 => '▓',
-                    x if x >= 0.25 => '▒',
-                    x if x > 0.0 => '░',
-                    _ => ' ',
-                };
-                spans.push(Span::styled(ch.to_string().repeat(cell_w), t.fg(t.heat(x))));
-            }
-            if shown < n_cols {
-                spans.push(Span::styled("…", t.dim()));
-            }
-            Line::from(spans)
-        })
-        .collect();
+        .map(|&j| column_name(run, j).chars().count())
+        .max()
+        .unwrap_or(8);
+    let name_w = longest.clamp(8, 40).min((inner.width as usize / 3).max(8));
+    let sum_w = 9usize;
+    let room = (inner.width as usize).saturating_sub(name_w + 1 + sum_w + 1);
+    let cell_w = (room / n_cols.max(1)).max(1);
+    let shown = (room / cell_w).min(n_cols);
+    // Layer numbers above their cells: each where it fits, else every fifth.
+    let mut header = format!("{:<w$} ", unit, w = name_w);
+    let mut c = 0;
+    while c < shown {
+        let label = c.to_string();
+        let every = if cell_w > label.len() { 1 } else { 5 };
+        if c % every == 0 {
+            let span = (cell_w * every).min((shown - c) * cell_w);
+            header.push_str(&format!("{:<span$}", label));
+            c += every;
+        } else {
+            header.push_str(&" ".repeat(cell_w));
+            c += 1;
+        }
+    }
+    let used = header.chars().count();
+    let pad = (name_w + 1 + shown * cell_w).saturating_sub(used);
+    header.push_str(&" ".repeat(pad));
+    // What the cells leave (the remainder of the division too) goes to the Σ column, so the
+    // rows end at the border.
+    let sum_w = (inner.width as usize).saturating_sub(name_w + 1 + shown * cell_w + 1);
+    header.push_str(&format!(" {:>w$}", "Σ|f(c)|", w = sum_w));
+    let mut lines = vec![Line::styled(header, t.dim())];
+    let fit = (inner.height as usize).saturating_sub(1);
+    let more = rows.len().saturating_sub(fit);
+    let take = if more > 0 { fit.saturating_sub(1) } else { fit };
+    for (r, &j) in rows.iter().enumerate().take(take) {
+        let name_style = match top.iter().position(|&x| x == j) {
+            Some(i) => t.fg(t.series(i)),
+            None => t.base(),
+        };
+        let mut spans = vec![Span::styled(
+            format!("{:<w$} ", short(&column_name(run, j), name_w), w = name_w),
+            name_style,
+        )];
+        for &v in cells[r].iter().take(shown) {
+            let x = v / max;
+            let ch = match x {
+                x if x >= 0.75 => '█',
+                x if x >= 0.5 => '▓',
+                x if x >= 0.25 => '▒',
+                x if x > 0.0 => '░',
+                _ => ' ',
+            };
+            spans.push(Span::styled(ch.to_string().repeat(cell_w), t.fg(t.heat(x))));
+        }
+        spans.push(Span::styled(
+            if shown < n_cols { "…" } else { " " },
+            t.dim(),
+        ));
+        spans.push(Span::raw(format!("{:>w$.3}", sums[r], w = sum_w)));
+        lines.push(Line::from(spans));
+    }
+    if more > 0 {
+        lines.push(Line::styled(
+            format!(
+                "… {} more adapters (runs show lists them all)",
+                rows.len() - take
+            ),
+            t.dim(),
+        ));
+    }
     f.render_widget(Paragraph::new(lines), inner);
 }
 
