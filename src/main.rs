@@ -421,9 +421,10 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
         /// What the ranking sorts by.
         #[arg(long, default_value = "exact-match", value_parser = ["exact-match", "loss"])]
         metric: String,
-        /// Rows (adapter × example) per forward, many adapters per batch; 0 scores one adapter at
-        /// a time. Default: one at a time on a CPU (faster there), 256 rows on a GPU.
-        #[arg(long)]
+        /// Batching: rows (adapter × example) per forward, many adapters in one batch; 0 scores
+        /// one adapter at a time. Default: one at a time on a CPU (faster there), 256 rows on a
+        /// GPU. (`--rows` is the old name.)
+        #[arg(long = "rows-per-forward", alias = "rows", value_name = "ROWS")]
         rows: Option<usize>,
         /// Print the ranking as JSON on stdout (no streaming lines).
         #[arg(long)]

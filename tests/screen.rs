@@ -170,6 +170,32 @@ fn pool_screen_equals_eval_and_hits_the_cache() {
             "{name}: {a} vs {b}"
         );
     }
+    // Without --json the stream starts with what its columns are.
+    let out = Command::cargo_bin("loracycle")
+        .unwrap()
+        .env("LORACYCLE_CACHE_DIR", &cache)
+        .args([
+            "pool",
+            "screen",
+            "--task",
+            "caesar-5",
+            "--rows-per-forward",
+            "70",
+        ])
+        .arg("--source")
+        .arg(format!("dir:{}", pool.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "screening 3 adapters on caesar-5 (100 train + validation examples): exact match (teacher-forced), answer loss, adapter",
+            " exact     loss  adapter"
+        ],
+        "{text}"
+    );
     let (second, stderr) = screen();
     assert!(
         stderr.contains("3 of 3 scores from the screening cache"),

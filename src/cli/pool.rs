@@ -322,6 +322,18 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     let mut from_cache = vec![false; refs.len()];
     let t0 = std::time::Instant::now();
     bar.set_message("screening");
+    if !args.json {
+        // What the streamed lines are, before the first one.
+        bar.suspend(|| {
+            println!(
+                "screening {} adapters on {} ({} train + validation examples): exact match (teacher-forced), answer loss, adapter",
+                refs.len(),
+                args.task,
+                examples.len()
+            );
+            println!("{:>6} {:>8}  adapter", "exact", "loss");
+        });
+    }
     let scores = screen(
         &bench.model,
         bench.codec.pad_id(),
