@@ -213,3 +213,44 @@ fn a_queue_that_does_not_apply_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn runs_of_one_label_are_told_apart_by_what_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    for (k, by) in [(3, "loss"), (5, "exact-match")] {
+        let spec = tmp.path().join(format!("k{k}.toml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "[task]\nlab = \"caesar-5\"\n[selection]\nstrategy = \"top-k\"\nk = {k}\nby = \"{by}\"\n\
+                 [method]\nkind = \"gradient\"\nsteps = 5\n[eval]\nbootstrap = 10\n"
+            ),
+        )
+        .unwrap();
+        let (ok, _, err) = loracycle(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, _) = loracycle(&[
+        "runs",
+        "compare",
+        "--json",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(ok);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "caesar-5 / gradient · selection.by=loss · selection.k=3",
+            "caesar-5 / gradient · selection.by=exact-match · selection.k=5"
+        ]
+    );
+}

@@ -200,7 +200,83 @@ pub fn rows(all: &[RunRecord], chosen: &[usize]) -> Vec<Row> {
             out.push(r);
         }
     }
+    // Runs that share a label are told apart by what differs between them.
+    let recs: Vec<&RunRecord> = out
+        .iter()
+        .filter_map(|row| all.iter().find(|r| r.id == row.id))
+        .collect();
+    for (row, label) in out.iter_mut().zip(distinct_labels(&recs)) {
+        row.label = label;
+    }
     out
+}
+
+/// A spec as dotted keys and their values (`selection.k` → `30`), for telling runs apart.
+fn flat(spec: &super::spec::RunSpec) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(v) = serde_json::to_value(spec) {
+        walk("", &v, &mut out);
+    }
+    // What names a run or links it to others is not a setting.
+    out.retain(|k, _| {
+        !(k == "name" || k.starts_with("parent") || k.starts_with("controls.queue"))
+            && !k.starts_with("controls.reused")
+    });
+    out
+}
+
+/// Labels that tell runs apart: each run's own label, and where several runs share one, the
+/// settings in which they differ (`caesar-5 / gradient · selection.k=12 · selection.by=loss`).
+/// For display only: runs are known by their ids.
+pub fn distinct_labels(records: &[&RunRecord]) -> Vec<String> {
+    let flats: Vec<BTreeMap<String, String>> = records.iter().map(|r| flat(&r.spec)).collect();
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let same: Vec<usize> = (0..records.len())
+                .filter(|&j| records[j].label == r.label)
+                .collect();
+            if same.len() < 2 {
+                return r.label.clone();
+            }
+            let keys: std::collections::BTreeSet<&String> =
+                same.iter().flat_map(|&j| flats[j].keys()).collect();
+            let differ: Vec<String> = keys
+                .into_iter()
+                .filter(|k| {
+                    let v = flats[i].get(*k);
+                    same.iter().any(|&j| flats[j].get(*k) != v)
+                })
+                .map(|k| format!("{k}={}", flats[i].get(k).map_or("–", |v| v.as_str())))
+                .collect();
+            if differ.is_empty() {
+                r.label.clone()
+            } else {
+                format!("{} · {}", r.label, differ.join(" · "))
+            }
+        })
+        .collect()
 }
 
 fn ci(c: Option<[f64; 2]>, d: usize) -> String {
@@ -295,7 +371,7 @@ pub fn csv(rows: &[Row]) -> String {
 /// theirs.
 pub fn text(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<40} {:>6} {:<16} {:>7} {:>7} {:<18} {:>7} {:<18} id\n",
+        "{:<48} {:>6} {:<16} {:>7} {:>7} {:<18} {:>7} {:<18} id\n",
         "run", "exact", "95% CI", "loss", "Δ twin", "95% CI", "Δ base", "95% CI"
     );
     for r in rows {
@@ -303,9 +379,9 @@ pub fn text(rows: &[Row]) -> String {
             Some(k) if r.group != r.id => format!("  ↳ {}", k.name()),
             _ => r.label.clone(),
         };
-        let name: String = name.chars().take(40).collect();
+        let name: String = name.chars().take(48).collect();
         s.push_str(&format!(
-            "{name:<40} {:>6.3} {:<16} {:>7.4} {:>7} {:<18} {:>7} {:<18} {}\n",
+            "{name:<48} {:>6.3} {:<16} {:>7.4} {:>7} {:<18} {:>7} {:<18} {}\n",
             r.exact_match,
             format!("[{:.3}, {:.3}]", r.ci[0], r.ci[1]),
             r.loss,

@@ -85,7 +85,17 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Some(l) if l.group != l.id => {
                     format!("  ↳ {}", l.role.map_or("control", |k| k.name()))
                 }
-                _ => name(r, task.as_deref()),
+                // Runs of one label are told apart by what differs (selection, seed, …).
+                Some(l) => match &task {
+                    Some(t) => l
+                        .label
+                        .strip_prefix(t.as_str())
+                        .map(|s| s.trim_start_matches(" / ").replace(" / ", " · "))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| l.label.clone()),
+                    None => l.label.replace(" / ", " · "),
+                },
+                None => name(r, task.as_deref()),
             };
             let (dt, db) = match line {
                 Some(l) => (
