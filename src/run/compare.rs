@@ -239,8 +239,10 @@ fn flat(spec: &super::spec::RunSpec) -> BTreeMap<String, String> {
     }
     // What names a run or links it to others is not a setting.
     out.retain(|k, _| {
-        !(k == "name" || k.starts_with("parent") || k.starts_with("controls.queue"))
-            && !k.starts_with("controls.reused")
+        !(k == "name"
+            || k.starts_with("parent")
+            || k.starts_with("controls.queue")
+            || k.starts_with("controls.reused"))
     });
     out
 }
