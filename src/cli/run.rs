@@ -312,19 +312,20 @@ fn finish_all(ends: Vec<(RunId, Option<Event>)>, store: &RunStore, json: bool) -
             first_err.get_or_insert(e);
         }
     }
-    if n > 1 && !json {
-        let mut all = Vec::new();
-        for s in store.list() {
-            if let Ok(Some(r)) = store.read_record(&s.id) {
-                all.push(r);
-            }
-        }
-        if let Some(i) = all.iter().position(|r| r.id == ends[0].0.0) {
-            println!(
-                "\n{}",
-                loracycle::run::compare::text(&loracycle::run::compare::rows(&all, &[i]))
-            );
-        }
+    if n > 1
+        && !json
+        && let Ok(Some(main)) = store.read_record(&ends[0].0.0)
+    {
+        // The run, the controls followed with it and those it reused: no other record is read.
+        let mut ids: Vec<String> = ends[1..].iter().map(|(r, _)| r.0.clone()).collect();
+        ids.extend(main.spec.controls.reused.values().cloned());
+        let controls: Vec<RunRecord> = ids
+            .iter()
+            .filter_map(|id| store.read_record(id).ok().flatten())
+            .collect();
+        let all: Vec<&RunRecord> = std::iter::once(&main).chain(&controls).collect();
+        let rows = loracycle::run::compare::rows(&all, &[0]);
+        println!("\n{}", loracycle::run::compare::text(&rows));
     }
     match first_err {
         Some(e) => Err(e),

@@ -194,7 +194,8 @@ pub fn compare(
         }
         v
     };
-    let rows = compare::rows(&all, &chosen);
+    let refs: Vec<&loracycle::run::RunRecord> = all.iter().collect();
+    let rows = compare::rows(&refs, &chosen);
     if let Some(dir) = out {
         std::fs::create_dir_all(dir)?;
         for (name, text) in [

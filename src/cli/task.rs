@@ -43,17 +43,6 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
-fn offline_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        })
-        .unwrap_or(false)
-}
-
 pub fn import(args: ImportArgs) -> Result<()> {
     let path = &args.tasks_file;
     let text = loracycle::untrusted::read_text(path, define::MAX_TASKS_FILE)
@@ -93,7 +82,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
     };
     let out = args.out.clone().unwrap_or_else(tasks::tasks_dir);
     let home = HfHome::from_env();
-    let offline = args.offline || offline_env();
+    let offline = loracycle::pool::entry::offline(args.offline);
     let hub = (!offline).then(|| Hub::new(args.endpoint.as_deref(), home.clone()));
     let tasks_file = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
     let opts = ImportOptions {

@@ -579,10 +579,15 @@ pub fn base_of(
     (base.map(String::from), cfg)
 }
 
-/// Whether the Hub must not be contacted: `--offline` or `HF_HUB_OFFLINE`.
+/// Whether the Hub must not be contacted: `--offline` or `HF_HUB_OFFLINE` set to what
+/// huggingface_hub reads as true (1, true, yes, on).
 pub fn offline(flag: bool) -> bool {
-    flag || std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    flag || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 /// A byte count as a short size (`96K`, `1.2M`); `–` when unknown.

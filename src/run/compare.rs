@@ -50,10 +50,10 @@ pub struct Row {
 /// The controls of `lead` among `all`: its children by role, then what it reused.
 pub fn controls_of<'a>(
     lead: &RunRecord,
-    all: &'a [RunRecord],
+    all: &[&'a RunRecord],
 ) -> BTreeMap<ControlKind, &'a RunRecord> {
     let mut out = BTreeMap::new();
-    for r in all {
+    for &r in all {
         if let Some(p) = &r.spec.parent
             && p.id == lead.id
         {
@@ -62,7 +62,7 @@ pub fn controls_of<'a>(
     }
     for k in ControlKind::ALL {
         if let Some(id) = lead.spec.controls.reused.get(k.name())
-            && let Some(r) = all.iter().find(|r| &r.id == id)
+            && let Some(&r) = all.iter().find(|r| &r.id == id)
         {
             out.entry(k).or_insert(r);
         }
@@ -139,12 +139,12 @@ fn set_base(row: &mut Row, r: &RunRecord, base: &RunRecord) {
 /// The comparison of the runs `chosen` (ids; indexes into `all`) with their controls, which are
 /// looked for among `all`. Each run that is not itself a control of another chosen run leads a
 /// group; its controls follow it (random-init twin, new LoRA, base).
-pub fn rows(all: &[RunRecord], chosen: &[usize]) -> Vec<Row> {
+pub fn rows(all: &[&RunRecord], chosen: &[usize]) -> Vec<Row> {
     let chosen_ids: Vec<&str> = chosen.iter().map(|&i| all[i].id.as_str()).collect();
     let mut out = Vec::new();
     let mut placed = std::collections::HashSet::new();
     for &i in chosen {
-        let lead = &all[i];
+        let lead = all[i];
         // A control whose run is compared too is shown in that run's group.
         let parent_shown = lead
             .spec
@@ -203,7 +203,7 @@ pub fn rows(all: &[RunRecord], chosen: &[usize]) -> Vec<Row> {
     // Runs that share a label are told apart by what differs between them.
     let recs: Vec<&RunRecord> = out
         .iter()
-        .filter_map(|row| all.iter().find(|r| r.id == row.id))
+        .filter_map(|row| all.iter().copied().find(|r| r.id == row.id))
         .collect();
     for (row, label) in out.iter_mut().zip(distinct_labels(&recs)) {
         row.label = label;

@@ -162,87 +162,83 @@ fn status(f: &mut Frame, app: &App, area: Rect) {
 fn hints(app: &App, narrow: bool) -> String {
     use super::keymap::{Action as A, Scope as S};
     let k = |s, a| app.keymap.key_of(s, a);
-    let pick = |long: String, short: String| if narrow { short } else { long };
-    match app.screen {
-        Screen::Pool => pick(
-            format!(
-                "{} search · {} select · {} filter · {} sort · {} new run · ? help",
-                k(S::Pool, A::Search),
-                k(S::Pool, A::Select),
-                k(S::Pool, A::CycleStatus),
-                k(S::Pool, A::CycleSort),
-                k(S::Pool, A::NewRunWithSelection)
+    // (key or fixed text, its word in full, its word when narrow): `None` leaves the hint out,
+    // `Some("")` shows the text alone.
+    let items: Vec<(String, Option<&str>, Option<&str>)> = match app.screen {
+        Screen::Pool => vec![
+            (k(S::Pool, A::Search), Some("search"), Some("find")),
+            (k(S::Pool, A::Select), Some("select"), Some("pick")),
+            (k(S::Pool, A::CycleStatus), Some("filter"), Some("filter")),
+            (k(S::Pool, A::CycleSort), Some("sort"), Some("sort")),
+            (
+                k(S::Pool, A::NewRunWithSelection),
+                Some("new run"),
+                Some("run"),
             ),
-            format!(
-                "{} find · {} pick · {} filter · {} sort · {} run · ? all",
-                k(S::Pool, A::Search),
-                k(S::Pool, A::Select),
-                k(S::Pool, A::CycleStatus),
-                k(S::Pool, A::CycleSort),
-                k(S::Pool, A::NewRunWithSelection)
-            ),
-        ),
-        Screen::NewRun => pick(
-            format!(
-                "↑↓ field · ←→ value · enter edit · {} start · {} save · {} load · ? help",
-                k(S::NewRun, A::StartRun),
-                k(S::NewRun, A::SaveSpec),
-                k(S::NewRun, A::LoadSpec)
-            ),
-            format!(
-                "↑↓ ←→ enter · {} start · {} save · {} load · ? all",
-                k(S::NewRun, A::StartRun),
-                k(S::NewRun, A::SaveSpec),
-                k(S::NewRun, A::LoadSpec)
-            ),
-        ),
-        Screen::Live => pick(
-            format!(
-                "{} cancel · {} random-init twin · {} base · {} export · ←→ runs",
-                k(S::Live, A::Cancel),
+            ("?".into(), Some("help"), Some("all")),
+        ],
+        Screen::NewRun => vec![
+            ("↑↓".into(), Some("field"), None),
+            ("←→".into(), Some("value"), None),
+            ("enter".into(), Some("edit"), None),
+            ("↑↓ ←→ enter".into(), None, Some("")),
+            (k(S::NewRun, A::StartRun), Some("start"), Some("start")),
+            (k(S::NewRun, A::SaveSpec), Some("save"), Some("save")),
+            (k(S::NewRun, A::LoadSpec), Some("load"), Some("load")),
+            ("?".into(), Some("help"), Some("all")),
+        ],
+        Screen::Live => vec![
+            (k(S::Live, A::Cancel), Some("cancel"), Some("cancel")),
+            (
                 k(S::Live, A::RandomTwin),
-                k(S::Live, A::BaseTwin),
-                k(S::Live, A::Export)
+                Some("random-init twin"),
+                Some("twin"),
             ),
-            format!(
-                "{} cancel · {} twin · {} base · {} export · ←→ runs · ? all",
-                k(S::Live, A::Cancel),
-                k(S::Live, A::RandomTwin),
-                k(S::Live, A::BaseTwin),
-                k(S::Live, A::Export)
-            ),
-        ),
-        Screen::Runs => pick(
-            format!(
-                "enter open · {} mark · {} cancel · {} retry · {} delete · {} export",
-                k(S::Runs, A::Select),
-                k(S::Runs, A::Cancel),
-                k(S::Runs, A::Retry),
-                k(S::Runs, A::Delete),
-                k(S::Runs, A::Export)
-            ),
-            format!(
-                "enter open · {} mark · {} cancel · {} retry · {} del · ? all",
-                k(S::Runs, A::Select),
-                k(S::Runs, A::Cancel),
-                k(S::Runs, A::Retry),
-                k(S::Runs, A::Delete)
-            ),
-        ),
-        Screen::Compare => pick(
-            format!(
-                "enter open run · {} next pair · {} export table · marks from Runs",
+            (k(S::Live, A::BaseTwin), Some("base"), Some("base")),
+            (k(S::Live, A::Export), Some("export"), Some("export")),
+            ("←→".into(), Some("runs"), Some("runs")),
+            ("?".into(), None, Some("all")),
+        ],
+        Screen::Runs => vec![
+            ("enter".into(), Some("open"), Some("open")),
+            (k(S::Runs, A::Select), Some("mark"), Some("mark")),
+            (k(S::Runs, A::Cancel), Some("cancel"), Some("cancel")),
+            (k(S::Runs, A::Retry), Some("retry"), Some("retry")),
+            (k(S::Runs, A::Delete), Some("delete"), Some("del")),
+            (k(S::Runs, A::Export), Some("export"), None),
+            ("?".into(), None, Some("all")),
+        ],
+        Screen::Compare => vec![
+            ("enter".into(), Some("open run"), Some("open")),
+            (
                 k(S::Compare, A::SwitchPair),
-                k(S::Compare, A::ExportTable)
+                Some("next pair"),
+                Some("pair"),
             ),
-            format!(
-                "enter open · {} pair · {} export · ? all",
-                k(S::Compare, A::SwitchPair),
-                k(S::Compare, A::ExportTable)
+            (
+                k(S::Compare, A::ExportTable),
+                Some("export table"),
+                Some("export"),
             ),
-        ),
-        Screen::Help => "↑↓ scroll · any other key closes the help".into(),
-    }
+            ("marks from Runs".into(), Some(""), None),
+            ("?".into(), None, Some("all")),
+        ],
+        Screen::Help => return "↑↓ scroll · any other key closes the help".into(),
+    };
+    items
+        .iter()
+        .filter_map(|(key, long, short)| {
+            let word = if narrow { short } else { long };
+            word.map(|w| {
+                if w.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{key} {w}")
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// Text cut to `n` characters with an ellipsis.

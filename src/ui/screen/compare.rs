@@ -66,9 +66,10 @@ impl CompareScreen {
             .copied()
             .filter(|&i| runs[i].record.is_some())
             .collect();
-        let recs: Vec<crate::run::RunRecord> = with_record
+        // Borrowed, not copied: records hold every test example.
+        let recs: Vec<&crate::run::RunRecord> = with_record
             .iter()
-            .map(|&i| (**runs[i].record.as_ref().expect("filtered")).clone())
+            .map(|&i| &**runs[i].record.as_ref().expect("filtered"))
             .collect();
         let grouped = crate::run::compare::rows(&recs, &(0..recs.len()).collect::<Vec<_>>());
         self.rows.clear();
