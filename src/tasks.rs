@@ -39,10 +39,15 @@ pub struct TaskEntry {
 
 /// The task folder of imported task `name`, if there is one.
 pub fn find(name: &str) -> Option<PathBuf> {
+    find_in(&tasks_dir(), name)
+}
+
+/// The task folder of imported task `name` in the tasks folder `root`, if there is one.
+pub fn find_in(root: &Path, name: &str) -> Option<PathBuf> {
     if !crate::pool::is_plain_name(name) {
         return None;
     }
-    let dir = tasks_dir().join(name);
+    let dir = root.join(name);
     crate::run::spec::TaskSpec::missing_files(&dir)
         .is_empty()
         .then_some(dir)

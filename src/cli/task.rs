@@ -269,10 +269,7 @@ pub struct ShowArgs {
 
 pub fn show(args: ShowArgs) -> Result<()> {
     let root = args.dir.clone().unwrap_or_else(tasks::tasks_dir);
-    let dir = root.join(&args.name);
-    if !loracycle::pool::is_plain_name(&args.name)
-        || !loracycle::run::spec::TaskSpec::missing_files(&dir).is_empty()
-    {
+    let Some(dir) = tasks::find_in(&root, &args.name) else {
         let names: Vec<String> = tasks::list(&root).into_iter().map(|t| t.name).collect();
         bail!(
             "no imported task {:?} in {} (it has {})",
@@ -284,7 +281,7 @@ pub fn show(args: ShowArgs) -> Result<()> {
                 names.join(", ")
             }
         );
-    }
+    };
     let file = match args.split.as_str() {
         "train" | "validation" | "test" => dir.join(format!("{}.jsonl", args.split)),
         o => bail!("--split {o:?}: train, validation or test"),

@@ -250,11 +250,7 @@ fn download(
         }
         for (n, url) in urls.iter().enumerate() {
             let (revision, file) = target(dataset, config, split, n, url);
-            let folder = hub.home.hub().join(dataset_folder(dataset));
-            if crate::pool::cache::snapshot_in(&folder, &revision)
-                .join(&file)
-                .is_file()
-            {
+            if hub.cached_dataset_file(dataset, &revision, &file).is_some() {
                 continue;
             }
             progress(&format!(

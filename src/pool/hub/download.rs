@@ -129,12 +129,25 @@ impl Hub {
                 reason: format!("not on the endpoint {}", self.endpoint),
             });
         }
-        let folder = self.home.hub().join(dataset_folder(dataset));
-        let cached = crate::pool::cache::snapshot_in(&folder, revision).join(file);
-        if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) {
+        if let Some(cached) = self.cached_dataset_file(dataset, revision, file) {
             return Ok(cached);
         }
+        let folder = self.home.hub().join(dataset_folder(dataset));
         self.download(&folder, url, dataset, revision, file, cap)
+    }
+
+    /// `file` of dataset `dataset` at `revision`, when the HF cache holds it.
+    pub fn cached_dataset_file(
+        &self,
+        dataset: &str,
+        revision: &str,
+        file: &str,
+    ) -> Option<PathBuf> {
+        let folder = self.home.hub().join(dataset_folder(dataset));
+        let cached = crate::pool::cache::snapshot_in(&folder, revision).join(file);
+        std::fs::metadata(&cached)
+            .is_ok_and(|m| m.is_file())
+            .then_some(cached)
     }
 
     /// GETs `url` into `folder` (a repo's cache folder) as `file` of `revision`.
