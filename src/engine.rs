@@ -137,6 +137,11 @@ impl Engine {
                     position: self.queue.len() - 1,
                     ticket,
                     parent,
+                    settings: self
+                        .queue
+                        .back()
+                        .map(|q| q.spec.settings())
+                        .unwrap_or_default(),
                 });
                 Some(id)
             }
@@ -243,6 +248,7 @@ impl Engine {
                         position: at,
                         ticket: 0,
                         parent: None,
+                        settings: self.queue[at].spec.settings(),
                     });
                 }
             }
@@ -328,21 +334,22 @@ impl Engine {
                 };
             }
         };
+        let dir = match self.store.run_dir(&run.0) {
+            Ok(dir) => dir,
+            Err(e) => {
+                return Event::ExportFailed {
+                    run,
+                    error: e.to_string(),
+                };
+            }
+        };
         // A relative folder goes into the run's own folder, where its record is.
         let out = if out.is_absolute() {
             out
         } else {
-            match self.store.run_dir(&run.0) {
-                Ok(dir) => dir.join(out),
-                Err(e) => {
-                    return Event::ExportFailed {
-                        run,
-                        error: e.to_string(),
-                    };
-                }
-            }
+            dir.join(out)
         };
-        match crate::run::export::export(&record, &out, rank) {
+        match crate::run::export::export(&record, &dir, &out, rank) {
             Ok((rank, truncation_error)) => Event::Exported {
                 run,
                 out,

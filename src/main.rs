@@ -265,11 +265,35 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Subcommand)]
 enum RunsCommand {
-    /// Every run with its state (a run whose process died is shown as interrupted).
+    /// Every run with its state (a run whose process died is shown as interrupted), and the
+    /// settings in which the listed runs differ.
+    #[command(
+        after_help = "Filter: comma-separated conditions, all of which must hold:
+  KEY OP VALUE   KEY is id, label, state, exact, loss, or a setting by its dotted key
+                 (selection.k) or the end of one (k, lr, by); OP is = != < <= > >= ~ (contains)
+                 !~; numbers compare as numbers
+  TEXT           the id, label, state or a setting contains it (case aside)
+
+Examples:
+  loracycle runs list
+  loracycle runs list --filter 'caesar-5, k>=10, state=finished'
+  loracycle runs list --filter 'method.kind=gradient, by=loss' --json"
+    )]
     List {
-        /// One JSON array of run summaries on stdout.
+        /// Only the runs this filter keeps (see below).
+        #[arg(long)]
+        filter: Option<String>,
+        /// One JSON array of run summaries on stdout (each with its settings).
         #[arg(long)]
         json: bool,
+    },
+    /// Give a run a name, shown in place of its label everywhere (an empty name clears it).
+    /// The name is kept beside the run's files; its record stays as written.
+    Rename {
+        /// A run id, or a prefix of one that names a single run.
+        id: String,
+        /// The name: one line, at most 120 characters.
+        name: String,
     },
     /// One run: its record, or its status and curve so far.
     Show {
@@ -279,7 +303,8 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write a finished run's merged adapter as a PEFT folder (rebuilt from its record).
+    /// Write a finished run's adapter as a PEFT folder: a merge's merged adapter (rebuilt from
+    /// its record), or the LoRA a new-LoRA run trained.
     Export {
         /// A run id, or a prefix of one that names a single run.
         id: String,
@@ -637,7 +662,10 @@ fn main() -> ExitCode {
             attach,
         }) => cli::run::run(&spec, json, runs_dir, attach),
         Some(Command::Runs { command, runs_dir }) => match command {
-            RunsCommand::List { json } => cli::runs::list(runs_dir, json),
+            RunsCommand::List { filter, json } => {
+                cli::runs::list(runs_dir, filter.as_deref(), json)
+            }
+            RunsCommand::Rename { id, name } => cli::runs::rename(runs_dir, &id, &name),
             RunsCommand::Show { id, json } => cli::runs::show(runs_dir, &id, json),
             RunsCommand::Rm { ids } => cli::runs::rm(runs_dir, &ids),
             RunsCommand::Compare {

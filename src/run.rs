@@ -10,6 +10,7 @@ pub mod compare;
 pub mod event;
 pub mod execute;
 pub mod export;
+pub mod filter;
 pub mod lifecycle;
 pub mod method;
 pub mod protocol;

@@ -253,4 +253,211 @@ fn runs_of_one_label_are_told_apart_by_what_differs() {
             "caesar-5 / gradient · selection.by=exact-match · selection.k=5"
         ]
     );
+    let runs_s = runs.to_str().unwrap();
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    // `runs list` names the settings in which the listed runs differ, under each run.
+    let (ok, out, _) = loracycle(&["runs", "list", "--runs-dir", runs_s]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with("id  (settings that differ)"), "{out}");
+    assert_eq!(lines[2].trim(), "by=loss k=3", "{out}");
+    assert_eq!(lines[4].trim(), "by=exact-match k=5", "{out}");
+    // --filter keeps the runs a condition holds for, by a setting's full key or its end.
+    let listed = |filter: &str| -> Vec<String> {
+        let (ok, out, err) = loracycle(&[
+            "runs",
+            "list",
+            "--filter",
+            filter,
+            "--json",
+            "--runs-dir",
+            runs_s,
+        ]);
+        assert!(ok, "{err}");
+        let v: Vec<Value> = serde_json::from_str(&out).unwrap();
+        v.iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed("k>3"), [ids[1].clone()]);
+    assert_eq!(
+        listed("selection.by=loss, state=finished"),
+        [ids[0].clone()]
+    );
+    assert_eq!(listed("CAESAR"), ids);
+    assert!(listed("by=loss, k=5").is_empty());
+    let (ok, _, err) = loracycle(&["runs", "list", "--filter", "=3", "--runs-dir", runs_s]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: filter condition \"=3\": expected KEY OP VALUE (e.g. k>=10, by=loss) or text\n"
+    );
+    // A name shows in place of the label, in the list and in the comparison.
+    let (ok, out, err) = loracycle(&[
+        "runs",
+        "rename",
+        &ids[0],
+        "top-3 by loss",
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("renamed {} to \"top-3 by loss\"\n", ids[0]));
+    assert_eq!(listed("label=top-3 by loss"), [ids[0].clone()]);
+    let (_, out, _) = loracycle(&["runs", "compare", "--json", "--runs-dir", runs_s]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["label"], "top-3 by loss");
+    assert_eq!(rows.len(), 2);
+    let (ok, _, err) = loracycle(&[
+        "runs",
+        "rename",
+        &ids[0],
+        &"x".repeat(121),
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "error: a run name has at most 120 characters; this one has 121\n"
+    );
+    // Each run kept every pool adapter's screening score (why top-k chose what it chose).
+    let screening: Value =
+        serde_json::from_slice(&std::fs::read(runs.join(&ids[0]).join("screening.json")).unwrap())
+            .unwrap();
+    assert_eq!(screening["task"], "caesar-5");
+    assert_eq!(screening["scores"].as_array().unwrap().len(), 119);
+    let record: RunRecord =
+        serde_json::from_slice(&std::fs::read(runs.join(&ids[0]).join("record.json")).unwrap())
+            .unwrap();
+    // The three chosen by loss are the three lowest losses screened.
+    let mut losses: Vec<(f64, String)> = screening["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["loss"].as_f64().unwrap(),
+                s["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    losses.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let chosen: Vec<&str> = record.chosen.iter().map(|c| c.name.as_str()).collect();
+    let lowest: Vec<&str> = losses[..3].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(chosen, lowest);
+}
+
+/// A new-LoRA run keeps the LoRA it trained, and `runs export` writes it out: merged back into
+/// the base model as the only adapter of a `sum`, it gives the run's own test losses.
+#[test]
+fn a_new_lora_run_exports_the_lora_it_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap();
+    let spec = tmp.path().join("new.toml");
+    std::fs::write(
+        &spec,
+        "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"new-lora\"\nrank = 4\nalpha = 8.0\nsteps = 12\n\
+         lr = 0.003\n[eval]\nbootstrap = 10\n",
+    )
+    .unwrap();
+    let (ok, _, err) = loracycle(&["run", spec.to_str().unwrap(), "--runs-dir", runs_s]);
+    assert!(ok, "{err}");
+    let trained = records(&runs).remove(0);
+    let pool = tmp.path().join("pool");
+    let out = pool.join("caesar-5-new");
+    let (ok, text, err) = loracycle(&[
+        "runs",
+        "export",
+        &trained.id,
+        "--out",
+        out.to_str().unwrap(),
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        text,
+        format!(
+            "exported run {} to {} (rank 4, the LoRA it trained)\n",
+            trained.id,
+            out.display()
+        )
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8.0);
+    // The exported LoRA, summed into the base model, answers the test set as the run did.
+    let again = tmp.path().join("again.toml");
+    std::fs::write(
+        &again,
+        format!(
+            "[pool]\nsource = \"dir:{}\"\n[task]\nlab = \"caesar-5\"\n[selection]\nstrategy = \"all\"\n\
+             [method]\nkind = \"sum\"\n[eval]\nbootstrap = 10\n",
+            pool.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = loracycle(&["run", again.to_str().unwrap(), "--runs-dir", runs_s]);
+    assert!(ok, "{err}");
+    let merged = records(&runs)
+        .into_iter()
+        .find(|r| r.id != trained.id)
+        .unwrap();
+    assert_eq!(merged.examples.len(), trained.examples.len());
+    for (a, b) in merged.examples.iter().zip(&trained.examples) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-4 * b.loss.abs().max(1.0),
+            "{} vs {}",
+            a.loss,
+            b.loss
+        );
+        assert_eq!(a.prediction, b.prediction);
+    }
+}
+
+/// A study run here links its arms as queued controls are linked: each random-init arm names
+/// the arm it is the twin of, and each arm on pool adapters the base and new-LoRA runs of its
+/// cell, so `runs compare` pairs them.
+#[test]
+fn a_study_links_each_arm_to_its_twin_and_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap();
+    let (ok, _, err) = loracycle(&[
+        "study",
+        "--tasks",
+        "caesar-5",
+        "--arms",
+        "base,average,average · random-init",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        runs_s,
+    ]);
+    assert!(ok, "{err}");
+    let recs = records(&runs);
+    let by_label = |l: &str| {
+        recs.iter()
+            .find(|r| r.label == l)
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    let base = by_label("caesar-5 / base / seed 0");
+    let avg = by_label("caesar-5 / average / seed 0");
+    let twin = by_label("caesar-5 / average · random-init / seed 0");
+    assert_eq!(twin.spec.parent.as_ref().unwrap().id, avg.id);
+    assert_eq!(avg.spec.controls.reused["base"], base.id);
+    let (ok, out, _) = loracycle(&["runs", "compare", &avg.id, "--json", "--runs-dir", runs_s]);
+    assert!(ok);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["twin"], twin.id.as_str());
+    assert_eq!(rows[0]["base"], base.id.as_str());
+    let correct = |e: &loracycle::run::record::ExampleOutcome| if e.correct { 1.0 } else { 0.0 };
+    let (d, _) = paired(avg, twin, correct);
+    close(&rows[0]["delta_twin"], d);
 }

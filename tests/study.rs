@@ -469,3 +469,82 @@ fn the_paper_preset_runs_the_papers_arms_under_its_protocol() {
     let err = cells(&options(&[task_arg], 1, &[])).err().unwrap();
     assert!(err.contains("is not a held-out lab task"), "{err}");
 }
+
+/// Cells that ran apart (a Slurm array) knew none of each other's ids: `--collect` links them
+/// as a study run here does, beside the records, so Compare pairs each arm with its twin and
+/// base.
+#[test]
+fn collect_links_each_arm_to_its_twin_and_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let study = runs.join("study");
+    emit_slurm(
+        &options(
+            &["caesar-5"],
+            1,
+            &["base", "gradient", "gradient/random-init"],
+        ),
+        &runs,
+        &study,
+        &batch(),
+        Path::new("/opt/loracycle"),
+    )
+    .unwrap();
+    for (fixture, id, cell, task) in [
+        (
+            "20261129T035014Z-caesar-5-base-1512",
+            "a-base",
+            "caesar-5 / base / seed 0",
+            0,
+        ),
+        (
+            "20261129T035014Z-caesar-5-gradient-b7cf",
+            "b-grad",
+            "caesar-5 / gradient / seed 0",
+            1,
+        ),
+        (
+            "20261129T035014Z-caesar-5-gradient-random-init-107e",
+            "c-twin",
+            "caesar-5 / gradient · random-init / seed 0",
+            2,
+        ),
+    ] {
+        fake_run(&runs, fixture, id, cell, "2026-11-29T08:01:00Z", task);
+        // As a cell writes it: no link to the other cells.
+        let path = runs.join(id).join("record.json");
+        let mut r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let spec = r["spec"].as_object_mut().unwrap();
+        spec.remove("parent");
+        spec["controls"].as_object_mut().unwrap().remove("queue");
+        std::fs::write(&path, r.to_string()).unwrap();
+    }
+    let none = |_: &[&str]| HashMap::new();
+    let (report, problems) = collect(&runs, &study, &none).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(report.rows.len(), 3);
+    let store = loracycle::run::store::RunStore::open(&runs).unwrap();
+    let twin = store.read_record("c-twin").unwrap().unwrap();
+    let parent = twin.spec.parent.clone().unwrap();
+    assert_eq!(
+        (parent.id.as_str(), parent.role.name()),
+        ("b-grad", "random-init")
+    );
+    let grad = store.read_record("b-grad").unwrap().unwrap();
+    assert_eq!(grad.spec.controls.reused["base"], "a-base");
+    // The records stay as the cells wrote them; the links are annotations beside them.
+    let on_disk = std::fs::read_to_string(runs.join("c-twin/record.json")).unwrap();
+    assert!(!on_disk.contains("\"parent\""));
+    let records = [&grad, &twin, &store.read_record("a-base").unwrap().unwrap()];
+    let rows = loracycle::run::compare::rows(&records, &[0]);
+    assert_eq!(rows[0].twin.as_deref(), Some("c-twin"));
+    assert_eq!(rows[0].base.as_deref(), Some("a-base"));
+    // A second collect finds them linked and leaves them be.
+    let before = std::fs::read_to_string(runs.join("c-twin/annotations.json")).unwrap();
+    collect(&runs, &study, &none).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(runs.join("c-twin/annotations.json")).unwrap(),
+        before
+    );
+}

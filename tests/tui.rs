@@ -190,6 +190,7 @@ fn live_app() -> App {
             position: 0,
             ticket: 0,
             parent: None,
+            settings: Default::default(),
         },
         &mut app,
     );
@@ -200,6 +201,7 @@ fn live_app() -> App {
             position: 1,
             ticket: 0,
             parent: None,
+            settings: Default::default(),
         },
         &mut app,
     );
@@ -663,6 +665,7 @@ fn a_rejected_submission_says_why_and_opens_no_run() {
             position: 0,
             ticket,
             parent: None,
+            settings: Default::default(),
         });
     }
     assert_eq!(app.live_run().map(|r| r.id.0.as_str()), Some("mine"));
@@ -1073,4 +1076,146 @@ fn a_task_folder_is_checked_by_the_worker_never_while_drawing() {
     settle(&mut app, &store);
     press(&mut app, "s");
     assert_eq!(app.message.as_deref(), Some("run queued with 2 controls"));
+}
+
+/// Types `text` into the line being edited, after `back` backspaces.
+fn type_line(app: &mut App, back: usize, text: &str) {
+    for _ in 0..back {
+        app.on_key(code(KeyCode::Backspace));
+    }
+    press(app, text);
+}
+
+#[test]
+fn runs_are_filtered_renamed_and_shown_by_the_settings_they_differ_in() {
+    let (tmp, mut app) = finished_app();
+    press(&mut app, "4");
+    // The settings that differ, as columns: what varies among runs that have it first.
+    let screen = render(&app, 160, 12);
+    let header = screen.lines().nth(2).unwrap();
+    assert!(
+        header.contains("loss    random_init kind     activation"),
+        "{screen}"
+    );
+    // A filter by a setting's last key part keeps the runs that match, as it is typed.
+    press(&mut app, "/kind=gradient");
+    assert_eq!(app.runs_screen.visible(&app.runs), [1, 2]);
+    press(&mut app, "\n");
+    let screen = render(&app, 120, 12);
+    insta::assert_snapshot!("runs_filtered_120x12", screen);
+    assert!(screen.contains("runs · 2 of 3"), "{screen}");
+    // Conditions combine; a key no run has keeps none.
+    press(&mut app, "/");
+    type_line(&mut app, 0, ",random_init=pooled\n");
+    assert_eq!(app.runs_screen.visible(&app.runs), [2]);
+    assert_eq!(app.runs_screen.cursor, 2);
+    // esc clears the filter.
+    app.on_key(code(KeyCode::Esc));
+    assert_eq!(app.runs_screen.visible(&app.runs).len(), 3);
+    // n names the run under the cursor: the label shown everywhere, kept beside its files.
+    let id = app.runs[2].id.clone();
+    press(&mut app, "n");
+    let old = app.runs[2].label.chars().count();
+    type_line(&mut app, old, "twin of the k=30 run\n");
+    tmp.settle(&mut app);
+    assert_eq!(app.runs[2].label, "twin of the k=30 run");
+    assert_eq!(
+        app.message.as_deref(),
+        Some(format!("{id} is shown as \"twin of the k=30 run\"").as_str())
+    );
+    let store = RunStore::open(tmp.path()).unwrap();
+    assert_eq!(store.summary(&id.0).unwrap().label, "twin of the k=30 run");
+    let record = store.read_record(&id.0).unwrap().unwrap();
+    assert_eq!(record.label, "twin of the k=30 run");
+    // Its record stays as written, and so does its parent link.
+    let on_disk = std::fs::read_to_string(tmp.path().join(&id.0).join("record.json")).unwrap();
+    assert!(on_disk.contains("\"label\": \"caesar-5 / gradient / random-init\""));
+    assert!(record.spec.parent.is_some());
+    // Compare still groups it with its run, by its new name.
+    press(&mut app, "5");
+    tmp.settle(&mut app);
+    assert_eq!(app.compared().len(), 3);
+    // An empty name gives the label back.
+    press(&mut app, "4n");
+    type_line(&mut app, 40, "\n");
+    tmp.settle(&mut app);
+    assert_eq!(app.runs[2].label, "caesar-5 / gradient / random-init");
+}
+
+#[test]
+fn live_lists_the_chosen_adapters_with_their_screening_scores() {
+    let (tmp, mut app) = finished_app();
+    press(&mut app, "4gj\n");
+    tmp.settle(&mut app);
+    assert_eq!(app.screen, Screen::Live);
+    assert_eq!(app.live_run().unwrap().chosen.len(), 30);
+    let screen = render(&app, 200, 60);
+    // Every chosen adapter with its rank and screening scores; 15 rows in view, pgdn for more.
+    assert!(
+        screen.contains("adapters 1–15 of 30 (pgup/pgdn) · by Σ|f(c)|"),
+        "{screen}"
+    );
+    // Sorted by the screening score, the best-screened adapter leads.
+    press(&mut app, "s");
+    assert_eq!(
+        app.message.as_deref(),
+        Some("adapters sorted by screening score")
+    );
+    let screen = render(&app, 200, 60);
+    let first = screen
+        .lines()
+        .find(|l| l.starts_with("\"│") && l.contains("  0.0"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(first.starts_with("\"│next-5-v2 "), "{first}");
+    assert!(first.contains(" 16  0.01  4.771 "), "{first}");
+    // Modules apart: one column per layer and module.
+    press(&mut app, "m");
+    assert_eq!(app.message.as_deref(), Some("heat map: modules apart"));
+    app.on_key(code(KeyCode::PageDown));
+    let screen = render(&app, 200, 60);
+    insta::assert_snapshot!("live_chosen_sorted_modules_apart_200x60", screen);
+    assert!(
+        screen.contains("adapters 6–20 of 30 (pgup/pgdn) · by screening score"),
+        "{screen}"
+    );
+    assert!(screen.contains("· modules apart "), "{screen}");
+    // Then each module alone, then together again.
+    press(&mut app, "m");
+    assert_eq!(app.message.as_deref(), Some("heat map: q_proj alone"));
+}
+
+#[test]
+fn the_pool_shows_the_screening_scores_of_a_run() {
+    let mut app = app();
+    let scores = ["caesar-1", "rotate-1", "table-1"]
+        .iter()
+        .zip([(0.25, 2.5), (0.75, 0.5), (0.25, 1.5)])
+        .map(|(n, (em, loss))| loracycle::run::record::ScreeningScore {
+            name: n.to_string(),
+            exact_match: em,
+            loss,
+        })
+        .collect();
+    app.on_engine(Event::Screened {
+        run: RunId("r".into()),
+        task: "caesar-5".into(),
+        scores,
+    });
+    // The sort cycles on to the score once there are scores: the best first, then by loss.
+    press(&mut app, "sssssg");
+    assert_eq!(app.pool.sort_label(), "score on caesar-5");
+    let first: Vec<&str> = app.pool.visible[..3]
+        .iter()
+        .map(|&i| app.pool.entries[i].id.as_str())
+        .collect();
+    assert_eq!(first, ["rotate-1", "table-1", "caesar-1"]);
+    let screen = render(&app, 160, 24);
+    insta::assert_snapshot!("pool_scores_160x24", screen);
+    assert!(screen.contains("scores on caesar-5"), "{screen}");
+    assert!(
+        screen.contains("#1 of 3 on caesar-5: exact match 0.750, loss 0.5000"),
+        "{screen}"
+    );
+    press(&mut app, "s");
+    assert_eq!(app.pool.sort_label(), "name");
 }

@@ -100,7 +100,10 @@ impl Progress {
                 self.bar.set_message(format!("loss {:.4}{v}", p.train_loss));
             }
             RunEvent::Log(line) => self.println(line),
-            RunEvent::Coefficients(..) | RunEvent::Layout { .. } => {}
+            RunEvent::Coefficients(..)
+            | RunEvent::Layout { .. }
+            | RunEvent::Chosen(_)
+            | RunEvent::Screened { .. } => {}
         }
     }
 

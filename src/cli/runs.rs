@@ -1,4 +1,4 @@
-//! `loracycle runs list|show|rm` and `loracycle serve`.
+//! `loracycle runs list|show|rename|rm|export|compare` and `loracycle serve`.
 
 use std::path::PathBuf;
 
@@ -8,20 +8,56 @@ use loracycle::engine::server::{serve as serve_engine, socket_path};
 use loracycle::run::record::runs_dir;
 use loracycle::run::store::RunStore;
 
-pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
+pub fn list(runs: Option<PathBuf>, filter: Option<&str>, json: bool) -> Result<()> {
+    use loracycle::run::compare::{differing_settings, setting_heading};
+    use loracycle::run::filter::{RunFields, RunFilter};
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
-    let all = store.list();
+    let filter: RunFilter = match filter {
+        Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        None => RunFilter::default(),
+    };
+    let all: Vec<_> = store
+        .list()
+        .into_iter()
+        .filter(|r| {
+            filter.matches(&RunFields {
+                id: &r.id,
+                label: &r.label,
+                state: r.state.name(),
+                exact: r.exact_match,
+                loss: r.loss,
+                settings: &r.settings,
+            })
+        })
+        .collect();
     if json {
         println!("{}", serde_json::to_string(&all)?);
         return Ok(());
     }
     if all.is_empty() {
-        println!("no runs in {}", store.root.display());
+        let which = if filter.is_empty() {
+            ""
+        } else {
+            " that match the filter"
+        };
+        println!("no runs{which} in {}", store.root.display());
         return Ok(());
     }
+    // The settings in which the listed runs differ, as `key=value` after the id.
+    let settings: Vec<_> = all.iter().map(|r| &r.settings).collect();
+    let differ = differing_settings(&settings);
     println!(
-        "{:<12} {:<6} {:>8} {:>8}  {:<44} id",
-        "state", "steps", "exact", "loss", "label"
+        "{:<12} {:<6} {:>8} {:>8}  {:<44} id{}",
+        "state",
+        "steps",
+        "exact",
+        "loss",
+        "label",
+        if differ.is_empty() {
+            ""
+        } else {
+            "  (settings that differ)"
+        }
     );
     for r in &all {
         let label: String = r.label.chars().take(44).collect();
@@ -34,6 +70,16 @@ pub fn list(runs: Option<PathBuf>, json: bool) -> Result<()> {
             label,
             r.id
         );
+        if !differ.is_empty() {
+            let line: Vec<String> = differ
+                .iter()
+                .map(|k| {
+                    let v = r.settings.get(k).map_or("–", String::as_str);
+                    format!("{}={v}", setting_heading(k, &differ))
+                })
+                .collect();
+            println!("{:<12} {}", "", line.join(" "));
+        }
         if let Some(e) = &r.error {
             println!("{:<12} {e}", "");
         }
@@ -108,6 +154,20 @@ pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `runs rename`: a name for the run, shown wherever its label is (an empty one clears it).
+pub fn rename(runs: Option<PathBuf>, id: &str, name: &str) -> Result<()> {
+    let store = RunStore::open(&runs_dir(runs.as_deref()))?;
+    let id = &store.resolve(id)?;
+    match store.rename(id, name)? {
+        Some(n) => println!("renamed {id} to {n:?}"),
+        None => println!(
+            "{id} has no name now; it is shown as {:?}",
+            store.summary(id)?.label
+        ),
+    }
+    Ok(())
+}
+
 pub fn rm(runs: Option<PathBuf>, ids: &[String]) -> Result<()> {
     let store = RunStore::open(&runs_dir(runs.as_deref()))?;
     let mut failed = 0;
@@ -150,8 +210,10 @@ pub fn export(runs: Option<PathBuf>, id: &str, out: &std::path::Path, rank: usiz
     let Some(record) = store.read_record(id)? else {
         bail!("run {id} has no record yet (it has not finished)");
     };
-    let (r, error) = loracycle::run::export::export(&record, out, rank)?;
-    let how = if error > 0.0 {
+    let (r, error) = loracycle::run::export::export(&record, &store.run_dir(id)?, out, rank)?;
+    let how = if matches!(record.spec.method, loracycle::run::MethodSpec::NewLora(_)) {
+        "the LoRA it trained".to_string()
+    } else if error > 0.0 {
         format!("rank-{rank} truncation, relative error {error:.4}")
     } else {
         "exact".into()

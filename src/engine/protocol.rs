@@ -70,6 +70,9 @@ pub enum Event {
         /// For a control queued with a run (`controls.queue`): that run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<RunId>,
+        /// The run's settings as dotted keys (the Runs screen's config columns and filter).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        settings: std::collections::BTreeMap<String, String>,
     },
     /// A submission that could not be queued: no run exists for it.
     Rejected {
@@ -113,6 +116,17 @@ pub enum Event {
         run: RunId,
         groups: Vec<String>,
         columns: Vec<String>,
+    },
+    /// Every pool adapter's screening score on a run's task.
+    Screened {
+        run: RunId,
+        task: String,
+        scores: Vec<crate::run::record::ScreeningScore>,
+    },
+    /// The adapters a run's selection chose, with their screening scores.
+    Chosen {
+        run: RunId,
+        adapters: Vec<crate::run::record::ChosenAdapter>,
     },
     Log {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +191,8 @@ impl Event {
             | Event::Progress { run, .. }
             | Event::Coefficients { run, .. }
             | Event::Layout { run, .. }
+            | Event::Chosen { run, .. }
+            | Event::Screened { run, .. }
             | Event::Finished { run, .. }
             | Event::Failed { run, .. }
             | Event::Cancelled { run } => Some(run),
@@ -213,6 +229,8 @@ impl Event {
                 groups,
                 columns,
             },
+            RunEvent::Chosen(adapters) => Event::Chosen { run, adapters },
+            RunEvent::Screened { task, scores } => Event::Screened { run, task, scores },
             RunEvent::Log(line) => Event::Log {
                 run: Some(run),
                 line,
@@ -247,6 +265,11 @@ impl Event {
             } => RunEvent::Layout {
                 groups: groups.clone(),
                 columns: columns.clone(),
+            },
+            Event::Chosen { adapters, .. } => RunEvent::Chosen(adapters.clone()),
+            Event::Screened { task, scores, .. } => RunEvent::Screened {
+                task: task.clone(),
+                scores: scores.clone(),
             },
             Event::Log { line, .. } => RunEvent::Log(line.clone()),
             Event::Hello { .. }
@@ -296,6 +319,22 @@ mod tests {
             RunEvent::Layout {
                 groups: vec!["all".into()],
                 columns: vec!["a".into(), "b".into()],
+            },
+            RunEvent::Chosen(vec![crate::run::record::ChosenAdapter {
+                name: "a".into(),
+                rank: 8,
+                exact_match: Some(0.5),
+                loss: Some(1.25),
+                oracle: false,
+                random: false,
+            }]),
+            RunEvent::Screened {
+                task: "caesar-5".into(),
+                scores: vec![crate::run::record::ScreeningScore {
+                    name: "a".into(),
+                    exact_match: 0.5,
+                    loss: 1.25,
+                }],
             },
             RunEvent::Log("selected 2 adapters".into()),
         ];

@@ -20,8 +20,9 @@ pub enum FilterError {
     Value { cond: String, reason: String },
 }
 
+/// A condition's operator; the runs filter (`run::filter`) reads the same ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Lt,
@@ -63,30 +64,34 @@ fn parse_modules(v: &str) -> Result<BTreeSet<Module>, String> {
         .collect()
 }
 
+/// A condition `KEY OP VALUE` split at its first operator (the longer of two that start at one
+/// place: `<=` before `<`), trimmed; None when it has no operator.
+pub(crate) fn split_condition(raw: &str) -> Option<(&str, Op, &str)> {
+    let ops = [
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("!~", Op::Lacks),
+        ("=", Op::Eq),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+        ("~", Op::Contains),
+    ];
+    let (at, sym, op) = ops
+        .iter()
+        .filter_map(|(s, op)| raw.find(s).map(|at| (at, *s, *op)))
+        .min_by_key(|(at, s, _)| (*at, usize::MAX - s.len()))?;
+    Some((raw[..at].trim(), op, raw[at + sym.len()..].trim()))
+}
+
 impl std::str::FromStr for Filter {
     type Err = FilterError;
     fn from_str(text: &str) -> Result<Self, FilterError> {
         let mut conds = Vec::new();
         for raw in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-            let ops = [
-                ("!=", Op::Ne),
-                ("<=", Op::Le),
-                (">=", Op::Ge),
-                ("!~", Op::Lacks),
-                ("=", Op::Eq),
-                ("<", Op::Lt),
-                (">", Op::Gt),
-                ("~", Op::Contains),
-            ];
-            let found = ops
-                .iter()
-                .filter_map(|(s, op)| raw.find(s).map(|at| (at, *s, *op)))
-                .min_by_key(|(at, s, _)| (*at, usize::MAX - s.len()));
-            let Some((at, sym, op)) = found else {
+            let Some((key, op, value)) = split_condition(raw) else {
                 return Err(FilterError::Syntax(raw.into()));
             };
-            let key = raw[..at].trim();
-            let value = raw[at + sym.len()..].trim();
             if key.is_empty() || value.is_empty() {
                 return Err(FilterError::Syntax(raw.into()));
             }

@@ -212,46 +212,53 @@ pub fn rows(all: &[&RunRecord], chosen: &[usize]) -> Vec<Row> {
 }
 
 /// A spec as dotted keys and their values (`selection.k` → `30`), for telling runs apart.
-fn flat(spec: &super::spec::RunSpec) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, x, out);
-                }
-            }
-            serde_json::Value::String(s) => {
-                out.insert(prefix.to_string(), s.clone());
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
+/// The settings in which `runs` differ (a setting one run lacks differs too), in key order: the
+/// config columns of the Runs and Compare screens and of `runs list`, as an hparams table has.
+/// Settings whose value differs among the runs that have them come first; those that differ
+/// only in being there (a base run has no `method.lr`) after.
+pub fn differing_settings(runs: &[&BTreeMap<String, String>]) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = runs.iter().flat_map(|s| s.keys()).collect();
+    let mut out: Vec<(bool, String)> = keys
+        .into_iter()
+        .filter(|k| {
+            let first = runs.first().and_then(|s| s.get(*k));
+            runs.iter().any(|s| s.get(*k) != first)
+        })
+        .map(|k| {
+            let mut values = runs.iter().filter_map(|s| s.get(k));
+            let first = values.next();
+            let varies = values.any(|v| Some(v) != first);
+            (!varies, k.clone())
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, k)| k).collect()
+}
+
+/// A setting's column heading: the last part of its key (`selection.k` → `k`), or the last two
+/// where the last alone names several of `keys` (`method.lr` and `method.new_lora.lr`).
+pub fn setting_heading(key: &str, keys: &[String]) -> String {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let tail = format!(".{last}");
+    let shared = keys
+        .iter()
+        .filter(|k| k.as_str() == last || k.ends_with(&tail))
+        .count();
+    if shared < 2 {
+        return last.to_string();
     }
-    let mut out = BTreeMap::new();
-    if let Ok(v) = serde_json::to_value(spec) {
-        walk("", &v, &mut out);
+    let parts: Vec<&str> = key.rsplitn(3, '.').collect();
+    match parts.as_slice() {
+        [last, second, ..] => format!("{second}.{last}"),
+        _ => key.to_string(),
     }
-    // What names a run or links it to others is not a setting.
-    out.retain(|k, _| {
-        !(k == "name"
-            || k.starts_with("parent")
-            || k.starts_with("controls.queue")
-            || k.starts_with("controls.reused"))
-    });
-    out
 }
 
 /// Labels that tell runs apart: each run's own label, and where several runs share one, the
 /// settings in which they differ (`caesar-5 / gradient · selection.k=12 · selection.by=loss`).
 /// For display only: runs are known by their ids.
 pub fn distinct_labels(records: &[&RunRecord]) -> Vec<String> {
-    let flats: Vec<BTreeMap<String, String>> = records.iter().map(|r| flat(&r.spec)).collect();
+    let flats: Vec<BTreeMap<String, String>> = records.iter().map(|r| r.spec.settings()).collect();
     records
         .iter()
         .enumerate()

@@ -2,7 +2,7 @@
 //! The executor sends these; the run store writes what they leave on disk, the engine turns them
 //! into protocol events and the CLI draws them as a progress bar.
 
-use super::record::CurvePoint;
+use super::record::{ChosenAdapter, CurvePoint, ScreeningScore};
 
 /// What a run reports while it works.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,13 @@ pub enum RunEvent {
         groups: Vec<String>,
         columns: Vec<String>,
     },
+    /// Every pool adapter's screening score on the task (`task`), before top-k chose.
+    Screened {
+        task: String,
+        scores: Vec<ScreeningScore>,
+    },
+    /// The adapters selection chose, with their screening scores where they were scored.
+    Chosen(Vec<ChosenAdapter>),
     /// A line worth showing a person.
     Log(String),
 }

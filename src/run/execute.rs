@@ -9,6 +9,7 @@
 mod choose;
 mod evaluate;
 mod methods;
+pub use methods::LORA_DIR;
 mod recorder;
 
 use std::path::{Path, PathBuf};
@@ -127,11 +128,13 @@ impl Laps {
 
 /// Runs `spec` on `bench`; the record is returned, not saved (its `id` is left for the run's
 /// folder to give).
+/// `artifacts` is the run's folder, where a new-LoRA run keeps the LoRA it trained.
 pub fn execute(
     bench: &mut Workbench,
     spec: &RunSpec,
     on: &mut dyn FnMut(RunEvent),
     cancel: Option<&AtomicBool>,
+    artifacts: Option<&std::path::Path>,
 ) -> Result<RunRecord> {
     let started = now_rfc3339();
     let t0 = Instant::now();
@@ -161,7 +164,7 @@ pub fn execute(
         }
         MethodSpec::NewLora(n) => {
             timings.load_s = laps.lap();
-            let outcome = methods::new_lora(bench, spec, n, &rows, &mut rec)?;
+            let outcome = methods::new_lora(bench, spec, n, &rows, &mut rec, artifacts)?;
             timings.tune_s = laps.lap();
             (outcome, None, Vec::new())
         }

@@ -42,12 +42,49 @@ fn merged_from_branches(br: &Branches, layers: usize) -> candle_core::Result<Mer
     Ok(m)
 }
 
-/// Writes the run's merged adapter into `out`; returns (rank, relative truncation error).
-pub fn export(record: &RunRecord, out: &Path, rank: usize) -> Result<(usize, f64), RunError> {
+/// Copies the LoRA a new-LoRA run trained (kept in its folder `run_dir`) into `out`; its rank.
+fn export_trained(record: &RunRecord, run_dir: &Path, out: &Path) -> Result<usize, RunError> {
+    // Its own name for `out`: the files go in as they are.
+    let from = run_dir.join(super::execute::LORA_DIR);
+    let config = from.join("adapter_config.json");
+    if !config.is_file() {
+        return Err(RunError::Other(format!(
+            "run {} kept no LoRA ({} is missing): runs of versions before 0.1 did not keep it; \
+             retry the run to train it again",
+            record.id,
+            from.display()
+        )));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| RunError::Other(format!("cannot make {}: {e}", out.display())))?;
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        let bytes = std::fs::read(from.join(name))
+            .map_err(|e| RunError::Other(format!("{}: {e}", from.join(name).display())))?;
+        crate::atomic_write::write_atomic(&out.join(name), &bytes)
+            .map_err(|e| RunError::Other(format!("{}: {e}", out.join(name).display())))?;
+    }
+    match &record.spec.method {
+        MethodSpec::NewLora(n) => Ok(n.rank),
+        _ => unreachable!("called for new-LoRA runs"),
+    }
+}
+
+/// Writes the run's adapter into `out`: a merge's merged adapter (rebuilt from its record), or
+/// the LoRA a new-LoRA run trained (copied from its folder `run_dir`). Returns (rank, relative
+/// truncation error).
+pub fn export(
+    record: &RunRecord,
+    run_dir: &Path,
+    out: &Path,
+    rank: usize,
+) -> Result<(usize, f64), RunError> {
     crate::run::setting::Fields("")
         .count("rank", rank, 1, crate::run::setting::MAX_RANK)
         .map_err(super::spec::SpecError::from)?;
     let spec = &record.spec;
+    if let MethodSpec::NewLora(_) = spec.method {
+        return Ok((export_trained(record, run_dir, out)?, 0.0));
+    }
     if !spec.method.uses_pool() {
         return Err(RunError::Other(format!(
             "run {} used method {}: there is no merged adapter to export",

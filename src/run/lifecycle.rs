@@ -22,6 +22,7 @@ pub fn run_in_folder(
 ) -> Result<RunRecord, RunError> {
     folder.set_state(RunState::Running, None)?;
     let mut write_failed = false;
+    let dir = folder.dir.clone();
     let result = execute(
         bench,
         spec,
@@ -36,6 +37,7 @@ pub fn run_in_folder(
             on(e)
         },
         cancel,
+        Some(&dir),
     );
     end(folder, result)
 }

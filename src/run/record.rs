@@ -81,6 +81,15 @@ pub struct ChosenAdapter {
     pub random: bool,
 }
 
+/// One pool adapter's screening score on a run's task (train and validation rows), as top-k
+/// selection saw it; a run's folder keeps them all in `screening.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScreeningScore {
+    pub name: String,
+    pub exact_match: f64,
+    pub loss: f64,
+}
+
 /// One point of a tuning curve: a step of gradient tuning or LoRA training, or a generation of
 /// LoraHub's search (train_loss is then the best candidate's loss so far).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

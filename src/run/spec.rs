@@ -709,6 +709,44 @@ impl RunSpec {
         k
     }
 
+    /// Every setting as a dotted key and its value (`selection.k` = `12`), for tables that show
+    /// runs by what they differ in (Runs' and Compare's config columns, `runs list`, labels).
+    /// What names a run or links it to others is left out: the name, the parent, the queue and
+    /// the reused controls.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, x, out);
+                    }
+                }
+                serde_json::Value::String(s) => {
+                    out.insert(prefix.to_string(), s.clone());
+                }
+                other => {
+                    out.insert(prefix.to_string(), other.to_string());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        if let Ok(v) = serde_json::to_value(self) {
+            walk("", &v, &mut out);
+        }
+        out.retain(|k, _| {
+            !(k == "name"
+                || k.starts_with("parent")
+                || k.starts_with("controls.queue")
+                || k.starts_with("controls.reused"))
+        });
+        out
+    }
+
     /// A label for tables: the name, or method + controls.
     pub fn label(&self) -> String {
         if !self.name.is_empty() {

@@ -16,6 +16,7 @@
 //! status every few seconds with its stage (a heartbeat): a run on another host whose status has
 //! not changed for [`STALE_AFTER`] is reported as interrupted, unless Slurm says more.
 
+pub mod annotations;
 mod folder;
 mod status;
 #[cfg(test)]
@@ -23,6 +24,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use annotations::Annotations;
 pub use folder::RunFolder;
 pub use status::{HEARTBEAT, RunState, RunSummary, STALE_AFTER, StageStatus, StatusFile};
 
@@ -51,6 +53,8 @@ pub enum StoreError {
     Live(String, &'static str),
     #[error("no free run id in {0} after 32 tries")]
     NoFreeId(PathBuf),
+    #[error("{0}")]
+    BadName(String),
     #[error("{path}: the record cannot be read: {reason}")]
     BadRecord { path: PathBuf, reason: String },
     #[error("the record of run {id} would not read back ({reason}); it was not written")]
@@ -160,12 +164,15 @@ impl RunStore {
     pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let path = self.dir_of(id)?.join("record.json");
         match std::fs::read_to_string(&path) {
-            Ok(t) => serde_json::from_str(&t)
-                .map(Some)
-                .map_err(|e| StoreError::BadRecord {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }),
+            Ok(t) => {
+                let mut record: RunRecord =
+                    serde_json::from_str(&t).map_err(|e| StoreError::BadRecord {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                Annotations::read(&self.dir_of(id)?).apply(&mut record);
+                Ok(Some(record))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
@@ -236,6 +243,15 @@ impl RunStore {
             (None, None) => (id.into(), RunState::Failed, String::new(), None),
         };
         let error = unreadable.or(error);
+        let notes = Annotations::read(&dir);
+        let label = notes.name.clone().unwrap_or(label);
+        // The settings from the record's spec, else from the spec as submitted.
+        let settings = match &record {
+            Some(r) => r.spec.settings(),
+            None => RunSpec::read(&dir.join("spec.toml"))
+                .map(|s| s.settings())
+                .unwrap_or_default(),
+        };
         let status = status.unwrap_or_else(|| StatusFile {
             id: id.into(),
             label: label.clone(),
@@ -268,6 +284,7 @@ impl RunStore {
             exact_match: record.as_ref().map(|r| r.metrics.exact_match.mean),
             loss: record.as_ref().map(|r| r.metrics.loss.mean),
             error,
+            settings,
         };
         Ok((summary, record))
     }
@@ -328,6 +345,30 @@ impl RunStore {
         }
         let dir = self.dir_of(id)?;
         std::fs::remove_dir_all(&dir).map_err(io(&dir))
+    }
+
+    /// Gives run `id` a name (an empty one takes the name away, back to the label its spec
+    /// gives); the name it has now. Queued and running runs can be renamed too: the name is kept
+    /// apart from the files the run writes.
+    pub fn rename(&self, id: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let name = annotations::check_name(name).map_err(StoreError::BadName)?;
+        self.annotate(id, |a| a.name = name.clone())?;
+        Ok(name)
+    }
+
+    /// Changes run `id`'s annotations with `f` and writes them back atomically.
+    pub fn annotate(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Annotations),
+    ) -> Result<Annotations, StoreError> {
+        let dir = self.dir_of(id)?;
+        let mut notes = Annotations::read(&dir);
+        f(&mut notes);
+        notes
+            .write(&dir)
+            .map_err(io(&dir.join(annotations::FILE)))?;
+        Ok(notes)
     }
 
     pub fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {

@@ -14,8 +14,8 @@ use super::execute::{RunError, Workbench};
 use super::lifecycle::run_in_folder;
 use super::protocol::Protocol;
 use super::record::{RunRecord, now_rfc3339};
-use super::spec::{ControlSpec, MethodSpec, NewLoraSpec, RunSpec, TaskSpec};
-use super::store::{RunState, RunStore};
+use super::spec::{ControlKind, ControlSpec, MethodSpec, NewLoraSpec, Parent, RunSpec, TaskSpec};
+use super::store::{Annotations, RunState, RunStore};
 use crate::adapter::random::RandomInit;
 use crate::atomic_write::write_atomic;
 use crate::eval::{Estimate, bootstrap_mean};
@@ -91,7 +91,7 @@ fn with_controls(methods: Vec<(&str, MethodSpec, Selection)>, oracle: bool) -> V
                 }
                 let mut label = name.to_string();
                 if random {
-                    label.push_str(" · random-init");
+                    label.push_str(RANDOM_INIT);
                 }
                 if with_oracle {
                     label.push_str(" · +oracle");
@@ -120,13 +120,13 @@ fn with_controls(methods: Vec<(&str, MethodSpec, Selection)>, oracle: bool) -> V
 fn base_and_new_lora(top: &Selection, new_lora: NewLoraSpec) -> Vec<Arm> {
     vec![
         Arm {
-            label: "base".into(),
+            label: BASE_ARM.into(),
             method: MethodSpec::Base,
             selection: top.clone(),
             controls: ControlSpec::default(),
         },
         Arm {
-            label: "new LoRA".into(),
+            label: NEW_LORA_ARM.into(),
             method: MethodSpec::NewLora(new_lora),
             selection: top.clone(),
             controls: ControlSpec::default(),
@@ -135,6 +135,36 @@ fn base_and_new_lora(top: &Selection, new_lora: NewLoraSpec) -> Vec<Arm> {
 }
 
 /// Simple average (1/N) and TIES (density 0.2, sign by total, weights 1) over `top`.
+const RANDOM_INIT: &str = " · random-init";
+const BASE_ARM: &str = "base";
+const NEW_LORA_ARM: &str = "new LoRA";
+
+/// How the run of arm `label` links to the other arms of its (task, seed): a random-init arm
+/// is the twin of the arm without it; an arm on pool adapters is answered by the base and
+/// new-LoRA arms. The links go into the records (`parent`, `controls.reused`), so that Compare
+/// and `runs compare` pair a study's runs as they pair runs queued with their controls.
+fn link(label: &str, ids: &std::collections::BTreeMap<String, String>) -> Annotations {
+    let mut a = Annotations::default();
+    if label.contains(RANDOM_INIT) {
+        if let Some(id) = ids.get(&label.replacen(RANDOM_INIT, "", 1)) {
+            a.parent = Some(Parent {
+                id: id.clone(),
+                role: ControlKind::RandomInit,
+            });
+        }
+    } else if label != BASE_ARM && label != NEW_LORA_ARM {
+        for (arm, role) in [
+            (BASE_ARM, ControlKind::Base),
+            (NEW_LORA_ARM, ControlKind::NewLora),
+        ] {
+            if let Some(id) = ids.get(arm) {
+                a.controls.insert(role.name().to_string(), id.clone());
+            }
+        }
+    }
+    a
+}
+
 fn average_and_ties(top: &Selection) -> Vec<(&'static str, MethodSpec, Selection)> {
     vec![
         (
@@ -515,8 +545,20 @@ pub fn run_study(
     let total = cells.len();
     let mut rows = Vec::with_capacity(total);
     let mut bench: Option<Workbench> = None;
+    // The run ids of the arms of the current (task, seed), for the links between them.
+    let mut ids: std::collections::BTreeMap<String, String> = Default::default();
+    let mut group = None;
     for (cell, spec) in &cells {
         let index = cell.index + 1;
+        if group.as_ref() != Some(&(cell.task.clone(), cell.seed)) {
+            group = Some((cell.task.clone(), cell.seed));
+            ids.clear();
+        }
+        let mut spec = spec.clone();
+        let links = link(&cell.arm, &ids);
+        spec.parent = links.parent;
+        spec.controls.reused.extend(links.controls);
+        let spec = &spec;
         on(index, total, &spec.name, None);
         if !bench.as_ref().is_some_and(|b| b.serves(spec)) {
             // Free the old model before loading the next.
@@ -532,6 +574,7 @@ pub fn run_study(
             &mut |e| on(index, total, "", Some(&e)),
             None,
         )?;
+        ids.insert(cell.arm.clone(), record.id.clone());
         rows.push(row_of(&cell.task, cell.seed, &cell.arm, &record));
     }
     let arms = select_arms(opts.preset, &opts.arms).map_err(RunError::Other)?;
@@ -705,7 +748,13 @@ fn attempts(runs: &Path) -> std::io::Result<Vec<Attempt>> {
         let Ok((summary, record)) = store.summary_and_record(&id) else {
             continue;
         };
-        let Some((task, arm, seed)) = Cell::parse(&summary.label) else {
+        // Its cell from the name it was submitted under (a renamed run stays in its cell).
+        let submitted_as = store
+            .run_dir(&id)
+            .ok()
+            .and_then(|d| RunStore::read_status(&d))
+            .map_or_else(|| summary.label.clone(), |s| s.label);
+        let Some((task, arm, seed)) = Cell::parse(&submitted_as) else {
             continue;
         };
         let record = record.filter(|_| summary.state == RunState::Finished);
@@ -843,6 +892,7 @@ pub fn collect(
             log,
         });
     }
+    link_cells(runs, &rows);
     let seeds = grid.iter().map(|c| c.seed as usize + 1).max().unwrap_or(0);
     let report = StudyReport {
         preset: preset.name().into(),
@@ -857,6 +907,50 @@ pub fn collect(
     };
     write_outputs(out, &report)?;
     Ok((report, problems))
+}
+
+/// Links the runs of a study whose cells ran apart (a Slurm array: no cell knew the others'
+/// ids) as `run_study` links them as it goes, by annotating the runs that lack the links.
+fn link_cells(runs: &Path, rows: &[StudyRow]) {
+    let Ok(store) = RunStore::open(runs) else {
+        return;
+    };
+    let mut groups: std::collections::BTreeMap<
+        (&str, u64),
+        std::collections::BTreeMap<String, String>,
+    > = Default::default();
+    for r in rows {
+        groups
+            .entry((r.task.as_str(), r.seed))
+            .or_default()
+            .insert(r.arm.clone(), r.run_id.clone());
+    }
+    for r in rows {
+        let ids = &groups[&(r.task.as_str(), r.seed)];
+        let want = link(&r.arm, ids);
+        if want.is_empty() {
+            continue;
+        }
+        let Ok(Some(record)) = store.read_record(&r.run_id) else {
+            continue;
+        };
+        let has_parent = record.spec.parent.is_some();
+        let missing: Vec<(String, String)> = want
+            .controls
+            .iter()
+            .filter(|(k, _)| !record.spec.controls.reused.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if (has_parent || want.parent.is_none()) && missing.is_empty() {
+            continue;
+        }
+        let _ = store.annotate(&r.run_id, |a| {
+            if !has_parent && a.parent.is_none() {
+                a.parent = want.parent.clone();
+            }
+            a.controls.extend(missing);
+        });
+    }
 }
 
 pub fn summarise(rows: &[StudyRow], arms: &[Arm]) -> Vec<ArmSummary> {

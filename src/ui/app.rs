@@ -202,6 +202,13 @@ impl App {
                 }
                 Err(e) => self.message = Some(format!("cannot load: {e}")),
             },
+            Reply::Renamed { run, label } => match label {
+                Ok(label) => {
+                    self.message = Some(format!("{run} is shown as {label:?}"));
+                    self.runs.rename(&run, label);
+                }
+                Err(e) => self.message = Some(format!("cannot rename {run}: {e}")),
+            },
             Reply::TaskChecked { folder, missing } => self.form.on_task_checked(folder, missing),
         }
     }
@@ -280,6 +287,9 @@ impl App {
             _ => None,
         };
         let finished = matches!(e, Event::Finished { .. });
+        if let Event::Screened { task, scores, .. } = &e {
+            self.pool.set_scores(task.clone(), scores);
+        }
         let Some(i) = self.runs.on_event(e, Instant::now()) else {
             return;
         };
@@ -315,7 +325,12 @@ impl App {
             return;
         }
         // Text entry takes every key but enter and esc.
-        if self.pool.text_key(e) || self.form.text_key(e) {
+        if self.pool.text_key(e)
+            || self.form.text_key(e)
+            || self
+                .runs_screen
+                .text_key(e, &mut self.runs, &mut ctx!(self))
+        {
             return;
         }
         let Some(action) = self.keymap.action(self.screen.scope(), Key::from_event(&e)) else {

@@ -70,6 +70,10 @@ pub enum Action {
     Delete,
     SwitchPair,
     ExportTable,
+    Rename,
+    ScrollLeft,
+    ScrollRight,
+    ToggleModules,
 }
 
 /// One key: a code and its modifiers (shift is folded into the character for letters).
@@ -430,10 +434,52 @@ const DEFAULTS: &[(Scope, &[&str], Action, &str, &str)] = &[
     ),
     (
         Scope::Live,
+        &["s"],
+        Action::CycleSort,
+        "sort-adapters",
+        "sort the adapters: Σ|f(c)|, screening score, name",
+    ),
+    (
+        Scope::Live,
+        &["m"],
+        Action::ToggleModules,
+        "modules",
+        "heat map: modules together, apart, or one alone",
+    ),
+    (
+        Scope::Live,
+        &["["],
+        Action::ScrollLeft,
+        "layers-left",
+        "heat map: earlier layers",
+    ),
+    (
+        Scope::Live,
+        &["]"],
+        Action::ScrollRight,
+        "layers-right",
+        "heat map: later layers",
+    ),
+    (
+        Scope::Live,
+        &["pgdn", "ctrl-d"],
+        Action::PageDown,
+        "adapters-down",
+        "scroll the adapters down",
+    ),
+    (
+        Scope::Live,
+        &["pgup", "ctrl-u"],
+        Action::PageUp,
+        "adapters-up",
+        "scroll the adapters up",
+    ),
+    (
+        Scope::Live,
         &["x"],
         Action::Export,
         "export",
-        "export the merged adapter (finished runs)",
+        "export the adapter: the merge, or the new LoRA (finished runs)",
     ),
     (
         Scope::Runs,
@@ -448,6 +494,20 @@ const DEFAULTS: &[(Scope, &[&str], Action, &str, &str)] = &[
         Action::Select,
         "mark",
         "mark / unmark for Compare",
+    ),
+    (
+        Scope::Runs,
+        &["/"],
+        Action::Search,
+        "filter-runs",
+        "filter: text, or KEY OP VALUE (k>=10,by=loss,state=finished)",
+    ),
+    (
+        Scope::Runs,
+        &["n"],
+        Action::Rename,
+        "rename",
+        "name the run (empty: back to its label)",
     ),
     (
         Scope::Runs,
@@ -475,7 +535,7 @@ const DEFAULTS: &[(Scope, &[&str], Action, &str, &str)] = &[
         &["x"],
         Action::Export,
         "export-run",
-        "export the merged adapter",
+        "export the adapter: the merge, or the new LoRA",
     ),
     (
         Scope::Compare,

@@ -43,6 +43,11 @@ pub enum Request {
     },
     /// Look in a folder typed as the form's task for the task files ([`Reply::TaskChecked`]).
     CheckTask(PathBuf),
+    /// Give a run a name; an empty one clears it ([`Reply::Renamed`]).
+    Rename {
+        run: RunId,
+        name: String,
+    },
     /// Write Compare's table as `compare.md` and `compare.csv` in the working directory.
     WriteTable {
         md: String,
@@ -86,6 +91,11 @@ pub enum Reply {
     SpecFile {
         path: PathBuf,
         spec: Result<Box<RunSpec>, String>,
+    },
+    /// A run's label after a rename, or why the rename failed.
+    Renamed {
+        run: RunId,
+        label: Result<String, String>,
     },
     /// The task files (`train.jsonl`, …) that `folder` lacks.
     TaskChecked {

@@ -93,6 +93,17 @@ impl RunList {
         }
     }
 
+    /// Shows run `id` under its new name (or, with none, the label its spec gives).
+    pub fn rename(&mut self, id: &RunId, label: String) {
+        if let Some(i) = self.index_of(id) {
+            self.runs[i].label = label.clone();
+            if let Some(r) = &mut self.runs[i].record {
+                r.label = label;
+            }
+            self.version += 1;
+        }
+    }
+
     /// Forgets a deleted run; whether it was there.
     pub fn remove(&mut self, id: &RunId) -> bool {
         let n = self.runs.len();
@@ -133,6 +144,9 @@ impl RunList {
                     _ => id.0.clone(),
                 };
                 let mut v = RunView::new(id, label, RunState::Queued);
+                if let Event::Queued { settings, .. } = &e {
+                    v.settings = settings.clone();
+                }
                 v.host = host_name();
                 self.runs.push(v);
                 self.version += 1;
@@ -197,6 +211,7 @@ impl RunList {
                 r.columns = columns;
             }
             Event::Coefficients { step, values, .. } => r.coefficients.push((step, values)),
+            Event::Chosen { adapters, .. } => r.chosen = adapters,
             Event::Log { line, .. } => r.push_log(line),
             Event::Finished {
                 exact_match, loss, ..

@@ -77,6 +77,15 @@ pub fn handle(req: Request, cx: &WorkerCtx, reply: &mut dyn FnMut(Reply)) {
             missing: missing_task_files(&folder),
             folder: folder.display().to_string(),
         }),
+        Request::Rename { run, name } => reply(Reply::Renamed {
+            label: cx
+                .store
+                .rename(&run.0, &name)
+                .and_then(|_| cx.store.summary(&run.0))
+                .map(|s| s.label)
+                .map_err(|e| e.to_string()),
+            run,
+        }),
         Request::WriteTable { md, csv } => reply(Reply::Message(write_table(
             &cx.store.root.join("compare"),
             &md,

@@ -137,6 +137,18 @@ pub fn choose(
         if let Selection::TopK { k, by } = &spec.selection {
             ties = select::describe_ties(&scores, *k, *by);
         }
+        rec.emit(crate::run::event::RunEvent::Screened {
+            task: task.name.clone(),
+            scores: candidates
+                .iter()
+                .zip(&scores)
+                .map(|(a, s)| crate::run::record::ScreeningScore {
+                    name: a.name.clone(),
+                    exact_match: s.exact_match,
+                    loss: s.loss,
+                })
+                .collect(),
+        });
         Some(scores)
     } else {
         None
@@ -203,7 +215,8 @@ pub fn choose(
             oracle: is_oracle(a),
             random: random && !is_oracle(a),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    rec.emit(crate::run::event::RunEvent::Chosen(info.clone()));
     rec.log(format!(
         "selected {} adapters ({}){}",
         adapters.len(),

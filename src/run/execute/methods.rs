@@ -39,6 +39,42 @@ fn fixed(bench: &Workbench, model: crate::model::Llama, rows: &Rows<'_>) -> Resu
     })
 }
 
+/// Where in its run's folder a new-LoRA run keeps the LoRA it trained (a PEFT folder), which
+/// `runs export` copies out.
+pub const LORA_DIR: &str = "lora";
+
+/// Writes the trained LoRA (the kept checkpoint) as a PEFT folder `dir/lora`, whole or not at
+/// all: it is written beside and renamed into place.
+fn save_lora(
+    bench: &Workbench,
+    trained: &crate::tune::lora::TrainedLora,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let partial = dir.join(format!("{LORA_DIR}.partial"));
+    let done = dir.join(LORA_DIR);
+    let _ = std::fs::remove_dir_all(&partial);
+    let base = bench
+        .identity
+        .clone()
+        .unwrap_or_else(|| bench.model_path.display().to_string());
+    crate::adapter::write::write_peft(
+        &partial,
+        &trained.pairs,
+        trained.rank,
+        trained.alpha,
+        &base,
+        candle_core::DType::F32,
+    )?;
+    let _ = std::fs::remove_dir_all(&done);
+    std::fs::rename(&partial, &done).map_err(|e| {
+        super::RunError::Other(format!(
+            "cannot keep the new LoRA in {}: {e}",
+            done.display()
+        ))
+    })?;
+    Ok(())
+}
+
 /// A fresh LoRA trained on the train rows (the new-LoRA baseline).
 pub fn new_lora(
     bench: &Workbench,
@@ -46,6 +82,7 @@ pub fn new_lora(
     n: &NewLoraSpec,
     rows: &Rows<'_>,
     rec: &mut Recorder<'_>,
+    artifacts: Option<&std::path::Path>,
 ) -> Result<Outcome> {
     let lspec = LoraTrainSpec {
         rank: n.rank,
@@ -80,6 +117,13 @@ pub fn new_lora(
         cancel,
     )?;
     rec.check()?;
+    if let Some(dir) = artifacts {
+        save_lora(bench, &trained, dir)?;
+        rec.log(format!(
+            "saved the new LoRA in {}",
+            dir.join(LORA_DIR).display()
+        ));
+    }
     let scale = n.alpha / n.rank as f64;
     let mut merged = Merged::default();
     for (key, (a, b)) in &trained.pairs {

@@ -12,6 +12,9 @@ use crate::run::event::RunEvent;
 use crate::run::record::{CurvePoint, RunRecord, now_rfc3339};
 use crate::slurm::SlurmJob;
 
+/// The screening scores of a run that screened its pool: `{task, scores: [{name, exact_match, loss}]}`.
+pub const SCREENING_FILE: &str = "screening.json";
+
 /// One run's folder, open for writing by its owner.
 #[derive(Debug)]
 pub struct RunFolder {
@@ -89,6 +92,18 @@ impl RunFolder {
             }
             RunEvent::Curve(p) => {
                 self.append_curve(p)?;
+                self.heartbeat()
+            }
+            // Every adapter's score, so that why top-k chose what it chose can be read later.
+            RunEvent::Screened { task, scores } => {
+                let path = self.dir.join(SCREENING_FILE);
+                let json = serde_json::json!({ "task": task, "scores": scores });
+                write_atomic(&path, json.to_string().as_bytes()).map_err(|source| {
+                    StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 self.heartbeat()
             }
             _ => self.heartbeat(),

@@ -111,6 +111,9 @@ pub struct RunSummary {
     pub loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run's settings as dotted keys (`selection.k` = `12`), from its spec.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// How long ago an RFC 3339 time was (None when it does not parse or lies ahead).

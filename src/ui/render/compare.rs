@@ -10,6 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{block, note, short};
+use crate::run::compare::{differing_settings, setting_heading};
 use crate::ui::app::App;
 use crate::ui::screen::compare::{common_task, name};
 
@@ -55,8 +56,35 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     // intervals of Δ twin only.
     let wide = top.width >= 120;
     let delta_w: u16 = 20;
-    let bar_w = (top.width as usize).saturating_sub(25 + 20 + 7 + 2 * delta_w as usize + 8);
-    let bar_w = if wide { bar_w.clamp(0, 30) } else { 0 };
+    // Config columns, as an hparams table has: the settings in which the compared runs differ,
+    // as many as fit beside a run column of 28; what is left goes to the bar.
+    let fixed = 20 + 7 + delta_w as usize + if wide { delta_w as usize } else { 7 } + 8;
+    let mut spare = (top.width as usize).saturating_sub(fixed + 28);
+    let all_settings: Vec<_> = rows.iter().map(|&i| &app.runs[i].settings).collect();
+    let differ = differing_settings(&all_settings);
+    let mut config: Vec<(String, String, usize)> = Vec::new();
+    if wide {
+        for key in &differ {
+            let heading = setting_heading(key, &differ);
+            let w = all_settings
+                .iter()
+                .map(|s| s.get(key).map_or(1, |v| v.chars().count()))
+                .max()
+                .unwrap_or(1)
+                .max(heading.chars().count())
+                .min(16);
+            if w + 1 > spare {
+                break;
+            }
+            spare -= w + 1;
+            config.push((key.clone(), heading, w));
+        }
+    }
+    let bar_w = if wide {
+        spare.saturating_sub(1).min(30)
+    } else {
+        0
+    };
     let with_ci = |d: Option<f64>, ci: Option<[f64; 2]>, full: bool| match (d, ci) {
         (Some(d), Some([lo, hi])) if full => format!("{d:+.2} [{lo:+.2},{hi:+.2}]"),
         (Some(d), _) => format!("{d:+.3}"),
@@ -111,6 +139,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(dt),
                 Cell::from(db),
             ];
+            for (key, _, w) in &config {
+                let v = r
+                    .settings
+                    .get(key)
+                    .map_or("–".to_string(), |v| short(v, *w));
+                cells.push(Cell::from(Span::styled(v, t.dim())));
+            }
             if bar_w > 0 {
                 cells.push(Cell::from(Span::styled(bar(mean, bar_w), t.fg(t.bar))));
             }
@@ -122,7 +157,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             }
         })
         .collect();
-    let mut head = vec![
+    let head = vec![
         "run",
         "exact match [95% CI]",
         "loss",
@@ -140,8 +175,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(delta_w),
         Constraint::Length(if wide { delta_w } else { 7 }),
     ];
+    let mut head: Vec<String> = head.into_iter().map(String::from).collect();
+    for (_, heading, w) in &config {
+        head.push(heading.clone());
+        widths.push(Constraint::Length(*w as u16));
+    }
     if bar_w > 0 {
-        head.push("");
+        head.push(String::new());
         widths.push(Constraint::Length(bar_w as u16));
     }
     let header = Row::new(head).style(t.dim().add_modifier(Modifier::BOLD));

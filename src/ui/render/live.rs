@@ -13,6 +13,7 @@ use super::{block, clock, note, short, state_style};
 use crate::run::store::RunState;
 use crate::ui::app::App;
 use crate::ui::runs::RunView;
+use crate::ui::screen::live::{AdapterSort, ModuleView, group_parts};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let Some(run) = app.live_run() else {
@@ -29,11 +30,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let top_n = if big { 8 } else { 5 };
     // The heat map lists every selected adapter that fits (a third of the screen at most,
     // its top-n at least), with a header line of layer numbers.
-    let heat_rows = if run.columns.is_empty() {
+    let adapters = run.columns.len().max(run.chosen.len());
+    let heat_rows = if adapters == 0 {
         0
     } else {
-        let want = run.columns.len() as u16 + 3;
-        want.min((area.height / 3).max(top_n as u16 + 3))
+        let want = adapters as u16 + 4;
+        want.min((area.height / 3).max(top_n as u16 + 4))
     };
     let log_rows = if big { 8 } else { 3 };
     let [head, gauge, charts, heat, log] = Layout::vertical([
@@ -52,8 +54,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let top = top_columns(run, top_n);
     coefficient_chart(f, app, run, &top, right);
     if heat_rows > 0 {
-        let all = top_columns(run, run.columns.len());
-        heat_map(f, app, run, &all, &top, heat);
+        heat_map(f, app, run, &top, heat);
     }
     log_tail(f, app, run, log);
 }
@@ -366,46 +367,113 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
     f.render_widget(chart, area);
 }
 
-/// The layer a group name belongs to (`layer 3 q_proj` → 3); `None` for `all`.
-fn layer_of(group: &str) -> Option<usize> {
-    group
-        .strip_prefix("layer ")?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()
+/// The adapters panel's rows: every column of the coefficient matrix (or, before the first
+/// snapshot and for methods without one, every chosen adapter), in the screen's sort order.
+fn adapter_rows(app: &App, run: &RunView, sums: &[f64]) -> Vec<usize> {
+    let n = run.columns.len().max(run.chosen.len());
+    let mut rows: Vec<usize> = (0..n).collect();
+    let score = |j: usize| {
+        let c = chosen_of(run, j);
+        (
+            c.and_then(|c| c.exact_match).unwrap_or(f64::NEG_INFINITY),
+            c.and_then(|c| c.loss).unwrap_or(f64::INFINITY),
+        )
+    };
+    match app.live.sort {
+        AdapterSort::Weight => rows.sort_by(|&a, &b| {
+            let (x, y) = (sums.get(a).copied(), sums.get(b).copied());
+            y.unwrap_or(0.0)
+                .total_cmp(&x.unwrap_or(0.0))
+                .then(a.cmp(&b))
+        }),
+        AdapterSort::Screening => rows.sort_by(|&a, &b| {
+            let ((ea, la), (eb, lb)) = (score(a), score(b));
+            eb.total_cmp(&ea).then(la.total_cmp(&lb)).then(a.cmp(&b))
+        }),
+        AdapterSort::Name => rows.sort_by_key(|&j| adapter_name(run, j)),
+    }
+    rows
 }
 
-/// |f(c)| by adapter × layer at the latest snapshot, across the whole width: every selected
-/// adapter by its full name (as many as fit, largest Σ|f(c)| first, named in its curve's colour
-/// when it is one of the plotted `top`), a header of layer numbers, and each adapter's Σ|f(c)|.
-fn heat_map(f: &mut Frame, app: &App, run: &RunView, rows: &[usize], top: &[usize], area: Rect) {
+/// What selection knew of adapter row `j`: its rank and screening scores.
+fn chosen_of(run: &RunView, j: usize) -> Option<&crate::run::record::ChosenAdapter> {
+    match run.columns.get(j) {
+        Some(name) => run.chosen.iter().find(|c| &c.name == name),
+        None => run.chosen.get(j),
+    }
+}
+
+fn adapter_name(run: &RunView, j: usize) -> String {
+    match run.columns.get(j) {
+        Some(n) => n.clone(),
+        None => run
+            .chosen
+            .get(j)
+            .map_or_else(|| format!("#{j}"), |c| c.name.clone()),
+    }
+}
+
+/// The heat map's columns under the screen's module view: (layer, module) of each column, and
+/// for each coefficient group the column it adds to (None: left out).
+fn heat_columns(
+    run: &RunView,
+    view: &ModuleView,
+    groups: usize,
+) -> (Vec<(Option<usize>, String)>, Vec<Option<usize>>) {
+    let parts: Vec<(Option<usize>, &str)> = (0..groups)
+        .map(|g| run.groups.get(g).map_or((None, ""), |n| group_parts(n)))
+        .collect();
+    let layered = parts.iter().any(|(l, _)| l.is_some());
+    let mut cols: Vec<(Option<usize>, String)> = Vec::new();
+    let mut of = Vec::with_capacity(groups);
+    for (g, &(layer, module)) in parts.iter().enumerate() {
+        let key = match (layered, view) {
+            (false, _) => (None, run.groups.get(g).cloned().unwrap_or_default()),
+            (true, ModuleView::Together) => (layer, String::new()),
+            (true, ModuleView::Apart) => (layer, module.to_string()),
+            (true, ModuleView::Only(m)) if m == module => (layer, module.to_string()),
+            (true, ModuleView::Only(_)) => {
+                of.push(None);
+                continue;
+            }
+        };
+        let c = match cols.iter().position(|k| *k == key) {
+            Some(c) => c,
+            None => {
+                cols.push(key);
+                cols.len() - 1
+            }
+        };
+        of.push(Some(c));
+    }
+    (cols, of)
+}
+
+/// The adapters panel across the whole width: every selected adapter by its full name, in the
+/// chosen order and scrolled with pgup/pgdn, each with its screening scores, its Σ|f(c)| and, once
+/// coefficients come, its |f(c)| by layer (modules together, apart or one alone; `[`/`]` scroll
+/// the layers). Names of the plotted `top` are in their curve's colour.
+fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) {
     let t = &app.theme;
-    let Some((step, last)) = run.coefficients.last() else {
-        let b = block(app, " heat map ");
-        let inner = b.inner(area);
-        f.render_widget(b, area);
-        f.render_widget(note(app, "no coefficients yet"), inner);
-        return;
-    };
-    // Columns: layers when the groups name them, else the groups themselves.
-    let layers: Vec<Option<usize>> = run.groups.iter().map(|g| layer_of(g)).collect();
-    let n_layers = layers.iter().flatten().max().map_or(0, |m| m + 1);
-    let (n_cols, col_of): (usize, Box<dyn Fn(usize) -> usize>) = if n_layers > 0 {
-        (n_layers, Box::new(|g| layers[g].unwrap_or(0)))
-    } else {
-        (last.len().max(1), Box::new(|g| g))
-    };
-    let mut cells = vec![vec![0f64; n_cols]; rows.len()];
-    let mut sums = vec![0f64; rows.len()];
-    let mut counts = vec![0usize; n_cols];
-    for (g, row) in last.iter().enumerate() {
-        let c = col_of(g).min(n_cols - 1);
-        counts[c] += 1;
-        for (r, &j) in rows.iter().enumerate() {
-            let v = row.get(j).copied().unwrap_or(0.0).abs() as f64;
-            cells[r][c] += v;
-            sums[r] += v;
+    let live = &app.live;
+    let last = run.coefficients.last();
+    let groups = last.map_or(0, |(_, v)| v.len());
+    let (cols, col_of) = heat_columns(run, &live.modules, groups);
+    let n_adapters = run.columns.len().max(run.chosen.len());
+    let mut cells = vec![vec![0f64; cols.len()]; n_adapters];
+    let mut counts = vec![0usize; cols.len()];
+    let mut sums = vec![0f64; n_adapters];
+    if let Some((_, values)) = last {
+        for (g, row) in values.iter().enumerate() {
+            let Some(c) = col_of.get(g).copied().flatten() else {
+                continue;
+            };
+            counts[c] += 1;
+            for (j, v) in row.iter().enumerate().take(n_adapters) {
+                let v = v.abs() as f64;
+                cells[j][c] += v;
+                sums[j] += v;
+            }
         }
     }
     for row in &mut cells {
@@ -413,67 +481,148 @@ fn heat_map(f: &mut Frame, app: &App, run: &RunView, rows: &[usize], top: &[usiz
             *v /= n.max(1) as f64;
         }
     }
+    let rows = adapter_rows(app, run, &sums);
     let max = cells
         .iter()
         .flatten()
         .fold(0f64, |m, &v| m.max(v))
         .max(1e-12);
-    let unit = if n_layers > 0 { "layer" } else { "group" };
-    let b = block(
-        app,
-        format!(
-            " |f(c)| by adapter × {unit} at step {step} · {} adapters · ░▒▓█ up to {max:.2} ",
+    let scored = run.chosen.iter().any(|c| c.exact_match.is_some());
+    // Borders, the header line and the key line below the rows.
+    let fit = (area.height as usize).saturating_sub(4).max(1);
+    let offset = live.offset.min(rows.len().saturating_sub(fit.max(1)));
+    // The title's parts, most needed first; those that do not fit the width are left out.
+    let mut parts = vec![format!("adapters {}", rows.len())];
+    if rows.len() > fit {
+        parts[0] = format!(
+            "adapters {}–{} of {} (pgup/pgdn)",
+            offset + 1,
+            (offset + fit).min(rows.len()),
             rows.len()
-        ),
-    );
+        );
+    }
+    parts.push(format!("by {}", live.sort.name()));
+    if let Some((step, _)) = last {
+        parts.push(format!("|f(c)| by layer at step {step}"));
+        parts.push(format!("░▒▓█ up to {max:.2}"));
+        parts.push(live.modules.describe());
+    }
+    let mut title = String::from(" ");
+    for (i, p) in parts.iter().enumerate() {
+        let piece = if i == 0 {
+            p.clone()
+        } else {
+            format!(" · {p}")
+        };
+        if title.chars().count() + piece.chars().count() + 2 > area.width as usize && i > 0 {
+            continue;
+        }
+        title.push_str(&piece);
+    }
+    title.push(' ');
+    let b = block(app, title);
     let inner = b.inner(area);
     f.render_widget(b, area);
     let longest = rows
         .iter()
-        .map(|&j| column_name(run, j).chars().count())
+        .map(|&j| adapter_name(run, j).chars().count())
         .max()
         .unwrap_or(8);
     let name_w = longest.clamp(8, 40).min((inner.width as usize / 3).max(8));
-    let sum_w = 9usize;
-    let room = (inner.width as usize).saturating_sub(name_w + 1 + sum_w + 1);
-    let cell_w = (room / n_cols.max(1)).max(1);
-    let shown = (room / cell_w).min(n_cols);
-    // Layer numbers above their cells: each where it fits, else every fifth.
-    let mut header = format!("{:<w$} ", unit, w = name_w);
+    // rank (once selection has said), screening exact match and loss, Σ|f(c)|.
+    let ranked = !run.chosen.is_empty();
+    let rank_w = if ranked { 4 } else { 0 };
+    let score_w = if scored { 6 + 7 } else { 0 };
+    let fixed = name_w + 1 + rank_w + score_w + 1 + 9;
+    let room = (inner.width as usize).saturating_sub(fixed);
+    let apart = matches!(live.modules, ModuleView::Apart);
+    let first_col = live.column_offset.min(cols.len().saturating_sub(1));
+    let avail = cols.len() - first_col.min(cols.len());
+    let cell_w = if cols.is_empty() {
+        0
+    } else {
+        (room / avail.max(1)).max(1)
+    };
+    let shown = if cell_w == 0 {
+        0
+    } else {
+        (room / cell_w).min(avail)
+    };
+    // The header: layer numbers above their first cell (each where it fits, else every fifth).
+    let mut header = format!("{:<w$} ", "adapter", w = name_w);
+    if ranked {
+        header.push_str(&format!("{:>3} ", "r"));
+    }
+    if scored {
+        header.push_str(&format!("{:>5} {:>6} ", "em", "loss"));
+    }
+    // Columns are filled left to right; a label takes the cells it needs and one blank after.
     let mut c = 0;
+    let mut prev_layer = None;
     while c < shown {
-        let label = c.to_string();
-        let every = if cell_w > label.len() { 1 } else { 5 };
-        if c % every == 0 {
-            let span = (cell_w * every).min((shown - c) * cell_w);
-            header.push_str(&format!("{:<span$}", label));
-            c += every;
+        let (layer, module) = &cols[first_col + c];
+        let label = match layer {
+            Some(l) => l.to_string(),
+            None => module.clone(),
+        };
+        let starts = layer.is_none() || *layer != prev_layer;
+        prev_layer = *layer;
+        let len = label.chars().count();
+        let cells_used = len.div_ceil(cell_w.max(1)).max(1);
+        let often = cell_w > len || apart || layer.is_none_or(|l| l % 5 == 0);
+        if starts && often && c + cells_used <= shown {
+            header.push_str(&label);
+            header.push_str(&" ".repeat(cells_used * cell_w - len));
+            c += cells_used;
+            // Cells a long label ran over belong to its layer too.
+            if cells_used > 1 {
+                prev_layer = cols.get(first_col + c - 1).and_then(|k| k.0);
+            }
         } else {
             header.push_str(&" ".repeat(cell_w));
             c += 1;
         }
     }
     let used = header.chars().count();
-    let pad = (name_w + 1 + shown * cell_w).saturating_sub(used);
-    header.push_str(&" ".repeat(pad));
-    // What the cells leave (the remainder of the division too) goes to the Σ column, so the
-    // rows end at the border.
-    let sum_w = (inner.width as usize).saturating_sub(name_w + 1 + shown * cell_w + 1);
+    let target = fixed - 9 - 1 + shown * cell_w;
+    header.push_str(&" ".repeat(target.saturating_sub(used)));
+    let sum_w = (inner.width as usize).saturating_sub(header.chars().count() + 1);
     header.push_str(&format!(" {:>w$}", "Σ|f(c)|", w = sum_w));
-    let mut lines = vec![Line::styled(header, t.dim())];
-    let fit = (inner.height as usize).saturating_sub(1);
-    let more = rows.len().saturating_sub(fit);
-    let take = if more > 0 { fit.saturating_sub(1) } else { fit };
-    for (r, &j) in rows.iter().enumerate().take(take) {
+    let mut lines = vec![Line::styled(short(&header, inner.width as usize), t.dim())];
+    for &j in rows.iter().skip(offset).take(fit) {
         let name_style = match top.iter().position(|&x| x == j) {
             Some(i) => t.fg(t.series(i)),
             None => t.base(),
         };
+        let c = chosen_of(run, j);
+        let mut flags = String::new();
+        if c.is_some_and(|c| c.oracle) {
+            flags.push('*');
+        }
         let mut spans = vec![Span::styled(
-            format!("{:<w$} ", short(&column_name(run, j), name_w), w = name_w),
+            format!("{:<w$} ", short(&adapter_name(run, j), name_w), w = name_w),
             name_style,
         )];
-        for &v in cells[r].iter().take(shown) {
+        if ranked {
+            spans.push(Span::styled(
+                format!(
+                    "{:>3}{}",
+                    c.map_or("–".into(), |c| c.rank.to_string()),
+                    if flags.is_empty() { " " } else { "*" }
+                ),
+                t.dim(),
+            ));
+        }
+        if scored {
+            spans.push(Span::raw(format!(
+                "{:>5} {:>6} ",
+                c.and_then(|c| c.exact_match)
+                    .map_or("–".into(), |v| format!("{v:.2}")),
+                c.and_then(|c| c.loss)
+                    .map_or("–".into(), |v| format!("{v:.3}")),
+            )));
+        }
+        for &v in cells[j].iter().skip(first_col).take(shown) {
             let x = v / max;
             let ch = match x {
                 x if x >= 0.75 => '█',
@@ -484,21 +633,43 @@ fn heat_map(f: &mut Frame, app: &App, run: &RunView, rows: &[usize], top: &[usiz
             };
             spans.push(Span::styled(ch.to_string().repeat(cell_w), t.fg(t.heat(x))));
         }
-        spans.push(Span::styled(
-            if shown < n_cols { "…" } else { " " },
-            t.dim(),
-        ));
-        spans.push(Span::raw(format!("{:>w$.3}", sums[r], w = sum_w)));
+        let cut = first_col + shown < cols.len() || first_col > 0;
+        spans.push(Span::styled(if cut { "…" } else { " " }, t.dim()));
+        let sum = if last.is_some() {
+            format!("{:>w$.3}", sums[j], w = sum_w)
+        } else {
+            format!("{:>w$}", "–", w = sum_w)
+        };
+        spans.push(Span::raw(sum));
         lines.push(Line::from(spans));
     }
-    if more > 0 {
-        lines.push(Line::styled(
+    let foot = match (last.is_some(), run.chosen.iter().any(|c| c.oracle)) {
+        (false, _) if run.state.is_live() => {
+            "selected so far; |f(c)| comes with the first validation check".to_string()
+        }
+        (false, _) => {
+            "this method keeps no coefficients; the adapters it merged, with their screening scores"
+                .to_string()
+        }
+        (true, oracle) => {
+            // Apart, each layer's cells are its modules in this order.
+            let order = if apart {
+                let modules: Vec<String> = crate::ui::screen::live::modules_of(&run.groups)
+                    .iter()
+                    .map(|m| m.trim_end_matches("_proj").to_string())
+                    .collect();
+                format!("cells of a layer: {} · ", modules.join(" "))
+            } else {
+                String::new()
+            };
             format!(
-                "… {} more adapters (runs show lists them all)",
-                rows.len() - take
-            ),
-            t.dim(),
-        ));
+                "{order}s sorts · m modules together/apart/alone · [ ] layers{}",
+                if oracle { " · * oracle" } else { "" }
+            )
+        }
+    };
+    if lines.len() < inner.height as usize {
+        lines.push(Line::styled(short(&foot, inner.width as usize), t.dim()));
     }
     f.render_widget(Paragraph::new(lines), inner);
 }
@@ -540,12 +711,5 @@ mod tests {
         assert!(out.contains(&(500.0, 9.0)));
         assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(thin(&pts[..10], 100).len(), 10);
-    }
-
-    #[test]
-    fn layers_from_group_names() {
-        assert_eq!(layer_of("layer 3 q_proj"), Some(3));
-        assert_eq!(layer_of("layer 12 attn"), Some(12));
-        assert_eq!(layer_of("all"), None);
     }
 }

@@ -31,10 +31,14 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let p = &app.pool;
     let title = format!(
-        " pool · {} of {} · {} selected ",
+        " pool · {} of {} · {} selected{} ",
         p.visible.len(),
         p.entries.len(),
-        p.selected.len()
+        p.selected.len(),
+        p.scores
+            .as_ref()
+            .map(|(task, _)| format!(" · scores on {task}"))
+            .unwrap_or_default()
     );
     let b = block(app, title);
     let inner = b.inner(area);
@@ -65,7 +69,7 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
             Span::styled("   filter: ", t.dim()),
             Span::raw(p.status.name()),
             Span::styled("   sort: ", t.dim()),
-            Span::raw(p.sort.label()),
+            Span::raw(p.sort_label()),
         ]),
         bar,
     );
@@ -109,7 +113,7 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
             } else {
                 " "
             };
-            let row = Row::new(vec![
+            let mut cells = vec![
                 Cell::from(Span::styled(mark, t.fg(t.marked))),
                 Cell::from(crate::untrusted::printable(&e.id).into_owned()),
                 Cell::from(e.rank.map_or("–".into(), |r| r.to_string())),
@@ -117,8 +121,16 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(short_modules(&e.target_modules)),
                 Cell::from(human_size(e.size_bytes)),
                 Cell::from(e.norm.map_or("–".into(), |n| format!("{n:.2}"))),
-                status_cell(app, &e.status),
-            ]);
+            ];
+            if let Some((_, scores)) = &p.scores {
+                cells.push(Cell::from(
+                    scores
+                        .get(&e.id)
+                        .map_or("–".into(), |(em, loss)| format!("{em:.2} {loss:.3}")),
+                ));
+            }
+            cells.push(status_cell(app, &e.status));
+            let row = Row::new(cells);
             if pos == p.cursor {
                 row.style(t.highlight())
             } else {
@@ -126,9 +138,10 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
             }
         })
         .collect();
-    let header = Row::new(["", "id", "r", "α", "modules", "size", "‖ΔW‖", "status"])
-        .style(t.dim().add_modifier(Modifier::BOLD));
-    let widths = [
+    let mut names: Vec<String> = ["", "id", "r", "α", "modules", "size", "‖ΔW‖"]
+        .map(String::from)
+        .to_vec();
+    let mut widths = vec![
         Constraint::Length(1),
         Constraint::Fill(3),
         Constraint::Length(3),
@@ -136,8 +149,15 @@ fn table(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(9),
         Constraint::Length(6),
         Constraint::Length(6),
-        Constraint::Fill(1),
     ];
+    // The score on the task a run of this UI screened the pool for: exact match, then loss.
+    if p.scores.is_some() {
+        names.push("em loss".into());
+        widths.push(Constraint::Length(10));
+    }
+    names.push("status".into());
+    widths.push(Constraint::Fill(1));
+    let header = Row::new(names).style(t.dim().add_modifier(Modifier::BOLD));
     f.render_widget(Table::new(rows, widths).header(header), rows_area);
 }
 
@@ -179,6 +199,23 @@ fn detail(f: &mut Frame, app: &App, area: Rect) {
     }
     if !facts.is_empty() {
         lines.push(Line::styled(facts.join(" · "), t.dim()));
+    }
+    if let Some((task, scores)) = &app.pool.scores
+        && let Some(&(em, loss)) = scores.get(&e.id)
+    {
+        // Its place among the screened adapters, as top-k by exact match (then loss) ranks them.
+        let better = scores
+            .values()
+            .filter(|&&(x, l)| x > em || (x == em && l < loss))
+            .count();
+        lines.push(Line::styled(
+            format!(
+                "#{} of {} on {task}: exact match {em:.3}, loss {loss:.4}",
+                better + 1,
+                scores.len()
+            ),
+            t.accent(),
+        ));
     }
     match &e.status {
         EntryStatus::Rejected { rule, reason } => lines.push(Line::from(vec![

@@ -7,8 +7,10 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
-use super::{block, note, state_style};
+use super::{block, note, short, state_style};
+use crate::run::compare::{differing_settings, setting_heading};
 use crate::ui::runs::RunView;
+use crate::ui::screen::runs::Typing;
 
 /// Slurm states that ended badly in the warning colour, the rest dim.
 fn slurm_style(app: &App, r: &RunView) -> ratatui::style::Style {
@@ -34,10 +36,17 @@ pub fn short_id(id: &str) -> String {
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
+    let rs = &app.runs_screen;
     let marked = app.runs.iter().filter(|r| r.marked).count();
+    let shown_ix = rs.visible(&app.runs);
+    let count = if rs.filter.is_empty() {
+        format!("{}", app.runs.len())
+    } else {
+        format!("{} of {}", shown_ix.len(), app.runs.len())
+    };
     let b = block(
         app,
-        format!(" runs · {} · {marked} marked for Compare ", app.runs.len()),
+        format!(" runs · {count} · {marked} marked for Compare "),
     );
     let inner = b.inner(area);
     f.render_widget(b, area);
@@ -51,14 +60,51 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         );
         return;
     }
-    let [table_area, detail_area] =
-        Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(inner);
+    let typing = rs.typing.is_some();
+    let line_h = u16::from(typing || !rs.filter_text.is_empty());
+    let [line_area, table_area, detail_area] = Layout::vertical([
+        Constraint::Length(line_h),
+        Constraint::Min(3),
+        Constraint::Length(3),
+    ])
+    .areas(inner);
+    if line_h > 0 {
+        let line = match &rs.typing {
+            Some(Typing::Name(id)) => Line::from(vec![
+                Span::styled(format!("name for {}: ", short_id(&id.0)), t.dim()),
+                Span::styled(format!("{}▏", rs.name), t.accent()),
+                Span::styled("  enter keeps · esc leaves it", t.dim()),
+            ]),
+            Some(Typing::Filter) => Line::from(vec![Span::styled(
+                format!("/ {}▏", rs.filter_text),
+                t.accent(),
+            )]),
+            None => Line::from(vec![
+                Span::raw(format!("/ {}", rs.filter_text)),
+                Span::styled("  esc clears", t.dim()),
+            ]),
+        };
+        let line = match &rs.filter_error {
+            Some(e) if !matches!(rs.typing, Some(Typing::Name(_))) => {
+                let mut spans = line.spans;
+                spans.push(Span::styled(format!("  {e}"), t.fg(t.bad)));
+                Line::from(spans)
+            }
+            _ => line,
+        };
+        f.render_widget(Paragraph::new(line), line_area);
+    }
+    if shown_ix.is_empty() {
+        f.render_widget(
+            note(app, "no run matches the filter (esc clears it)"),
+            table_area,
+        );
+        return;
+    }
     let height = table_area.height.saturating_sub(1) as usize;
-    let start = app
-        .runs_screen
-        .cursor
-        .saturating_sub(height.saturating_sub(1));
-    let end = (start + height).min(app.runs.len());
+    let at = shown_ix.iter().position(|&i| i == rs.cursor).unwrap_or(0);
+    let start = at.saturating_sub(height.saturating_sub(1));
+    let end = (start + height).min(shown_ix.len());
     // Where each run runs, when some run is another host's or Slurm's.
     let places = app.runs.iter().any(|r| r.remote());
     let progress_of = |r: &crate::ui::runs::RunView| match (&r.stage, r.curve.last()) {
@@ -68,8 +114,8 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         (None, None) if r.steps > 0 => format!("step {}", r.steps),
         (None, None) => String::new(),
     };
-    let shown = &app.runs[start..end];
-    let widest = |f: &dyn Fn(&crate::ui::runs::RunView) -> usize| shown.iter().map(f).max();
+    let shown: Vec<&RunView> = shown_ix[start..end].iter().map(|&i| &app.runs[i]).collect();
+    let widest = |f: &dyn Fn(&RunView) -> usize| shown.iter().map(|r| f(r)).max();
     let progress_width = widest(&|r| progress_of(r).chars().count())
         .unwrap_or(0)
         .clamp(8, 30);
@@ -88,11 +134,32 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     // Ids only where whole labels (up to 40 characters) still fit beside them; the selected
     // run's full id is on the line below the table anyway.
     let label_width = widest(&|r| r.label.chars().count()).unwrap_or(3).min(40);
-    let others = 1 + 11 + progress_width + 6 + 7 + place_width.map_or(0, |w| w + 1) + 5;
+    let mut others = 1 + 11 + progress_width + 6 + 7 + place_width.map_or(0, |w| w + 1) + 5;
+    // Config columns, as an hparams table has: the settings in which the listed runs differ,
+    // as many as fit beside whole labels (up to 40 characters).
+    let all_settings: Vec<_> = shown_ix.iter().map(|&i| &app.runs[i].settings).collect();
+    let differ = differing_settings(&all_settings);
+    let mut config: Vec<(String, String, usize)> = Vec::new();
+    for key in &differ {
+        let heading = setting_heading(key, &differ);
+        let w = shown
+            .iter()
+            .map(|r| r.settings.get(key).map_or(1, |v| v.chars().count()))
+            .max()
+            .unwrap_or(1)
+            .max(heading.chars().count())
+            .min(24);
+        if (table_area.width as usize) < others + w + 1 + label_width {
+            break;
+        }
+        others += w + 1;
+        config.push((key.clone(), heading, w));
+    }
     let ids = (table_area.width as usize) > others + label_width + id_width;
-    let rows: Vec<Row> = (start..end)
-        .map(|i| {
-            let r = &app.runs[i];
+    let rows: Vec<Row> = shown
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
             let progress = progress_of(r);
             let mut cells = vec![
                 Cell::from(Span::styled(
@@ -105,6 +172,13 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(r.exact_match.map_or("–".into(), |v| format!("{v:.3}"))),
                 Cell::from(r.loss.map_or("–".into(), |v| format!("{v:.4}"))),
             ];
+            for (key, _, w) in &config {
+                let v = r
+                    .settings
+                    .get(key)
+                    .map_or("–".to_string(), |v| short(v, *w));
+                cells.push(Cell::from(v));
+            }
             if places {
                 let place = match () {
                     _ if r.remote() => r.place(),
@@ -117,14 +191,16 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
                 cells.push(Cell::from(Span::styled(short_id(&r.id.0), t.dim())));
             }
             let row = Row::new(cells);
-            if i == app.runs_screen.cursor {
+            if shown_ix[start + j] == rs.cursor {
                 row.style(t.highlight())
             } else {
                 row
             }
         })
         .collect();
-    let mut names = vec!["", "run", "state", "progress", "exact", "loss"];
+    let mut names: Vec<String> = ["", "run", "state", "progress", "exact", "loss"]
+        .map(String::from)
+        .to_vec();
     let mut widths = vec![
         Constraint::Length(1),
         Constraint::Fill(1),
@@ -133,17 +209,21 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         Constraint::Length(6),
         Constraint::Length(7),
     ];
+    for (_, heading, w) in &config {
+        names.push(heading.clone());
+        widths.push(Constraint::Length(*w as u16));
+    }
     if let Some(w) = place_width {
-        names.push("where");
+        names.push("where".into());
         widths.push(Constraint::Length(w as u16));
     }
     if ids {
-        names.push("id");
+        names.push("id".into());
         widths.push(Constraint::Length(id_width as u16));
     }
     let header = Row::new(names).style(t.dim().add_modifier(Modifier::BOLD));
     f.render_widget(Table::new(rows, widths).header(header), table_area);
-    if let Some(r) = app.runs.get(app.runs_screen.cursor) {
+    if let Some(r) = app.runs.get(rs.cursor) {
         let line = match (&r.error, r.log.back()) {
             (Some(e), _) => Line::from(vec![
                 Span::styled("error: ", t.fg(t.bad)),

@@ -65,6 +65,10 @@ pub struct RunView {
     pub slurm_state: Option<String>,
     /// When its status last changed (RFC 3339).
     pub updated: String,
+    /// The adapters its selection chose, with their screening scores.
+    pub chosen: Vec<crate::run::record::ChosenAdapter>,
+    /// Its settings as dotted keys (the config columns and the filter).
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl RunView {
@@ -94,6 +98,8 @@ impl RunView {
             slurm: None,
             slurm_state: None,
             updated: String::new(),
+            settings: Default::default(),
+            chosen: Vec::new(),
         }
     }
 
@@ -129,6 +135,7 @@ impl RunView {
         v.pid = s.pid;
         v.slurm = s.slurm.clone();
         v.updated = s.updated.clone();
+        v.settings = s.settings.clone();
         v
     }
 
@@ -152,6 +159,9 @@ impl RunView {
         self.pid = s.pid;
         self.slurm = s.slurm;
         self.updated = s.updated;
+        if !s.settings.is_empty() {
+            self.settings = s.settings;
+        }
         if self.slurm_state != u.slurm_state
             && let Some(st) = &u.slurm_state
         {
@@ -205,6 +215,9 @@ impl RunView {
     pub fn set_record(&mut self, r: RunRecord) {
         self.exact_match = Some(r.metrics.exact_match.mean);
         self.loss = Some(r.metrics.loss.mean);
+        self.label = r.label.clone();
+        self.settings = r.spec.settings();
+        self.chosen = r.chosen.clone();
         if self.curve.len() < r.curve.len() {
             self.curve = r.curve.clone();
         }
@@ -221,6 +234,18 @@ impl RunView {
         }
         self.record = Some(Box::new(r));
         self.loaded = true;
+    }
+
+    /// What the runs filter reads of it.
+    pub fn fields(&self) -> crate::run::filter::RunFields<'_> {
+        crate::run::filter::RunFields {
+            id: &self.id.0,
+            label: &self.label,
+            state: self.state.name(),
+            exact: self.exact_match,
+            loss: self.loss,
+            settings: &self.settings,
+        }
     }
 
     pub(super) fn push_log(&mut self, line: String) {

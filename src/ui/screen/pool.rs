@@ -67,6 +67,11 @@ pub struct PoolScreen {
     pub error: Option<String>,
     /// Hub downloads: id → state line.
     pub downloads: Vec<(String, String)>,
+    /// The last screening a run of this UI did: its task, and each adapter's (exact match,
+    /// loss) on it.
+    pub scores: Option<(String, std::collections::BTreeMap<String, (f64, f64)>)>,
+    /// Sorted by the screening score (best first) instead of `sort`.
+    pub by_score: bool,
 }
 
 impl PoolScreen {
@@ -84,6 +89,8 @@ impl PoolScreen {
             loading: Some(("reading the pool".into(), 0, 0)),
             error: None,
             downloads: Vec::new(),
+            scores: None,
+            by_score: false,
         }
     }
 
@@ -124,7 +131,21 @@ impl PoolScreen {
             })
             .collect();
         let e = &self.entries;
-        v.sort_by(|&a, &b| crate::pool::entry::compare(&e[a], &e[b], self.sort));
+        match (&self.scores, self.by_score) {
+            (Some((_, scores)), true) => {
+                // Best exact match first, then lower loss; unscored adapters last.
+                let key = |i: usize| scores.get(&e[i].id).copied();
+                v.sort_by(|&a, &b| match (key(a), key(b)) {
+                    (Some((ea, la)), Some((eb, lb))) => {
+                        eb.total_cmp(&ea).then(la.total_cmp(&lb)).then(a.cmp(&b))
+                    }
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => crate::pool::entry::compare(&e[a], &e[b], self.sort),
+                })
+            }
+            _ => v.sort_by(|&a, &b| crate::pool::entry::compare(&e[a], &e[b], self.sort)),
+        }
         self.cursor = current
             .and_then(|c| v.iter().position(|&i| i == c))
             .unwrap_or(0)
@@ -141,6 +162,25 @@ impl PoolScreen {
             .iter()
             .filter(|e| e.status == EntryStatus::Usable)
             .count()
+    }
+
+    /// Takes a run's screening scores on `task`: the table gains a score column, and `s`
+    /// can sort by it.
+    pub fn set_scores(&mut self, task: String, scores: &[crate::run::record::ScreeningScore]) {
+        let map = scores
+            .iter()
+            .map(|s| (s.name.clone(), (s.exact_match, s.loss)))
+            .collect();
+        self.scores = Some((task, map));
+        self.refresh();
+    }
+
+    /// The sort's name for the search bar.
+    pub fn sort_label(&self) -> String {
+        match (&self.scores, self.by_score) {
+            (Some((task, _)), true) => format!("score on {task}"),
+            _ => self.sort.label().to_string(),
+        }
     }
 
     /// Takes the pool listing's entries.
@@ -200,8 +240,16 @@ impl PoolScreen {
                 self.status = self.status.next();
                 self.refresh();
             }
+            // After the last key comes the screening score, once a run has screened the pool.
             Action::CycleSort => {
-                self.sort = self.sort.next();
+                if self.by_score {
+                    self.by_score = false;
+                    self.sort = SortKey::ALL[0];
+                } else if self.scores.is_some() && self.sort.next() == SortKey::ALL[0] {
+                    self.by_score = true;
+                } else {
+                    self.sort = self.sort.next();
+                }
                 self.refresh();
             }
             Action::ClearSelection => self.selected.clear(),
