@@ -413,18 +413,21 @@ fn adapter_name(run: &RunView, j: usize) -> String {
     }
 }
 
+/// A heat-map column: its layer (None for a group of no layer) and module (empty: all of them).
+type HeatColumn = (Option<usize>, String);
+
 /// The heat map's columns under the screen's module view: (layer, module) of each column, and
 /// for each coefficient group the column it adds to (None: left out).
 fn heat_columns(
     run: &RunView,
     view: &ModuleView,
     groups: usize,
-) -> (Vec<(Option<usize>, String)>, Vec<Option<usize>>) {
+) -> (Vec<HeatColumn>, Vec<Option<usize>>) {
     let parts: Vec<(Option<usize>, &str)> = (0..groups)
         .map(|g| run.groups.get(g).map_or((None, ""), |n| group_parts(n)))
         .collect();
     let layered = parts.iter().any(|(l, _)| l.is_some());
-    let mut cols: Vec<(Option<usize>, String)> = Vec::new();
+    let mut cols: Vec<HeatColumn> = Vec::new();
     let mut of = Vec::with_capacity(groups);
     for (g, &(layer, module)) in parts.iter().enumerate() {
         let key = match (layered, view) {
@@ -543,11 +546,7 @@ fn heat_map(f: &mut Frame, app: &App, run: &RunView, top: &[usize], area: Rect) 
     } else {
         (room / avail.max(1)).max(1)
     };
-    let shown = if cell_w == 0 {
-        0
-    } else {
-        (room / cell_w).min(avail)
-    };
+    let shown = room.checked_div(cell_w).map_or(0, |n| n.min(avail));
     // The header: layer numbers above their first cell (each where it fits, else every fifth).
     let mut header = format!("{:<w$} ", "adapter", w = name_w);
     if ranked {

@@ -48,6 +48,9 @@ impl StatusFilter {
     }
 }
 
+/// Screening scores by adapter id: (exact match, loss).
+pub type Scores = std::collections::BTreeMap<String, (f64, f64)>;
+
 /// The Pool screen's state.
 #[derive(Debug, Clone)]
 pub struct PoolScreen {
@@ -69,7 +72,7 @@ pub struct PoolScreen {
     pub downloads: Vec<(String, String)>,
     /// The last screening a run of this UI did: its task, and each adapter's (exact match,
     /// loss) on it.
-    pub scores: Option<(String, std::collections::BTreeMap<String, (f64, f64)>)>,
+    pub scores: Option<(String, Scores)>,
     /// Sorted by the screening score (best first) instead of `sort`.
     pub by_score: bool,
 }
