@@ -18,9 +18,7 @@ use loracycle::pool::PoolSource;
 use loracycle::pool::cache::MetaCache;
 use loracycle::pool::entry::{ListOptions, SortKey, list_entries, sort};
 
-#[path = "support/random.rs"]
-mod random;
-use random::{flag, iters_arg, time_ms};
+use loracycle::bench::support::{flag, iters_arg, time_ms};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,14 +8,12 @@ use std::time::Instant;
 
 use loracycle::engine::{Event, RunId};
 
-#[path = "support/random.rs"]
-mod random;
+use loracycle::bench::support::flag;
 use loracycle::pool::PoolSource;
 use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::ui::keymap::Keymap;
 use loracycle::ui::theme::Theme;
 use loracycle::ui::{App, Context, draw};
-use random::flag;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};

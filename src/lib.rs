@@ -1,5 +1,6 @@
 pub mod adapter;
 pub mod atomic_write;
+pub mod bench;
 pub mod engine;
 pub mod eval;
 pub mod lab;

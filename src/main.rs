@@ -99,6 +99,29 @@ loracycle study --seeds 3 --emit slurm --runs-dir /shared/runs --partition gpu -
 loracycle study --collect --runs-dir /shared/runs"
     )]
     Study(cli::run::StudyArgs),
+    /// Measure speed: the `cargo bench` cases from this binary, so a release build carried to a
+    /// GPU machine measures what `cargo bench` measures here (each result also as a JSON line).
+    #[command(after_help = "Benchmarks:
+  forward   forward throughput of a random Llama (hidden 512): plain, 30 x r16 side branches,
+            folded; --arch qwen3, --case TEXT
+  recycle   gradient-recipe step over 30 adapters; LoraHub generation batched vs sequential;
+            --lab (on the shipped lab), --only recipe|lorahub, --examples 5,80, --case TEXT
+  screen    screening the lab pool on caesar-5, batched vs one adapter at a time
+  llama8b   Llama-3.1-8B layer shapes, random weights, 30 x r16 adapters: tokens/s, recipe step,
+            peak memory, projected to 32 layers; --layers N, --rows R, --len T
+Every benchmark takes --iters N and --device cpu|cuda (cuda needs a build with --features cuda).
+
+Examples:
+  loracycle bench forward --iters 10
+  loracycle bench recycle --only lorahub --examples 5 --device cuda
+  loracycle bench llama8b --layers 4 --device cuda")]
+    Bench {
+        /// forward, recycle, screen or llama8b.
+        name: String,
+        /// The benchmark's flags (see below).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Merge adapters with a non-adaptive method and write the result as a PEFT adapter.
     #[command(
         after_help = "Exact methods (sum, average, task-arithmetic, svd, tsv, lorahub-sum) are written as rank\n\
@@ -683,6 +706,10 @@ fn main() -> ExitCode {
             TaskCommand::Show(args) => cli::task::show(args),
         },
         Some(Command::Study(args)) => cli::run::study(args),
+        // The benchmark reads its flags from the command line, as under `cargo bench`.
+        Some(Command::Bench { name, args: _ }) => {
+            loracycle::bench::run(&name).map_err(anyhow::Error::msg)
+        }
         Some(Command::Merge {
             model,
             adapters,

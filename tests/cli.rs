@@ -513,3 +513,40 @@ fn eval_and_merge_take_the_lab_and_its_pool_by_name() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `loracycle bench agree` on the CPU: PEFT's reference losses of the fixtures to 1e-4, and bf16
+/// within its tolerance of f32 (on a GPU the same command compares the device with the CPU).
+#[test]
+fn bench_agree_checks_losses_against_peft_and_bf16_against_f32() {
+    let (code, out, err) = run(&["bench", "agree", "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    let verdicts: Vec<(String, String, bool)> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["case"].as_str().unwrap().to_string(),
+                v["compare"].as_str().unwrap().to_string(),
+                v["pass"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("fixture tiny llama, base (raw)", "cpu f32 vs PEFT"),
+        ("fixture tiny llama, base (raw)", "cpu bf16 vs cpu f32"),
+        ("fixture tiny llama, 3 adapters weighted (raw)", "cpu f32 vs PEFT"),
+        ("fixture tiny llama, 3 adapters weighted (raw)", "cpu bf16 vs cpu f32"),
+        ("lab base + 3 pool adapters, caesar-5", "cpu bf16 vs cpu f32"),
+    ];
+    assert_eq!(
+        verdicts,
+        want.map(|(c, k)| (c.to_string(), k.to_string(), true))
+    );
+    let (code, _, err) = run(&["bench", "nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "error: no benchmark \"nope\"; they are: forward, recycle, screen, llama8b, agree\n"
+    );
+}

@@ -1,14 +1,12 @@
 //! What the benchmarks share: a random Llama of a fixed shape and a timer.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use loracycle::model::{Llama, LlamaConfig, Module};
+use crate::model::{Llama, LlamaConfig, Module};
 
 /// The benchmarks' model shape; with `--arch qwen3` the same sizes as a Qwen3: per-head q/k
 /// norms, head_dim 128 (not hidden/heads = 64, as Qwen3-4B's 128 is not 2560/32), tied
@@ -105,7 +103,7 @@ pub fn flag(name: &str) -> Option<String> {
 /// `--device cpu|cuda|auto` from the command line (cpu when absent); stops with the reason when
 /// the device cannot be opened.
 pub fn device_arg() -> Device {
-    let pref: loracycle::model::DevicePref = flag("--device")
+    let pref: crate::model::DevicePref = flag("--device")
         .as_deref()
         .unwrap_or("cpu")
         .parse()
