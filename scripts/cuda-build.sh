@@ -12,7 +12,9 @@
 # Usage: scripts/cuda-build.sh [--check]   (--check: `cargo check` only, for a quick CI gate)
 # Environment: CUDA_COMPUTE_CAP (default 90, Hopper), PYTHON (default python3),
 #              LORACYCLE_CUDA_DIR (default target/cuda).
-# Output: target/release/loracycle built with CUDA; its stripped copy target/cuda/loracycle.
+# Output: target/release/loracycle built with CUDA; its stripped copy target/cuda/loracycle and
+# that copy compressed, target/cuda/loracycle.xz (what scripts/gpu-check.sh takes on a GPU machine).
+# The CPU build after it (cargo build --release) relinks target/release/loracycle without CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +64,8 @@ stub cublasLt libcublasLt.so.13 cublaslt
 export CUDA_ROOT="$TOOLKIT" CUDA_PATH="$TOOLKIT" CUDA_HOME="$TOOLKIT"
 export PATH="$TOOLKIT/bin:$PATH"
 export LIBRARY_PATH="$STUBS:$TOOLKIT/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
-export RUSTFLAGS="${RUSTFLAGS:-} -L native=$STUBS -L native=$TOOLKIT/lib"
+# Link searches go through LIBRARY_PATH: RUSTFLAGS would rebuild every crate, and the CPU
+# build after it every crate again.
 
 if [ "${1:-}" = --check ]; then
   cargo check --release --features cuda --bin loracycle
@@ -70,5 +73,19 @@ if [ "${1:-}" = --check ]; then
 fi
 cargo build --release --features cuda --bin loracycle
 strip -o "$ROOT/loracycle" target/release/loracycle
+
+# A smoke test here, without a GPU: the stubs under their sonames stand in for the driver and
+# the libraries, so the binary loads and its CPU path answers.
+mkdir -p "$STUBS/run"
+for l in cuda.so.1 nvrtc.so.13 curand.so.10 cublas.so.13 cublasLt.so.13; do
+  ln -sf "../lib${l%%.so*}.so" "$STUBS/run/lib$l"
+done
+LD_LIBRARY_PATH="$STUBS/run:$TOOLKIT/lib" "$ROOT/loracycle" --version | grep -q "^cuda: built in" || {
+  echo "cuda-build: the built binary does not start or does not say it has CUDA" >&2
+  exit 1
+}
+# What travels to a GPU machine (with the repository's examples/ and tests/fixtures/): xz keeps
+# it within the device tool's 64 MiB.
+xz -T0 -6 -c "$ROOT/loracycle" >"$ROOT/loracycle.xz"
 echo "cuda-build: built target/release/loracycle with CUDA (compute capability $CUDA_COMPUTE_CAP);"
-echo "cuda-build: stripped copy $ROOT/loracycle ($(du -h "$ROOT/loracycle" | cut -f1))"
+echo "cuda-build: stripped copy $ROOT/loracycle ($(du -h "$ROOT/loracycle" | cut -f1)), compressed $ROOT/loracycle.xz ($(du -h "$ROOT/loracycle.xz" | cut -f1))"

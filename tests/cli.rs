@@ -535,9 +535,18 @@ fn bench_agree_checks_losses_against_peft_and_bf16_against_f32() {
     let want = [
         ("fixture tiny llama, base (raw)", "cpu f32 vs PEFT"),
         ("fixture tiny llama, base (raw)", "cpu bf16 vs cpu f32"),
-        ("fixture tiny llama, 3 adapters weighted (raw)", "cpu f32 vs PEFT"),
-        ("fixture tiny llama, 3 adapters weighted (raw)", "cpu bf16 vs cpu f32"),
-        ("lab base + 3 pool adapters, caesar-5", "cpu bf16 vs cpu f32"),
+        (
+            "fixture tiny llama, 3 adapters weighted (raw)",
+            "cpu f32 vs PEFT",
+        ),
+        (
+            "fixture tiny llama, 3 adapters weighted (raw)",
+            "cpu bf16 vs cpu f32",
+        ),
+        (
+            "lab base + 3 pool adapters, caesar-5",
+            "cpu bf16 vs cpu f32",
+        ),
     ];
     assert_eq!(
         verdicts,

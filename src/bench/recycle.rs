@@ -242,11 +242,19 @@ fn lab(iters: usize) {
         println!(
             "  base fwd+bwd (all weight gradients)          median {base_ms:8.2} ms (min {min:8.2})"
         );
+        let json = |case: &str, ms: f64, min: f64| {
+            println!(
+                "{}",
+                serde_json::json!({"case": case, "median_ms": ms, "min_ms": min, "lab": true})
+            );
+        };
+        json("base fwd+bwd (all weight gradients)", base_ms, min);
         for (name, ms, min) in recipe_steps(&model, &refs, pad, batch, iters) {
             println!(
                 "  {name:<44} median {ms:8.2} ms (min {min:8.2})  {:5.2}x base",
                 ms / base_ms
             );
+            json(name, ms, min);
         }
     }
     if wanted("lorahub") {
@@ -259,6 +267,11 @@ fn lab(iters: usize) {
                     .unwrap_or_default();
                 println!(
                     "  LoraHub generation, {n:>2} examples, {name:<24} median {ms:8.2} ms (min {min:8.2}){vs}"
+                );
+                println!(
+                    "{}",
+                    serde_json::json!({"case": format!("LoraHub generation, {n} examples, {name}"),
+                        "median_ms": ms, "min_ms": min, "lab": true})
                 );
             }
         }
