@@ -4,6 +4,7 @@
 //! match by teacher forcing (one forward, the same verdict as a greedy decode) plus the answer
 //! loss, which breaks exact-match ties.
 
+pub mod closeness;
 pub mod screen;
 pub mod selection;
 
