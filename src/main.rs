@@ -265,7 +265,10 @@ const RUN_HELP: &str = "A spec names the model, the pool, the task, the selectio
                            # train/validation/test = JSONL files; train_examples = 10, or
                            # examples = 100 (train + validation, a fifth validation); combine = true
   [selection]
-  strategy = \"top-k\"      # random (k, seed), top-k (k, by), similar (to, k), manual (adapters), all
+  strategy = \"top-k\"      # random (k, seed), top-k (k, by), similar (to, k, measure, aggregate),
+                           # rank (k: highest PEFT r first), manual (adapters), all; similar's
+                           # measure: cosine (default), clamp, abs, clamp-per-module, quasi-fim, l2;
+                           # aggregate: macro (default: the whole update) or micro (mean over modules)
   k = 30                  # by = exact-match (teacher-forced), generated-exact-match or loss
   [method]
   kind = \"gradient\"       # base, new-lora, gradient, lorahub, sum, average, task-arithmetic,

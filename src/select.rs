@@ -323,16 +323,25 @@ pub fn select(
             idx.truncate(k);
             Ok(idx)
         }
-        Selection::Similar { to, k } => {
+        Selection::Similar {
+            to,
+            k,
+            measure,
+            aggregate,
+        } => {
             let k = check_k(*k)?;
             let reference = reference.ok_or_else(|| SelectError::UnknownReference(to.clone()))?;
-            let mut sims: Vec<(usize, f64)> = pool
-                .iter()
-                .enumerate()
-                .map(|(i, ad)| (i, delta_cosine(ad, reference).unwrap_or(f64::NEG_INFINITY)))
-                .collect();
+            let scores = closeness::score_pool(reference, pool, *measure, *aggregate)
+                .unwrap_or_else(|_| vec![f64::NEG_INFINITY; pool.len()]);
+            let mut sims: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
             sims.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             Ok(sims.into_iter().take(k).map(|(i, _)| i).collect())
+        }
+        Selection::Rank { k } => {
+            let k = check_k(*k)?;
+            let mut idx = closeness::by_rank(pool);
+            idx.truncate(k);
+            Ok(idx)
         }
         Selection::Manual { adapters } => adapters
             .iter()

@@ -461,3 +461,81 @@ fn a_study_links_each_arm_to_its_twin_and_base() {
     let (d, _) = paired(avg, twin, correct);
     close(&rows[0]["delta_twin"], d);
 }
+
+/// `similar` by each closeness measure and `rank` choose from the lab pool as the library's
+/// measures rank it; an unknown measure is refused with the ones there are.
+#[test]
+fn selection_by_closeness_measure_and_by_rank() {
+    use loracycle::adapter::Adapter;
+    use loracycle::select::closeness::{Aggregate, Measure, score_pool};
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap();
+    std::fs::create_dir_all(&runs).unwrap();
+    let spec = |name: &str, selection: &str| {
+        let p = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[task]\nlab = \"caesar-5\"\n[selection]\n{selection}\n[method]\nkind = \"average\"\n\
+                 [eval]\nbootstrap = 10\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let chosen = |p: &Path| -> Vec<String> {
+        let before: Vec<String> = records(&runs).into_iter().map(|r| r.id).collect();
+        let (ok, _, err) = loracycle(&["run", p.to_str().unwrap(), "--runs-dir", runs_s]);
+        assert!(ok, "{err}");
+        let r = records(&runs)
+            .into_iter()
+            .find(|r| !before.contains(&r.id))
+            .unwrap();
+        r.chosen.into_iter().map(|c| c.name).collect()
+    };
+    let got = chosen(&spec(
+        "qfim",
+        "strategy = \"similar\"\nto = \"caesar-4\"\nk = 3\nmeasure = \"quasi-fim\"\naggregate = \"micro\"",
+    ));
+    // What the measure gives on the pool, computed here from the adapters themselves.
+    let lab = loracycle::lab::dir().unwrap().join("pool");
+    let mut names: Vec<String> = std::fs::read_dir(&lab)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pool: Vec<Adapter> = names
+        .iter()
+        .map(|n| Adapter::load(&lab.join(n), None).unwrap())
+        .collect();
+    let refs: Vec<&Adapter> = pool.iter().collect();
+    let target = &pool[names.iter().position(|n| n == "caesar-4").unwrap()];
+    let scores = score_pool(target, &refs, Measure::QuasiFim, Aggregate::Micro).unwrap();
+    let mut order: Vec<usize> = (0..pool.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let want: Vec<String> = order[..3].iter().map(|&i| names[i].clone()).collect();
+    assert_eq!(got, want);
+    assert_eq!(got[0], "caesar-4");
+    // rank: the highest PEFT r.
+    let got = chosen(&spec("rank", "strategy = \"rank\"\nk = 4"));
+    let top = pool.iter().map(|a| a.config.r).max().unwrap();
+    assert_eq!(got.len(), 4);
+    for n in &got {
+        assert_eq!(
+            pool[names.iter().position(|x| x == n).unwrap()].config.r,
+            top,
+            "{n}"
+        );
+    }
+    let bad = spec(
+        "bad",
+        "strategy = \"similar\"\nto = \"caesar-4\"\nk = 3\nmeasure = \"dot\"",
+    );
+    let (ok, _, err) = loracycle(&["run", bad.to_str().unwrap(), "--runs-dir", runs_s]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown variant `dot`, expected one of `cosine`, `clamp`, `abs`, `clamp-per-module`, `quasi-fim`, `l2`"),
+        "{err}"
+    );
+}

@@ -32,21 +32,7 @@ use crate::model::Module;
 
 const EPSILON: f64 = 1e-6;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Measure {
-    Cosine,
-    Clamp,
-    Abs,
-    ClampPerModule,
-    QuasiFim,
-    L2,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregate {
-    Micro,
-    Macro,
-}
+pub use super::selection::{Aggregate, Closeness as Measure};
 
 impl Measure {
     /// Whether the measure needs the dense ΔW (cosine works through r × r products).

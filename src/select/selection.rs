@@ -21,6 +21,37 @@ pub enum ScoreMetric {
     Generated,
 }
 
+/// How `similar` measures the closeness of a candidate's update ΔW to the target's (the paper's
+/// selection ablation; `select::closeness` has the formulas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Closeness {
+    /// ⟨ΔW_c, ΔW_t⟩ over the norms.
+    #[default]
+    Cosine,
+    /// Σ max(ΔW_c ⊙ ΔW_t, 0) over the norms.
+    Clamp,
+    /// Σ |ΔW_c ⊙ ΔW_t| over the norms.
+    Abs,
+    /// max(⟨ΔW_c, ΔW_t⟩, 0) per module, over the norms.
+    ClampPerModule,
+    /// The cosine of the element-wise squares, then a square root.
+    QuasiFim,
+    /// −ln(1 + Σ‖ΔW_c − ΔW_t‖²).
+    L2,
+}
+
+/// How a closeness sums over (layer, module) pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// Σ products / √(Σ norms · Σ norms): the whole update's ratio.
+    #[default]
+    Macro,
+    /// The mean over modules of each module's ratio.
+    Micro,
+}
+
 /// A selection strategy (the `[selection]` table of a run spec).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
@@ -37,9 +68,18 @@ pub enum Selection {
         #[serde(default)]
         by: ScoreMetric,
     },
-    /// The k adapters whose ΔW is most similar (cosine) to that of adapter `to` (a pool name or
-    /// an adapter folder).
-    Similar { to: String, k: usize },
+    /// The k adapters whose ΔW is closest to that of adapter `to` (a pool name or an adapter
+    /// folder), by `measure` (cosine unless given) summed by `aggregate` (macro unless given).
+    Similar {
+        to: String,
+        k: usize,
+        #[serde(default)]
+        measure: Closeness,
+        #[serde(default)]
+        aggregate: Aggregate,
+    },
+    /// The k adapters of highest PEFT rank r (the paper's `rank` baseline; ties in pool order).
+    Rank { k: usize },
     /// Exactly these adapters, by pool name.
     Manual { adapters: Vec<String> },
     /// Every adapter of the pool.
@@ -52,6 +92,7 @@ impl Selection {
             Selection::Random { .. } => "random",
             Selection::TopK { .. } => "top-k",
             Selection::Similar { .. } => "similar",
+            Selection::Rank { .. } => "rank",
             Selection::Manual { .. } => "manual",
             Selection::All => "all",
         }
@@ -98,6 +139,7 @@ impl Selection {
             Selection::TopK { .. } => "top-k by loss",
             Selection::Random { .. } => "random",
             Selection::Similar { .. } => "similar",
+            Selection::Rank { .. } => "highest rank",
             Selection::Manual { .. } => "manual (pool selection)",
             Selection::All => "all",
         }
@@ -108,7 +150,8 @@ impl Selection {
         match self {
             Selection::TopK { k, .. }
             | Selection::Random { k, .. }
-            | Selection::Similar { k, .. } => Some(*k),
+            | Selection::Similar { k, .. }
+            | Selection::Rank { k } => Some(*k),
             Selection::Manual { .. } | Selection::All => None,
         }
     }
@@ -135,7 +178,8 @@ impl Selection {
     pub fn with_k(mut self, n: usize) -> Selection {
         if let Selection::TopK { k, .. }
         | Selection::Random { k, .. }
-        | Selection::Similar { k, .. } = &mut self
+        | Selection::Similar { k, .. }
+        | Selection::Rank { k } = &mut self
         {
             *k = n;
         }

@@ -123,6 +123,8 @@ fn a_spec_round_trips_through_the_form() {
     let similar = Selection::Similar {
         to: "caesar-4".into(),
         k: 5,
+        measure: crate::select::selection::Closeness::QuasiFim,
+        aggregate: Default::default(),
     };
     let mut h = form();
     h.load_spec(&RunSpec {
