@@ -10,7 +10,7 @@
 //! Each comparison prints one line with PASS or FAIL and one JSON line; any FAIL makes the
 //! command fail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
@@ -27,8 +27,8 @@ pub const BF16_TOLERANCE: f64 = 3e-2;
 /// One model, its data and its adapters at their weights.
 struct Case {
     name: &'static str,
-    model: &'static str,
-    data: &'static str,
+    model: PathBuf,
+    data: PathBuf,
     template: Template,
     adapters: Vec<(String, f64)>,
     /// PEFT's per-example losses, where the fixtures have them.
@@ -41,7 +41,7 @@ fn losses(
     dtype: DType,
     dev: &Device,
 ) -> Result<Vec<f64>, String> {
-    let dir = Path::new(case.model);
+    let dir = case.model.as_path();
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", case.name);
     let cfg = read_config(dir).map_err(|e| err(&e))?;
     let identity = model_identity(dir, &cfg);
@@ -117,31 +117,27 @@ fn cases() -> Result<Vec<Case>, String> {
         .unwrap_or_default();
     let lab = crate::lab::dir().map_err(|e| e.to_string())?;
     let lab_pool = |n: &str| lab.join("pool").join(n).display().to_string();
-    // The lab's paths live as long as the process: the cases name them by &'static str.
-    let leak = |p: std::path::PathBuf| -> &'static str {
-        Box::leak(p.display().to_string().into_boxed_str())
-    };
     Ok(vec![
         Case {
             name: "fixture tiny llama, base (raw)",
-            model: "tests/fixtures/tiny",
-            data: "tests/fixtures/data.jsonl",
+            model: "tests/fixtures/tiny".into(),
+            data: "tests/fixtures/data.jsonl".into(),
             template: Template::Raw,
             adapters: Vec::new(),
             reference: reference("raw", "base"),
         },
         Case {
             name: "fixture tiny llama, 3 adapters weighted (raw)",
-            model: "tests/fixtures/tiny",
-            data: "tests/fixtures/data.jsonl",
+            model: "tests/fixtures/tiny".into(),
+            data: "tests/fixtures/data.jsonl".into(),
             template: Template::Raw,
             adapters: weighted,
             reference: reference("raw", "weighted"),
         },
         Case {
             name: "lab base + 3 pool adapters, caesar-5",
-            model: leak(lab.join("base")),
-            data: leak(lab.join("tasks/caesar-5/validation.jsonl")),
+            model: lab.join("base"),
+            data: lab.join("tasks/caesar-5/validation.jsonl"),
             template: Template::Lab,
             adapters: ["caesar-4", "next-5", "rotate-3"]
                 .iter()
@@ -177,7 +173,7 @@ pub fn check() -> Result<(), String> {
     };
     for case in cases()? {
         let examples =
-            read_jsonl(Path::new(case.data)).map_err(|e| format!("{}: {e}", case.data))?;
+            read_jsonl(&case.data).map_err(|e| format!("{}: {e}", case.data.display()))?;
         let cpu = losses(&case, &examples, DType::F32, &Device::Cpu)?;
         if let Some(r) = &case.reference {
             report(

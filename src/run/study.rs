@@ -892,7 +892,7 @@ pub fn collect(
             log,
         });
     }
-    link_cells(runs, &rows);
+    link_cells(runs, &rows, &attempts);
     let seeds = grid.iter().map(|c| c.seed as usize + 1).max().unwrap_or(0);
     let report = StudyReport {
         preset: preset.name().into(),
@@ -911,7 +911,7 @@ pub fn collect(
 
 /// Links the runs of a study whose cells ran apart (a Slurm array: no cell knew the others'
 /// ids) as `run_study` links them as it goes, by annotating the runs that lack the links.
-fn link_cells(runs: &Path, rows: &[StudyRow]) {
+fn link_cells(runs: &Path, rows: &[StudyRow], attempts: &[Attempt]) {
     let Ok(store) = RunStore::open(runs) else {
         return;
     };
@@ -931,7 +931,12 @@ fn link_cells(runs: &Path, rows: &[StudyRow]) {
         if want.is_empty() {
             continue;
         }
-        let Ok(Some(record)) = store.read_record(&r.run_id) else {
+        // The record as `attempts` read it (annotations applied), not read again.
+        let Some(record) = attempts
+            .iter()
+            .find(|a| a.id == r.run_id)
+            .and_then(|a| a.record.as_ref())
+        else {
             continue;
         };
         let has_parent = record.spec.parent.is_some();
