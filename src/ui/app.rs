@@ -157,6 +157,7 @@ impl App {
     /// worker to be checked.
     fn settle(&mut self) {
         self.compare.refresh(&self.runs, self.runs_screen.cursor);
+        self.runs_screen.refresh(&self.runs);
         if let Some(folder) = self.form.wants_check() {
             self.outbox.push(Request::CheckTask(folder));
         }

@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::{block, note, short};
-use crate::run::compare::{differing_settings, setting_heading};
+use crate::run::compare::setting_heading;
 use crate::ui::app::App;
 use crate::ui::screen::compare::{common_task, name};
 
@@ -61,11 +61,11 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let fixed = 20 + 7 + delta_w as usize + if wide { delta_w as usize } else { 7 } + 8;
     let mut spare = (top.width as usize).saturating_sub(fixed + 28);
     let all_settings: Vec<_> = rows.iter().map(|&i| &app.runs[i].settings).collect();
-    let differ = differing_settings(&all_settings);
+    let differ = app.compare.differ();
     let mut config: Vec<(String, String, usize)> = Vec::new();
     if wide {
-        for key in &differ {
-            let heading = setting_heading(key, &differ);
+        for key in differ {
+            let heading = setting_heading(key, differ);
             let w = all_settings
                 .iter()
                 .map(|s| s.get(key).map_or(1, |v| v.chars().count()))

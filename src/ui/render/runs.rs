@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Wrap};
 
 use super::{block, note, short, state_style};
-use crate::run::compare::{differing_settings, setting_heading};
+use crate::run::compare::setting_heading;
 use crate::ui::runs::RunView;
 use crate::ui::screen::runs::Typing;
 
@@ -38,7 +38,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let rs = &app.runs_screen;
     let marked = app.runs.iter().filter(|r| r.marked).count();
-    let shown_ix = rs.visible(&app.runs);
+    let shown_ix = &rs.shown;
     let count = if rs.filter.is_empty() {
         format!("{}", app.runs.len())
     } else {
@@ -137,11 +137,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let mut others = 1 + 11 + progress_width + 6 + 7 + place_width.map_or(0, |w| w + 1) + 5;
     // Config columns, as an hparams table has: the settings in which the listed runs differ,
     // as many as fit beside whole labels (up to 40 characters).
-    let all_settings: Vec<_> = shown_ix.iter().map(|&i| &app.runs[i].settings).collect();
-    let differ = differing_settings(&all_settings);
+    let differ = &rs.differ;
     let mut config: Vec<(String, String, usize)> = Vec::new();
-    for key in &differ {
-        let heading = setting_heading(key, &differ);
+    for key in differ {
+        let heading = setting_heading(key, differ);
         let w = shown
             .iter()
             .map(|r| r.settings.get(key).map_or(1, |v| v.chars().count()))

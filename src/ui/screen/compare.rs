@@ -19,12 +19,19 @@ pub struct CompareScreen {
     with_examples: Vec<usize>,
     pairs: Vec<(usize, usize)>,
     table: Vec<Option<crate::run::compare::Row>>,
+    /// The settings in which the compared runs differ (the config columns).
+    differ: Vec<String>,
     /// The runs' version and the anchor the rows were derived for.
     seen: Option<(u64, usize)>,
     derivations: u64,
 }
 
 impl CompareScreen {
+    /// The settings in which the compared runs differ.
+    pub fn differ(&self) -> &[String] {
+        &self.differ
+    }
+
     /// The compared runs, as indexes into the run list.
     pub fn rows(&self) -> &[usize] {
         &self.rows
@@ -86,6 +93,8 @@ impl CompareScreen {
                 self.table.push(None);
             }
         }
+        let settings: Vec<_> = self.rows.iter().map(|&i| &runs[i].settings).collect();
+        self.differ = crate::run::compare::differing_settings(&settings);
         self.with_examples = self
             .rows
             .iter()

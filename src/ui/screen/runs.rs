@@ -29,6 +29,11 @@ pub struct RunsScreen {
     pub typing: Option<Typing>,
     /// The name being typed.
     pub name: String,
+    /// What the table shows, derived when the runs or the filter change (never while drawing):
+    /// the rows the filter keeps, the settings in which they differ, and what they came from.
+    pub shown: Vec<usize>,
+    pub differ: Vec<String>,
+    derived_from: Option<(u64, String)>,
 }
 
 impl RunsScreen {
@@ -42,6 +47,18 @@ impl RunsScreen {
         (0..runs.len())
             .filter(|&i| self.filter.matches(&runs[i].fields()))
             .collect()
+    }
+
+    /// Brings `shown` and `differ` up to date with the runs and the filter.
+    pub fn refresh(&mut self, runs: &RunList) {
+        let key = (runs.version(), self.filter_text.clone());
+        if self.derived_from.as_ref() == Some(&key) {
+            return;
+        }
+        self.shown = self.visible(runs);
+        let settings: Vec<_> = self.shown.iter().map(|&i| &runs[i].settings).collect();
+        self.differ = crate::run::compare::differing_settings(&settings);
+        self.derived_from = Some(key);
     }
 
     fn set_filter(&mut self) {
