@@ -197,14 +197,12 @@ fn lab(iters: usize) {
     let codec = TextCodec::load(&base, crate::model::Template::Lab, &cfg).unwrap();
     let model = Llama::load(&base, DType::F32, &dev).unwrap();
     let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
-    let enc: Vec<EncodedExample> = rows
-        .iter()
-        .map(|e| {
-            codec
-                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
-                .unwrap()
-        })
-        .collect();
+    let enc: Vec<EncodedExample> = codec
+        .encode_examples(
+            rows.iter()
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+        )
+        .unwrap();
     let pad = codec.pad_id();
     let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
         .unwrap()

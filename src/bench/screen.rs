@@ -59,14 +59,12 @@ pub fn run() {
     let t = dir.join("tasks").join(&task);
     let mut data = read_jsonl(&t.join("train.jsonl")).unwrap();
     data.extend(read_jsonl(&t.join("validation.jsonl")).unwrap());
-    let enc: Vec<_> = data
-        .iter()
-        .map(|e| {
-            codec
-                .encode_example(e.system.as_deref(), &e.prompt, &e.answer)
-                .unwrap()
-        })
-        .collect();
+    let enc: Vec<_> = codec
+        .encode_examples(
+            data.iter()
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+        )
+        .unwrap();
     println!(
         "screening {} lab adapters on {task} ({} examples) on {} in {dtype:?}, {iters} iterations, medians:",
         refs.len(),
