@@ -203,7 +203,7 @@ fn a_study_runs_as_a_slurm_array_and_is_collected() {
     let mut seen_running = None;
     let t0 = Instant::now();
     loop {
-        app.runs.on_watch(watcher.poll());
+        app.on_reply(loracycle::ui::Reply::Store(watcher.poll()));
         let screen = runs_screen(&app);
         if seen_running.is_none() && screen.contains("RUNNING") {
             seen_running = Some(screen);
@@ -302,7 +302,9 @@ fn a_study_runs_as_a_slurm_array_and_is_collected() {
 
     // The Runs view of a fresh UI on the shared store lists the three runs and their Slurm end.
     let mut app = app_on(&store);
-    app.runs.on_watch(Watcher::new(store.clone()).poll());
+    app.on_reply(loracycle::ui::Reply::Store(
+        Watcher::new(store.clone()).poll(),
+    ));
     let screen = runs_screen(&app);
     for (label, state, task) in [
         ("caesar-5 / LoraHub / seed 0", "failed", "1 FAILED"),

@@ -836,7 +836,7 @@ fn runs_written_by_other_hosts_are_followed() {
     };
     let ups = watcher.poll();
     assert_eq!(remote_steps(&ups), Some(2), "steps: the curve's lines");
-    app.runs.on_watch(ups);
+    app.on_reply(loracycle::ui::Reply::Store(ups));
     let i = app
         .runs
         .iter()
@@ -876,7 +876,7 @@ fn runs_written_by_other_hosts_are_followed() {
     remote_run(&store, 60, &[10, 20, 30]);
     let ups = watcher.poll();
     assert_eq!(remote_steps(&ups), Some(3));
-    app.runs.on_watch(ups);
+    app.on_reply(loracycle::ui::Reply::Store(ups));
     let r = &app.runs[i];
     assert_eq!(
         r.curve.iter().map(|p| p.step).collect::<Vec<_>>(),
@@ -896,7 +896,7 @@ fn runs_written_by_other_hosts_are_followed() {
 
     // Slurm kills it at its time limit before it can say so: interrupted, with Slurm's reason.
     *slurm.lock().unwrap() = "TIMEOUT";
-    app.runs.on_watch(watcher.poll());
+    app.on_reply(loracycle::ui::Reply::Store(watcher.poll()));
     let r = &app.runs[i];
     assert_eq!(r.state, RunState::Interrupted);
     assert_eq!(r.place(), "gpu-node-7 · slurm 41_3 TIMEOUT");
@@ -921,7 +921,7 @@ fn a_run_of_another_process_outside_slurm_says_where_to_stop_it() {
     );
     let mut app = app();
     open(&mut app, &store);
-    app.runs.on_watch(watcher.poll());
+    app.on_reply(loracycle::ui::Reply::Store(watcher.poll()));
     let i = app
         .runs
         .iter()
