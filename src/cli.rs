@@ -24,6 +24,16 @@ pub fn finite_number(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite number > 0 (a temperature).
+pub fn positive_number(s: &str) -> Result<f64, String> {
+    let v = finite_number(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be greater than 0, got {v}"))
+    }
+}
+
 /// A count a command line gives, in [1, max]: a rank, a batch size, a token budget.
 fn count(s: &str, max: usize) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;

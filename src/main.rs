@@ -190,9 +190,15 @@ loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --
     /// Loss on answer tokens and exact match of greedy generations on a JSONL dataset.
     #[command(
         after_help = "Each JSONL row is {\"prompt\": ..., \"answer\": ...}; other fields are ignored.\n\
-Several adapters are applied together as ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ (weights default to 1).\n\n\
+Several adapters are applied together as ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ (weights default to 1).\n\
+With --route arrow they are routed instead, token by token (zero-step Arrow, Ostapenko et al.\n\
+2024): in each (layer, module) every adapter that has it is a candidate with prototype pᵢ, the top\n\
+right singular vector of sᵢ Bᵢ Aᵢ; a token x keeps the --top-k candidates with the largest |x·pᵢ|,\n\
+softmaxes those scores over --temperature and adds Σ wᵢ(x) sᵢ Bᵢ Aᵢ x. Ranks and module sets may\n\
+differ (PEFT's create_arrow_model refuses that); the mean routing weights are printed per adapter.\n\n\
 Examples:\n  loracycle eval --model tests/fixtures/tiny --data tests/fixtures/data.jsonl --template raw\n  \
-loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task.jsonl --metric both --json"
+loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task.jsonl --metric both --json\n  \
+loracycle eval --model lab --adapter caesar-3 --adapter caesar-7 --adapter caesar-11 --route arrow --top-k 2 --data D"
     )]
     Eval {
         /// The model: `lab`, a model folder (config.json, model.safetensors or a sharded index,
@@ -205,6 +211,16 @@ loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task
         /// Comma-separated weight per adapter, in the order given.
         #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = cli::finite_number)]
         weights: Vec<f64>,
+        /// How the adapters combine: fold (ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ folded into W) or arrow (routed per
+        /// token by zero-step Arrow; --weights does not apply).
+        #[arg(long, default_value = "fold")]
+        route: cli::eval::Route,
+        /// Arrow: candidates kept per token in each module (more than the adapters keeps all).
+        #[arg(long, default_value_t = 4, value_parser = cli::batch_size)]
+        top_k: usize,
+        /// Arrow: the softmax temperature over the kept scores (> 0).
+        #[arg(long, default_value_t = 1.0, value_parser = cli::positive_number)]
+        temperature: f64,
         /// JSONL file of {"prompt", "answer"} rows.
         #[arg(long)]
         data: PathBuf,
@@ -271,8 +287,18 @@ const RUN_HELP: &str = "A spec names the model, the pool, the task, the selectio
                            # aggregate: macro (default: the whole update) or micro (mean over modules)
   k = 30                  # by = exact-match (teacher-forced), generated-exact-match or loss
   [method]
-  kind = \"gradient\"       # base, new-lora, gradient, lorahub, sum, average, task-arithmetic,
-                           # ties, dare, tsv, svd, lorahub-sum; settings as keys of this table
+  kind = \"gradient\"       # base, new-lora, gradient, lorahub, adamerging, pi-tuning, arrow,
+                           # sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum;
+                           # settings as keys of this table. gradient: granularity, init (zero,
+                           # equal, uniform, target: the task's own adapter at 1, the rest 0; needs
+                           # controls.oracle), activation, lr, steps. adamerging: the recipe with
+                           # identity activation, equal init, lr 5e-2, 100 steps. pi-tuning:
+                           # softmax coefficients per module trained with every adapter's A and B
+                           # plus a fresh LoRA slot (fresh = true, fresh_rank, fresh_alpha; it takes
+                           # the task's own adapter's place when one is chosen), lr 1e-4, 100 steps.
+                           # arrow: per-token top-k routing by prototypes (top_k = 4,
+                           # temperature = 1.0); train = true tunes the prototypes (lr 1e-2, 400
+                           # steps). selection.to = \"task\": closeness to the task's own adapter
   [controls]
   random_init = \"off\"     # off, pooled, per-adapter
   oracle = false
@@ -753,6 +779,9 @@ fn main() -> ExitCode {
             model,
             adapters,
             weights,
+            route,
+            top_k,
+            temperature,
             data,
             template,
             metric,
@@ -770,6 +799,10 @@ fn main() -> ExitCode {
                 model,
                 adapters,
                 weights,
+                route: match route {
+                    cli::eval::Route::Fold => None,
+                    cli::eval::Route::Arrow => Some((top_k, temperature)),
+                },
                 data,
                 template,
                 opts: EvalOptions {

@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod module;
 pub mod pref;
 pub mod rope;
+pub mod route;
 pub mod template;
 pub mod weights;
 

@@ -21,7 +21,7 @@ use crate::eval::{EvalError, Result, answer_scores};
 use crate::model::template::EncodedExample;
 use crate::model::{Llama, Module};
 
-pub use selection::{ScoreMetric, Selection};
+pub use selection::{ScoreMetric, Selection, TASK_REFERENCE};
 
 /// One adapter's score on the task.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -263,3 +263,80 @@ fn gradient_merging_keeps_the_best_coefficients() {
         tuned.best_step
     );
 }
+
+/// π-Tuning trains the coefficients and every member's A and B together: one backward reaches
+/// each, and the fresh slot (A ~ N(0, 0.01), B = 0) in place of the first adapter gets a gradient
+/// on B (its A's is exactly zero while B is zero, as in any fresh LoRA).
+#[test]
+fn pi_tuning_gradient_reaches_coefficients_a_and_b() {
+    use loracycle::tune::pituning::{Fresh, PiBranches};
+    let (mut model, codec, enc) = setup(DType::F32);
+    model.set_differentiable(true);
+    let cfg = model.config().clone();
+    let qv = Adapter::load(&Path::new(FIX).join("adapters/qv-r4"), None).unwrap();
+    let all = Adapter::load(&Path::new(FIX).join("adapters/all-r8-rslora"), None).unwrap();
+    let fresh = Fresh {
+        replaces: Some(0),
+        rank: 16,
+        alpha: 16.0,
+    };
+    let pi = PiBranches::new(
+        &[&qv, &all],
+        cfg.num_hidden_layers,
+        Some(fresh),
+        |m| cfg.module_shape(m),
+        7,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        pi.columns,
+        [
+            "fresh (in place of tests/fixtures/adapters/qv-r4)",
+            "tests/fixtures/adapters/all-r8-rslora"
+        ]
+    );
+    let br = pi.branches().unwrap();
+    let (nll, _) = token_nll(&model, codec.pad_id(), &enc, Some(&br)).unwrap();
+    let grads = nll.mean_all().unwrap().backward().unwrap();
+    let norm = |v: &Var| {
+        grads
+            .get(v.as_tensor())
+            .map(|g| {
+                g.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .unwrap_or(0.0)
+    };
+    // The coefficients of q_proj (two columns there) move; k_proj's single column's softmax is
+    // constant, so its row does not.
+    let c = grads.get(pi.coefficients.as_tensor()).unwrap();
+    let q_row = c.get(Module::Q.index()).unwrap().to_vec1::<f32>().unwrap();
+    let k_row = c.get(Module::K.index()).unwrap().to_vec1::<f32>().unwrap();
+    assert!(q_row.iter().all(|g| g.abs() > 1e-9), "{q_row:?}");
+    assert!(
+        (q_row[0] + q_row[1]).abs() <= 1e-6 * q_row[0].abs(),
+        "a softmax's gradient sums to zero: {q_row:?}"
+    );
+    assert_eq!(k_row, vec![0.0, 0.0]);
+    for l in 0..cfg.num_hidden_layers {
+        for m in Module::ALL {
+            let (a, b) = pi.halves(l, m, 1).expect("all-r8-rslora has every module");
+            assert!(norm(&a) > 1e-12 && norm(&b) > 1e-12, "layer {l} {m:?}");
+        }
+        let (a, b) = pi
+            .halves(l, Module::V, 0)
+            .expect("the fresh slot covers v_proj");
+        assert!(norm(&b) > 1e-12, "layer {l}: fresh B");
+        assert_eq!(norm(&a), 0.0, "layer {l}: fresh A while B = 0");
+        assert!(
+            pi.halves(l, Module::Up, 0).is_none(),
+            "qv-r4 has no up_proj"
+        );
+    }
+}

@@ -201,7 +201,7 @@ fn bad_specs_get_a_message_naming_the_problem() {
     let cases = [
         (
             "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"magic\"\n",
-            "[method] (line 3): unknown kind \"magic\" (kinds: base, new-lora, gradient, lorahub, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)",
+            "[method] (line 3): unknown kind \"magic\" (kinds: base, new-lora, gradient, lorahub, adamerging, pi-tuning, arrow, sum, average, task-arithmetic, ties, dare, tsv, svd, lorahub-sum)",
         ),
         (
             "[task]\nlab = \"caesar-5\"\n[method]\nkind = \"gradient\"\nsteps = -1\n",

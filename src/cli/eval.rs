@@ -2,17 +2,32 @@
 
 use std::path::PathBuf;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result};
 
 use loracycle::adapter::{self, Adapter};
 use loracycle::eval::{self, EvalOptions};
+use loracycle::model::branch::RouteTrace;
 use loracycle::model::weights::read_config;
 use loracycle::model::{DevicePref, DtypePref, Llama, Template, TextCodec};
+use loracycle::tune::arrow::ArrowBranches;
+
+/// How `eval` combines its adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Route {
+    /// ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ folded into the base weights.
+    Fold,
+    /// Zero-step Arrow: per-token top-k routing over the adapters' prototypes.
+    Arrow,
+}
 
 pub struct EvalArgs {
     pub model: PathBuf,
     pub adapters: Vec<PathBuf>,
     pub weights: Vec<f64>,
+    /// Arrow routing (top-k, temperature) instead of folding.
+    pub route: Option<(usize, f64)>,
     pub data: PathBuf,
     pub template: Template,
     pub opts: EvalOptions,
@@ -23,6 +38,16 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
+    if args.route.is_some() {
+        if args.adapters.is_empty() {
+            anyhow::bail!("--route arrow routes over adapters: give at least one --adapter");
+        }
+        if !args.weights.is_empty() {
+            anyhow::bail!(
+                "--weights does not apply with --route arrow: the router weighs each token"
+            );
+        }
+    }
     let weights = super::adapter_weights(&args.weights, args.adapters.len())?;
     let examples = eval::read_jsonl(&args.data)?;
     let device = args.device.open()?;
@@ -58,7 +83,23 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut model = Llama::load(&args.model, dtype, &device)?;
-    if !adapters.is_empty() {
+    let mut routed = None;
+    if let Some((top_k, temperature)) = args.route {
+        let refs: Vec<&Adapter> = adapters.iter().collect();
+        let arrow = ArrowBranches::new(
+            &refs,
+            model.config().num_hidden_layers,
+            top_k,
+            temperature,
+            dtype,
+            &device,
+        )?;
+        let protos = arrow.initial_prototypes(&refs)?;
+        let mut branches = arrow.branches(&protos);
+        let trace = Arc::new(Mutex::new(RouteTrace::default()));
+        branches.trace = Some(trace.clone());
+        routed = Some((arrow, branches, trace));
+    } else if !adapters.is_empty() {
         let sources: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();
         let branches = adapter::branches_for(&sources, model.config(), dtype, &device)?;
         // Fixed weights: fold once into W instead of paying for the branch at every token.
@@ -76,7 +117,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         &model,
         &codec,
         &examples,
-        None,
+        routed.as_ref().map(|(_, b, _)| b),
         args.opts,
         &mut |done, total| {
             bar.set_length(total as u64);
@@ -84,8 +125,27 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
+    // Mean routing weight per adapter over every routed token and module (padding included).
+    let routing: Option<Vec<f64>> = routed.as_ref().map(|(arrow, _, trace)| {
+        let trace = trace.lock().unwrap_or_else(|e| e.into_inner());
+        arrow.mean_weights(&trace)
+    });
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(w), Some(obj)) = (&routing, v.as_object_mut()) {
+            obj.insert(
+                "routing".into(),
+                serde_json::json!(
+                    adapters
+                        .iter()
+                        .zip(w)
+                        .map(|(a, w)| serde_json::json!({
+                    "adapter": a.name, "mean_weight": w}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        println!("{v}");
         return Ok(());
     }
     println!(
@@ -95,6 +155,17 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         examples.len(),
         if adapters.is_empty() {
             String::new()
+        } else if let Some((arrow, _, _)) = &routed {
+            format!(
+                " · Arrow top-{} T={} over {}",
+                arrow.top_k,
+                arrow.temperature,
+                adapters
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         } else {
             format!(
                 " · adapters {}",
@@ -145,6 +216,12 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         ));
     }
     println!("{}", summary.join(" · "));
+    if let Some(w) = routing {
+        println!("mean routing weight per token and module:");
+        for (a, w) in adapters.iter().zip(w) {
+            println!("  {w:>6.3}  {}", a.name);
+        }
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::Module;
 use super::config::LlamaConfig;
+use super::route::Router;
 
 /// The concatenated branch of one linear module.
 #[derive(Debug, Clone)]
@@ -76,6 +77,31 @@ pub struct Branches {
     /// segments, each through its own adapter's (A, s·B) or none — the way multi-adapter servers
     /// batch requests. Ranks and module sets may differ from segment to segment.
     segmented: Vec<[Option<Vec<Segment>>; 7]>,
+    /// Per-token routers by (layer, module) (Arrow): each token mixes the module's candidate
+    /// adapters by its own routing weights.
+    routed: Vec<[Option<Router>; 7]>,
+    /// When set, every routed module adds its tokens' routing weights here (see [`RouteTrace`]).
+    pub trace: Option<std::sync::Arc<std::sync::Mutex<RouteTrace>>>,
+}
+
+/// Routing weights summed over the tokens that went through each routed (layer, module), and
+/// how many tokens did.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTrace {
+    pub sums: std::collections::BTreeMap<(usize, Module), (Vec<f64>, usize)>,
+}
+
+impl RouteTrace {
+    pub fn add(&mut self, layer: usize, module: Module, sums: Vec<f64>, tokens: usize) {
+        let e = self
+            .sums
+            .entry((layer, module))
+            .or_insert_with(|| (vec![0.0; sums.len()], 0));
+        for (t, s) in e.0.iter_mut().zip(sums) {
+            *t += s;
+        }
+        e.1 += tokens;
+    }
 }
 
 /// `rows` consecutive examples of a batch and the adapter halves they go through: A (r, in) and
@@ -101,6 +127,8 @@ impl Branches {
             dropout: None,
             grouped: Vec::new(),
             segmented: Vec::new(),
+            routed: Vec::new(),
+            trace: None,
         }
     }
 
@@ -140,8 +168,21 @@ impl Branches {
         self.segmented.get(layer)?[module.index()].as_deref()
     }
 
+    /// Sets the router of one module.
+    pub fn set_router(&mut self, layer: usize, module: Module, router: Router) {
+        if self.routed.is_empty() {
+            self.routed = (0..self.layers.len()).map(|_| Default::default()).collect();
+        }
+        self.routed[layer][module.index()] = Some(router);
+    }
+
+    pub fn router(&self, layer: usize, module: Module) -> Option<&Router> {
+        self.routed.get(layer)?[module.index()].as_ref()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.layers.iter().all(|l| l.iter().all(Option::is_none))
+            && self.routed.iter().all(|l| l.iter().all(Option::is_none))
     }
 
     /// Total rank summed over all branches (a size measure for logs and benchmarks).

@@ -433,6 +433,9 @@ impl Llama {
         if let Some(segs) = branches.and_then(|b| b.segments(l, m)) {
             return segmented_linear(x, w, segs, self.differentiable);
         }
+        if let Some((br, r)) = branches.and_then(|b| Some((b, b.router(l, m)?))) {
+            return routed_linear(x, w, r, self.differentiable, br.trace.as_deref(), (l, m));
+        }
         linear(
             x,
             w,
@@ -565,6 +568,29 @@ fn segmented_linear(
         start += s.rows;
     }
     y + Tensor::cat(&parts, 0)?
+}
+
+/// x Wᵀ plus the routed adapters' Σ w_i(x)·s_i·B_i·A_i·x, token by token; the routing weights
+/// are added to `trace` when one is kept.
+fn routed_linear(
+    x: &Tensor,
+    w: &Tensor,
+    router: &super::route::Router,
+    grad: bool,
+    trace: Option<&std::sync::Mutex<super::branch::RouteTrace>>,
+    (layer, module): (usize, Module),
+) -> candle_core::Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let x2 = x.reshape((b * t, i))?;
+    if let Some(trace) = trace {
+        let sums = router.weight_sums(&x2)?;
+        trace
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(layer, module, sums, b * t);
+    }
+    let y = (base_matmul(&x2, w, grad)? + router.delta(&x2)?)?;
+    y.reshape((b, t, ()))
 }
 
 /// x Wᵀ for 2-D x: candle's matmul where gradients must flow, else the CPU path that skips

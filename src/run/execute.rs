@@ -112,6 +112,9 @@ pub struct Outcome {
     pub val_loss: Option<f64>,
     pub best_step: Option<usize>,
     pub coefficients: Option<Coefficients>,
+    /// Side branches the test stage runs the model with (Arrow's routers); `None` when the
+    /// method's result is folded into `model`.
+    pub branches: Option<crate::model::Branches>,
 }
 
 /// Seconds since the last lap.
@@ -159,6 +162,7 @@ pub fn execute(
                 val_loss: None,
                 best_step: None,
                 coefficients: None,
+                branches: None,
             };
             (outcome, None, Vec::new())
         }
@@ -180,6 +184,13 @@ pub fn execute(
                     methods::gradient(bench, spec, g, &refs, &rows, &mut rec)?
                 }
                 MethodSpec::Lorahub(h) => methods::lorahub(bench, spec, h, &refs, &rows, &mut rec)?,
+                MethodSpec::Adamerging(a) => {
+                    methods::gradient(bench, spec, &a.gradient(), &refs, &rows, &mut rec)?
+                }
+                MethodSpec::PiTuning(p) => {
+                    methods::pi_tuning(bench, spec, p, &refs, &rows, &mut rec, artifacts)?
+                }
+                MethodSpec::Arrow(a) => methods::arrow(bench, spec, a, &refs, &rows, &mut rec)?,
                 MethodSpec::Base | MethodSpec::NewLora(_) => unreachable!("matched above"),
             };
             timings.tune_s = laps.lap();
@@ -189,8 +200,14 @@ pub fn execute(
         }
     };
 
-    let (examples, dropped) =
-        evaluate::test_outcomes(&outcome.model, &bench.codec, &task, spec, &mut rec)?;
+    let (examples, dropped) = evaluate::test_outcomes(
+        &outcome.model,
+        outcome.branches.as_ref(),
+        &bench.codec,
+        &task,
+        spec,
+        &mut rec,
+    )?;
     timings.eval_s = laps.lap();
     timings.total_s = t0.elapsed().as_secs_f64();
     let (curve, coefficient_curve) = rec.into_curves();

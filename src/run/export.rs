@@ -63,10 +63,13 @@ fn export_trained(record: &RunRecord, run_dir: &Path, out: &Path) -> Result<usiz
         crate::atomic_write::write_atomic(&out.join(name), &bytes)
             .map_err(|e| RunError::Other(format!("{}: {e}", out.join(name).display())))?;
     }
-    match &record.spec.method {
-        MethodSpec::NewLora(n) => Ok(n.rank),
-        _ => unreachable!("called for new-LoRA runs"),
-    }
+    let config = std::fs::read_to_string(&config)
+        .map_err(|e| RunError::Other(format!("{}: {e}", config.display())))?;
+    let rank = serde_json::from_str::<serde_json::Value>(&config)
+        .ok()
+        .and_then(|v| v["r"].as_u64())
+        .unwrap_or_default() as usize;
+    Ok(rank)
 }
 
 /// Writes the run's adapter into `out`: a merge's merged adapter (rebuilt from its record), or
@@ -82,8 +85,15 @@ pub fn export(
         .count("rank", rank, 1, crate::run::setting::MAX_RANK)
         .map_err(super::spec::SpecError::from)?;
     let spec = &record.spec;
-    if let MethodSpec::NewLora(_) = spec.method {
+    if let MethodSpec::NewLora(_) | MethodSpec::PiTuning(_) = spec.method {
         return Ok((export_trained(record, run_dir, out)?, 0.0));
+    }
+    if let MethodSpec::Arrow(_) = spec.method {
+        return Err(RunError::Other(format!(
+            "run {} used Arrow, which routes every token to its own mix of adapters: there is \
+             no single merged adapter to export",
+            record.id
+        )));
     }
     if !spec.method.uses_pool() {
         return Err(RunError::Other(format!(
@@ -143,7 +153,12 @@ pub fn export(
             let sources: Vec<(&Adapter, f64)> = refs.iter().map(|a| (*a, 1.0)).collect();
             merge_adapters(&sources, m, &cfg)?
         }
-        MethodSpec::Gradient(g) => {
+        MethodSpec::Gradient(_) | MethodSpec::Adamerging(_) => {
+            let g = match &spec.method {
+                MethodSpec::Adamerging(a) => a.gradient(),
+                MethodSpec::Gradient(g) => g.clone(),
+                _ => unreachable!("matched above"),
+            };
             let c = coefficients()?;
             let cb = CoefficientBranches::new(
                 &refs,
@@ -178,7 +193,12 @@ pub fn export(
             let stacked = StackedPool::new(&refs, &cfg, DType::F32, &Device::Cpu)?;
             merged_from_branches(&stacked.single(&coefs)?, cfg.num_hidden_layers)?
         }
-        MethodSpec::Base | MethodSpec::NewLora(_) => unreachable!("checked above"),
+        MethodSpec::Base
+        | MethodSpec::NewLora(_)
+        | MethodSpec::PiTuning(_)
+        | MethodSpec::Arrow(_) => {
+            unreachable!("checked above")
+        }
     };
     let (padded, r, error) = merged.to_padded_lora(rank)?;
     let base = identity.unwrap_or_else(|| model_dir.display().to_string());

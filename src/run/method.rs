@@ -11,6 +11,9 @@ pub enum MethodKind {
     NewLora,
     Gradient,
     Lorahub,
+    Adamerging,
+    PiTuning,
+    Arrow,
     Sum,
     Average,
     TaskArithmetic,
@@ -23,11 +26,14 @@ pub enum MethodKind {
 
 impl MethodKind {
     /// In the order messages list them: the controls, the adaptive methods, the merges.
-    pub const ALL: [MethodKind; 12] = [
+    pub const ALL: [MethodKind; 15] = [
         MethodKind::Base,
         MethodKind::NewLora,
         MethodKind::Gradient,
         MethodKind::Lorahub,
+        MethodKind::Adamerging,
+        MethodKind::PiTuning,
+        MethodKind::Arrow,
         MethodKind::Sum,
         MethodKind::Average,
         MethodKind::TaskArithmetic,
@@ -45,6 +51,9 @@ impl MethodKind {
             MethodKind::NewLora => "new-lora",
             MethodKind::Gradient => "gradient",
             MethodKind::Lorahub => "lorahub",
+            MethodKind::Adamerging => "adamerging",
+            MethodKind::PiTuning => "pi-tuning",
+            MethodKind::Arrow => "arrow",
             MethodKind::Sum => "sum",
             MethodKind::Average => "average",
             MethodKind::TaskArithmetic => "task-arithmetic",
@@ -64,7 +73,13 @@ impl MethodKind {
     pub fn is_merge(self) -> bool {
         !matches!(
             self,
-            MethodKind::Base | MethodKind::NewLora | MethodKind::Gradient | MethodKind::Lorahub
+            MethodKind::Base
+                | MethodKind::NewLora
+                | MethodKind::Gradient
+                | MethodKind::Lorahub
+                | MethodKind::Adamerging
+                | MethodKind::PiTuning
+                | MethodKind::Arrow
         )
     }
 
@@ -100,6 +115,9 @@ impl MethodSpec {
             MethodSpec::NewLora(_) => MethodKind::NewLora,
             MethodSpec::Gradient(_) => MethodKind::Gradient,
             MethodSpec::Lorahub(_) => MethodKind::Lorahub,
+            MethodSpec::Adamerging(_) => MethodKind::Adamerging,
+            MethodSpec::PiTuning(_) => MethodKind::PiTuning,
+            MethodSpec::Arrow(_) => MethodKind::Arrow,
             MethodSpec::Merge(m) => m.kind(),
         }
     }

@@ -36,7 +36,7 @@ use crate::pool::source::PoolSource;
 use crate::run::protocol::Protocol;
 use crate::run::setting::{BadSetting, Fields, MAX_BATCH, MAX_BOOTSTRAP, MAX_RANK, MAX_STEPS};
 use crate::select::selection::Selection;
-use crate::tune::settings::{GradientSpec, LorahubSpec};
+use crate::tune::settings::{AdaMergingSpec, ArrowSpec, GradientSpec, LorahubSpec, PiTuningSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,6 +293,12 @@ pub enum MethodSpec {
     Gradient(GradientSpec),
     /// LoraHub: gradient-free coefficients of the A/B sum.
     Lorahub(LorahubSpec),
+    /// AdaMerging: gradient-tuned coefficients, identity activation, equal init.
+    Adamerging(AdaMergingSpec),
+    /// π-Tuning: softmax coefficients trained with the adapters' A and B and a fresh LoRA slot.
+    PiTuning(PiTuningSpec),
+    /// Arrow: per-token routing to the top-k adapters of each module.
+    Arrow(ArrowSpec),
     /// A non-adaptive merge with unit weights.
     #[serde(untagged)]
     Merge(MergeMethod),
@@ -621,6 +627,9 @@ impl RunSpec {
             MethodSpec::NewLora(n) => n.check(f)?,
             MethodSpec::Gradient(g) => g.check(f)?,
             MethodSpec::Lorahub(h) => h.check(f)?,
+            MethodSpec::Adamerging(a) => a.check(f)?,
+            MethodSpec::PiTuning(p) => p.check(f)?,
+            MethodSpec::Arrow(a) => a.check(f)?,
             MethodSpec::Merge(m) => {
                 m.check(f)?;
                 if let (Some(ws), Some(k)) = (m.listed_weights(), self.selection.k())
@@ -632,6 +641,17 @@ impl RunSpec {
                     ));
                 }
             }
+        }
+        let init = match &self.method {
+            MethodSpec::Gradient(g) => Some(g.init),
+            MethodSpec::Adamerging(a) => Some(a.init),
+            _ => None,
+        };
+        if init == Some(crate::tune::settings::Init::Target) && !self.controls.oracle {
+            return bad(
+                "method.init = \"target\" starts the task's own adapter at 1: set controls.oracle = true"
+                    .into(),
+            );
         }
         self.eval.check(Fields("eval."))?;
         self.device_pref()?;

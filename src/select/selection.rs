@@ -52,6 +52,9 @@ pub enum Aggregate {
     Micro,
 }
 
+/// `selection.to` naming the task's own adapter as the closeness reference.
+pub const TASK_REFERENCE: &str = "task";
+
 /// A selection strategy (the `[selection]` table of a run spec).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
@@ -68,8 +71,8 @@ pub enum Selection {
         #[serde(default)]
         by: ScoreMetric,
     },
-    /// The k adapters whose ΔW is closest to that of adapter `to` (a pool name or an adapter
-    /// folder), by `measure` (cosine unless given) summed by `aggregate` (macro unless given).
+    /// The k adapters whose ΔW is closest to that of adapter `to` (a pool name, an adapter
+    /// folder, or `task`: the task's own adapter, `task.oracle_adapter` or a lab task's), by `measure` (cosine unless given) summed by `aggregate` (macro unless given).
     Similar {
         to: String,
         k: usize,

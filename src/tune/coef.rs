@@ -7,7 +7,7 @@
 //! an adapter, or one rank dimension of an adapter. Each (layer, module) branch reads its gate from
 //! its group's row through an index of columns, so the gradient reaches C through `index_select`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{D, DType, Device, IndexOp, Tensor, Var};
 use rand::SeedableRng;
@@ -15,7 +15,6 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
-use super::optim::{Batcher, Schedule, Trainer};
 use crate::adapter::Adapter;
 use crate::eval::{Result, mean_token_loss, token_nll};
 use crate::model::branch::Branch;
@@ -80,6 +79,12 @@ impl Layout {
     pub fn num_layers(&self) -> usize {
         self.num_layers
     }
+
+    /// How many columns adapter `i` owns: its rank under the rank granularity, else 1.
+    fn rank_of(&self, i: usize) -> usize {
+        let end = self.offsets.get(i + 1).copied().unwrap_or(self.columns);
+        end - self.offsets[i]
+    }
 }
 
 /// f(c), elementwise (or per group row for softmax), differentiable.
@@ -109,6 +114,8 @@ pub struct CoefficientBranches {
     pub layout: Layout,
     slots: Vec<Slot>,
     activation: Activation,
+    /// The task's own adapter among the chosen ones (what `init = "target"` starts at 1).
+    pub target: Option<usize>,
 }
 
 impl CoefficientBranches {
@@ -156,6 +163,7 @@ impl CoefficientBranches {
             layout,
             slots,
             activation,
+            target: None,
         })
     }
 
@@ -208,6 +216,24 @@ impl CoefficientBranches {
             Init::Normal => {
                 let d = Normal::new(0.0, bound).expect("std > 0");
                 (0..n).map(|_| d.sample(&mut rng) as f32).collect()
+            }
+            Init::Target => {
+                let t = self.target.ok_or_else(|| {
+                    candle_core::Error::Msg(
+                        "init = \"target\" starts the task's own adapter at 1, and the selection \
+                         holds none (set controls.oracle = true)"
+                            .into(),
+                    )
+                })?;
+                let cols = self.layout.columns_of(t, self.layout.rank_of(t));
+                let cols: Vec<usize> = cols.map(|c| c as usize).collect();
+                let mut v = vec![0f32; n];
+                for g in 0..shape.0 {
+                    for &c in &cols {
+                        v[g * shape.1 + c] = 1.0;
+                    }
+                }
+                v
             }
         };
         Tensor::from_vec(values, shape, device)
@@ -263,70 +289,47 @@ pub fn tune_coefficients(
     let mut grad_model = model.clone();
     grad_model.set_differentiable(true);
     grad_model.set_dense_delta_grad(true);
-    let schedule = Schedule {
-        peak: spec.lr,
-        warmup: ((spec.steps as f64 * spec.warmup_frac).round() as usize).max(1),
-        total: spec.steps,
-        final_frac: 0.0,
+    let plan = super::tloop::Plan {
+        steps: spec.steps,
+        batch_size: spec.batch_size,
+        eval_every: spec.eval_every,
+        lr: spec.lr,
+        warmup_frac: spec.warmup_frac,
+        salt: 0xc0ef,
     };
-    let mut trainer = Trainer::new(vec![var.clone()], (0.9, 0.999), 0.0, Some(1.0))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc0ef);
-    let mut batcher = Batcher::default();
-    let mut best: Option<(f64, usize, Tensor)> = None;
-    let mut curve = Vec::with_capacity(spec.steps);
-    let mut done = 0;
-    let eval_every = spec.eval_every.max(1);
-    for step in 0..spec.steps {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            break;
-        }
-        let batch = batcher.next(train, spec.batch_size, &mut rng);
+    let mut loss = |batch: &[EncodedExample]| -> Result<Tensor> {
         let br = branches.branches(var.as_tensor())?;
-        let (nll, _) = token_nll(&grad_model, pad_id, &batch, Some(&br))?;
+        let (nll, _) = token_nll(&grad_model, pad_id, batch, Some(&br))?;
         let mut loss = nll.mean_all()?.to_dtype(DType::F32)?;
         if spec.l1 > 0.0 {
             let fc = activate(var.as_tensor(), branches.activation)?;
             loss = (loss + (fc.abs()?.mean_all()? * spec.l1)?)?;
         }
-        let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let train_loss = crate::eval::finite(train_loss, || {
-            format!("the training loss at step {}", step + 1)
-        })?;
-        trainer.step(&loss, schedule.lr(step))?;
-        done = step + 1;
-        let mut report = StepReport {
-            step: done,
-            train_loss,
-            val_loss: None,
-            coefficients: None,
-        };
-        if done % eval_every == 0 || done == spec.steps {
-            // A copy: the Var is updated in place, and a detached view shares its storage, so
-            // the best checkpoint would silently become the last.
-            let snapshot = var.as_tensor().detach().copy()?;
-            let br = branches.branches(&snapshot)?;
-            let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
-            let v = crate::eval::finite(v, || format!("the validation loss at step {done}"))?;
-            report.val_loss = Some(v);
-            report.coefficients = Some(activated_rows(&snapshot, branches.activation)?);
-            if best.as_ref().is_none_or(|(b, _, _)| v < *b) {
-                best = Some((v, done, snapshot));
-            }
-        }
-        progress(&report);
-        curve.push(report);
-    }
-    let (best_val_loss, best_step, raw) = match best {
-        Some(b) => b,
-        None => {
-            // Cancelled before the first check: the current coefficients, measured once.
-            let snapshot = var.as_tensor().detach().copy()?;
-            let br = branches.branches(&snapshot)?;
-            let v = mean_token_loss(model, pad_id, val, Some(&br), 32)?;
-            let v = crate::eval::finite(v, || "the validation loss".into())?;
-            (v, done, snapshot)
-        }
+        Ok(loss)
     };
+    let mut check = || -> Result<super::tloop::Check<Tensor>> {
+        // A copy: the Var is updated in place, and a detached view shares its storage, so the
+        // best checkpoint would silently become the last.
+        let snapshot = var.as_tensor().detach().copy()?;
+        let br = branches.branches(&snapshot)?;
+        Ok(super::tloop::Check {
+            val_loss: mean_token_loss(model, pad_id, val, Some(&br), 32)?,
+            coefficients: activated_rows(&snapshot, branches.activation)?,
+            checkpoint: snapshot,
+        })
+    };
+    let t = super::tloop::train(
+        vec![var.clone()],
+        plan,
+        seed,
+        train,
+        &mut loss,
+        &mut check,
+        progress,
+        cancel,
+    )?;
+    let (best_val_loss, best_step, raw) = (t.best.val_loss, t.best_step, t.best.checkpoint);
+    let (done, curve) = (t.steps, t.curve);
     Ok(Tuned {
         activated: activated_rows(&raw, branches.activation)?,
         raw,

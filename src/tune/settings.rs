@@ -71,6 +71,9 @@ pub enum Init {
     Normal,
     /// Every coefficient 1/√k.
     Equal,
+    /// The task's own adapter (the oracle) at 1, every other adapter at 0 (the paper's
+    /// `target` init); needs `controls.oracle = true`.
+    Target,
 }
 
 fn lr() -> f64 {
@@ -232,6 +235,206 @@ impl LorahubSpec {
             f.positive("examples", n)?;
         }
         f.count("rows_per_forward", self.rows_per_forward, 1, MAX_BATCH)
+    }
+}
+
+fn top_k() -> usize {
+    4
+}
+fn one() -> f64 {
+    1.0
+}
+fn arrow_lr() -> f64 {
+    1e-2
+}
+fn arrow_steps() -> usize {
+    400
+}
+
+/// Settings of Arrow routing: per token and module, the top-k adapters by |x·p| (p: each
+/// adapter's top right singular vector), softmaxed with a temperature. Zero-step unless `train`
+/// is set, when the prototypes are tuned (the paper's lr 1e-2, 400 steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrowSpec {
+    /// Adapters each token is routed to in each module.
+    #[serde(default = "top_k")]
+    pub top_k: usize,
+    /// Softmax temperature over the kept scores.
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Tune the prototypes on the training split (trained Arrow); zero-step otherwise.
+    #[serde(default)]
+    pub train: bool,
+    #[serde(default = "arrow_lr")]
+    pub lr: f64,
+    #[serde(default = "arrow_steps")]
+    pub steps: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    #[serde(default = "warmup")]
+    pub warmup_frac: f64,
+    #[serde(default = "eval_every")]
+    pub eval_every: usize,
+}
+
+impl Default for ArrowSpec {
+    fn default() -> Self {
+        Self {
+            top_k: top_k(),
+            temperature: one(),
+            train: false,
+            lr: arrow_lr(),
+            steps: arrow_steps(),
+            batch_size: batch(),
+            warmup_frac: warmup(),
+            eval_every: eval_every(),
+        }
+    }
+}
+
+impl ArrowSpec {
+    /// Checks every setting is finite and in range (`f` names the table).
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.count("top_k", self.top_k, 1, MAX_BATCH)?;
+        f.above("temperature", self.temperature, 0.0)?;
+        f.at_least("lr", self.lr, 0.0)?;
+        f.count("steps", self.steps, 1, MAX_STEPS)?;
+        f.count("batch_size", self.batch_size, 1, MAX_BATCH)?;
+        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)?;
+        f.count("eval_every", self.eval_every, 1, MAX_STEPS)
+    }
+}
+
+fn pi_lr() -> f64 {
+    1e-4
+}
+fn sixteen() -> usize {
+    16
+}
+fn sixteen_f() -> f64 {
+    16.0
+}
+fn yes() -> bool {
+    true
+}
+
+/// Settings of π-Tuning: per-module softmax coefficients (equal at the start) trained jointly
+/// with every selected adapter's A and B, and a fresh LoRA slot (A ~ N(0, 0.01), B = 0) that takes
+/// the place of the task's own adapter when the selection holds it (the paper's settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiTuningSpec {
+    /// Add the fresh LoRA slot (in place of the task's own adapter, when it was selected).
+    #[serde(default = "yes")]
+    pub fresh: bool,
+    /// The fresh slot's rank and alpha when no task adapter gives them.
+    #[serde(default = "sixteen")]
+    pub fresh_rank: usize,
+    #[serde(default = "sixteen_f")]
+    pub fresh_alpha: f64,
+    #[serde(default = "pi_lr")]
+    pub lr: f64,
+    #[serde(default = "steps")]
+    pub steps: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    #[serde(default = "warmup")]
+    pub warmup_frac: f64,
+    #[serde(default = "eval_every")]
+    pub eval_every: usize,
+}
+
+impl Default for PiTuningSpec {
+    fn default() -> Self {
+        Self {
+            fresh: true,
+            fresh_rank: sixteen(),
+            fresh_alpha: sixteen_f(),
+            lr: pi_lr(),
+            steps: steps(),
+            batch_size: batch(),
+            warmup_frac: warmup(),
+            eval_every: eval_every(),
+        }
+    }
+}
+
+impl PiTuningSpec {
+    /// Checks every setting is finite and in range (`f` names the table).
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        f.count(
+            "fresh_rank",
+            self.fresh_rank,
+            1,
+            crate::run::setting::MAX_RANK,
+        )?;
+        f.above("fresh_alpha", self.fresh_alpha, 0.0)?;
+        f.at_least("lr", self.lr, 0.0)?;
+        f.count("steps", self.steps, 1, MAX_STEPS)?;
+        f.count("batch_size", self.batch_size, 1, MAX_BATCH)?;
+        f.within("warmup_frac", self.warmup_frac, 0.0, 1.0, false)?;
+        f.count("eval_every", self.eval_every, 1, MAX_STEPS)
+    }
+}
+
+fn equal() -> Init {
+    Init::Equal
+}
+
+/// Settings of AdaMerging: gradient-tuned coefficients with the identity activation, equal init
+/// 1/√N, one per module (lr 5e-2, 100 steps): the gradient method with these settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaMergingSpec {
+    #[serde(default)]
+    pub granularity: Granularity,
+    #[serde(default = "equal")]
+    pub init: Init,
+    #[serde(default = "lr")]
+    pub lr: f64,
+    #[serde(default = "steps")]
+    pub steps: usize,
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    #[serde(default = "warmup")]
+    pub warmup_frac: f64,
+    #[serde(default = "eval_every")]
+    pub eval_every: usize,
+}
+
+impl Default for AdaMergingSpec {
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::default(),
+            init: equal(),
+            lr: lr(),
+            steps: steps(),
+            batch_size: batch(),
+            warmup_frac: warmup(),
+            eval_every: eval_every(),
+        }
+    }
+}
+
+impl AdaMergingSpec {
+    /// The gradient method's settings that this is.
+    pub fn gradient(&self) -> GradientSpec {
+        GradientSpec {
+            granularity: self.granularity,
+            activation: Activation::Identity,
+            init: self.init,
+            lr: self.lr,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            warmup_frac: self.warmup_frac,
+            eval_every: self.eval_every,
+            l1: 0.0,
+        }
+    }
+
+    pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
+        self.gradient().check(f)
     }
 }
 

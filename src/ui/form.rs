@@ -12,9 +12,12 @@ use crate::tune::settings::Granularity;
 
 /// The method kinds in the order the form cycles through them (the recipe first, the controls
 /// last); the kinds and their names are `run::method::MethodKind`'s.
-pub const METHODS: [MethodKind; 12] = [
+pub const METHODS: [MethodKind; 15] = [
     MethodKind::Gradient,
+    MethodKind::Adamerging,
     MethodKind::Lorahub,
+    MethodKind::PiTuning,
+    MethodKind::Arrow,
     MethodKind::Average,
     MethodKind::Ties,
     MethodKind::TaskArithmetic,
@@ -222,8 +225,11 @@ impl Form {
                 self.uses_pool()
             }
             FieldId::K => self.uses_pool() && self.selection.k().is_some(),
-            FieldId::Steps => matches!(self.method_name(), "gradient" | "lorahub" | "new-lora"),
-            FieldId::Granularity => self.method_name() == "gradient",
+            FieldId::Steps => matches!(
+                self.method_name(),
+                "gradient" | "adamerging" | "lorahub" | "pi-tuning" | "arrow" | "new-lora"
+            ),
+            FieldId::Granularity => matches!(self.method_name(), "gradient" | "adamerging"),
             _ => true,
         }
     }
@@ -237,6 +243,7 @@ impl Form {
             FieldId::Method => "method",
             FieldId::Steps => match self.method_name() {
                 "lorahub" => "budget",
+                "arrow" => "steps (0: zero-step)",
                 _ => "steps",
             },
             FieldId::Granularity => "granularity",
@@ -398,6 +405,8 @@ impl Form {
             FieldId::Strategy => (matches!(self.selection, Selection::Manual { .. })
                 && self.manual.is_empty())
             .then(|| "select adapters on the Pool screen (space)".into()),
+            // Arrow at 0 steps routes with the prototypes as computed.
+            FieldId::Steps if self.method_name() == "arrow" && self.steps.trim() == "0" => None,
             FieldId::Steps => positive(&self.steps),
             FieldId::Seed => self
                 .seed

@@ -158,6 +158,23 @@ pub fn choose(
         rec.log(line.clone());
     }
     let reference = match &spec.selection {
+        // The task's own adapter as the reference, whether or not the run adds it to the pool.
+        Selection::Similar { to, .. } if to == select::TASK_REFERENCE => match &found.oracle {
+            Some(o) => Some(o.clone()),
+            None => {
+                let dir = task.oracle.clone().ok_or_else(|| {
+                    RunError::Task(format!(
+                        "selection.to = \"task\" measures closeness to the task's own adapter, \
+                         but task {} has none (set task.oracle_adapter)",
+                        task.name
+                    ))
+                })?;
+                let cfg = bench.model.config();
+                let mut ad = Adapter::load(&dir, Some((cfg, bench.identity.as_deref())))?;
+                ad.name = format!("oracle:{}", task.name);
+                Some(ad)
+            }
+        },
         Selection::Similar { to, .. } => match candidates.iter().find(|a| &a.name == to) {
             Some(a) => Some((*a).clone()),
             None if Path::new(to).join("adapter_config.json").is_file() => Some(Adapter::load(

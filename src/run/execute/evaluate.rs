@@ -13,6 +13,7 @@ use crate::run::task::TaskData;
 /// number of examples dropped for a prompt at the scoring's token cap.
 pub fn test_outcomes(
     model: &Llama,
+    branches: Option<&crate::model::Branches>,
     codec: &TextCodec,
     task: &TaskData,
     spec: &RunSpec,
@@ -57,7 +58,7 @@ pub fn test_outcomes(
         &prompts,
         &kept.iter().map(|&i| i + 1).collect::<Vec<_>>(),
         &task.scoring,
-        None,
+        branches,
         spec.eval.batch_size,
         true,
         &mut |n| rec.emit(crate::run::event::RunEvent::Advance(n)),

@@ -11,9 +11,12 @@ use crate::model::template::EncodedExample;
 use crate::run::record::Coefficients;
 use crate::run::spec::{NewLoraSpec, RunSpec};
 use crate::run::workbench::Workbench;
+use crate::tune::arrow::{self, ArrowBranches};
 use crate::tune::coef::{CoefficientBranches, GradientSpec, Granularity, tune_coefficients};
 use crate::tune::lorahub::{LorahubSpec, StackedPool, tune_lorahub};
+use crate::tune::pituning::{Fresh, PiBranches, tune_pi};
 use crate::tune::settings::Objective;
+use crate::tune::settings::{ArrowSpec, PiTuningSpec};
 use crate::tune::{LoraTrainSpec, train_lora};
 
 /// The rows a method trains and validates on.
@@ -36,6 +39,7 @@ fn fixed(bench: &Workbench, model: crate::model::Llama, rows: &Rows<'_>) -> Resu
         model,
         best_step: None,
         coefficients: None,
+        branches: None,
     })
 }
 
@@ -47,7 +51,8 @@ pub const LORA_DIR: &str = "lora";
 /// all: it is written beside and renamed into place.
 fn save_lora(
     bench: &Workbench,
-    trained: &crate::tune::lora::TrainedLora,
+    pairs: &crate::adapter::write::PairMap,
+    (rank, alpha): (usize, f64),
     dir: &std::path::Path,
 ) -> Result<()> {
     let partial = dir.join(format!("{LORA_DIR}.partial"));
@@ -59,9 +64,9 @@ fn save_lora(
         .unwrap_or_else(|| bench.model_path.display().to_string());
     crate::adapter::write::write_peft(
         &partial,
-        &trained.pairs,
-        trained.rank,
-        trained.alpha,
+        pairs,
+        rank,
+        alpha,
         &base,
         candle_core::DType::F32,
     )?;
@@ -118,7 +123,7 @@ pub fn new_lora(
     )?;
     rec.check()?;
     if let Some(dir) = artifacts {
-        save_lora(bench, &trained, dir)?;
+        save_lora(bench, &trained.pairs, (trained.rank, trained.alpha), dir)?;
         rec.log(format!(
             "saved the new LoRA in {}",
             dir.join(LORA_DIR).display()
@@ -146,6 +151,7 @@ pub fn new_lora(
                 val_loss: Some(v),
                 best_step: Some(step),
                 coefficients: None,
+                branches: None,
             })
         }
         None => fixed(bench, model, rows),
@@ -186,7 +192,7 @@ pub fn gradient(
     rec: &mut Recorder<'_>,
 ) -> Result<Outcome> {
     let layers = bench.model.config().num_hidden_layers;
-    let cb = CoefficientBranches::new(
+    let mut cb = CoefficientBranches::new(
         chosen,
         layers,
         g.granularity,
@@ -194,6 +200,7 @@ pub fn gradient(
         bench.model.dtype(),
         bench.model.device(),
     )?;
+    cb.target = chosen.iter().position(|a| is_oracle(a));
     let groups = group_names(&cb, layers);
     let columns = column_names(chosen, g.granularity == Granularity::Rank);
     rec.emit(crate::run::event::RunEvent::Layout {
@@ -222,6 +229,7 @@ pub fn gradient(
     rec.check()?;
     Ok(Outcome {
         model: bench.model.fold(&cb.branches(&tuned.raw)?)?,
+        branches: None,
         val_loss: Some(tuned.best_val_loss),
         best_step: Some(tuned.best_step),
         coefficients: Some(Coefficients {
@@ -278,6 +286,189 @@ pub fn lorahub(
             columns: column_names(chosen, false),
             values: vec![result.coefficients.iter().map(|&c| c as f32).collect()],
         }),
+        branches: None,
+    })
+}
+
+/// Whether a chosen adapter is the task's own (the oracle control adds it under this name).
+fn is_oracle(a: &Adapter) -> bool {
+    a.name.starts_with("oracle:")
+}
+
+/// Arrow over the chosen adapters: zero-step (the prototypes as computed) or trained. The test
+/// stage routes token by token, so nothing is folded; the coefficient view shows each adapter's
+/// mean routing weight per module over validation tokens.
+pub fn arrow(
+    bench: &Workbench,
+    spec: &RunSpec,
+    a: &ArrowSpec,
+    chosen: &[&Adapter],
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+) -> Result<Outcome> {
+    let model = &bench.model;
+    let layers = model.config().num_hidden_layers;
+    let ab = ArrowBranches::new(
+        chosen,
+        layers,
+        a.top_k,
+        a.temperature,
+        model.dtype(),
+        model.device(),
+    )?;
+    let groups: Vec<String> = (0..layers)
+        .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
+        .collect();
+    let columns = column_names(chosen, false);
+    rec.emit(crate::run::event::RunEvent::Layout {
+        groups: groups.clone(),
+        columns: columns.clone(),
+    });
+    let start = ab.initial_prototypes(chosen)?;
+    let profile_rows = &rows.val[..rows.val.len().min(arrow::PROFILE_EXAMPLES)];
+    let (prototypes, profile, val, best_step) = if a.train {
+        rec.stage("training Arrow's prototypes", a.steps);
+        let cancel = rec.cancel();
+        let t = arrow::tune_prototypes(
+            model,
+            bench.codec.pad_id(),
+            &ab,
+            &start,
+            rows.train,
+            rows.val,
+            a,
+            spec.seed,
+            &mut |r| {
+                rec.point(r.step, r.train_loss, r.val_loss);
+                if let Some(c) = &r.coefficients {
+                    rec.coefficients(r.step, c);
+                }
+            },
+            cancel,
+        )?;
+        rec.check()?;
+        (t.prototypes, t.profile, t.best_val_loss, Some(t.best_step))
+    } else {
+        rec.stage("routing (zero-step Arrow)", 1);
+        let br = ab.branches(&start);
+        let v = mean_token_loss(model, bench.codec.pad_id(), rows.val, Some(&br), 32)?;
+        let v = crate::eval::finite(v, || "the validation loss".into())?;
+        let profile = ab.profile(model, &start, profile_rows)?;
+        rec.coefficients(0, &profile);
+        (start, profile, v, None)
+    };
+    Ok(Outcome {
+        model: model.clone(),
+        val_loss: Some(val),
+        best_step,
+        coefficients: Some(Coefficients {
+            granularity: "routing".into(),
+            groups,
+            columns,
+            values: profile,
+        }),
+        branches: Some(ab.branches(&prototypes)),
+    })
+}
+
+/// π-Tuning: softmax coefficients trained with every chosen adapter's A and B and a fresh LoRA
+/// slot; the tuned LoRA (rank-stacked, gates folded into B) is kept in the run's folder.
+pub fn pi_tuning(
+    bench: &Workbench,
+    spec: &RunSpec,
+    p: &PiTuningSpec,
+    chosen: &[&Adapter],
+    rows: &Rows<'_>,
+    rec: &mut Recorder<'_>,
+    artifacts: Option<&std::path::Path>,
+) -> Result<Outcome> {
+    let model = &bench.model;
+    let cfg = model.config().clone();
+    let layers = cfg.num_hidden_layers;
+    let fresh = p.fresh.then(|| Fresh {
+        replaces: chosen.iter().position(|a| is_oracle(a)),
+        rank: p.fresh_rank,
+        alpha: p.fresh_alpha,
+    });
+    if let Some(Fresh {
+        replaces: Some(i), ..
+    }) = &fresh
+    {
+        rec.log(format!(
+            "a fresh LoRA slot takes the place of the task's own adapter {}",
+            chosen[*i].name
+        ));
+    }
+    let pi = PiBranches::new(
+        chosen,
+        layers,
+        fresh,
+        |m| cfg.module_shape(m),
+        spec.seed,
+        model.dtype(),
+        model.device(),
+    )?;
+    let groups: Vec<String> = (0..layers)
+        .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
+        .collect();
+    rec.emit(crate::run::event::RunEvent::Layout {
+        groups: groups.clone(),
+        columns: pi.columns.clone(),
+    });
+    rec.stage("π-Tuning (coefficients, A and B)", p.steps);
+    let cancel = rec.cancel();
+    let tuned = tune_pi(
+        model,
+        bench.codec.pad_id(),
+        &pi,
+        rows.train,
+        rows.val,
+        p,
+        spec.seed,
+        &mut |r| {
+            rec.point(r.step, r.train_loss, r.val_loss);
+            if let Some(c) = &r.coefficients {
+                rec.coefficients(r.step, c);
+            }
+        },
+        cancel,
+    )?;
+    rec.check()?;
+    let mut merged = Merged::default();
+    for (key, (a, b)) in pi.updates()? {
+        merged.updates.insert(
+            key,
+            Update::LowRank {
+                a: a.to_dtype(candle_core::DType::F32)?
+                    .to_device(&candle_core::Device::Cpu)?,
+                b: b.to_dtype(candle_core::DType::F32)?
+                    .to_device(&candle_core::Device::Cpu)?,
+            },
+        );
+    }
+    if let Some(dir) = artifacts {
+        let (pairs, r, _) = merged.to_padded_lora(crate::run::setting::MAX_RANK)?;
+        save_lora(bench, &pairs, (r, r as f64), dir)?;
+        rec.log(format!(
+            "saved the tuned LoRA in {}",
+            dir.join(LORA_DIR).display()
+        ));
+    }
+    rec.log(format!(
+        "kept the checkpoint of step {} (validation loss {:.4})",
+        tuned.best_step, tuned.best_val_loss
+    ));
+    Ok(Outcome {
+        model: bench.model.fold(&pi.branches()?)?,
+        val_loss: Some(tuned.best_val_loss),
+        best_step: Some(tuned.best_step),
+        coefficients: Some(Coefficients {
+            granularity: "module".into(),
+            groups,
+            columns: pi.columns.clone(),
+            values: tuned.weights,
+        }),
+        branches: None,
     })
 }
 

@@ -37,8 +37,13 @@ impl Form {
             "gradient" => {
                 json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
             }
+            "adamerging" => {
+                json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
+            }
             "lorahub" => json!({"kind": kind, "budget": steps}),
-            "new-lora" => json!({"kind": kind, "steps": steps}),
+            "new-lora" | "pi-tuning" => json!({"kind": kind, "steps": steps}),
+            "arrow" if steps == 0 => json!({"kind": kind, "train": false}),
+            "arrow" => json!({"kind": kind, "train": true, "steps": steps}),
             _ => json!({"kind": kind}),
         }
     }
@@ -54,7 +59,7 @@ impl Form {
             return Err(format!("{}: {p}", self.label(f)));
         }
         let k: usize = self.k.parse().unwrap_or(1);
-        let steps: usize = self.steps.parse().unwrap_or(1);
+        let steps: usize = self.steps.trim().parse().unwrap_or(1);
         let seed: u64 = self.seed.parse().unwrap_or(0);
         let selection = match &self.selection {
             Selection::Manual { .. } => Selection::Manual {
@@ -138,8 +143,15 @@ impl Form {
                 self.steps = g.steps.to_string();
                 self.granularity = g.granularity;
             }
+            MethodSpec::Adamerging(a) => {
+                self.steps = a.steps.to_string();
+                self.granularity = a.granularity;
+            }
             MethodSpec::Lorahub(h) => self.steps = h.budget.to_string(),
             MethodSpec::NewLora(n) => self.steps = n.steps.to_string(),
+            MethodSpec::PiTuning(p) => self.steps = p.steps.to_string(),
+            MethodSpec::Arrow(a) if !a.train => self.steps = "0".into(),
+            MethodSpec::Arrow(a) => self.steps = a.steps.to_string(),
             _ => {}
         }
         self.seed = spec.seed.to_string();
