@@ -582,14 +582,15 @@ fn routed_linear(
 ) -> candle_core::Result<Tensor> {
     let (b, t, i) = x.dims3()?;
     let x2 = x.reshape((b * t, i))?;
+    let weights = router.weights(&x2)?;
     if let Some(trace) = trace {
-        let sums = router.weight_sums(&x2)?;
+        let sums = super::route::Router::weight_sums(&weights)?;
         trace
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .add(layer, module, sums, b * t);
     }
-    let y = (base_matmul(&x2, w, grad)? + router.delta(&x2)?)?;
+    let y = (base_matmul(&x2, w, grad)? + router.delta_with(&x2, &weights)?)?;
     y.reshape((b, t, ()))
 }
 

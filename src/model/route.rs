@@ -58,19 +58,20 @@ impl Router {
 
     /// Σ_i w_i(x)·s_i·B_i·A_i·x for tokens x (rows, in): (rows, out).
     pub fn delta(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let w = self.weights(x)?;
+        self.delta_with(x, &self.weights(x)?)
+    }
+
+    /// The same with the routing weights `w` (rows, N) already computed.
+    pub fn delta_with(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         let gate = w.index_select(&self.rank_owner, 1)?;
         let a = self.a.to_dtype(x.dtype())?;
         let b = self.b.to_dtype(x.dtype())?;
         (x.matmul(&a.t()?)? * gate)?.matmul(&b.t()?)
     }
 
-    /// The routing weights of tokens x (rows, in), summed over the rows, in f64: (N).
-    pub fn weight_sums(&self, x: &Tensor) -> candle_core::Result<Vec<f64>> {
-        self.weights(x)?
-            .to_dtype(DType::F64)?
-            .sum(0)?
-            .to_vec1::<f64>()
+    /// Routing weights w (rows, N) summed over the rows, in f64: (N).
+    pub fn weight_sums(w: &Tensor) -> candle_core::Result<Vec<f64>> {
+        w.detach().to_dtype(DType::F64)?.sum(0)?.to_vec1::<f64>()
     }
 }
 
@@ -147,7 +148,7 @@ mod tests {
         let (w0, w2) = (sigmoid(0.4), 1.0 - sigmoid(0.4));
         let want = w0 * 3.0 + w2 * 1000.0 * 5.0;
         assert!((got - want).abs() < 1e-3, "{got} vs {want}");
-        let sums = r.weight_sums(&x).unwrap();
+        let sums = Router::weight_sums(&r.weights(&x).unwrap()).unwrap();
         assert!((sums[0] - w0).abs() < 1e-6 && sums[1] == 0.0, "{sums:?}");
     }
 }

@@ -218,12 +218,7 @@ pub fn gradient(
         rows.val,
         g,
         spec.seed,
-        &mut |r| {
-            rec.point(r.step, r.train_loss, r.val_loss);
-            if let Some(c) = &r.coefficients {
-                rec.coefficients(r.step, c);
-            }
-        },
+        &mut |r| report_step(rec, r),
         cancel,
     )?;
     rec.check()?;
@@ -316,9 +311,7 @@ pub fn arrow(
         model.dtype(),
         model.device(),
     )?;
-    let groups: Vec<String> = (0..layers)
-        .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
-        .collect();
+    let groups = module_groups(layers);
     let columns = column_names(chosen, false);
     rec.emit(crate::run::event::RunEvent::Layout {
         groups: groups.clone(),
@@ -338,12 +331,7 @@ pub fn arrow(
             rows.val,
             a,
             spec.seed,
-            &mut |r| {
-                rec.point(r.step, r.train_loss, r.val_loss);
-                if let Some(c) = &r.coefficients {
-                    rec.coefficients(r.step, c);
-                }
-            },
+            &mut |r| report_step(rec, r),
             cancel,
         )?;
         rec.check()?;
@@ -408,9 +396,7 @@ pub fn pi_tuning(
         model.dtype(),
         model.device(),
     )?;
-    let groups: Vec<String> = (0..layers)
-        .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
-        .collect();
+    let groups = module_groups(layers);
     rec.emit(crate::run::event::RunEvent::Layout {
         groups: groups.clone(),
         columns: pi.columns.clone(),
@@ -425,12 +411,7 @@ pub fn pi_tuning(
         rows.val,
         p,
         spec.seed,
-        &mut |r| {
-            rec.point(r.step, r.train_loss, r.val_loss);
-            if let Some(c) = &r.coefficients {
-                rec.coefficients(r.step, c);
-            }
-        },
+        &mut |r| report_step(rec, r),
         cancel,
     )?;
     rec.check()?;
@@ -472,6 +453,21 @@ pub fn pi_tuning(
     })
 }
 
+/// One coefficient-view group per (layer, module), in layer-major order.
+fn module_groups(layers: usize) -> Vec<String> {
+    (0..layers)
+        .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
+        .collect()
+}
+
+/// A training step as the run's curve and coefficient view show it.
+fn report_step(rec: &mut Recorder<'_>, r: &crate::tune::coef::StepReport) {
+    rec.point(r.step, r.train_loss, r.val_loss);
+    if let Some(c) = &r.coefficients {
+        rec.coefficients(r.step, c);
+    }
+}
+
 fn group_names(cb: &CoefficientBranches, layers: usize) -> Vec<String> {
     use crate::tune::coef::Granularity as G;
     match cb.layout.granularity {
@@ -480,9 +476,7 @@ fn group_names(cb: &CoefficientBranches, layers: usize) -> Vec<String> {
         G::Sublayer => (0..layers)
             .flat_map(|l| [format!("layer {l} attn"), format!("layer {l} mlp")])
             .collect(),
-        G::Module | G::Rank => (0..layers)
-            .flat_map(|l| Module::ALL.map(|m| format!("layer {l} {}", m.peft_name())))
-            .collect(),
+        G::Module | G::Rank => module_groups(layers),
     }
 }
 
