@@ -11,10 +11,13 @@
 //! - `llama8b`: Llama-3.1-8B's layer shapes with random weights and 30 rank-16 adapters:
 //!   tokens/s, time per recipe step and peak memory, projected to 32 layers; `--layers`,
 //!   `--device`.
+//! - `arrow`: Arrow's routed forward against the same adapters folded and as side branches, for
+//!   4 to 30 adapters; `--lab`, `--top-k`, `--adapters`, `--device`.
 //! - `agree`: a device's per-example losses against the CPU's and PEFT's references (f32 and
 //!   bf16) on the fixtures and the lab; fails when one is out of tolerance.
 
 pub mod agree;
+pub mod arrow;
 pub mod forward;
 pub mod llama8b;
 pub mod recycle;
@@ -40,6 +43,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Llama-3.1-8B layer shapes: tokens/s, recipe step, peak memory",
     ),
     (
+        "arrow",
+        "Arrow's routed forward vs the same adapters folded, 4 to 30 adapters",
+    ),
+    (
         "agree",
         "a device's losses against the CPU's and PEFT's (fixtures, lab)",
     ),
@@ -52,6 +59,7 @@ pub fn run(name: &str) -> Result<(), String> {
         "recycle" => recycle::run(),
         "screen" => screen::run(),
         "llama8b" => llama8b::run(),
+        "arrow" => arrow::run(),
         "agree" => return agree::check(),
         _ => {
             return Err(format!(

@@ -84,7 +84,9 @@ enum Command {
         runs_dir: Option<PathBuf>,
     },
     /// The paper's comparison on the lab: base, new LoRA, average, TIES, LoraHub and the gradient
-    /// recipe, each on the real and the random-init pool, with and without the oracle adapter.
+    /// recipe, each on the real and the random-init pool, with and without the oracle adapter;
+    /// TSV, AdaMerging, Arrow and π-Tuning with their random-init twins; random and top-5/10/20
+    /// selection ablations.
     /// Runs here one cell after another, or hands the cells to Slurm as a job array.
     #[command(
         after_help = "Writes study.md (means with bootstrap 95% intervals over task × seed), study.csv and study.json\n\

@@ -171,3 +171,64 @@ fn arrow_refuses_weights_and_an_empty_pool() {
         "error: --weights does not apply with --route arrow: the router weighs each token\n"
     );
 }
+
+/// A route trace counts real tokens only: routing a right-padded batch gives the same summed
+/// weights and token counts as routing its rows one at a time.
+#[test]
+fn a_route_trace_leaves_padding_out() {
+    use std::sync::{Arc, Mutex};
+
+    use candle_core::{DType, Device};
+    use loracycle::adapter::Adapter;
+    use loracycle::model::branch::RouteTrace;
+    use loracycle::model::{Batch, Llama};
+    use loracycle::tune::arrow::ArrowBranches;
+
+    let dev = Device::Cpu;
+    let tiny = Path::new("tests/fixtures/tiny");
+    let model = Llama::load(tiny, DType::F32, &dev).unwrap();
+    let cfg = model.config().clone();
+    let adapters: Vec<Adapter> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            Adapter::load(
+                &Path::new("tests/fixtures/arrow/adapters").join(n),
+                Some((&cfg, None)),
+            )
+            .unwrap()
+        })
+        .collect();
+    let refs: Vec<&Adapter> = adapters.iter().collect();
+    let arrow = ArrowBranches::new(&refs, cfg.num_hidden_layers, 2, 1.0, DType::F32, &dev).unwrap();
+    let prototypes = arrow.initial_prototypes(&refs).unwrap();
+    let rows: Vec<Vec<u32>> = vec![(1..12).collect(), (3..7).collect(), (5..14).collect()];
+    let traced = |rows: &[Vec<u32>]| {
+        let mut branches = arrow.branches(&prototypes);
+        let trace = Arc::new(Mutex::new(RouteTrace::default()));
+        branches.trace = Some(trace.clone());
+        model
+            .forward(&Batch::new(rows, 0, &dev).unwrap(), Some(&branches))
+            .unwrap();
+        trace.lock().unwrap().clone()
+    };
+    let batched = traced(&rows);
+    let mut alone = RouteTrace::default();
+    for r in &rows {
+        for ((l, m), (sums, n)) in traced(std::slice::from_ref(r)).sums {
+            alone.add(l, m, sums, n);
+        }
+    }
+    assert_eq!(batched.sums.len(), alone.sums.len());
+    for (key, (sums, n)) in &batched.sums {
+        let (want, want_n) = &alone.sums[key];
+        assert_eq!((*n, *want_n), (24, 24), "{key:?}");
+        for (a, b) in sums.iter().zip(want) {
+            assert!((a - b).abs() < 1e-4, "{key:?}: batched {a} vs alone {b}");
+        }
+    }
+    let (w, w_alone) = (arrow.mean_weights(&batched), arrow.mean_weights(&alone));
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{w:?}");
+    for (a, b) in w.iter().zip(&w_alone) {
+        assert!((a - b).abs() < 1e-5, "{w:?} vs {w_alone:?}");
+    }
+}

@@ -834,3 +834,128 @@ max_prompt_tokens = {cap}
     );
     assert!(err.contains(ties), "{err}");
 }
+
+/// The paper's other methods as `loracycle run` kinds on the lab, over three pool adapters of
+/// mixed ranks (4, 8, 8): zero-step Arrow's test loss equals `loracycle eval --route arrow` over
+/// the same adapters, and its coefficient view holds routing weights that sum to 1 where every
+/// adapter is a candidate; AdaMerging starts every coefficient at 1/√N; π-Tuning's softmax
+/// coefficients span the adapters and the fresh slot and its tuned LoRA is written into the run.
+#[test]
+fn arrow_adamerging_and_pi_tuning_run_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let runs_s = runs.to_str().unwrap().to_string();
+    let adapters = ["caesar-11", "caesar-4", "add-mod-10"];
+    let selection = format!(
+        "[selection]\nstrategy = \"manual\"\nadapters = {adapters:?}\n[eval]\nbootstrap = 50\n"
+    );
+    let go = |name: &str, method: &str| -> Value {
+        let spec = write_spec(
+            tmp.path(),
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\nseed = 1\n[task]\nlab = \"caesar-5\"\ntrain_examples = 16\n{selection}[method]\n{method}"
+            ),
+        );
+        let (code, out, err) = run(&["run", &spec, "--json", "--runs-dir", &runs_s], &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+
+    let arrow = go("arrow", "kind = \"arrow\"\ntop_k = 2\n");
+    assert_eq!(arrow["status"], "finished");
+    let ranks: Vec<u64> = arrow["chosen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [4, 8, 8]);
+    let coef = &arrow["coefficients"];
+    assert_eq!(coef["granularity"], "routing");
+    assert_eq!(coef["columns"], serde_json::json!(adapters));
+    let rows = coef["values"].as_array().unwrap();
+    assert_eq!(rows.len(), 4 * 7);
+    for row in rows {
+        let w: Vec<f64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        if w.iter().all(|&x| x > 0.0) {
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{w:?}");
+        }
+    }
+    let model = arrow["model"]["path"].as_str().unwrap();
+    let test = Path::new(model)
+        .parent()
+        .unwrap()
+        .join("tasks/caesar-5/test.jsonl");
+    let mut args = vec!["eval", "--model", "lab", "--template", "lab", "--json"];
+    args.extend(["--route", "arrow", "--top-k", "2"]);
+    args.extend(["--data", test.to_str().unwrap()]);
+    for a in &adapters {
+        args.extend(["--adapter", a]);
+    }
+    let (code, out, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{err}");
+    let eval: Value = serde_json::from_str(&out).unwrap();
+    let (run_loss, eval_loss) = (
+        arrow["metrics"]["loss"]["mean"].as_f64().unwrap(),
+        eval["mean_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (run_loss - eval_loss).abs() < 1e-5 * eval_loss,
+        "run {run_loss} vs eval {eval_loss}"
+    );
+    let routed: f64 = eval["routing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mean_weight"].as_f64().unwrap())
+        .sum();
+    assert!((routed - 1.0).abs() < 0.05, "{routed}");
+
+    // A learning rate too small to move them: the coefficients stay at their init, 1/√3.
+    let ada = go(
+        "adamerging",
+        "kind = \"adamerging\"\nsteps = 2\neval_every = 1\nbatch_size = 4\nlr = 1e-9\n",
+    );
+    assert_eq!(ada["coefficients"]["granularity"], "module");
+    let mut at_init = 0;
+    for row in ada["coefficients"]["values"].as_array().unwrap() {
+        for v in row.as_array().unwrap() {
+            let v = v.as_f64().unwrap();
+            // 0 where an adapter lacks the module.
+            assert!(v == 0.0 || (v - 1.0 / 3f64.sqrt()).abs() < 1e-6, "{v}");
+            at_init += usize::from(v != 0.0);
+        }
+    }
+    assert!(at_init >= 4 * 7, "{at_init}");
+
+    let pi = go(
+        "pi",
+        "kind = \"pi-tuning\"\nsteps = 2\neval_every = 1\nbatch_size = 4\n",
+    );
+    let coef = &pi["coefficients"];
+    let mut columns = adapters.to_vec();
+    columns.push("fresh");
+    assert_eq!(coef["columns"], serde_json::json!(columns));
+    for row in coef["values"].as_array().unwrap() {
+        let s: f64 = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((s - 1.0).abs() < 1e-4, "{row}");
+    }
+    let lora = runs.join(pi["id"].as_str().unwrap()).join("lora");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(lora.join("adapter_config.json")).unwrap())
+            .unwrap();
+    // Every adapter's rank side by side, and the fresh slot's 16.
+    assert_eq!(cfg["r"], 4 + 8 + 8 + 16);
+    assert!(lora.join("adapter_model.safetensors").is_file());
+}

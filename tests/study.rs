@@ -23,6 +23,20 @@ fn options(tasks: &[&str], seeds: usize, arms: &[&str]) -> StudyOptions {
     }
 }
 
+/// A task folder `mytask` in `dir` with one-row train, validation and test splits.
+fn task_folder(dir: &Path) -> std::path::PathBuf {
+    let task = dir.join("mytask");
+    std::fs::create_dir(&task).unwrap();
+    for f in ["train", "validation", "test"] {
+        std::fs::write(
+            task.join(format!("{f}.jsonl")),
+            "{\"prompt\": \"a\", \"answer\": \"b\"}\n",
+        )
+        .unwrap();
+    }
+    task
+}
+
 fn batch() -> BatchOptions {
     BatchOptions {
         job_name: "loracycle-study".into(),
@@ -41,7 +55,7 @@ fn arms_and_cells() {
     .map(|a| a.label)
     .collect();
     assert_eq!(arms, ["base", "gradient · random-init"]);
-    assert_eq!(select_arms(Preset::LabPaper, &[]).unwrap().len(), 18);
+    assert_eq!(select_arms(Preset::LabPaper, &[]).unwrap().len(), 35);
     let err = select_arms(Preset::LabPaper, &["gradiant".into()])
         .err()
         .unwrap();
@@ -412,18 +426,16 @@ fn the_paper_preset_runs_the_papers_arms_under_its_protocol() {
             "LoraHub · random-init",
             "gradient",
             "gradient · random-init",
+            "AdaMerging",
+            "AdaMerging · random-init",
+            "Arrow",
+            "Arrow · random-init",
+            "π-Tuning",
+            "π-Tuning · random-init",
         ]
     );
     let tmp = tempfile::tempdir().unwrap();
-    let task = tmp.path().join("mytask");
-    std::fs::create_dir(&task).unwrap();
-    for f in ["train", "validation", "test"] {
-        std::fs::write(
-            task.join(format!("{f}.jsonl")),
-            "{\"prompt\": \"a\", \"answer\": \"b\"}\n",
-        )
-        .unwrap();
-    }
+    let task = task_folder(tmp.path());
     let task_arg = task.to_str().unwrap();
     let mut opts = options(&[task_arg, "caesar-5"], 1, &["new LoRA", "TSV"]);
     opts.preset = Preset::Paper;
@@ -547,4 +559,127 @@ fn collect_links_each_arm_to_its_twin_and_base() {
         std::fs::read_to_string(runs.join("c-twin/annotations.json")).unwrap(),
         before
     );
+}
+
+/// The paper's other methods and the selection ablations as arms: each named as a user types it,
+/// with the settings the paper gives it; π-Tuning on a task folder needs the task's own adapter
+/// (in `adapter/`): left out of a default study without one (with a line saying so), an error
+/// when asked for by name.
+#[test]
+fn the_other_methods_and_selection_ablations_are_arms() {
+    let c = cells(&options(
+        &["caesar-5"],
+        1,
+        &[
+            "pi-tuning",
+            "arrow/random-init",
+            "average/random-30",
+            "gradient/top-5",
+            "adamerging",
+            "tsv",
+        ],
+    ))
+    .unwrap();
+    let toml: Vec<(String, String)> = c
+        .iter()
+        .map(|(cell, spec)| (cell.arm.clone(), spec.to_toml()))
+        .collect();
+    let arms: Vec<&str> = toml.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        arms,
+        [
+            "TSV",
+            "AdaMerging",
+            "Arrow · random-init",
+            "π-Tuning",
+            "average · random 30",
+            "gradient · top-5",
+        ]
+    );
+    let has = |arm: usize, lines: &[&str]| {
+        for l in lines {
+            assert!(
+                toml[arm].1.lines().any(|x| x == *l),
+                "{l} in {}:\n{}",
+                toml[arm].0,
+                toml[arm].1
+            );
+        }
+    };
+    has(0, &["kind = \"tsv\"", "k = 30"]);
+    // The study's scale (0.1) takes AdaMerging's 100 steps to 10.
+    has(
+        1,
+        &["kind = \"adamerging\"", "init = \"equal\"", "steps = 10"],
+    );
+    has(
+        2,
+        &[
+            "kind = \"arrow\"",
+            "top_k = 4",
+            "train = false",
+            "random_init = \"pooled\"",
+        ],
+    );
+    has(
+        3,
+        &[
+            "kind = \"pi-tuning\"",
+            "strategy = \"similar\"",
+            "to = \"task\"",
+            "k = 20",
+            "measure = \"quasi-fim\"",
+            "fresh = true",
+        ],
+    );
+    has(
+        4,
+        &["strategy = \"random\"", "k = 30", "kind = \"average\""],
+    );
+    has(5, &["strategy = \"top-k\"", "k = 5", "kind = \"gradient\""]);
+
+    // The paper preset on a task folder without its own adapter.
+    let tmp = tempfile::tempdir().unwrap();
+    let task = task_folder(tmp.path());
+    let t = task.to_str().unwrap();
+    let mut opts = options(&[t], 1, &[]);
+    opts.preset = Preset::Paper;
+    opts.model = "meta-llama/Llama-3.1-8B-Instruct".into();
+    opts.pool = "cache".into();
+    let names = |opts: &StudyOptions| -> Vec<String> {
+        cells(opts)
+            .unwrap()
+            .into_iter()
+            .map(|(c, _)| c.arm)
+            .collect()
+    };
+    assert_eq!(names(&opts).len(), 16);
+    assert!(!names(&opts).iter().any(|a| a.contains("π-Tuning")));
+    assert_eq!(
+        loracycle::run::study::left_out(&opts),
+        [
+            format!(
+                "{t} / π-Tuning: left out (it selects by closeness to the task's own adapter; put that adapter in {t}/adapter)"
+            ),
+            format!(
+                "{t} / π-Tuning · random-init: left out (it selects by closeness to the task's own adapter; put that adapter in {t}/adapter)"
+            ),
+        ]
+    );
+    let mut asked = opts.clone();
+    asked.arms = vec!["pi-tuning".into()];
+    assert_eq!(
+        cells(&asked).err().unwrap(),
+        format!(
+            "arm π-Tuning selects by closeness to the task's own adapter, and {t} has none: put it in {t}/adapter or leave the arm out of --arms"
+        )
+    );
+    // With the adapter beside the splits, π-Tuning is in, measuring closeness to it.
+    let own = task.join("adapter");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::write(own.join("adapter_config.json"), "{}").unwrap();
+    assert_eq!(names(&opts).len(), 18);
+    assert!(loracycle::run::study::left_out(&opts).is_empty());
+    let c = cells(&asked).unwrap();
+    assert_eq!(c[0].1.task.oracle_adapter.as_deref(), Some(own.as_path()));
 }

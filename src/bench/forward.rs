@@ -51,14 +51,7 @@ pub fn run() {
     let dev = device_arg();
     let cfg = config();
     let model = random_model(&cfg, &dev, false);
-    let rows: Vec<Vec<u32>> = (0..8)
-        .map(|r| {
-            let len = if r < 4 { 128 } else { 96 };
-            (0..len)
-                .map(|i| ((i * 7919 + r * 104729) % 32000) as u32)
-                .collect()
-        })
-        .collect();
+    let rows = super::support::padded_rows();
     let batch = Batch::new(&rows, 0, &dev).unwrap();
     let tokens = 8 * 128;
     let branches = random_branches(&cfg, 30, 16, &dev);
@@ -92,14 +85,7 @@ pub fn run() {
             medians.push(f64::NAN);
             continue;
         }
-        let (ms, min) = time_ms(iters, || {
-            m.forward(&batch, br)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-        });
+        let (ms, min) = super::support::time_forward(iters, m, &batch, br);
         medians.push(ms);
         println!(
             "  {name:<28} median {ms:7.1} ms (min {min:7.1})  {:6.0} tokens/s  {:+6.1}% vs {}",

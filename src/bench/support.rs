@@ -117,3 +117,35 @@ pub fn iters_arg(default: usize) -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// The forward benchmarks' batch: 8 rows of token ids, rows 0-3 of 128 tokens and rows 4-7 of 96
+/// (padded to 128 in a batch).
+pub fn padded_rows() -> Vec<Vec<u32>> {
+    (0..8)
+        .map(|r| {
+            let len = if r < 4 { 128 } else { 96 };
+            (0..len)
+                .map(|i| ((i * 7919 + r * 104_729) % 32000) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// (median, min) ms of `iters` forwards of `model` over `batch` (the logits summed and read
+/// back, so the work is done).
+pub fn time_forward(
+    iters: usize,
+    model: &Llama,
+    batch: &crate::model::Batch,
+    branches: Option<&crate::model::Branches>,
+) -> (f64, f64) {
+    time_ms(iters, || {
+        model
+            .forward(batch, branches)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    })
+}

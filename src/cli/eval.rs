@@ -125,7 +125,7 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    // Mean routing weight per adapter over every routed token and module (padding included).
+    // Mean routing weight per adapter over every routed token and module (padding left out).
     let routing: Option<Vec<f64>> = routed.as_ref().map(|(arrow, _, trace)| {
         let trace = trace.lock().unwrap_or_else(|e| e.into_inner());
         arrow.mean_weights(&trace)

@@ -379,7 +379,9 @@ fn print_summary(r: &RunRecord, folder: &Path) {
 pub struct StudyArgs {
     /// The comparison to run: lab-paper (the paper's arms at the lab's scale and settings, on lab
     /// tasks) or paper (the paper's arms and protocol: top 30 by generated exact match, the
-    /// paper's evaluation and baselines, TSV; on any model, pool and task folders).
+    /// paper's evaluation and baselines, TSV, AdaMerging, Arrow, π-Tuning; on any model, pool and
+    /// task folders; π-Tuning selects by quasi-FIM closeness to the task's own adapter, which a
+    /// task folder holds in adapter/, and is left out where it has none).
     #[arg(long, default_value = "lab-paper")]
     pub preset: loracycle::run::study::Preset,
     /// The base model of every run (preset paper): lab, a model folder, or a Hub id in the HF
@@ -399,7 +401,8 @@ pub struct StudyArgs {
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
     /// Comma-separated arms to keep, by label (`base`, `gradient`, `average/random-init`,
-    /// `TIES/+oracle`, ...) [default: every arm].
+    /// `TIES/+oracle`, `arrow`, `pi-tuning`, `adamerging`, `tsv`, `average/random-30`,
+    /// `gradient/top-5`, ...; case and punctuation do not matter) [default: every arm].
     #[arg(long, value_delimiter = ',')]
     pub arms: Vec<String>,
     /// Output folder for study.md/csv/json, and for the cells, script and logs of --emit
@@ -529,6 +532,9 @@ pub fn study(a: StudyArgs) -> Result<()> {
         scale: a.scale,
         device: a.device.clone(),
     };
+    for line in loracycle::run::study::left_out(&opts) {
+        eprintln!("{line}");
+    }
     if a.submit && a.emit.is_none() {
         let Some(plan) = Plan::read(&out) else {
             bail!(

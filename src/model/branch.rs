@@ -89,6 +89,9 @@ pub struct Branches {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTrace {
     pub sums: std::collections::BTreeMap<(usize, Module), (Vec<f64>, usize)>,
+    /// While a padded batch is in flight: (batch·seq, 1) with 1 on real tokens and 0 on padding,
+    /// and the number of real tokens, so that padding is not counted.
+    pub real: Option<(Tensor, usize)>,
 }
 
 impl RouteTrace {

@@ -287,8 +287,23 @@ impl Llama {
             .embed
             .index_select(&batch.ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?;
+        // A kept route trace counts the batch's real tokens only.
+        let trace = branches.and_then(|br| br.trace.as_deref());
+        if let Some(trace) = trace {
+            let real: Vec<f32> = batch
+                .lengths
+                .iter()
+                .flat_map(|&n| (0..t).map(move |i| f32::from(u8::from(i < n))))
+                .collect();
+            let count = batch.lengths.iter().map(|&n| n.min(t)).sum();
+            let real = Tensor::from_vec(real, (b * t, 1), self.embed.device())?;
+            trace.lock().unwrap_or_else(|e| e.into_inner()).real = Some((real, count));
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(l, layer, &x, Some(&mask), 0, None, branches)?;
+        }
+        if let Some(trace) = trace {
+            trace.lock().unwrap_or_else(|e| e.into_inner()).real = None;
         }
         Ok(self.rms_norm(&x, &self.norm)?)
     }
@@ -584,11 +599,17 @@ fn routed_linear(
     let x2 = x.reshape((b * t, i))?;
     let weights = router.weights(&x2)?;
     if let Some(trace) = trace {
-        let sums = super::route::Router::weight_sums(&weights)?;
-        trace
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(layer, module, sums, b * t);
+        let mut trace = trace.lock().unwrap_or_else(|e| e.into_inner());
+        let (sums, tokens) = match &trace.real {
+            Some((real, n)) if real.dim(0)? == b * t => (
+                super::route::Router::weight_sums(
+                    &weights.broadcast_mul(&real.to_dtype(weights.dtype())?)?,
+                )?,
+                *n,
+            ),
+            _ => (super::route::Router::weight_sums(&weights)?, b * t),
+        };
+        trace.add(layer, module, sums, tokens);
     }
     let y = (base_matmul(&x2, w, grad)? + router.delta_with(&x2, &weights)?)?;
     y.reshape((b, t, ()))

@@ -63,7 +63,14 @@ impl Router {
 
     /// The same with the routing weights `w` (rows, N) already computed.
     pub fn delta_with(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = w.index_select(&self.rank_owner, 1)?;
+        // Each rank row's weight, as w times the (N, R) one-hot of rank ownership: a small
+        // matmul, far cheaper on the CPU than gathering columns with index_select.
+        let (n, r) = (w.dim(1)?, self.rank_owner.dim(0)?);
+        let ids = Tensor::arange(0u32, n as u32, w.device())?.reshape((n, 1))?;
+        let owner = ids
+            .broadcast_eq(&self.rank_owner.reshape((1, r))?)?
+            .to_dtype(w.dtype())?;
+        let gate = w.matmul(&owner)?;
         let a = self.a.to_dtype(x.dtype())?;
         let b = self.b.to_dtype(x.dtype())?;
         (x.matmul(&a.t()?)? * gate)?.matmul(&b.t()?)

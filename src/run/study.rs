@@ -2,7 +2,8 @@
 //!
 //! For every task and seed: the base model, a new LoRA, and each merging method (simple average,
 //! TIES, LoraHub, the gradient recipe) on the real pool and on the random-init pool, with and
-//! without the task's own (oracle) adapter. Results are written as per-run rows (CSV, JSON) and a
+//! without the task's own (oracle) adapter; the paper's other methods (TSV, AdaMerging, Arrow,
+//! π-Tuning) on both pools; and selection ablations (random 30; top 5, 10, 20). Results are written as per-run rows (CSV, JSON) and a
 //! Markdown table of means with bootstrap 95% intervals over (task, seed).
 
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use crate::merge::{MergeMethod, SignElection};
 use crate::select::{ScoreMetric, Selection};
 use crate::tune::coef::GradientSpec;
 use crate::tune::lorahub::LorahubSpec;
-use crate::tune::settings::Objective;
+use crate::tune::settings::{AdaMergingSpec, ArrowSpec, Objective, PiTuningSpec};
 
 /// One arm of the comparison.
 #[derive(Debug, Clone)]
@@ -206,15 +207,7 @@ pub fn paper_arms() -> Vec<Arm> {
     );
     let mut methods = average_and_ties(&top30);
     methods.extend([
-        (
-            "TSV",
-            MethodSpec::Merge(MergeMethod::Tsv {
-                m: 8,
-                lambda: 1.0,
-                weights: crate::merge::Weights::Equal,
-            }),
-            top30.clone(),
-        ),
+        ("TSV", tsv(), top30.clone()),
         (
             "LoraHub",
             MethodSpec::Lorahub(LorahubSpec {
@@ -227,11 +220,80 @@ pub fn paper_arms() -> Vec<Arm> {
         (
             "gradient",
             MethodSpec::Gradient(GradientSpec::default()),
-            top30,
+            top30.clone(),
         ),
     ]);
+    methods.extend(other_methods(&top30));
     arms.extend(with_controls(methods, false));
     arms
+}
+
+/// TSV as the paper runs it: 8 singular directions per adapter, λ 1, equal weights.
+fn tsv() -> MethodSpec {
+    MethodSpec::Merge(MergeMethod::Tsv {
+        m: 8,
+        lambda: 1.0,
+        weights: crate::merge::Weights::Equal,
+    })
+}
+
+/// The paper's other methods over `top`: AdaMerging, zero-step Arrow (top-4 routing, T = 1)
+/// and π-Tuning (its own selection: the 20 adapters closest to the task's own adapter by
+/// quasi-FIM, with a fresh LoRA slot).
+fn other_methods(top: &Selection) -> Vec<(&'static str, MethodSpec, Selection)> {
+    vec![
+        (
+            "AdaMerging",
+            MethodSpec::Adamerging(Default::default()),
+            top.clone(),
+        ),
+        ("Arrow", MethodSpec::Arrow(Default::default()), top.clone()),
+        (
+            "π-Tuning",
+            MethodSpec::PiTuning(Default::default()),
+            Selection::Similar {
+                to: crate::select::TASK_REFERENCE.into(),
+                k: 20,
+                measure: crate::select::selection::Closeness::QuasiFim,
+                aggregate: crate::select::selection::Aggregate::Macro,
+            },
+        ),
+    ]
+}
+
+/// The selection ablations of the lab-paper preset, on the real pool only: average, TIES and
+/// the gradient recipe over 30 random adapters, and average and the gradient recipe over the
+/// top 5, 10 and 20 (the main arms take the top 30).
+fn selection_ablations() -> Vec<Arm> {
+    let random30 = Selection::Random { k: 30, seed: None };
+    let mut methods: Vec<(String, MethodSpec, Selection)> = average_and_ties(&random30)
+        .into_iter()
+        .map(|(name, m, sel)| (format!("{name} · random 30"), m, sel))
+        .collect();
+    let average = methods[0].1.clone();
+    let gradient = MethodSpec::Gradient(GradientSpec::default());
+    methods.push(("gradient · random 30".into(), gradient.clone(), random30));
+    for (name, m) in [("average", average), ("gradient", gradient)] {
+        for k in [5, 10, 20] {
+            methods.push((
+                format!("{name} · top-{k}"),
+                m.clone(),
+                Selection::TopK {
+                    k,
+                    by: ScoreMetric::ExactMatch,
+                },
+            ));
+        }
+    }
+    methods
+        .into_iter()
+        .map(|(label, method, selection)| Arm {
+            label,
+            method,
+            selection,
+            controls: ControlSpec::default(),
+        })
+        .collect()
 }
 
 /// The arms of the `lab-paper` preset.
@@ -264,10 +326,16 @@ pub fn lab_paper_arms() -> Vec<Arm> {
         (
             "gradient",
             MethodSpec::Gradient(GradientSpec::default()),
-            top30,
+            top30.clone(),
         ),
     ]);
     arms.extend(with_controls(methods, true));
+    // The paper's other methods, each with its random-init twin (no oracle variants: the
+    // recipe's arms above already show what the oracle adds).
+    let mut others = vec![("TSV", tsv(), top30.clone())];
+    others.extend(other_methods(&top30));
+    arms.extend(with_controls(others, false));
+    arms.extend(selection_ablations());
     arms
 }
 
@@ -363,6 +431,7 @@ impl Cell {
 /// `average · random-init` are one arm.
 fn arm_key(label: &str) -> String {
     label
+        .replace('π', "pi")
         .chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
@@ -408,6 +477,15 @@ pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
     for (task, task_spec) in opts.tasks.iter().zip(&tasks) {
         for seed in 0..opts.seeds as u64 {
             for arm in &arms {
+                if !arm_fits(arm, task_spec) {
+                    if opts.arms.is_empty() {
+                        continue;
+                    }
+                    return Err(format!(
+                        "arm {} selects by closeness to the task's own adapter, and {task} has none: put it in {task}/{OWN_ADAPTER_DIR} or leave the arm out of --arms",
+                        arm.label
+                    ));
+                }
                 let cell = Cell {
                     index: out.len(),
                     task: task.clone(),
@@ -467,7 +545,7 @@ fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
     // An imported task goes into the cell specs as its folder, so a Slurm node whose tasks
     // folder is not this machine's reads the same files.
     if let Some(dir) = crate::tasks::find(task) {
-        return Ok(TaskSpec::folder(&dir));
+        return Ok(with_own_adapter(TaskSpec::folder(&dir), &dir));
     }
     let dir = std::path::absolute(task).unwrap_or_else(|_| PathBuf::from(task));
     if let Some(missing) = TaskSpec::missing_files(&dir).first() {
@@ -477,7 +555,48 @@ fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
             dir.join(missing).display()
         ));
     }
-    Ok(TaskSpec::folder(&dir))
+    Ok(with_own_adapter(TaskSpec::folder(&dir), &dir))
+}
+
+/// A task folder's own adapter (`adapter/` beside its splits), when it has one: the reference
+/// of arms that select by closeness to the task's adapter (π-Tuning).
+pub const OWN_ADAPTER_DIR: &str = "adapter";
+
+fn with_own_adapter(mut spec: TaskSpec, dir: &Path) -> TaskSpec {
+    let own = dir.join(OWN_ADAPTER_DIR);
+    if own.join("adapter_config.json").is_file() {
+        spec.oracle_adapter = Some(own);
+    }
+    spec
+}
+
+/// Whether `arm` can run on `task`: an arm that selects by closeness to the task's own adapter
+/// needs one (a lab task has its own; a task folder needs `adapter/`).
+fn arm_fits(arm: &Arm, task: &TaskSpec) -> bool {
+    let to_task = matches!(&arm.selection, Selection::Similar { to, .. } if to == crate::select::TASK_REFERENCE);
+    !to_task || task.lab.is_some() || task.oracle_adapter.is_some()
+}
+
+/// The (task, arm) pairs a study leaves out, as lines for the user: arms that select by
+/// closeness to the task's own adapter, on task folders without one. Naming such an arm in
+/// `--arms` is an error instead (see [`cells`]).
+pub fn left_out(opts: &StudyOptions) -> Vec<String> {
+    let (Ok(arms), true) = (select_arms(opts.preset, &opts.arms), opts.arms.is_empty()) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for t in &opts.tasks {
+        let Ok(spec) = task_spec(opts.preset, t) else {
+            continue;
+        };
+        for arm in arms.iter().filter(|a| !arm_fits(a, &spec)) {
+            lines.push(format!(
+                "{t} / {}: left out (it selects by closeness to the task's own adapter; put that adapter in {t}/{OWN_ADAPTER_DIR})",
+                arm.label
+            ));
+        }
+    }
+    lines
 }
 
 fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
@@ -495,6 +614,21 @@ fn scaled(method: &MethodSpec, scale: f64) -> MethodSpec {
         MethodSpec::Lorahub(h) => MethodSpec::Lorahub(LorahubSpec {
             budget: s(h.budget).max(h.population + 1),
             ..h.clone()
+        }),
+        MethodSpec::Adamerging(a) => MethodSpec::Adamerging(AdaMergingSpec {
+            steps: s(a.steps),
+            eval_every: s(a.eval_every),
+            ..a.clone()
+        }),
+        MethodSpec::PiTuning(p) => MethodSpec::PiTuning(PiTuningSpec {
+            steps: s(p.steps),
+            eval_every: s(p.eval_every),
+            ..p.clone()
+        }),
+        MethodSpec::Arrow(a) if a.train => MethodSpec::Arrow(ArrowSpec {
+            steps: s(a.steps),
+            eval_every: s(a.eval_every),
+            ..a.clone()
         }),
         m => m.clone(),
     }

@@ -1,0 +1,188 @@
+//! Arrow's routed forward against the plain forward with the same adapters folded into W and
+//! against the same adapters as summed side branches, for 4, 8, 16 and 30 adapters (rank 16, all
+//! seven modules): how routing's cost grows with the number of adapters. Also the zero-step
+//! setup (stacking the adapters and computing every prototype by SVD).
+//!
+//! Shapes: the forward benchmark's random Llama (hidden 512, 8 layers, batch 8 × 128 tokens, 4
+//! rows padded to 96), or with `--lab` the shipped lab (its base, pool adapters in name order,
+//! caesar-5's first 8 training examples through the lab template).
+//!
+//! cargo bench --bench arrow -- [--iters N] [--lab] [--top-k K] [--adapters 4,8,16,30]
+//!     [--device cpu|cuda]
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::adapter::Adapter;
+use crate::model::branch::{Branches, Slice};
+use crate::model::device::device_label;
+use crate::model::{Batch, Llama, Module};
+use crate::tune::arrow::ArrowBranches;
+
+use super::recycle::random_adapter;
+use super::support::{
+    config, device_arg, flag, iters_arg, padded_rows, random_model, time_forward, time_ms,
+};
+
+/// The adapters as one side branch per module, each at its own scale (their plain sum).
+fn summed(adapters: &[&Adapter], layers: usize, dev: &Device) -> Branches {
+    let mut out = Branches::empty(layers);
+    for l in 0..layers {
+        for m in Module::ALL {
+            let pairs: Vec<(Tensor, Tensor, f64)> = adapters
+                .iter()
+                .filter_map(|ad| {
+                    ad.pairs.get(&(l, m)).map(|p| {
+                        (
+                            p.a.to_dtype(DType::F32).unwrap().to_device(dev).unwrap(),
+                            p.b.to_dtype(DType::F32).unwrap().to_device(dev).unwrap(),
+                            ad.scale(),
+                        )
+                    })
+                })
+                .collect();
+            let slices: Vec<Slice<'_>> = pairs
+                .iter()
+                .map(|(a, b, s)| Slice { a, b, gate: *s })
+                .collect();
+            out.set(l, m, Branches::concat(&slices, DType::F32, dev).unwrap());
+        }
+    }
+    out
+}
+
+/// `--adapters 4,8,16,30`: the adapter counts to measure.
+fn counts() -> Vec<usize> {
+    flag("--adapters").map_or_else(
+        || vec![4, 8, 16, 30],
+        |v| {
+            v.split(',')
+                .map(|n| n.parse().expect("--adapters: numbers"))
+                .collect()
+        },
+    )
+}
+
+/// The shipped lab: its base model, its pool in name order, and caesar-5's first 8 examples.
+fn lab(dev: &Device, most: usize) -> (Llama, Vec<Adapter>, Batch, usize) {
+    use crate::eval::read_jsonl;
+    use crate::model::TextCodec;
+    let dir = crate::lab::dir().unwrap();
+    let base = dir.join("base");
+    let cfg = crate::model::weights::read_config(&base).unwrap();
+    let codec = TextCodec::load(&base, crate::model::Template::Lab, &cfg).unwrap();
+    let model = Llama::load(&base, DType::F32, dev).unwrap();
+    let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
+    let enc = codec
+        .encode_examples(
+            rows.iter()
+                .take(8)
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+        )
+        .unwrap();
+    let ids: Vec<Vec<u32>> = enc.into_iter().map(|e| e.ids).collect();
+    let tokens = ids.iter().map(Vec::len).sum();
+    let batch = Batch::new(&ids, codec.pad_id(), dev).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pool = names
+        .iter()
+        .take(most)
+        .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
+        .collect();
+    (model, pool, batch, tokens)
+}
+
+/// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
+pub fn run() {
+    println!("{}", crate::process::machine_line());
+    let iters = iters_arg(10);
+    let dev = device_arg();
+    let top_k: usize = flag("--top-k").map_or(4, |k| k.parse().expect("--top-k: a number"));
+    let counts = counts();
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let is_lab = std::env::args().any(|a| a == "--lab");
+    let (model, pool, batch, tokens, shape) = if is_lab {
+        let (model, pool, batch, tokens) = lab(&dev, most);
+        let shape = format!(
+            "lab: hidden {}, {} layers, pool adapters (rank {}), caesar-5 batch of 8 ({tokens} real tokens)",
+            model.config().hidden_size,
+            model.config().num_hidden_layers,
+            pool.first().map_or(0, |a| a.config.r)
+        );
+        (model, pool, batch, tokens, shape)
+    } else {
+        let cfg = config();
+        let model = random_model(&cfg, &dev, false);
+        let pool: Vec<Adapter> = (0..most).map(|i| random_adapter(&cfg, 16, i)).collect();
+        let rows = padded_rows();
+        let tokens = rows.iter().map(Vec::len).sum();
+        let batch = Batch::new(&rows, 0, &dev).unwrap();
+        let shape = format!(
+            "{}, hidden 512, 8 layers, rank-16 adapters on all seven modules, batch 8 x 128 ({tokens} real tokens)",
+            cfg.architecture()
+        );
+        (model, pool, batch, tokens, shape)
+    };
+    println!(
+        "arrow: {shape}, top-{top_k}, T 1, f32, {}, {} threads, {iters} iters",
+        device_label(&dev),
+        candle_core::utils::get_num_threads()
+    );
+    let layers = model.config().num_hidden_layers;
+    let forward = |m: &Llama, br: Option<&Branches>| time_forward(iters, m, &batch, br);
+    let report = |name: &str, n: usize, ms: f64, min: f64, vs: Option<(f64, &str)>| {
+        let vs = vs
+            .map(|(b, what)| format!("  {:5.2}x {what}", ms / b))
+            .unwrap_or_default();
+        println!(
+            "  {name:<34} median {ms:8.2} ms (min {min:8.2})  {:7.0} tokens/s{vs}",
+            tokens as f64 / (ms / 1e3)
+        );
+        println!(
+            "{}",
+            serde_json::json!({"case": name, "adapters": n, "median_ms": ms, "min_ms": min,
+                "tokens_per_s": tokens as f64 / (ms / 1e3), "lab": is_lab})
+        );
+    };
+    let (plain_ms, min) = forward(&model, None);
+    report("no adapters", 0, plain_ms, min, None);
+    for n in counts {
+        let refs: Vec<&Adapter> = pool.iter().take(n).collect();
+        let side = summed(&refs, layers, &dev);
+        let folded = model.fold(&side).unwrap();
+        let (setup_ms, _) = time_ms(3, || {
+            let ab = ArrowBranches::new(&refs, layers, top_k, 1.0, DType::F32, &dev).unwrap();
+            ab.initial_prototypes(&refs).unwrap();
+        });
+        let ab = ArrowBranches::new(&refs, layers, top_k, 1.0, DType::F32, &dev).unwrap();
+        let routed = ab.branches(&ab.initial_prototypes(&refs).unwrap());
+        let (fold_ms, fold_min) = forward(&folded, None);
+        report(
+            &format!("{n} folded into W"),
+            n,
+            fold_ms,
+            fold_min,
+            Some((plain_ms, "no adapters")),
+        );
+        let (ms, min) = forward(&model, Some(&side));
+        report(
+            &format!("{n} summed side branches"),
+            n,
+            ms,
+            min,
+            Some((fold_ms, "folded")),
+        );
+        let (ms, min) = forward(&model, Some(&routed));
+        report(
+            &format!("{n} routed (Arrow top-{top_k})"),
+            n,
+            ms,
+            min,
+            Some((fold_ms, "folded")),
+        );
+        println!("  zero-step setup for {n} (stack + every prototype by SVD): {setup_ms:.1} ms");
+    }
+}
