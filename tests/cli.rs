@@ -556,6 +556,6 @@ fn bench_agree_checks_losses_against_peft_and_bf16_against_f32() {
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "error: no benchmark \"nope\"; they are: forward, recycle, screen, llama8b, agree\n"
+        "error: no benchmark \"nope\"; they are: forward, recycle, screen, llama8b, arrow, agree\n"
     );
 }
