@@ -200,7 +200,7 @@ softmaxes those scores over --temperature and adds Σ wᵢ(x) sᵢ Bᵢ Aᵢ x. 
 differ (PEFT's create_arrow_model refuses that); the mean routing weights are printed per adapter.\n\n\
 Examples:\n  loracycle eval --model tests/fixtures/tiny --data tests/fixtures/data.jsonl --template raw\n  \
 loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task.jsonl --metric both --json\n  \
-loracycle eval --model lab --adapter caesar-3 --adapter caesar-7 --adapter caesar-11 --route arrow --top-k 2 --data D"
+loracycle eval --model lab --adapter caesar-4 --adapter caesar-6 --adapter caesar-11 --route arrow --top-k 2 --data D"
     )]
     Eval {
         /// The model: `lab`, a model folder (config.json, model.safetensors or a sharded index,
