@@ -563,13 +563,15 @@ pub fn study(a: StudyArgs) -> Result<()> {
             max_parallel: a.max_parallel,
         };
         let emitted = emit_slurm(&opts, &runs, &out, &batch, &exe).map_err(anyhow::Error::msg)?;
+        let arms: std::collections::BTreeSet<&str> =
+            emitted.plan.cells.iter().map(|c| c.arm.as_str()).collect();
         println!(
             "{} cells: {} ({} tasks × {} seed(s) × {} arms)",
             emitted.plan.cells.len(),
             emitted.cells_dir.display(),
             opts.tasks.len(),
             opts.seeds,
-            emitted.plan.cells.len() / (opts.tasks.len() * opts.seeds).max(1)
+            arms.len()
         );
         println!("script: {}", emitted.script.display());
         println!("logs:   {}", emitted.logs_dir.display());
