@@ -876,6 +876,7 @@ fn arrow_adamerging_and_pi_tuning_run_end_to_end() {
     assert_eq!(coef["columns"], serde_json::json!(adapters));
     let rows = coef["values"].as_array().unwrap();
     assert_eq!(rows.len(), 4 * 7);
+    let mut every_adapter = 0;
     for row in rows {
         let w: Vec<f64> = row
             .as_array()
@@ -885,8 +886,10 @@ fn arrow_adamerging_and_pi_tuning_run_end_to_end() {
             .collect();
         if w.iter().all(|&x| x > 0.0) {
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{w:?}");
+            every_adapter += 1;
         }
     }
+    assert!(every_adapter > 0, "no module routes to all three adapters");
     let model = arrow["model"]["path"].as_str().unwrap();
     let test = Path::new(model)
         .parent()

@@ -10,45 +10,18 @@
 //! cargo bench --bench arrow -- [--iters N] [--lab] [--top-k K] [--adapters 4,8,16,30]
 //!     [--device cpu|cuda]
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 
-use crate::adapter::Adapter;
-use crate::model::branch::{Branches, Slice};
+use crate::adapter::{Adapter, branches_for};
 use crate::model::device::device_label;
-use crate::model::{Batch, Llama, Module};
+use crate::model::{Batch, Branches, Llama};
 use crate::tune::arrow::ArrowBranches;
 
 use super::recycle::random_adapter;
 use super::support::{
-    config, device_arg, flag, iters_arg, padded_rows, random_model, time_forward, time_ms,
+    config, device_arg, flag, iters_arg, lab_bench, padded_rows, random_model, time_forward,
+    time_ms,
 };
-
-/// The adapters as one side branch per module, each at its own scale (their plain sum).
-fn summed(adapters: &[&Adapter], layers: usize, dev: &Device) -> Branches {
-    let mut out = Branches::empty(layers);
-    for l in 0..layers {
-        for m in Module::ALL {
-            let pairs: Vec<(Tensor, Tensor, f64)> = adapters
-                .iter()
-                .filter_map(|ad| {
-                    ad.pairs.get(&(l, m)).map(|p| {
-                        (
-                            p.a.to_dtype(DType::F32).unwrap().to_device(dev).unwrap(),
-                            p.b.to_dtype(DType::F32).unwrap().to_device(dev).unwrap(),
-                            ad.scale(),
-                        )
-                    })
-                })
-                .collect();
-            let slices: Vec<Slice<'_>> = pairs
-                .iter()
-                .map(|(a, b, s)| Slice { a, b, gate: *s })
-                .collect();
-            out.set(l, m, Branches::concat(&slices, DType::F32, dev).unwrap());
-        }
-    }
-    out
-}
 
 /// `--adapters 4,8,16,30`: the adapter counts to measure.
 fn counts() -> Vec<usize> {
@@ -62,39 +35,6 @@ fn counts() -> Vec<usize> {
     )
 }
 
-/// The shipped lab: its base model, its pool in name order, and caesar-5's first 8 examples.
-fn lab(dev: &Device, most: usize) -> (Llama, Vec<Adapter>, Batch, usize) {
-    use crate::eval::read_jsonl;
-    use crate::model::TextCodec;
-    let dir = crate::lab::dir().unwrap();
-    let base = dir.join("base");
-    let cfg = crate::model::weights::read_config(&base).unwrap();
-    let codec = TextCodec::load(&base, crate::model::Template::Lab, &cfg).unwrap();
-    let model = Llama::load(&base, DType::F32, dev).unwrap();
-    let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
-    let enc = codec
-        .encode_examples(
-            rows.iter()
-                .take(8)
-                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
-        )
-        .unwrap();
-    let ids: Vec<Vec<u32>> = enc.into_iter().map(|e| e.ids).collect();
-    let tokens = ids.iter().map(Vec::len).sum();
-    let batch = Batch::new(&ids, codec.pad_id(), dev).unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let pool = names
-        .iter()
-        .take(most)
-        .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
-        .collect();
-    (model, pool, batch, tokens)
-}
-
 /// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
 pub fn run() {
     println!("{}", crate::process::machine_line());
@@ -105,20 +45,24 @@ pub fn run() {
     let most = counts.iter().copied().max().unwrap_or(0);
     let is_lab = std::env::args().any(|a| a == "--lab");
     let (model, pool, batch, tokens, shape) = if is_lab {
-        let (model, pool, batch, tokens) = lab(&dev, most);
+        // caesar-5's first 8 training examples as one padded batch.
+        let lab = lab_bench(&dev, most);
+        let ids: Vec<Vec<u32>> = lab.examples.into_iter().take(8).map(|e| e.ids).collect();
+        let tokens: usize = ids.iter().map(Vec::len).sum();
+        let batch = Batch::new(&ids, lab.pad, &dev).unwrap();
         let shape = format!(
             "lab: hidden {}, {} layers, pool adapters (rank {}), caesar-5 batch of 8 ({tokens} real tokens)",
-            model.config().hidden_size,
-            model.config().num_hidden_layers,
-            pool.first().map_or(0, |a| a.config.r)
+            lab.cfg.hidden_size,
+            lab.cfg.num_hidden_layers,
+            lab.pool.first().map_or(0, |a| a.config.r)
         );
-        (model, pool, batch, tokens, shape)
+        (lab.model, lab.pool, batch, tokens, shape)
     } else {
         let cfg = config();
         let model = random_model(&cfg, &dev, false);
         let pool: Vec<Adapter> = (0..most).map(|i| random_adapter(&cfg, 16, i)).collect();
         let rows = padded_rows();
-        let tokens = rows.iter().map(Vec::len).sum();
+        let tokens: usize = rows.iter().map(Vec::len).sum();
         let batch = Batch::new(&rows, 0, &dev).unwrap();
         let shape = format!(
             "{}, hidden 512, 8 layers, rank-16 adapters on all seven modules, batch 8 x 128 ({tokens} real tokens)",
@@ -151,7 +95,8 @@ pub fn run() {
     report("no adapters", 0, plain_ms, min, None);
     for n in counts {
         let refs: Vec<&Adapter> = pool.iter().take(n).collect();
-        let side = summed(&refs, layers, &dev);
+        let ones: Vec<(&Adapter, f64)> = refs.iter().map(|a| (*a, 1.0)).collect();
+        let side = branches_for(&ones, model.config(), DType::F32, &dev).unwrap();
         let folded = model.fold(&side).unwrap();
         let (setup_ms, _) = time_ms(3, || {
             let ab = ArrowBranches::new(&refs, layers, top_k, 1.0, DType::F32, &dev).unwrap();
@@ -159,30 +104,16 @@ pub fn run() {
         });
         let ab = ArrowBranches::new(&refs, layers, top_k, 1.0, DType::F32, &dev).unwrap();
         let routed = ab.branches(&ab.initial_prototypes(&refs).unwrap());
-        let (fold_ms, fold_min) = forward(&folded, None);
-        report(
-            &format!("{n} folded into W"),
-            n,
-            fold_ms,
-            fold_min,
-            Some((plain_ms, "no adapters")),
-        );
-        let (ms, min) = forward(&model, Some(&side));
-        report(
-            &format!("{n} summed side branches"),
-            n,
-            ms,
-            min,
-            Some((fold_ms, "folded")),
-        );
-        let (ms, min) = forward(&model, Some(&routed));
-        report(
-            &format!("{n} routed (Arrow top-{top_k})"),
-            n,
-            ms,
-            min,
-            Some((fold_ms, "folded")),
-        );
+        let (fold_ms, min) = forward(&folded, None);
+        let name = format!("{n} folded into W");
+        report(&name, n, fold_ms, min, Some((plain_ms, "no adapters")));
+        for (name, br) in [
+            (format!("{n} summed side branches"), &side),
+            (format!("{n} routed (Arrow top-{top_k})"), &routed),
+        ] {
+            let (ms, min) = forward(&model, Some(br));
+            report(&name, n, ms, min, Some((fold_ms, "folded")));
+        }
         println!("  zero-step setup for {n} (stack + every prototype by SVD): {setup_ms:.1} ms");
     }
 }

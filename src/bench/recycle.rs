@@ -188,32 +188,15 @@ pub(super) fn sync(t: &Tensor) {
 /// The same measurements on the shipped lab: its base model, its pool adapters and a held-out
 /// task's examples (prompts and answers through the lab template).
 fn lab(iters: usize) {
-    use crate::eval::read_jsonl;
-    use crate::model::TextCodec;
     let dev = device_arg();
-    let dir = crate::lab::dir().unwrap();
-    let base = dir.join("base");
-    let cfg = crate::model::weights::read_config(&base).unwrap();
-    let codec = TextCodec::load(&base, crate::model::Template::Lab, &cfg).unwrap();
-    let model = Llama::load(&base, DType::F32, &dev).unwrap();
-    let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
-    let enc: Vec<EncodedExample> = codec
-        .encode_examples(
-            rows.iter()
-                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
-        )
-        .unwrap();
-    let pad = codec.pad_id();
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let pool: Vec<Adapter> = names
-        .iter()
-        .take(30)
-        .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
-        .collect();
+    let super::support::LabBench {
+        base,
+        cfg,
+        model,
+        examples: enc,
+        pad,
+        pool,
+    } = super::support::lab_bench(&dev, 30);
     println!(
         "recycle (lab): hidden 128, 4 layers, caesar-5 examples, {}, {iters} iters",
         device_label(&dev)

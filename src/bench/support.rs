@@ -149,3 +149,50 @@ pub fn time_forward(
             .unwrap();
     })
 }
+
+/// The shipped lab as the benchmarks use it: its base model, caesar-5's training examples
+/// through the lab template, and the first `adapters` pool adapters in name order.
+pub struct LabBench {
+    pub base: std::path::PathBuf,
+    pub cfg: LlamaConfig,
+    pub model: Llama,
+    pub examples: Vec<crate::model::template::EncodedExample>,
+    pub pad: u32,
+    pub pool: Vec<crate::adapter::Adapter>,
+}
+
+pub fn lab_bench(dev: &Device, adapters: usize) -> LabBench {
+    use crate::adapter::Adapter;
+    use crate::eval::read_jsonl;
+    use crate::model::TextCodec;
+    let dir = crate::lab::dir().unwrap();
+    let base = dir.join("base");
+    let cfg = crate::model::weights::read_config(&base).unwrap();
+    let codec = TextCodec::load(&base, crate::model::Template::Lab, &cfg).unwrap();
+    let model = Llama::load(&base, DType::F32, dev).unwrap();
+    let rows = read_jsonl(&dir.join("tasks/caesar-5/train.jsonl")).unwrap();
+    let examples = codec
+        .encode_examples(
+            rows.iter()
+                .map(|e| (e.system.as_deref(), e.prompt.as_str(), e.answer.as_str())),
+        )
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("pool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pool = names
+        .iter()
+        .take(adapters)
+        .map(|n| Adapter::load(&dir.join("pool").join(n), Some((&cfg, None))).unwrap())
+        .collect();
+    LabBench {
+        base,
+        cfg,
+        model,
+        examples,
+        pad: codec.pad_id(),
+        pool,
+    }
+}

@@ -283,7 +283,7 @@ impl Llama {
             return Err(ModelError::BatchTooLarge { rows: b, tokens: t });
         }
         let mask = self.causal_mask(&batch.lengths, t, 0, t)?;
-        let mut x = self
+        let x = self
             .embed
             .index_select(&batch.ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?;
@@ -299,13 +299,14 @@ impl Llama {
             let real = Tensor::from_vec(real, (b * t, 1), self.embed.device())?;
             trace.lock().unwrap_or_else(|e| e.into_inner()).real = Some((real, count));
         }
-        for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(l, layer, &x, Some(&mask), 0, None, branches)?;
-        }
+        let layers = self.layers.iter().enumerate().try_fold(x, |x, (l, layer)| {
+            self.layer_forward(l, layer, &x, Some(&mask), 0, None, branches)
+        });
+        // Cleared on every path, so a later single-sequence step counts all its tokens.
         if let Some(trace) = trace {
             trace.lock().unwrap_or_else(|e| e.into_inner()).real = None;
         }
-        Ok(self.rms_norm(&x, &self.norm)?)
+        Ok(self.rms_norm(&layers?, &self.norm)?)
     }
 
     /// Logits over the vocabulary for hidden states of any leading shape.
@@ -601,7 +602,7 @@ fn routed_linear(
     if let Some(trace) = trace {
         let mut trace = trace.lock().unwrap_or_else(|e| e.into_inner());
         let (sums, tokens) = match &trace.real {
-            Some((real, n)) if real.dim(0)? == b * t => (
+            Some((real, n)) => (
                 super::route::Router::weight_sums(
                     &weights.broadcast_mul(&real.to_dtype(weights.dtype())?)?,
                 )?,

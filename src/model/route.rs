@@ -19,8 +19,8 @@ pub struct Router {
     pub b: Tensor,
     /// (N, in): one prototype per candidate (a trained variant's current values).
     pub prototypes: Tensor,
-    /// (R) u32: the candidate each rank row belongs to.
-    pub rank_owner: Tensor,
+    /// (N, R): 1 where rank row r belongs to candidate n (see [`Router::ownership`]).
+    pub owner: Tensor,
     /// Candidates kept per token (at most N).
     pub top_k: usize,
     pub temperature: f64,
@@ -63,17 +63,27 @@ impl Router {
 
     /// The same with the routing weights `w` (rows, N) already computed.
     pub fn delta_with(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-        // Each rank row's weight, as w times the (N, R) one-hot of rank ownership: a small
-        // matmul, far cheaper on the CPU than gathering columns with index_select.
-        let (n, r) = (w.dim(1)?, self.rank_owner.dim(0)?);
-        let ids = Tensor::arange(0u32, n as u32, w.device())?.reshape((n, 1))?;
-        let owner = ids
-            .broadcast_eq(&self.rank_owner.reshape((1, r))?)?
-            .to_dtype(w.dtype())?;
-        let gate = w.matmul(&owner)?;
+        // Each rank row's weight, as w times the one-hot ownership: a small matmul, far cheaper
+        // on the CPU than gathering columns with index_select.
+        let gate = w.matmul(&self.owner.to_dtype(w.dtype())?)?;
         let a = self.a.to_dtype(x.dtype())?;
         let b = self.b.to_dtype(x.dtype())?;
         (x.matmul(&a.t()?)? * gate)?.matmul(&b.t()?)
+    }
+
+    /// The (N, R) one-hot ownership of rank rows: `owners[r]` is the candidate of row r.
+    pub fn ownership(
+        owners: &[u32],
+        candidates: usize,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        let r = owners.len();
+        let rows = Tensor::from_slice(owners, (1, r), device)?;
+        Tensor::arange(0u32, candidates as u32, device)?
+            .reshape((candidates, 1))?
+            .broadcast_eq(&rows)?
+            .to_dtype(dtype)
     }
 
     /// Routing weights w (rows, N) summed over the rows, in f64: (N).
@@ -94,7 +104,7 @@ mod tests {
             a: Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.], [2., -1.]], &d).unwrap(),
             b: Tensor::new(&[[1f32, 10., 100., 1000.]], &d).unwrap(),
             prototypes: Tensor::new(&[[1f32, 0.], [0., 1.], [0.6, 0.8]], &d).unwrap(),
-            rank_owner: Tensor::new(&[0u32, 1, 1, 2], &d).unwrap(),
+            owner: Router::ownership(&[0, 1, 1, 2], 3, DType::F32, &d).unwrap(),
             top_k,
             temperature,
         }

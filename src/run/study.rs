@@ -135,7 +135,6 @@ fn base_and_new_lora(top: &Selection, new_lora: NewLoraSpec) -> Vec<Arm> {
     ]
 }
 
-/// Simple average (1/N) and TIES (density 0.2, sign by total, weights 1) over `top`.
 const RANDOM_INIT: &str = " · random-init";
 const BASE_ARM: &str = "base";
 const NEW_LORA_ARM: &str = "new LoRA";
@@ -166,15 +165,17 @@ fn link(label: &str, ids: &std::collections::BTreeMap<String, String>) -> Annota
     a
 }
 
+/// Simple average: every module divided by the N adapters merged.
+fn average() -> MethodSpec {
+    MethodSpec::Merge(MergeMethod::Average {
+        over: Default::default(),
+    })
+}
+
+/// Simple average (1/N) and TIES (density 0.2, sign by total, weights 1) over `top`.
 fn average_and_ties(top: &Selection) -> Vec<(&'static str, MethodSpec, Selection)> {
     vec![
-        (
-            "average",
-            MethodSpec::Merge(MergeMethod::Average {
-                over: Default::default(),
-            }),
-            top.clone(),
-        ),
+        ("average", average(), top.clone()),
         (
             "TIES",
             MethodSpec::Merge(MergeMethod::Ties {
@@ -270,10 +271,9 @@ fn selection_ablations() -> Vec<Arm> {
         .into_iter()
         .map(|(name, m, sel)| (format!("{name} · random 30"), m, sel))
         .collect();
-    let average = methods[0].1.clone();
     let gradient = MethodSpec::Gradient(GradientSpec::default());
     methods.push(("gradient · random 30".into(), gradient.clone(), random30));
-    for (name, m) in [("average", average), ("gradient", gradient)] {
+    for (name, m) in [("average", average()), ("gradient", gradient)] {
         for k in [5, 10, 20] {
             methods.push((
                 format!("{name} · top-{k}"),
@@ -581,9 +581,11 @@ fn arm_fits(arm: &Arm, task: &TaskSpec) -> bool {
 /// closeness to the task's own adapter, on task folders without one. Naming such an arm in
 /// `--arms` is an error instead (see [`cells`]).
 pub fn left_out(opts: &StudyOptions) -> Vec<String> {
-    let (Ok(arms), true) = (select_arms(opts.preset, &opts.arms), opts.arms.is_empty()) else {
+    // Arms named in --arms are never left out (cells refuses them instead).
+    if !opts.arms.is_empty() {
         return Vec::new();
-    };
+    }
+    let arms = opts.preset.arms();
     let mut lines = Vec::new();
     for t in &opts.tasks {
         let Ok(spec) = task_spec(opts.preset, t) else {

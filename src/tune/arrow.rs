@@ -25,7 +25,8 @@ struct Slot {
     module: Module,
     a: Tensor,
     b: Tensor,
-    rank_owner: Tensor,
+    /// (N, R) one-hot: the candidate each rank row belongs to.
+    owner: Tensor,
     /// The chosen adapter behind each candidate.
     experts: Vec<usize>,
 }
@@ -75,13 +76,12 @@ impl ArrowBranches {
                 if experts.is_empty() {
                     continue;
                 }
-                let n = owner.len();
                 slots.push(Slot {
                     layer: l,
                     module: m,
                     a: Tensor::cat(&a, 0)?.to_device(device)?.to_dtype(dtype)?,
                     b: Tensor::cat(&b, 1)?.to_device(device)?.to_dtype(dtype)?,
-                    rank_owner: Tensor::from_vec(owner, n, device)?,
+                    owner: Router::ownership(&owner, experts.len(), dtype, device)?,
                     experts,
                 });
             }
@@ -124,7 +124,7 @@ impl ArrowBranches {
                     a: s.a.clone(),
                     b: s.b.clone(),
                     prototypes: p.clone(),
-                    rank_owner: s.rank_owner.clone(),
+                    owner: s.owner.clone(),
                     top_k: self.top_k,
                     temperature: self.temperature,
                 },
