@@ -45,10 +45,12 @@ impl UntrustedError {
     }
 }
 
-fn kind(ft: std::fs::FileType) -> &'static str {
+pub(crate) fn kind(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if ft.is_dir() {
         "a folder"
+    } else if ft.is_symlink() {
+        "a symbolic link"
     } else if ft.is_fifo() {
         "a FIFO"
     } else if ft.is_char_device() {
@@ -133,6 +135,19 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// As [`printable`], for whole lines of output: newlines and tabs stay.
+pub fn printable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if s.chars().any(bad) {
+        s.chars()
+            .map(|c| if bad(c) { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +156,7 @@ mod tests {
     fn control_characters_are_not_printed() {
         assert_eq!(printable("user/lora"), "user/lora");
         assert_eq!(printable("a\u{1b}[2J\rb\u{7}"), "a?[2J?b?");
+        assert_eq!(printable_text("a\tb\n\u{1b}]0;x\u{7}"), "a\tb\n?]0;x?");
     }
 
     #[test]

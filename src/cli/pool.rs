@@ -38,7 +38,7 @@ pub fn list(args: ListArgs) -> Result<()> {
         jobs: args.jobs,
     };
     let entries = list_entries(&args.source, &opts, &mut meta, &mut |what, done, total| {
-        bar.set_message(what.to_string());
+        bar.set_message(loracycle::untrusted::printable(what).into_owned());
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
@@ -295,7 +295,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     let data = load_task(&spec)?;
     let pool = bench.pool(&args.source, &args.filter, &mut |e| {
         if let loracycle::run::event::RunEvent::Stage { name, total } = e {
-            bar.set_message(name);
+            bar.set_message(loracycle::untrusted::printable(&name).into_owned());
             bar.set_length(total as u64);
         }
     })?;

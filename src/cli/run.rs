@@ -60,7 +60,9 @@ impl Progress {
         if self.plain {
             eprintln!("{}", line.as_ref());
         } else {
-            self.bar.println(line.as_ref());
+            // indicatif writes past the sanitising print macros: clean the line here.
+            self.bar
+                .println(loracycle::untrusted::printable_text(line.as_ref()));
         }
     }
 
@@ -78,7 +80,8 @@ impl Progress {
                 self.bar.set_position(0);
                 self.bar.reset_eta();
                 self.bar.set_length(*total as u64);
-                self.bar.set_message(name.clone());
+                self.bar
+                    .set_message(loracycle::untrusted::printable(name).into_owned());
                 (self.stage, self.total, self.tenths) = (name.clone(), *total, 0);
                 if self.plain {
                     eprintln!("{}{name}: 0/{total}", self.prefix);
@@ -203,7 +206,9 @@ pub fn run(spec_path: &Path, json: bool, runs: Option<PathBuf>, attach: bool) ->
                 None => bail!("the server closed the connection"),
             }
         };
-        bar.println(format!("queued on the server as {run}"));
+        bar.println(loracycle::untrusted::printable_text(&format!(
+            "queued on the server as {run}"
+        )));
         let ends = follow_with_controls(&mut bar, &run, ticket, || client.next_event());
         bar.finish();
         return finish_all(ends, &server_store, json);

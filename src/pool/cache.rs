@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::rules::Verdict;
 use crate::atomic_write::write_atomic;
 
+/// A ref file holds one commit hash and a newline.
+pub const REF_BYTES: u64 = 4096;
+
 /// `HF_HOME` (default `~/.cache/huggingface`, or `$XDG_CACHE_HOME/huggingface`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HfHome {
@@ -47,7 +50,7 @@ impl HfHome {
 /// The snapshot folder of the repo cached in `base` at `revision` (a commit, or a ref resolved
 /// through `refs/`).
 pub fn snapshot_in(base: &Path, revision: &str) -> PathBuf {
-    let commit = std::fs::read_to_string(base.join("refs").join(revision))
+    let commit = crate::untrusted::read_text(&base.join("refs").join(revision), REF_BYTES)
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| super::is_plain_name(s))
@@ -97,7 +100,7 @@ pub fn cached_adapter(home: &HfHome, id: &str) -> Option<CachedRepo> {
         return None;
     }
     let folder = home.hub().join(repo_folder(id));
-    let rev = std::fs::read_to_string(folder.join("refs").join("main")).ok()?;
+    let rev = crate::untrusted::read_text(&folder.join("refs").join("main"), REF_BYTES).ok()?;
     let rev = rev.trim().to_string();
     if !super::is_plain_name(&rev) {
         return None;
@@ -175,7 +178,7 @@ impl<V: Serialize + DeserializeOwned + PartialEq> JsonCache<V> {
     }
 
     fn read(path: &Path) -> BTreeMap<String, V> {
-        std::fs::read_to_string(path)
+        crate::untrusted::read_text(path, crate::untrusted::LARGE)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()

@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+/// The largest kept LoRA copied out (a rank-64 LoRA of an 8B model is ~170 MB).
+const MAX_LORA: u64 = 8 << 30;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::execute::{RunError, resolve_model};
@@ -58,13 +61,13 @@ fn export_trained(record: &RunRecord, run_dir: &Path, out: &Path) -> Result<usiz
     std::fs::create_dir_all(out)
         .map_err(|e| RunError::Other(format!("cannot make {}: {e}", out.display())))?;
     for name in ["adapter_config.json", "adapter_model.safetensors"] {
-        let bytes = std::fs::read(from.join(name))
-            .map_err(|e| RunError::Other(format!("{}: {e}", from.join(name).display())))?;
+        let bytes = crate::untrusted::read(&from.join(name), MAX_LORA)
+            .map_err(|e| RunError::Other(e.to_string()))?;
         crate::atomic_write::write_atomic(&out.join(name), &bytes)
             .map_err(|e| RunError::Other(format!("{}: {e}", out.join(name).display())))?;
     }
-    let config = std::fs::read_to_string(&config)
-        .map_err(|e| RunError::Other(format!("{}: {e}", config.display())))?;
+    let config = crate::untrusted::read_text(&config, crate::untrusted::SMALL)
+        .map_err(|e| RunError::Other(e.to_string()))?;
     let rank = serde_json::from_str::<serde_json::Value>(&config)
         .ok()
         .and_then(|v| v["r"].as_u64())

@@ -34,7 +34,12 @@ use crate::process::{host_name, own_start_ticks, process_alive};
 use crate::run::record::{CurvePoint, RunRecord, new_run_id, now_rfc3339};
 use crate::run::spec::RunSpec;
 use crate::slurm::SlurmJob;
+use crate::untrusted;
 use status::age;
+
+/// The largest record or curve read back (a record with every test example's answer is a few
+/// megabytes).
+pub const MAX_RUN_FILE: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,7 +95,12 @@ impl RunStore {
             return Err(StoreError::NoRun(id.into()));
         }
         let dir = self.root.join(id);
-        if dir.join("status.json").is_file() || dir.join("record.json").is_file() {
+        // A run folder is a real folder, never a link to one elsewhere (nothing is written or
+        // removed through it). Its files need only exist: one that is not a regular file is
+        // reported as unreadable when read, which lists the run rather than hiding it.
+        let real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        let has = |name: &str| std::fs::symlink_metadata(dir.join(name)).is_ok();
+        if real_dir && (has("status.json") || has("record.json")) {
             Ok(dir)
         } else {
             Err(StoreError::NoRun(id.into()))
@@ -138,15 +148,32 @@ impl RunStore {
     }
 
     pub fn read_status(dir: &Path) -> Option<StatusFile> {
-        let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
-        serde_json::from_str(&text).ok()
+        Self::status_or_why(dir).ok().flatten()
+    }
+
+    /// The status file: None where there is none, the reason where it cannot be read (not a
+    /// regular file, too large, not a status).
+    fn status_or_why(dir: &Path) -> Result<Option<StatusFile>, String> {
+        let path = dir.join("status.json");
+        match untrusted::read_text(&path, untrusted::SMALL) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: not a run status: {e}", path.display())),
+            Err(untrusted::UntrustedError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The curve written so far; a torn last line (a crash mid-write) is skipped.
     pub fn read_curve(dir: &Path) -> Vec<CurvePoint> {
-        std::fs::read_to_string(dir.join("curves.jsonl"))
-            .map(|t| {
-                t.lines()
+        untrusted::read(&dir.join("curves.jsonl"), MAX_RUN_FILE)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
                     .filter_map(|l| serde_json::from_str(l).ok())
                     .collect()
             })
@@ -156,14 +183,14 @@ impl RunStore {
     /// The number of whole lines in the curve (one per step), counted without parsing them: the
     /// watcher asks for it every second for every live run, whose curve may be long.
     pub fn curve_steps(dir: &Path) -> usize {
-        std::fs::read(dir.join("curves.jsonl"))
+        untrusted::read(&dir.join("curves.jsonl"), MAX_RUN_FILE)
             .map(|b| b.iter().filter(|&&c| c == b'\n').count())
             .unwrap_or(0)
     }
 
     pub fn read_record(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
         let path = self.dir_of(id)?.join("record.json");
-        match std::fs::read_to_string(&path) {
+        match untrusted::read_text(&path, MAX_RUN_FILE) {
             Ok(t) => {
                 let mut record: RunRecord =
                     serde_json::from_str(&t).map_err(|e| StoreError::BadRecord {
@@ -173,8 +200,16 @@ impl RunStore {
                 Annotations::read(&self.dir_of(id)?).apply(&mut record);
                 Ok(Some(record))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
+            Err(untrusted::UntrustedError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            // A FIFO, a device, a huge or binary file: the run is listed with this as its error.
+            Err(e) => Err(StoreError::BadRecord {
+                path: path.clone(),
+                reason: e.into_io().to_string(),
+            }),
         }
     }
 
@@ -230,7 +265,10 @@ impl RunStore {
             Err(e @ StoreError::BadRecord { .. }) => (None, Some(e.to_string())),
             Err(e) => return Err(e),
         };
-        let status = Self::read_status(&dir);
+        let (status, unreadable) = match Self::status_or_why(&dir) {
+            Ok(s) => (s, unreadable),
+            Err(why) => (None, unreadable.or(Some(why))),
+        };
         let (label, state, submitted, error) = match (&status, &record) {
             (Some(s), _) => (
                 s.label.clone(),
@@ -294,7 +332,8 @@ impl RunStore {
         let mut ids: Vec<String> = std::fs::read_dir(&self.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
+                    // The entry's own type: a link to a folder elsewhere is not a run.
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })

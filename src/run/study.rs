@@ -768,7 +768,7 @@ impl Plan {
     }
 
     pub fn read(study: &Path) -> Option<Plan> {
-        let text = std::fs::read_to_string(study.join(PLAN_FILE)).ok()?;
+        let text = crate::untrusted::read_text(&study.join(PLAN_FILE), crate::untrusted::LARGE).ok()?;
         serde_json::from_str(&text).ok()
     }
 

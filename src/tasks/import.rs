@@ -18,6 +18,10 @@ use crate::eval::{Extract, Normalize, TaskSettings};
 /// `{"train": ["train_12", …], "valid": […], "test": […]}`.
 pub const INDICES_FILE: &str = "indices.json";
 
+/// The most rows a task's splits may hold together (OpenMathInstruct-2, the paper's largest, has
+/// 14M).
+pub const MAX_ROWS: usize = 1 << 24;
+
 /// Where an imported task came from and how it was built: `task.toml`'s `[source]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Provenance {
@@ -96,6 +100,15 @@ pub fn build(
         .iter()
         .map(|s| (s.key.clone(), s.rows()))
         .collect();
+    // The plan holds a pick per row: a dataset that claims more rows than any task dataset has
+    // is refused before that memory is asked for.
+    let total: usize = sizes.iter().map(|(_, n)| *n).sum();
+    if total > MAX_ROWS {
+        return Err(format!(
+            "task {}: the dataset's splits claim {total} rows; at most {MAX_ROWS} are imported",
+            def.name
+        ));
+    }
     let p =
         plan(&sizes, opts.data_size, opts.seed).map_err(|e| format!("task {}: {e}", def.name))?;
     let mut rows = fetch_rows(def, &located, [&p.train, &p.validation, &p.test])?;
@@ -292,6 +305,8 @@ pub fn write(def: &TaskDef, built: &Built, out: &Path) -> Result<Imported, Strin
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let dir = out.join(&def.name);
+    // Checked before anything is staged, and again just before the swap.
+    let replaces = replaceable(&dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", def.name))
         .suffix(".importing")
@@ -340,8 +355,14 @@ pub fn write(def: &TaskDef, built: &Built, out: &Path) -> Result<Imported, Strin
         f.write_all(bytes).map_err(|e| io(&p, e))?;
         f.sync_all().map_err(|e| io(&p, e))?;
     }
+    if replaceable(&dir)? != replaces {
+        return Err(format!(
+            "{}: appeared or changed while the task was imported; nothing was replaced",
+            dir.display()
+        ));
+    }
     let staged = tmp.keep();
-    let swap = if dir.exists() {
+    let swap = if replaces {
         // Both names stay valid throughout: the new folder and the old one trade places.
         rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -353,9 +374,16 @@ pub fn write(def: &TaskDef, built: &Built, out: &Path) -> Result<Imported, Strin
         .map_err(|e| io(&dir, e.into()))
         .map(|()| true)
     } else {
-        std::fs::rename(&staged, &dir)
-            .map_err(|e| io(&dir, e))
-            .map(|()| false)
+        // NOREPLACE: `rename` would quietly replace an empty folder made in the meantime.
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staged,
+            rustix::fs::CWD,
+            &dir,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| io(&dir, e.into()))
+        .map(|()| false)
     };
     match swap {
         Ok(true) => {
@@ -376,4 +404,63 @@ pub fn write(def: &TaskDef, built: &Built, out: &Path) -> Result<Imported, Strin
         source: built.source.clone(),
         settings,
     })
+}
+
+/// The files `task import` writes into a task folder; a folder holding anything else is not
+/// one of its own.
+const WRITTEN: [&str; 5] = [
+    "train.jsonl",
+    "validation.jsonl",
+    "test.jsonl",
+    crate::eval::answer::TASK_FILE,
+    INDICES_FILE,
+];
+
+/// Whether `dir` is an earlier import that may be replaced (true), or absent (false). Anything
+/// else there (a folder of the user's, a file, a link) is a refusal naming it: an import
+/// replaces only a folder it made itself, which it knows by its `task.toml` with a `[source]`
+/// table and by holding nothing but the files an import writes.
+fn replaceable(dir: &Path) -> Result<bool, String> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let refuse = |why: String| {
+        Err(format!(
+            "{}: {why}; `task import` replaces only a task folder it made itself. Move it away \
+             or import with another --out",
+            dir.display()
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("is a symbolic link".into());
+    }
+    if !meta.is_dir() {
+        return refuse("exists and is not a folder".into());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let ours = name.to_str().is_some_and(|n| WRITTEN.contains(&n));
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if !ours || !regular {
+            return refuse(format!(
+                "holds {}, which `task import` did not write",
+                crate::untrusted::printable(&name.to_string_lossy())
+            ));
+        }
+    }
+    let toml_path = dir.join(crate::eval::answer::TASK_FILE);
+    let made = crate::untrusted::read_text(&toml_path, crate::untrusted::SMALL)
+        .ok()
+        .and_then(|t| toml::from_str::<TaskToml>(&t).ok());
+    match made {
+        Some(_) => Ok(true),
+        None => refuse(format!(
+            "has no {} with a [source] table written by `task import`",
+            crate::eval::answer::TASK_FILE
+        )),
+    }
 }

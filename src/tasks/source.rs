@@ -295,16 +295,17 @@ fn percent_decode(s: &str) -> String {
 /// A config's splits in the cached snapshots, first found first.
 /// The flag says whether they are the conversion branch's.
 fn in_cache(folder: &Path, config: &str) -> Option<(String, BTreeMap<String, Vec<PathBuf>>, bool)> {
-    let convert = std::fs::read_to_string(folder.join("refs").join(CONVERT_REF))
-        .ok()
-        .map(|c| folder.join("snapshots").join(c.trim()));
+    let read_ref = |r: &str| {
+        crate::untrusted::read_text(&folder.join("refs").join(r), crate::pool::cache::REF_BYTES)
+            .ok()
+            .map(|c| c.trim().to_string())
+            .filter(|c| crate::pool::is_plain_name(c))
+    };
+    let convert = read_ref(CONVERT_REF).map(|c| folder.join("snapshots").join(c));
     let mut snaps: Vec<PathBuf> = Vec::new();
     for r in [CONVERT_REF, "main"] {
-        if let Ok(c) = std::fs::read_to_string(folder.join("refs").join(r)) {
-            let c = c.trim();
-            if crate::pool::is_plain_name(c) {
-                snaps.push(folder.join("snapshots").join(c));
-            }
+        if let Some(c) = read_ref(r) {
+            snaps.push(folder.join("snapshots").join(c));
         }
     }
     if let Ok(rd) = std::fs::read_dir(folder.join("snapshots")) {

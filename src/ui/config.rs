@@ -58,10 +58,9 @@ pub fn load(text: Option<&str>, path: &Path, no_color: bool) -> Result<(Theme, K
             Some((_, t)) => t.to_string(),
             None => {
                 let p = path.parent().unwrap_or(Path::new(".")).join(name);
-                std::fs::read_to_string(&p).map_err(|e| {
+                crate::untrusted::read_text(&p, crate::untrusted::SMALL).map_err(|e| {
                     at(format!(
-                        "theme {name:?} is neither dark, light, monochrome nor a readable file ({}: {e})",
-                        p.display()
+                        "theme {name:?} is neither dark, light, monochrome nor a readable file ({e})"
                     ))
                 })?
             }
@@ -96,10 +95,14 @@ pub fn load_default() -> Result<(Theme, Keymap), String> {
     let Some(path) = config_path() else {
         return load(None, Path::new("config.toml"), no_color);
     };
-    match std::fs::read_to_string(&path) {
+    match crate::untrusted::read_text(&path, crate::untrusted::SMALL) {
         Ok(t) => load(Some(&t), &path, no_color),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => load(None, &path, no_color),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(crate::untrusted::UntrustedError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            load(None, &path, no_color)
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 

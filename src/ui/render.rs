@@ -36,6 +36,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         Screen::Help => help::draw(f, app, body),
     }
     status(f, app, bottom);
+    // Run labels, errors, adapter names and cards come from files, the Hub and the socket: no
+    // control character among them reaches the terminal, whichever widget drew it.
+    for cell in f.buffer_mut().content.iter_mut() {
+        if cell.symbol().chars().any(char::is_control) {
+            let clean = crate::untrusted::printable(cell.symbol()).into_owned();
+            cell.set_symbol(&clean);
+        }
+    }
 }
 
 fn tabs(f: &mut Frame, app: &App, area: Rect) {

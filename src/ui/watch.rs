@@ -81,10 +81,12 @@ impl Watcher {
     /// Reads the curve lines appended since `seen.offset` and moves it (and the line count)
     /// past them; a line still being written stays for the next poll.
     fn read_new_points(dir: &Path, seen: &mut Seen) -> Vec<CurvePoint> {
-        let Ok(mut f) = std::fs::File::open(dir.join("curves.jsonl")) else {
+        // Regular files only, opened without blocking: a FIFO here would hang the screen.
+        let Ok((mut f, len)) =
+            crate::untrusted::open(&dir.join("curves.jsonl"), crate::run::store::MAX_RUN_FILE)
+        else {
             return Vec::new();
         };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         // A file shorter than what was read was rewritten: start over.
         if len < seen.offset {
             seen.offset = 0;

@@ -7,6 +7,8 @@
 //! their system header (else today's date, as transformers does).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use minijinja::{Environment, Error, ErrorKind, context};
 use serde::Serialize;
@@ -16,6 +18,11 @@ use crate::untrusted;
 
 /// The most template instructions one render may execute.
 pub const FUEL: u64 = 1_000_000;
+/// The longest conversation one render may produce; a longer one is an error.
+pub const MAX_RENDERED: usize = 8 << 20;
+/// The memory one render may hold while it runs (strings it builds and drops included): a
+/// real chat template needs a few kilobytes beyond its messages.
+pub const MEMORY: usize = 256 << 20;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, Serialize)]
@@ -27,7 +34,9 @@ pub struct Message<'a> {
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     /// The template, parsed once, in transformers' environment.
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
+    /// Set once a render ran out of memory: the template is not run again.
+    spent: Arc<AtomicBool>,
     /// Where it was read, for messages.
     pub path: PathBuf,
     pub bos_token: String,
@@ -114,14 +123,13 @@ impl ChatTemplate {
                 Err(Error::new(ErrorKind::InvalidOperation, msg))
             },
         );
-        env.add_function("strftime_now", |format: String| {
-            chrono::Local::now().format(&format).to_string()
-        });
+        env.add_function("strftime_now", strftime_now);
         if let Err(e) = env.add_template_owned("chat", source) {
             return Err(template_error(&path, &e));
         }
         Ok(Self {
-            env,
+            env: Arc::new(env),
+            spent: Arc::new(AtomicBool::new(false)),
             path,
             bos_token,
             eos_token,
@@ -134,20 +142,126 @@ impl ChatTemplate {
     }
 
     /// The conversation as text; with `add_generation_prompt`, followed by the assistant's header.
+    /// The template runs on a thread of its own under a memory budget ([`MEMORY`]), with its
+    /// output capped at [`MAX_RENDERED`] bytes.
     pub fn render(&self, messages: &[Message<'_>], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| self.error(&e))?;
-        let ctx = context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => &self.bos_token,
-            eos_token => self.eos_token.as_deref().unwrap_or(""),
+        let spent = || ModelError::Template {
+            template: "chat".into(),
+            reason: format!(
+                "{}: {}; a chat template needs a few kilobytes beyond its messages",
+                self.path.display(),
+                crate::budget::BudgetError::Spent(MEMORY)
+            ),
         };
-        let ctx = match &self.date_string {
-            Some(d) => context! { date_string => d, ..ctx },
-            None => ctx,
-        };
-        tmpl.render(ctx).map_err(|e| self.error(&e))
+        if self.spent.load(Ordering::SeqCst) {
+            return Err(spent());
+        }
+        let env = self.env.clone();
+        let owned: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (m.role.to_string(), m.content.to_string()))
+            .collect();
+        let bos = self.bos_token.clone();
+        let eos = self.eos_token.clone().unwrap_or_default();
+        let date = self.date_string.clone();
+        let rendered = crate::budget::run(MEMORY, move || {
+            let messages: Vec<Message<'_>> = owned
+                .iter()
+                .map(|(role, content)| Message { role, content })
+                .collect();
+            let tmpl = env.get_template("chat")?;
+            let ctx = context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos,
+                eos_token => eos,
+            };
+            let ctx = match date {
+                Some(d) => context! { date_string => d, ..ctx },
+                None => ctx,
+            };
+            let mut out = Capped::default();
+            if let Err(e) = tmpl.render_captured_to(ctx, &mut out) {
+                // minijinja reports a refused write as an I/O error without its reason.
+                if out.refused {
+                    return Err(Error::new(ErrorKind::WriteFailure, too_long()));
+                }
+                return Err(e);
+            }
+            String::from_utf8(out.text).map_err(|_| {
+                Error::new(ErrorKind::InvalidOperation, "the template wrote bytes that are not UTF-8")
+            })
+        });
+        match rendered {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(e)) => Err(self.error(&e)),
+            Err(crate::budget::BudgetError::Spent(_)) => {
+                self.spent.store(true, Ordering::SeqCst);
+                Err(spent())
+            }
+            Err(e) => Err(ModelError::Template {
+                template: "chat".into(),
+                reason: format!("{}: {e}", self.path.display()),
+            }),
+        }
     }
+}
+
+fn too_long() -> String {
+    format!(
+        "the conversation it renders is longer than {} MiB",
+        MAX_RENDERED >> 20
+    )
+}
+
+/// The output of one render, refused past [`MAX_RENDERED`] bytes.
+#[derive(Default)]
+struct Capped {
+    text: Vec<u8>,
+    refused: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED {
+            self.refused = true;
+            return Err(std::io::Error::other(too_long()));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// transformers' `strftime_now`: the local time in a strftime format. A format chrono cannot
+/// read (`%`, `%Q`) is a template error, as Python's `strftime` would raise.
+fn strftime_now(format: String) -> std::result::Result<String, Error> {
+    use std::fmt::Write;
+    let items = chrono::format::StrftimeItems::new(&format)
+        .parse()
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("strftime_now: {format:?} is not a strftime format"),
+            )
+        })?;
+    let mut out = String::new();
+    write!(out, "{}", chrono::Local::now().format_with_items(items.iter())).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: {format:?} cannot be written"),
+        )
+    })?;
+    if out.len() > MAX_RENDERED {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "strftime_now: the date it writes is too long",
+        ));
+    }
+    Ok(out)
 }
 
 fn template_error(path: &Path, e: &Error) -> ModelError {
@@ -198,6 +312,25 @@ mod tests {
         );
         let e = t.render(&[], false).unwrap_err().to_string();
         assert!(e.contains("t.jinja") && e.contains("fuel"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_strftime_format_or_an_overlong_output_is_an_error() {
+        for f in ["%", "%Q", "abc%"] {
+            let t = template(&format!("{{{{ strftime_now('{f}') }}}}"));
+            let e = t.render(&[], false).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "template chat: t.jinja: invalid operation: strftime_now: {f:?} is not a strftime format (in chat:1)"
+                )
+            );
+        }
+        assert_eq!(template("{{ strftime_now('%Y') }}").render(&[], false).unwrap().len(), 4);
+        // 100 x 100 KB: past the output cap, not an allocation of the whole.
+        let t = template("{% for i in range(100) %}{{ 'x' * 100000 }}{% endfor %}");
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("longer than 8 MiB"), "{e}");
     }
 
     #[test]

@@ -55,13 +55,7 @@ impl Annotations {
     /// (annotations only ever add to what the run's own files say).
     pub fn read(dir: &Path) -> Annotations {
         let path = dir.join(FILE);
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return Annotations::default();
-        };
-        if meta.len() > MAX_BYTES {
-            return Annotations::default();
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Ok(text) = crate::untrusted::read_text(&path, MAX_BYTES) else {
             return Annotations::default();
         };
         let mut a: Annotations = serde_json::from_str(&text).unwrap_or_default();
