@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Configs, cards, specs and the like.
 pub const SMALL: u64 = 16 << 20;
-/// Tokenizers (Llama 3's `tokenizer.json` is 9 MB) and task files.
-pub const LARGE: u64 = 1 << 30;
+/// Tokenizers (Llama 3's `tokenizer.json` is 9 MB) and task files: parsed whole, at several
+/// times their size in memory.
+pub const LARGE: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UntrustedError {

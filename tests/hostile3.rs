@@ -422,6 +422,14 @@ fn a_chat_template_cannot_panic_or_exhaust_memory() {
         assert!(err.contains(want), "{template}: {err}");
         assert!(err.contains("chat_template.jinja"), "{template}: {err}");
     }
+    // A message the template raises is printed without its control characters.
+    let Some(o) =
+        eval_with_template("{{ raise_exception('no \u{1b}]0;PWNED\u{7}\u{1b}[2J way') }}")
+    else {
+        return;
+    };
+    assert!(!o.stderr.contains(&0x1b), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no ?]0;PWNED??[2J way"), "{}", stderr(&o));
 }
 
 /// A runs directory with one run folder whose files are `status` and `record` (each made by

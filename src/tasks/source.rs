@@ -18,8 +18,9 @@ use super::value::Value;
 use crate::pool::cache::{HfHome, dataset_folder};
 use crate::pool::hub::Hub;
 
-/// The most a JSON task file may be.
-pub const MAX_JSON: u64 = 1 << 30;
+/// The most a JSON task file may be: it is parsed whole, and a parsed value takes up to ~16
+/// times its text (the paper's JSON tasks are a few megabytes).
+pub const MAX_JSON: u64 = 128 << 20;
 /// The revision the Hub's parquet conversion is kept on.
 pub const CONVERT_REF: &str = "refs/convert/parquet";
 
