@@ -3,8 +3,11 @@
 //! time. The UI never waits on the engine: it sends a command and renders whatever events have
 //! arrived.
 //!
-//! While a run is in flight the engine still reads commands between steps, so a cancel takes
-//! effect within one step and new submissions are queued at once.
+//! While a run is in flight the engine still reads commands between steps and answers each at
+//! once: a submission is stored and announced (`Queued`, its folder made), a cancel of the run
+//! or of a queued one takes effect, the queue is reordered, a finished run is deleted. Only the
+//! work that needs the model the run holds (loading a pool, evaluating an adapter, exporting)
+//! waits for the run to end.
 
 pub mod protocol;
 pub mod server;
@@ -45,11 +48,24 @@ impl EngineHandle {
 
 /// Starts an engine thread writing runs into `store`.
 pub fn spawn(store: RunStore) -> EngineHandle {
+    spawn_with(store, Vec::new())
+}
+
+/// Starts an engine thread whose queue begins with `queue`, runs whose folders are this
+/// process's already (a server takes up what it kept at its last shutdown), before anything
+/// submitted.
+pub fn spawn_with(store: RunStore, queue: Vec<(RunSpec, RunFolder)>) -> EngineHandle {
     let (ctx, crx) = channel();
     let (etx, erx) = channel();
     let thread = std::thread::Builder::new()
         .name("loracycle-engine".into())
-        .spawn(move || Engine::new(store, crx, etx).serve())
+        .spawn(move || {
+            let mut engine = Engine::new(store, crx, etx);
+            for (spec, folder) in queue {
+                engine.requeue(spec, folder);
+            }
+            engine.serve()
+        })
         .expect("spawning the engine thread");
     EngineHandle {
         commands: ctx,
@@ -65,11 +81,17 @@ struct Queued {
 }
 
 struct Engine {
-    store: RunStore,
     commands: Receiver<Command>,
+    /// Everything a command may change while a run holds the model.
+    state: State,
+    bench: Option<Workbench>,
+}
+
+/// The engine's queue and store: what commands act on between the steps of a run.
+struct State {
+    store: RunStore,
     events: Sender<Event>,
     queue: VecDeque<Queued>,
-    bench: Option<Workbench>,
     stopping: bool,
     /// The answer keys of finished runs read so far (a run's record does not change once
     /// written), by run id.
@@ -79,16 +101,28 @@ struct Engine {
 impl Engine {
     fn new(store: RunStore, commands: Receiver<Command>, events: Sender<Event>) -> Self {
         Self {
-            store,
             commands,
-            events,
-            queue: VecDeque::new(),
+            state: State {
+                store,
+                events,
+                queue: VecDeque::new(),
+                stopping: false,
+                answers: Default::default(),
+            },
             bench: None,
-            stopping: false,
-            answers: Default::default(),
         }
     }
 
+    fn emit(&self, e: Event) {
+        self.state.emit(e);
+    }
+
+    fn requeue(&mut self, spec: RunSpec, folder: RunFolder) {
+        self.state.requeue(spec, folder);
+    }
+}
+
+impl State {
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
     }
@@ -156,6 +190,20 @@ impl Engine {
         }
     }
 
+    /// Queues a run whose folder exists already, announcing it as a submission would.
+    fn requeue(&mut self, spec: RunSpec, folder: RunFolder) {
+        let id = RunId(folder.id().to_string());
+        self.emit(Event::Queued {
+            run: id.clone(),
+            label: spec.label(),
+            position: self.queue.len(),
+            ticket: 0,
+            parent: spec.parent.as_ref().map(|p| RunId(p.id.clone())),
+            settings: spec.settings(),
+        });
+        self.queue.push_back(Queued { id, spec, folder });
+    }
+
     /// A run that answers `spec` already: one queued here, or a finished one in the store (the
     /// newest).
     fn answered(&mut self, spec: &RunSpec) -> Option<String> {
@@ -185,39 +233,14 @@ impl Engine {
         None
     }
 
-    fn serve(mut self) {
-        loop {
-            if self.queue.is_empty() || self.stopping {
-                if self.stopping {
-                    break;
-                }
-                match self.commands.recv() {
-                    Ok(c) => self.handle(c, None),
-                    Err(_) => break,
-                }
-            }
-            loop {
-                match self.commands.try_recv() {
-                    Ok(c) => self.handle(c, None),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.stopping = true;
-                        break;
-                    }
-                }
-            }
-            if self.stopping {
-                break;
-            }
-            if let Some(next) = self.queue.pop_front() {
-                self.run(next);
-            }
-        }
-        self.emit(Event::Stopped);
-    }
-
-    /// Handles a command; `current` is the run in flight and its cancel flag, if any.
-    fn handle(&mut self, c: Command, current: Option<(&RunId, &AtomicBool)>) {
+    /// Handles a command at once where it needs no model; gives back the ones that do
+    /// (loading a pool, evaluating an adapter, exporting), which wait while a run holds it.
+    /// `current` is the run in flight and its cancel flag, if any.
+    fn handle_now(
+        &mut self,
+        c: Command,
+        current: Option<(&RunId, &AtomicBool)>,
+    ) -> Option<Command> {
         match c {
             // A run queued now would never start: the engine stops after the one in flight.
             Command::Submit { spec, ticket } if self.stopping => self.emit(Event::Rejected {
@@ -252,6 +275,70 @@ impl Engine {
                     });
                 }
             }
+            // The store refuses a queued or running run (its status says so), which covers
+            // this engine's queue and its run in flight.
+            Command::Delete { run } => self.emit(match self.store.remove(&run.0) {
+                Ok(()) => Event::Deleted { run },
+                Err(e) => Event::Log {
+                    run: None,
+                    line: e.to_string(),
+                },
+            }),
+            // The run in flight finishes (`serve`'s promise that work outlives its clients);
+            // a client that wants it stopped cancels it first.
+            Command::Shutdown => self.stopping = true,
+            c @ (Command::LoadPool { .. }
+            | Command::EvaluateAdapter { .. }
+            | Command::Export { .. }) => return Some(c),
+        }
+        None
+    }
+}
+
+impl Engine {
+    fn serve(mut self) {
+        loop {
+            if self.state.queue.is_empty() || self.state.stopping {
+                if self.state.stopping {
+                    break;
+                }
+                match self.commands.recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.state.stopping = true;
+                        break;
+                    }
+                }
+            }
+            if self.state.stopping {
+                break;
+            }
+            if let Some(next) = self.state.queue.pop_front() {
+                self.run(next);
+            }
+        }
+        // Their folders stay queued, owned by this process: a server keeps the list for its
+        // next start.
+        if !self.state.queue.is_empty() {
+            let runs = self.state.queue.drain(..).map(|q| q.id).collect();
+            self.emit(Event::Kept { runs });
+        }
+        self.emit(Event::Stopped);
+    }
+
+    /// Handles a command between runs.
+    fn handle(&mut self, c: Command) {
+        let Some(c) = self.state.handle_now(c, None) else {
+            return;
+        };
+        match c {
             Command::LoadPool { spec } => {
                 if let Err(e) = self.ensure_bench(&spec) {
                     self.emit(Event::Log {
@@ -300,26 +387,15 @@ impl Engine {
                     },
                 });
             }
-            // The store refuses a queued or running run (its status says so), which covers
-            // this engine's queue and its run in flight.
-            Command::Delete { run } => self.emit(match self.store.remove(&run.0) {
-                Ok(()) => Event::Deleted { run },
-                Err(e) => Event::Log {
-                    run: None,
-                    line: e.to_string(),
-                },
-            }),
             Command::Export { run, out, rank } => self.emit(self.export(run, out, rank)),
-            // The run in flight finishes (`serve`'s promise that work outlives its clients);
-            // a client that wants it stopped cancels it first.
-            Command::Shutdown => self.stopping = true,
+            _ => unreachable!("handle_now answers every other command"),
         }
     }
 
     /// Exports on the engine's thread, between runs: it loads adapters and truncates by SVD,
     /// work that must neither block the UI nor race a run for the device.
     fn export(&self, run: RunId, out: std::path::PathBuf, rank: usize) -> Event {
-        let record = match self.store.read_record(&run.0) {
+        let record = match self.state.store.read_record(&run.0) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 return Event::ExportFailed {
@@ -334,7 +410,7 @@ impl Engine {
                 };
             }
         };
-        let dir = match self.store.run_dir(&run.0) {
+        let dir = match self.state.store.run_dir(&run.0) {
             Ok(dir) => dir,
             Err(e) => {
                 return Event::ExportFailed {
@@ -403,8 +479,9 @@ impl Engine {
         let start = Instant::now();
         let mut bench = self.bench.take().expect("ensured before");
         let mut pending = Vec::new();
-        let events = self.events.clone();
+        let events = self.state.events.clone();
         let commands = &self.commands;
+        let state = &mut self.state;
         let folder = &mut q.folder;
         let spec = q.spec.clone();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -414,16 +491,12 @@ impl Engine {
                 folder,
                 &mut |e| {
                     let _ = events.send(Event::of_run(id.clone(), e, start.elapsed()));
-                    // Commands that arrived meanwhile: cancels of this run act now, the rest
-                    // wait until the step returns.
+                    // Commands that arrived meanwhile are answered now; those that need the
+                    // model wait until the run ends.
                     while let Ok(c) = commands.try_recv() {
-                        match &c {
-                            Command::Cancel { run } if *run == id => {
-                                cancel.store(true, Ordering::SeqCst)
-                            }
-                            _ => {}
+                        if let Some(c) = state.handle_now(c, Some((&id, &cancel))) {
+                            pending.push(c);
                         }
-                        pending.push(c);
                     }
                 },
                 Some(&cancel),
@@ -431,8 +504,7 @@ impl Engine {
         }));
         self.bench = Some(bench);
         for c in pending {
-            let flag = AtomicBool::new(false);
-            self.handle(c, Some((&id, &flag)));
+            self.handle(c);
         }
         match outcome {
             Ok(r) => r,

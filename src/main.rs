@@ -1,5 +1,25 @@
 //! The `loracycle` command line. Each subcommand is a thin shell over the library.
 
+// Every line the program prints may carry text from files, servers and sockets (run labels,
+// adapter cards, template messages): these shadow the standard macros for the whole crate, so
+// each passes through `untrusted::printable_text` and no control character reaches the terminal.
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($t:tt)*) => { ::std::println!("{}", ::loracycle::untrusted::printable_text(&::std::format!($($t)*))) };
+}
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { ::std::print!("{}", ::loracycle::untrusted::printable_text(&::std::format!($($t)*))) };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($t:tt)*) => { ::std::eprintln!("{}", ::loracycle::untrusted::printable_text(&::std::format!($($t)*))) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($t:tt)*) => { ::std::eprint!("{}", ::loracycle::untrusted::printable_text(&::std::format!($($t)*))) };
+}
+
 mod cli;
 
 use std::path::PathBuf;
@@ -77,11 +97,17 @@ enum Command {
     /// with mode 0700 in the runtime dir), so queued and running work outlives the terminal;
     /// `loracycle run --attach SPEC` queues on it and follows the run (its record is read from
     /// the server's runs directory), and a TUI started with the same --runs-dir follows the
-    /// server's runs there. A `shutdown` command lets the run in flight finish, then stops.
+    /// server's runs there. A `shutdown` command (`serve --stop`) lets the run in flight
+    /// finish, then stops; runs still queued are kept, and the next `serve` on the same runs
+    /// directory runs them first.
     Serve {
         /// Where run folders are [default: $LORACYCLE_RUNS_DIR, else ~/.local/share/loracycle/runs].
         #[arg(long)]
         runs_dir: Option<PathBuf>,
+        /// Stop the server on the socket (after its run in flight) and say how many queued runs
+        /// it kept for its next start.
+        #[arg(long, conflicts_with = "runs_dir")]
+        stop: bool,
     },
     /// The paper's comparison on the lab: base, new LoRA, average, TIES, LoraHub and the gradient
     /// recipe, each on the real and the random-init pool, with and without the oracle adapter;
@@ -314,8 +340,10 @@ Examples:
   loracycle run examples/lab-gradient.toml
   loracycle run spec.toml --json --runs-dir runs/";
 
+// mimalloc, with the per-thread memory budgets that chat templates render under.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: loracycle::budget::Budgeted<mimalloc::MiMalloc> =
+    loracycle::budget::Budgeted(mimalloc::MiMalloc);
 
 #[derive(Subcommand)]
 enum RunsCommand {
@@ -730,7 +758,7 @@ fn main() -> ExitCode {
             } => cli::runs::compare(runs_dir, &ids, task.as_deref(), json, out.as_deref()),
             RunsCommand::Export { id, out, rank } => cli::runs::export(runs_dir, &id, &out, rank),
         },
-        Some(Command::Serve { runs_dir }) => cli::runs::serve(runs_dir),
+        Some(Command::Serve { runs_dir, stop }) => cli::runs::serve(runs_dir, stop),
         Some(Command::Task { command }) => match command {
             TaskCommand::Import(args) => cli::task::import(args),
             TaskCommand::List { dir, json } => cli::task::list(dir, json),

@@ -34,10 +34,10 @@ steps = 400
 batch_size = 2
 eval_every = 50
 [eval]
-bootstrap = 0
+bootstrap = 1
 "#;
 
-const BASE_RUN: &str = "name = \"base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n";
+const BASE_RUN: &str = "name = \"base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n";
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -407,4 +407,128 @@ fn a_socket_others_could_reach_is_refused() {
     assert!(peer_allowed(1000, 1000));
     assert!(!peer_allowed(1001, 1000));
     assert!(!peer_allowed(0, 1000));
+}
+
+/// Waits for the next event that `pick` accepts, counting the run's Progress events it passes.
+fn await_event<T>(
+    next: &mut dyn FnMut() -> Event,
+    long: &loracycle::engine::RunId,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> (T, u32) {
+    let mut steps = 0;
+    loop {
+        let e = next();
+        if let Some(t) = pick(&e) {
+            return (t, steps);
+        }
+        match e {
+            Event::Progress { run, .. } if run == *long => steps += 1,
+            Event::Finished { run, .. } if run == *long => {
+                panic!("the long run finished before the answer came")
+            }
+            Event::Failed { run, error } => panic!("{run} failed: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// Submits a short run while a long one trains, then cancels it while still queued: both are
+/// answered within a step of the long run, and the long run goes on.
+fn submit_and_cancel_during_a_run(
+    send: &mut dyn FnMut(Command),
+    next: &mut dyn FnMut() -> Event,
+    store: &Path,
+) {
+    send(Command::Submit {
+        spec: Box::new(spec(LONG)),
+        ticket: 1,
+    });
+    let (long, _) = await_event(next, &loracycle::engine::RunId(String::new()), |e| match e {
+        Event::Queued { run, ticket: 1, .. } => Some(run.clone()),
+        _ => None,
+    });
+    // Two steps in, submit another run.
+    let ((), _) = await_event(next, &long, |e| match e {
+        Event::Progress { run, step: 2, .. } if *run == long => Some(()),
+        _ => None,
+    });
+    send(Command::Submit {
+        spec: Box::new(spec(BASE_RUN)),
+        ticket: 2,
+    });
+    let (queued, steps) = await_event(next, &long, |e| match e {
+        Event::Queued {
+            run,
+            ticket: 2,
+            position,
+            ..
+        } => Some((run.clone(), *position)),
+        _ => None,
+    });
+    assert!(steps <= 1, "queued only after {steps} more steps");
+    assert_eq!(queued.1, 0, "first in the queue behind the run in flight");
+    let queued = queued.0;
+    // Its folder exists and says queued.
+    let status = RunStore::read_status(&store.join(&queued.0)).expect("its status is written");
+    assert_eq!(status.state.name(), "queued");
+    // Cancel it while the long run goes on.
+    send(Command::Cancel {
+        run: queued.clone(),
+    });
+    let (cancelled, steps) = await_event(next, &long, |e| match e {
+        Event::Cancelled { run } => Some(run.clone()),
+        _ => None,
+    });
+    assert_eq!(cancelled, queued);
+    assert!(steps <= 1, "cancelled only after {steps} more steps");
+    let status = RunStore::read_status(&store.join(&queued.0)).unwrap();
+    assert_eq!(status.state.name(), "cancelled");
+    // The long run is still training: it makes another step, then is cancelled too.
+    let ((), _) = await_event(next, &long, |e| match e {
+        Event::Progress { run, .. } if *run == long => Some(()),
+        _ => None,
+    });
+    send(Command::Cancel { run: long.clone() });
+    let (c, _) = await_event(next, &long, |e| match e {
+        Event::Cancelled { run } => Some(run.clone()),
+        _ => None,
+    });
+    assert_eq!(c, long);
+}
+
+#[test]
+fn a_run_submitted_or_cancelled_during_another_is_answered_within_a_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = RunStore::open(tmp.path()).unwrap();
+    let engine = spawn(store.clone());
+    let commands = engine.commands.clone();
+    submit_and_cancel_during_a_run(
+        &mut |c| commands.send(c).unwrap(),
+        &mut || next_event(&engine.events),
+        tmp.path(),
+    );
+}
+
+#[test]
+fn over_the_socket_a_run_submitted_during_another_is_answered_within_a_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("rt/engine.sock");
+    let runs = tmp.path().join("runs");
+    let mut server = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["serve", "--runs-dir", runs.to_str().unwrap()])
+        .env("LORACYCLE_SOCKET", &sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the socket", Duration::from_secs(30), || sock.exists());
+    let client = std::cell::RefCell::new(Client::connect(&sock).unwrap());
+    submit_and_cancel_during_a_run(
+        &mut |c| client.borrow_mut().send(&c).unwrap(),
+        &mut || client.borrow_mut().next_event().expect("server alive"),
+        &runs,
+    );
+    client.borrow_mut().send(&Command::Shutdown).unwrap();
+    let _ = server.wait();
 }

@@ -1,13 +1,16 @@
 //! `loracycle serve` under hostile or careless clients: one that never reads is dropped while
 //! the others go on, bad and over-long lines get an error reply and the connection reads on, a
 //! socket folder others can write to is refused, shutdown lets the run in flight finish, and
-//! concurrent `run --attach` clients with one spec each follow their own run.
+//! concurrent `run --attach` clients with one spec each follow their own run. Clients that hang
+//! up leave nothing behind, one over the cap is told the server is full, `serve --stop` stops it,
+//! and the runs still queued at a shutdown run after a restart.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
+use std::time::Instant;
 
 use assert_cmd::cargo::CommandCargoExt;
 
@@ -19,7 +22,7 @@ use loracycle::run::store::RunStore;
 /// Hang guard only: on a loaded machine a read may wait long, but never this long.
 const HANG: Duration = Duration::from_secs(300);
 
-const BASE_RUN: &str = "name = \"base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n";
+const BASE_RUN: &str = "name = \"base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n";
 
 /// A gradient run with steps enough that a command sent at its first step arrives while it runs
 /// (the test stage alone follows the last step).
@@ -37,7 +40,7 @@ steps = 20
 batch_size = 2
 eval_every = 5
 [eval]
-bootstrap = 0
+bootstrap = 1
 "#;
 
 struct Server {
@@ -361,6 +364,251 @@ fn concurrent_attaches_of_one_spec_each_follow_their_own_run() {
     );
     assert!(!asked.exists());
     assert_eq!(store.ids(), ids, "nothing was queued");
+    let mut c = server.client();
+    assert_eq!(server.stop(&mut c), vec![]);
+}
+
+/// Threads and open descriptors of process `pid`.
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let count = |d: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{d}"))
+            .unwrap()
+            .count()
+    };
+    (count("task"), count("fd"))
+}
+
+/// A client greeted by the server on `sock`, once there is room for one (clients that have
+/// hung up leave a moment later).
+fn greeted(sock: &Path) -> Client {
+    let t = Instant::now();
+    loop {
+        let mut c = Client::connect(sock).unwrap();
+        c.set_read_timeout(Some(HANG)).unwrap();
+        match c.next_event() {
+            Some(Event::Hello { .. }) => return c,
+            e => assert!(t.elapsed() < Duration::from_secs(5), "still refused: {e:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to `limit` for `pid`'s threads and descriptors to be back to `baseline`.
+fn settles_to(pid: u32, baseline: (usize, usize), limit: Duration) -> (usize, usize) {
+    let t = Instant::now();
+    loop {
+        let now = threads_and_fds(pid);
+        if (now.0 <= baseline.0 && now.1 <= baseline.1) || t.elapsed() > limit {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn clients_that_hang_up_leave_no_threads_or_descriptors_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &tmp.path().join("runs"));
+    let mut c = server.client();
+    let pid = server.child.id();
+    let baseline = threads_and_fds(pid);
+    for _ in 0..200 {
+        drop(UnixStream::connect(&server.sock).unwrap());
+    }
+    // The server accepts in order: once a later client is greeted, all 200 have been accepted.
+    drop(greeted(&server.sock));
+    let after = settles_to(pid, baseline, Duration::from_secs(3));
+    assert!(
+        after.0 <= baseline.0 && after.1 <= baseline.1,
+        "threads and descriptors {after:?}, {baseline:?} before 200 clients came and went"
+    );
+    // The one that stayed is served as before.
+    c.send(&Command::Delete {
+        run: RunId("still-here".into()),
+    })
+    .unwrap();
+    assert_eq!(c.next_event(), Some(no_run("still-here")));
+    assert_eq!(server.stop(&mut c), vec![]);
+}
+
+#[test]
+fn a_client_over_the_cap_is_told_the_server_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &tmp.path().join("runs"));
+    let mut c = server.client();
+    let others: Vec<UnixStream> = (1..64)
+        .map(|_| UnixStream::connect(&server.sock).unwrap())
+        .collect();
+    // The 65th hears why and is closed.
+    let mut late = UnixStream::connect(&server.sock).unwrap();
+    late.set_read_timeout(Some(HANG)).unwrap();
+    let mut got = String::new();
+    late.read_to_string(&mut got).expect("the server closes it");
+    assert_eq!(
+        got,
+        "{\"event\":\"log\",\"line\":\"refused: the server is full (64 clients); try again once one has disconnected\"}\n"
+    );
+    // Once the others have gone, there is room again.
+    drop(others);
+    let mut next = greeted(&server.sock);
+    next.send(&Command::Delete {
+        run: RunId("room".into()),
+    })
+    .unwrap();
+    assert_eq!(next.next_event(), Some(no_run("room")));
+    // Answers go to every client.
+    assert_eq!(c.next_event(), Some(no_run("room")));
+    assert_eq!(server.stop(&mut c), vec![]);
+}
+
+/// `loracycle serve --stop` on socket `sock`.
+fn serve_stop(sock: &Path) -> std::process::Output {
+    std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["serve", "--stop"])
+        .env("LORACYCLE_SOCKET", sock)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn serve_stop_stops_the_server_and_fails_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path(), &tmp.path().join("runs"));
+    let out = serve_stop(&server.sock);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "loracycle serve on {}: stopped (no queued runs)\n",
+            server.sock.display()
+        )
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(out.status.success());
+    assert!(server.child.wait().unwrap().success());
+    assert!(!server.sock.exists(), "the server removes its socket");
+    // Nothing listens any more.
+    let out = serve_stop(&server.sock);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: no loracycle server on {} (start one with `loracycle serve`)\n",
+            server.sock.display()
+        )
+    );
+}
+
+#[test]
+fn runs_queued_at_a_shutdown_run_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let server = Server::start(tmp.path(), &runs);
+    let mut c = server.client();
+    let spec = |text, name| Box::new(RunSpec::from_toml(text, Path::new(name)).unwrap());
+    c.send(&Command::Submit {
+        spec: spec(SHORT_GRADIENT, "short.toml"),
+        ticket: 1,
+    })
+    .unwrap();
+    for ticket in 2..=4 {
+        c.send(&Command::Submit {
+            spec: spec(BASE_RUN, "base.toml"),
+            ticket,
+        })
+        .unwrap();
+    }
+    // Stopped while the first runs: the other three are still queued.
+    let mut queued = std::collections::BTreeMap::new();
+    loop {
+        match c.next_event().expect("server alive") {
+            Event::Queued { run, ticket, .. } => {
+                queued.insert(ticket, run);
+            }
+            Event::Progress { .. } => break,
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    let stop = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["serve", "--stop"])
+        .env("LORACYCLE_SOCKET", &server.sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut kept = None;
+    let mut finished = Vec::new();
+    loop {
+        match c.next_event().expect("Stopped before the connection ends") {
+            Event::Stopped => break,
+            Event::Queued { run, ticket, .. } => {
+                queued.insert(ticket, run);
+            }
+            Event::Kept { runs } => kept = Some(runs),
+            Event::Finished { run, .. } => finished.push(run),
+            _ => {}
+        }
+    }
+    let out = stop.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let first = queued[&1].clone();
+    let rest: Vec<RunId> = (2..=4).map(|t| queued[&t].clone()).collect();
+    assert_eq!(finished, vec![first.clone()]);
+    assert_eq!(kept.as_ref(), Some(&rest));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "loracycle serve on {}: waiting for run {first}, in flight, to finish\n",
+            server.sock.display()
+        )
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "loracycle serve on {}: stopped (3 queued runs kept for the next start)\n",
+            server.sock.display()
+        )
+    );
+    let mut server = server;
+    assert!(server.child.wait().unwrap().success());
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("serve-queue.json")).unwrap())
+            .unwrap();
+    assert_eq!(list, serde_json::json!({ "runs": rest }));
+
+    // The next server on the same runs directory runs them, in their order, before anything new.
+    let server = Server::start(tmp.path(), &runs);
+    let store = RunStore::open(&runs).unwrap();
+    let t = Instant::now();
+    while !rest
+        .iter()
+        .all(|r| store.summary(&r.0).unwrap().state.name() == "finished")
+    {
+        assert!(t.elapsed() < HANG, "the kept runs never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started: Vec<String> = rest
+        .iter()
+        .map(|r| store.read_record(&r.0).unwrap().unwrap().started)
+        .collect();
+    assert!(started.is_sorted(), "{started:?}");
+    assert!(!runs.join("serve-queue.json").exists());
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "loracycle engine listening on {} (runs in {}; 3 queued runs taken up from the last shutdown)",
+            server.sock.display(),
+            runs.display()
+        )),
+        "{log}"
+    );
+    let mut ids = rest.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+    ids.push(first.0);
+    ids.sort();
+    assert_eq!(store.ids(), ids);
     let mut c = server.client();
     assert_eq!(server.stop(&mut c), vec![]);
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use loracycle::engine::server::{serve as serve_engine, socket_path};
+use loracycle::engine::server::{Client, serve as serve_engine, socket_path};
 use loracycle::run::record::runs_dir;
 use loracycle::run::store::RunStore;
 
@@ -189,18 +189,44 @@ pub fn rm(runs: Option<PathBuf>, ids: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn serve(runs: Option<PathBuf>) -> Result<()> {
+pub fn serve(runs: Option<PathBuf>, stop: bool) -> Result<()> {
+    if stop {
+        return stop_server();
+    }
     // Absolute, for the clients: they read records from the folder the server names, from
     // wherever they run.
     let store = RunStore::open(&std::path::absolute(runs_dir(runs.as_deref()))?)?;
     let root = store.root.clone();
-    serve_engine(&socket_path(), store, &mut |p| {
+    serve_engine(&socket_path(), store, &mut |p, resumed| {
+        let resumed = match resumed {
+            0 => String::new(),
+            1 => "; 1 queued run taken up from the last shutdown".into(),
+            n => format!("; {n} queued runs taken up from the last shutdown"),
+        };
         eprintln!(
-            "loracycle engine listening on {} (runs in {})",
+            "loracycle engine listening on {} (runs in {}{resumed})",
             p.display(),
             root.display()
         );
     })?;
+    Ok(())
+}
+
+/// `serve --stop`: shuts the server down as a client and waits until it has stopped.
+fn stop_server() -> Result<()> {
+    let path = socket_path();
+    let kept = Client::connect(&path)?.stop(&mut |run| {
+        eprintln!(
+            "loracycle serve on {}: waiting for run {run}, in flight, to finish",
+            path.display()
+        );
+    })?;
+    let kept = match kept.len() {
+        0 => "no queued runs".to_string(),
+        1 => "1 queued run kept for the next start".into(),
+        n => format!("{n} queued runs kept for the next start"),
+    };
+    println!("loracycle serve on {}: stopped ({kept})", path.display());
     Ok(())
 }
 

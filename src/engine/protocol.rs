@@ -48,7 +48,8 @@ pub enum Command {
         out: std::path::PathBuf,
         rank: usize,
     },
-    /// Finish the run in flight, then stop; queued runs stay queued on disk.
+    /// Finish the run in flight, then stop; queued runs stay queued on disk (see
+    /// [`Event::Kept`]).
     Shutdown,
 }
 
@@ -176,6 +177,13 @@ pub enum Event {
         run: RunId,
         error: String,
     },
+    /// The runs still queued when the engine stopped, in queue order (sent only when there are
+    /// some, just before `Stopped`). Their folders still say queued: a server lists them in its
+    /// runs directory and takes them up again when it next starts there; an in-process engine
+    /// leaves them, to be read as interrupted.
+    Kept {
+        runs: Vec<RunId>,
+    },
     /// The engine stopped.
     Stopped,
 }
@@ -206,6 +214,7 @@ impl Event {
             | Event::ExportFailed { .. }
             | Event::PoolLoaded { .. }
             | Event::Evaluated { .. }
+            | Event::Kept { .. }
             | Event::Stopped => None,
         }
     }
@@ -284,6 +293,7 @@ impl Event {
             | Event::ExportFailed { .. }
             | Event::PoolLoaded { .. }
             | Event::Evaluated { .. }
+            | Event::Kept { .. }
             | Event::Stopped => return None,
         })
     }

@@ -7,9 +7,13 @@
 //! client refuses a socket that other users could reach. A client cannot hold up the others: each
 //! has its own bounded queue of events (one that leaves it full is dropped), a command line is
 //! at most a mebibyte, and a line that is no command gets an error reply (`connection.rs`).
+//! A client that hangs up leaves at once, threads and sockets with it, and at most
+//! [`MAX_CLIENTS`] are served at a time. Runs still queued at a `shutdown` are kept for the
+//! next start on the same runs directory (`kept.rs`).
 
 mod client;
 mod connection;
+pub mod kept;
 mod socket;
 
 use std::io::Write;
@@ -20,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use client::Client;
-pub use connection::{MAX_LINE, QUEUE};
+pub use connection::{MAX_CLIENTS, MAX_LINE, QUEUE};
 pub use socket::{
     check_socket_dir, check_socket_file, peer_allowed, peer_cred, peer_uid, prepare_socket_dir,
 };
@@ -51,6 +55,13 @@ pub enum ServerError {
     UnsafeDir { path: PathBuf, why: String },
     #[error("the server on {path} runs as user {server}, not as you ({me})")]
     OtherUser { path: PathBuf, server: u32, me: u32 },
+    /// The server's own words, or what it did instead of greeting.
+    #[error("{path}: {why}")]
+    Refused { path: PathBuf, why: String },
+    #[error("{path}: not a list of kept runs ({reason}); none was taken up")]
+    KeptList { path: PathBuf, reason: String },
+    #[error("kept run {id} was not taken up: {reason}")]
+    KeptRun { id: String, reason: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -77,11 +88,12 @@ pub fn socket_path() -> PathBuf {
 const LAST_WORDS: Duration = Duration::from_secs(5);
 
 /// Runs the engine behind the socket until a client sends `Shutdown` (the run in flight
-/// finishes first).
+/// finishes first, the queued ones are kept for the next start). `on_ready` hears the socket and
+/// how many kept runs were taken up.
 pub fn serve(
     path: &Path,
     store: RunStore,
-    on_ready: &mut dyn FnMut(&Path),
+    on_ready: &mut dyn FnMut(&Path, usize),
 ) -> Result<(), ServerError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -104,7 +116,21 @@ pub fn serve(
     let hello = event_line(&Event::Hello {
         runs_dir: store.root.clone(),
     });
-    let engine = super::spawn(store);
+    let full = event_line(&Event::Log {
+        run: None,
+        line: format!(
+            "refused: the server is full ({MAX_CLIENTS} clients); try again once one has disconnected"
+        ),
+    });
+    // Only now that the socket is ours: a second server on the same socket has been refused
+    // above and takes up nothing.
+    let taken = kept::take_up(&store);
+    for e in &taken.problems {
+        eprintln!("loracycle serve: {e}");
+    }
+    let resumed = taken.queue.len();
+    let root = store.root.clone();
+    let engine = super::spawn_with(store, taken.queue);
     let commands = engine.commands.clone();
     let clients: Arc<Mutex<Vec<Arc<Outbox>>>> = Arc::new(Mutex::new(Vec::new()));
     let broadcast = clients.clone();
@@ -113,6 +139,16 @@ pub fn serve(
     // Every engine event goes into every client's queue; nothing here waits on a socket.
     let fanout = std::thread::spawn(move || {
         for e in events.iter() {
+            // Listed before any client hears of it, so that once a client has read `Stopped`
+            // the list is on disk.
+            if let Event::Kept { runs } = &e
+                && let Err(err) = kept::keep(&root, runs)
+            {
+                eprintln!(
+                    "loracycle serve: {err}; its {} queued runs stay on disk, but the next start will not take them up",
+                    runs.len()
+                );
+            }
             let line = event_line(&e);
             broadcast
                 .lock()
@@ -143,7 +179,7 @@ pub fn serve(
         }
         std::process::exit(0);
     });
-    on_ready(path);
+    on_ready(path, resumed);
     let me = my_uid();
     let mut joined = 0u64;
     for stream in listener.incoming() {
@@ -157,6 +193,11 @@ pub fn serve(
                 continue;
             }
         };
+        if clients.lock().expect("no panics while holding").len() >= MAX_CLIENTS {
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write_all(full.as_bytes());
+            continue;
+        }
         joined += 1;
         let Ok(outbox) = Outbox::open(&stream, format!("client {joined} (pid {pid})")) else {
             continue;
@@ -169,7 +210,17 @@ pub fn serve(
             .expect("no panics while holding")
             .push(outbox.clone());
         let commands = commands.clone();
-        std::thread::spawn(move || read_commands(stream, outbox, commands));
+        let clients = clients.clone();
+        std::thread::spawn(move || {
+            read_commands(stream, outbox.clone(), commands);
+            // Gone at once, not when some later event finds its socket closed: until then its
+            // writer thread and its sockets would stay.
+            outbox.hang_up();
+            clients
+                .lock()
+                .expect("no panics while holding")
+                .retain(|c| !Arc::ptr_eq(c, &outbox));
+        });
     }
     let _ = fanout.join();
     Ok(())

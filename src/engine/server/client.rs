@@ -3,14 +3,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::socket::{check_socket_file, my_uid, peer_allowed, peer_uid};
 use super::{ServerError, io};
-use crate::engine::protocol::{Command, Event};
+use crate::engine::protocol::{Command, Event, RunId};
 
 /// A connection to a running server.
 pub struct Client {
+    path: PathBuf,
     writer: UnixStream,
     reader: BufReader<UnixStream>,
 }
@@ -31,9 +32,58 @@ impl Client {
         }
         let reader = BufReader::new(stream.try_clone().map_err(io(path))?);
         Ok(Self {
+            path: path.to_path_buf(),
             writer: stream,
             reader,
         })
+    }
+
+    /// Stops the server (`loracycle serve --stop`) and waits until it has: the run in flight
+    /// finishes first, and `on_wait` hears of it once. Returns the runs it kept for its next
+    /// start, in queue order.
+    pub fn stop(mut self, on_wait: &mut dyn FnMut(&RunId)) -> Result<Vec<RunId>, ServerError> {
+        // A server that is full says so instead of greeting, then hangs up.
+        match self.next_event() {
+            Some(Event::Hello { .. }) => {}
+            Some(Event::Log { line, .. }) => {
+                return Err(ServerError::Refused {
+                    path: self.path,
+                    why: line,
+                });
+            }
+            Some(e) => {
+                return Err(ServerError::Refused {
+                    path: self.path,
+                    why: format!("the server did not greet first (it sent {e:?})"),
+                });
+            }
+            None => {
+                return Err(ServerError::Refused {
+                    path: self.path,
+                    why: "the server closed the connection before greeting".into(),
+                });
+            }
+        }
+        self.send(&Command::Shutdown).map_err(io(&self.path))?;
+        let mut kept = Vec::new();
+        let mut waited = false;
+        // The socket closing counts as stopped too: the server exits once its clients have had
+        // a few seconds for its last events.
+        while let Some(e) = self.next_event() {
+            match e {
+                Event::Stopped => break,
+                Event::Kept { runs } => kept = runs,
+                // A run's progress before it ends is the run in flight; a queued one is not.
+                e if e.is_terminal() || matches!(e, Event::Queued { .. }) => {}
+                e => {
+                    if let Some(run) = e.run().filter(|_| !waited) {
+                        waited = true;
+                        on_wait(run);
+                    }
+                }
+            }
+        }
+        Ok(kept)
     }
 
     pub fn send(&mut self, c: &Command) -> std::io::Result<()> {

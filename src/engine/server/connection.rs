@@ -16,6 +16,9 @@ use crate::engine::protocol::{Command, Event};
 pub const QUEUE: usize = 1024;
 /// The longest command line read; a spec is a few kilobytes.
 pub const MAX_LINE: usize = 1 << 20;
+/// Clients served at a time; each has two threads and three descriptors, and one more is told
+/// the server is full.
+pub const MAX_CLIENTS: usize = 64;
 
 /// An event as one JSON line, serialised once for every client.
 pub fn event_line(e: &Event) -> Arc<str> {
@@ -70,6 +73,14 @@ impl Outbox {
     /// Ends the connection both ways; a write blocked on a client that does not read returns.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// The client hung up: the writer sends what is queued (a client that closed only its
+    /// sending side may still read it) and ends; no write waits longer than the server's
+    /// `LAST_WORDS` on a client that reads none of it.
+    pub fn hang_up(&self) {
+        let _ = self.stream.set_write_timeout(Some(super::LAST_WORDS));
+        self.finish();
     }
 
     /// Stops queueing: the writer sends what is queued and ends.

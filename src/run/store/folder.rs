@@ -37,6 +37,27 @@ impl RunFolder {
         Ok(folder)
     }
 
+    /// Takes over run folder `dir` whose status still says queued by a process on this host
+    /// that has ended (a server that stopped with the run in its queue): this process becomes
+    /// its owner. None for any other run, which is not this process's to run: one that ended,
+    /// or one queued or running in a live process or on another host.
+    pub fn adopt(dir: PathBuf) -> Result<Option<Self>, StoreError> {
+        let Some(mut status) = super::RunStore::read_status(&dir) else {
+            return Ok(None);
+        };
+        let orphan = status.state == RunState::Queued
+            && super::RunStore::effective(&status) == RunState::Interrupted
+            && std::fs::symlink_metadata(dir.join("record.json")).is_err();
+        if !orphan {
+            return Ok(None);
+        }
+        status.pid = std::process::id();
+        status.pid_start = crate::process::own_start_ticks();
+        status.host = crate::process::host_name();
+        status.slurm = SlurmJob::from_env();
+        Self::start(dir, status).map(Some)
+    }
+
     fn write_status(&mut self) -> Result<(), StoreError> {
         self.status.updated = now_rfc3339();
         self.last_write = Instant::now();
