@@ -125,6 +125,16 @@ pub struct LoraPair {
     pub b: Tensor,
 }
 
+impl LoraPair {
+    /// ‖scale · B A‖_F, computed through the r × r Gram matrices.
+    pub fn delta_norm(&self, scale: f64) -> candle_core::Result<f64> {
+        let ata = self.a.matmul(&self.a.t()?)?; // (r, r) = A Aᵀ
+        let btb = self.b.t()?.matmul(&self.b)?; // (r, r) = Bᵀ B
+        let sq = (ata * btb)?.sum_all()?.to_scalar::<f32>()? as f64;
+        Ok(scale.abs() * sq.max(0.0).sqrt())
+    }
+}
+
 /// A validated LoRA adapter.
 #[derive(Debug, Clone)]
 pub struct Adapter {
@@ -223,6 +233,10 @@ impl Adapter {
                 adapter: name.into(),
                 reason: e.to_string(),
             })?;
+        cfg.check().map_err(|e| AdapterError::BadConfig {
+            adapter: name.into(),
+            reason: e.to_string(),
+        })?;
         if let Some((feature, detail)) = cfg.unsupported() {
             return Err(AdapterError::Unsupported {
                 adapter: name.into(),
@@ -399,6 +413,30 @@ impl Adapter {
     /// warning.
     pub fn load(dir: &Path, base: Option<(&LlamaConfig, Option<&str>)>) -> Result<Self> {
         let head = Self::header(dir, base)?;
+        let mut pairs = BTreeMap::new();
+        Self::read_pairs(dir, &head, &mut |at, pair| {
+            pairs.insert(at, pair);
+            Ok(())
+        })?;
+        Ok(Self {
+            name: head.name,
+            dir: dir.to_path_buf(),
+            config: head.config,
+            pairs,
+            storage_dtype: head.storage_dtype,
+            file_size: head.file_size,
+            warnings: head.warnings,
+        })
+    }
+
+    /// Reads the values of `head`'s pairs (from the folder it was read from) one pair at a time,
+    /// in f32 and checked finite, and hands each to `each`. A caller that drops them (the pool
+    /// rules) holds one pair at a time, however large the file.
+    pub fn read_pairs(
+        dir: &Path,
+        head: &AdapterHeader,
+        each: &mut dyn FnMut((usize, Module), LoraPair) -> Result<()>,
+    ) -> Result<()> {
         let name = head.name.clone();
         let weights = dir.join("adapter_model.safetensors");
         let io = |source| AdapterError::Io {
@@ -436,25 +474,16 @@ impl Adapter {
             }
             Ok(v)
         };
-        let mut pairs = BTreeMap::new();
         for (&at, (a, b)) in &head.pairs {
-            pairs.insert(
+            each(
                 at,
                 LoraPair {
                     a: read(a)?,
                     b: read(b)?,
                 },
-            );
+            )?;
         }
-        Ok(Self {
-            name: head.name,
-            dir: dir.to_path_buf(),
-            config: head.config,
-            pairs,
-            storage_dtype: head.storage_dtype,
-            file_size: head.file_size,
-            warnings: head.warnings,
-        })
+        Ok(())
     }
 
     pub fn rank(&self) -> usize {
@@ -478,13 +507,10 @@ impl Adapter {
 
     /// ‖s B A‖_F for one (layer, module), computed through the r × r Gram matrices.
     pub fn delta_norm(&self, layer: usize, module: Module) -> candle_core::Result<f64> {
-        let Some(p) = self.pairs.get(&(layer, module)) else {
-            return Ok(0.0);
-        };
-        let ata = p.a.matmul(&p.a.t()?)?; // (r, r) = A Aᵀ
-        let btb = p.b.t()?.matmul(&p.b)?; // (r, r) = Bᵀ B
-        let sq = (ata * btb)?.sum_all()?.to_scalar::<f32>()? as f64;
-        Ok(self.scale().abs() * sq.max(0.0).sqrt())
+        match self.pairs.get(&(layer, module)) {
+            Some(p) => p.delta_norm(self.scale()),
+            None => Ok(0.0),
+        }
     }
 
     /// ‖ΔW‖_F per module, pooled over layers: sqrt(Σ_layers ‖ΔW_l‖²).

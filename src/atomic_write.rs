@@ -81,7 +81,12 @@ mod tests {
                 f.display()
             )
         );
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
 
         let fifo = dir.path().join("fifo");

@@ -136,7 +136,9 @@ pub fn run<T: Send + 'static>(
             drop(theirs);
         });
     if let Err(e) = spawned {
-        return Err(BudgetError::Panicked(format!("no thread to run it on: {e}")));
+        return Err(BudgetError::Panicked(format!(
+            "no thread to run it on: {e}"
+        )));
     }
     loop {
         match rx.recv_timeout(Duration::from_millis(5)) {

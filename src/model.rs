@@ -47,6 +47,14 @@ pub enum ModelError {
     Corrupt { path: PathBuf, reason: String },
     #[error("weight {name}: {reason}")]
     Weight { name: String, reason: String },
+    /// A tensor of the weight files that the config does not account for, or of a dtype that
+    /// is not a float.
+    #[error("{dir}: weight {name} {reason}")]
+    UnexpectedWeight {
+        dir: PathBuf,
+        name: String,
+        reason: String,
+    },
     #[error("{path}: cannot load tokenizer: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
     #[error("template {template}: {reason}")]

@@ -92,9 +92,25 @@ pub fn load(
         match Adapter::load(&c.dir, Some((base, base_name))) {
             Ok(mut ad) => {
                 ad.name = c.name.clone();
-                if filter.matches(&ad) {
-                    pool.adapters.push(ad);
+                if !filter.matches(&ad) {
+                    continue;
                 }
+                // The norm rule as a listing applies it: an untrained (zero) or absurdly large
+                // update is refused here too, with the listing's reason.
+                let (norm, _) = rules::check_norm(&ad, Some(base));
+                if norm.outcome == rules::Outcome::Fail {
+                    pool.rejected.push((
+                        c.name.clone(),
+                        format!(
+                            "adapter {}: rejected by rule {}: {}",
+                            c.dir.display(),
+                            norm.rule.name(),
+                            norm.detail
+                        ),
+                    ));
+                    continue;
+                }
+                pool.adapters.push(ad);
             }
             Err(e) => pool.rejected.push((c.name.clone(), e.to_string())),
         }

@@ -42,6 +42,9 @@ pub enum SelectError {
     ZeroK,
     #[error("selection manual: no adapter named {0:?} in the pool")]
     Unknown(String),
+    /// A manual selection naming an adapter the pool's rules refused.
+    #[error("selection manual: adapter {name:?} is not usable: {reason}")]
+    Rejected { name: String, reason: String },
     #[error("selection similar: reference adapter {0:?} is neither in the pool nor a folder")]
     UnknownReference(String),
 }

@@ -96,6 +96,17 @@ fn directive_value(what: &str, v: &str) -> Result<(), String> {
 
 /// Validates the options' values (they are written verbatim into `#SBATCH` lines).
 pub fn check_options(o: &BatchOptions) -> Result<(), String> {
+    // A 0 would be written as `%0` or `=0`: an array that never runs, or one sbatch refuses
+    // only once submitted.
+    for (flag, n) in [
+        ("--max-parallel", o.max_parallel),
+        ("--gpus-per-task", o.gpus_per_task),
+        ("--cpus-per-task", o.cpus_per_task),
+    ] {
+        if n == Some(0) {
+            return Err(format!("{flag} must be at least 1, got 0"));
+        }
+    }
     if let Some(p) = &o.partition {
         directive_value("--partition", p)?;
     }
@@ -204,10 +215,9 @@ pub fn cell_logs(logs: &Path, i: usize) -> Vec<PathBuf> {
 /// The last `n` lines of a text file (lossy UTF-8), reading at most its last 64 KiB.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok((mut f, len)) = crate::untrusted::open(path, u64::MAX) else {
         return Vec::new();
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
     let mut bytes = Vec::new();
     if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
@@ -446,6 +456,19 @@ exec '/opt/bin/loracycle' run '/shared/runs/study/cells'/\"$cell\".toml --runs-d
             "--time \"2h\" is not a Slurm time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)"
         );
         o.time = Some("1-12:00:00".into());
+        assert_eq!(check_options(&o), Ok(()));
+        o.max_parallel = Some(0);
+        assert_eq!(
+            check_options(&o).unwrap_err(),
+            "--max-parallel must be at least 1, got 0"
+        );
+        o.max_parallel = Some(1);
+        o.cpus_per_task = Some(0);
+        assert_eq!(
+            check_options(&o).unwrap_err(),
+            "--cpus-per-task must be at least 1, got 0"
+        );
+        o.cpus_per_task = None;
         assert_eq!(check_options(&o), Ok(()));
         assert_eq!(log_folder_ok(Path::new("/shared/my runs/logs")), Ok(()));
         assert_eq!(

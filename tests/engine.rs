@@ -443,10 +443,14 @@ fn submit_and_cancel_during_a_run(
         spec: Box::new(spec(LONG)),
         ticket: 1,
     });
-    let (long, _) = await_event(next, &loracycle::engine::RunId(String::new()), |e| match e {
-        Event::Queued { run, ticket: 1, .. } => Some(run.clone()),
-        _ => None,
-    });
+    let (long, _) = await_event(
+        next,
+        &loracycle::engine::RunId(String::new()),
+        |e| match e {
+            Event::Queued { run, ticket: 1, .. } => Some(run.clone()),
+            _ => None,
+        },
+    );
     // Two steps in, submit another run.
     let ((), _) = await_event(next, &long, |e| match e {
         Event::Progress { run, step: 2, .. } if *run == long => Some(()),

@@ -256,7 +256,7 @@ steps = 4
 eval_every = 2
 batch_size = 2
 [eval]
-bootstrap = 0
+bootstrap = 1
 "#,
             model = root.join("model").display(),
             pool = root.join("adapters").display(),

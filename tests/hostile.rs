@@ -124,7 +124,7 @@ fn a_run_whose_loss_is_not_finite_fails_with_the_step_and_leaves_no_record() {
             tmp.path(),
             &format!("nan{i}.toml"),
             &format!(
-                "name = \"nan {i}\"\n[model]\nbase = {:?}\n[task]\nlab = \"which-is-smaller\"\ntrain_examples = 8\n{method}[eval]\nbootstrap = 0\n",
+                "name = \"nan {i}\"\n[model]\nbase = {:?}\n[task]\nlab = \"which-is-smaller\"\ntrain_examples = 8\n{method}[eval]\nbootstrap = 1\n",
                 model.display().to_string()
             ),
         );

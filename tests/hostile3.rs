@@ -67,7 +67,14 @@ fn import_riddles(home: &Path, file: &Path, out: &Path) -> Output {
     cli(home)
         .args(["task", "import"])
         .arg(file)
-        .args(["--task", "riddles", "--data-size", "10", "--offline", "--out"])
+        .args([
+            "--task",
+            "riddles",
+            "--data-size",
+            "10",
+            "--offline",
+            "--out",
+        ])
         .arg(out)
         .output()
         .unwrap()
@@ -104,7 +111,10 @@ fn task_import_replaces_only_a_folder_it_made() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(std::fs::read_to_string(proj.join("riddles/notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(proj.join("riddles/notes.txt")).unwrap(),
+        "mine"
+    );
     assert_eq!(names(&proj), ["riddles"]);
 
     // A folder with a task.toml the user wrote (no [source]) is not an import either.
@@ -135,7 +145,10 @@ fn task_import_replaces_only_a_folder_it_made() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(std::fs::read_to_string(flat.join("riddles")).unwrap(), "a file");
+    assert_eq!(
+        std::fs::read_to_string(flat.join("riddles")).unwrap(),
+        "a file"
+    );
     assert_eq!(names(&flat), ["linked", "riddles"]);
 
     // Its own import it replaces, as before.
@@ -179,10 +192,7 @@ fn bomb_dataset(dir: &Path, bytes: &[u8]) -> (PathBuf, PathBuf) {
 }
 
 /// A parquet file of `rows` rows (text, label) written by the parquet crate.
-fn parquet_file(
-    rows: &[(&str, &str)],
-    compression: parquet::basic::Compression,
-) -> Vec<u8> {
+fn parquet_file(rows: &[(&str, &str)], compression: parquet::basic::Compression) -> Vec<u8> {
     use parquet::data_type::{ByteArray, ByteArrayType};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
@@ -221,9 +231,7 @@ fn parquet_file(
 /// `bytes` with its footer's row counts (the file's and every row group's) set to `rows`.
 fn claim_rows(bytes: &[u8], rows: i64) -> Vec<u8> {
     use parquet_format_safe::FileMetaData;
-    use parquet_format_safe::thrift::protocol::{
-        TCompactInputProtocol, TCompactOutputProtocol,
-    };
+    use parquet_format_safe::thrift::protocol::{TCompactInputProtocol, TCompactOutputProtocol};
     let n = bytes.len();
     let footer_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
     let footer = &bytes[n - 8 - footer_len..n - 8];
@@ -329,8 +337,7 @@ fn outputs_never_replace_what_is_not_a_regular_file() {
         ),
         (
             Path::new("/dev/full"),
-            "not a regular file (a character device); loracycle replaces only regular files"
-                .into(),
+            "not a regular file (a character device); loracycle replaces only regular files".into(),
         ),
         (
             &link,
@@ -344,7 +351,13 @@ fn outputs_never_replace_what_is_not_a_regular_file() {
     for (path, why) in cases {
         let o = Command::cargo_bin("loracycle")
             .unwrap()
-            .args(["eval", "--model", "lab", "--data", "tests/fixtures/data.jsonl"])
+            .args([
+                "eval",
+                "--model",
+                "lab",
+                "--data",
+                "tests/fixtures/data.jsonl",
+            ])
             .args(["--device", "cpu", "--dump-tokens"])
             .arg(path)
             .output()
@@ -357,13 +370,16 @@ fn outputs_never_replace_what_is_not_a_regular_file() {
     }
     let ft = std::fs::symlink_metadata(&fifo).unwrap().file_type();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     assert!(
-        std::os::unix::fs::FileTypeExt::is_char_device(
-            &std::fs::metadata("/dev/full").unwrap().file_type()
-        )
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata("/dev/full").unwrap().file_type()
+    ));
 }
 
 /// `eval` of the chat fixture with `template` as its chat template, under the memory limit.
@@ -371,7 +387,12 @@ fn eval_with_template(template: &str) -> Option<Output> {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         std::fs::copy(
             Path::new("tests/fixtures/chat/llama31").join(f),
             model.join(f),
@@ -383,7 +404,12 @@ fn eval_with_template(template: &str) -> Option<Output> {
     Some(
         c.args(["eval", "--model"])
             .arg(&model)
-            .args(["--data", "tests/fixtures/chat/rows.jsonl", "--template", "chat"])
+            .args([
+                "--data",
+                "tests/fixtures/chat/rows.jsonl",
+                "--template",
+                "chat",
+            ])
             .args(["--device", "cpu"])
             .output()
             .unwrap(),
@@ -429,7 +455,11 @@ fn a_chat_template_cannot_panic_or_exhaust_memory() {
         return;
     };
     assert!(!o.stderr.contains(&0x1b), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no ?]0;PWNED??[2J way"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no ?]0;PWNED??[2J way"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A runs directory with one run folder whose files are `status` and `record` (each made by
@@ -476,7 +506,10 @@ fn a_run_folder_of_fifos_and_devices_is_listed_as_unreadable_not_a_hang() {
         assert!(out.contains(id), "{out}");
     }
     assert!(out.contains("not a regular file (a FIFO)"), "{out}");
-    assert!(out.contains("not a regular file (a character device)"), "{out}");
+    assert!(
+        out.contains("not a regular file (a character device)"),
+        "{out}"
+    );
     // show, compare, export and rm answer too.
     for args in [
         vec!["runs", "show", "20261201T000000Z-fifo-record-0001"],
@@ -502,7 +535,12 @@ fn a_run_folder_of_fifos_and_devices_is_listed_as_unreadable_not_a_hang() {
     }
     let o = Command::cargo_bin("loracycle")
         .unwrap()
-        .args(["runs", "rm", "20261201T000000Z-fifo-status-0002", "--runs-dir"])
+        .args([
+            "runs",
+            "rm",
+            "20261201T000000Z-fifo-status-0002",
+            "--runs-dir",
+        ])
         .arg(&runs)
         .timeout(std::time::Duration::from_secs(30))
         .output()
@@ -522,7 +560,13 @@ fn a_run_folder_that_is_a_link_is_not_written_through() {
     std::os::unix::fs::symlink(&elsewhere, runs.join("20261201T000000Z-linked-0001")).unwrap();
     let o = Command::cargo_bin("loracycle")
         .unwrap()
-        .args(["runs", "rename", "20261201T000000Z-linked-0001", "mine", "--runs-dir"])
+        .args([
+            "runs",
+            "rename",
+            "20261201T000000Z-linked-0001",
+            "mine",
+            "--runs-dir",
+        ])
         .arg(&runs)
         .output()
         .unwrap();

@@ -129,7 +129,7 @@ fn a_copied_binary_opens_the_lab_it_carries() {
     let spec = inst.tmp.path().join("base.toml");
     std::fs::write(
         &spec,
-        "[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+        "[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n",
     )
     .unwrap();
     let runs = inst.tmp.path().join("runs");

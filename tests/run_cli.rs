@@ -153,7 +153,7 @@ fn a_base_run_agrees_with_eval() {
     let spec = write_spec(
         tmp.path(),
         "base.toml",
-        "[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+        "[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n",
     );
     let (code, out, err) = run(
         &[
@@ -346,7 +346,7 @@ fn settings_out_of_range_or_not_taken_are_refused_by_name() {
         ),
         (
             "[eval]\nbootstrap = 100000000000\n",
-            "eval.bootstrap: must be between 0 and 1000000, got 100000000000",
+            "eval.bootstrap: must be between 1 and 1000000, got 100000000000",
         ),
         (
             "[eval]\nbatch_size = 0\n",
@@ -638,7 +638,7 @@ fn a_cached_hub_model_is_found_where_the_pool_looks() {
     let spec = write_spec(
         tmp.path(),
         "cached.toml",
-        "[model]\nbase = \"acme/lab-base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+        "[model]\nbase = \"acme/lab-base\"\n[task]\nlab = \"which-is-smaller\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n",
     );
     let cache_at = |hub: &Path| {
         let repo = hub.join("models--acme--lab-base");

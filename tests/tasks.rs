@@ -428,7 +428,7 @@ fn import_list_and_show_from_the_command_line() {
     std::fs::write(
         &spec,
         "[model]\nbase = \"tests/fixtures/tiny\"\n[pool]\nsource = \"dir:tests/fixtures/adapters\"\n\
-         [task]\nname = \"riddles\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 0\n",
+         [task]\nname = \"riddles\"\n[method]\nkind = \"base\"\n[eval]\nbootstrap = 1\n",
     )
     .unwrap();
     let o = cli(&home)

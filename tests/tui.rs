@@ -1247,7 +1247,11 @@ fn control_characters_from_runs_and_adapters_never_reach_the_terminal() {
         }
         if screen == '4' {
             // ratatui drops zero-width characters; the draw pass replaces any that get through.
-            assert!(t.backend().to_string().contains("evil]0;PWNED[2J"), "{}", t.backend());
+            assert!(
+                t.backend().to_string().contains("evil]0;PWNED[2J"),
+                "{}",
+                t.backend()
+            );
         }
     }
 }

@@ -48,7 +48,55 @@ pub fn is_empty(v: &Option<Value>) -> bool {
     }
 }
 
+/// A field of `adapter_config.json` that PEFT would not have written: the config parses, but a
+/// LoRA adapter cannot be built from it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {detail}")]
+pub struct BadField {
+    pub field: &'static str,
+    pub detail: String,
+}
+
 impl AdapterConfig {
+    /// Checks the fields PEFT always writes for a LoRA adapter. Without this, a missing
+    /// `peft_type` read as LoRA, a negative `lora_alpha` flipped every update's sign and a missing
+    /// `target_modules` let any tensor through the per-module check.
+    pub fn check(&self) -> Result<(), BadField> {
+        let bad = |field, detail: String| Err(BadField { field, detail });
+        if self.peft_type.is_none() {
+            return bad(
+                "peft_type",
+                "is missing or null; a PEFT LoRA config says \"LORA\"".into(),
+            );
+        }
+        if self.lora_alpha.is_nan() || self.lora_alpha <= 0.0 {
+            return bad(
+                "lora_alpha",
+                format!(
+                    "is {}; it must be a positive number (the update is scaled by lora_alpha / r)",
+                    self.lora_alpha
+                ),
+            );
+        }
+        let modules_rule = "it must name the adapted modules: a list such as [\"q_proj\", \"v_proj\"], or a string";
+        match &self.target_modules {
+            None | Some(Value::Null) => bad(
+                "target_modules",
+                format!("is missing or null; {modules_rule}"),
+            ),
+            Some(Value::String(s)) if !s.is_empty() => Ok(()),
+            Some(Value::Array(a))
+                if !a.is_empty() && a.iter().all(|m| m.as_str().is_some_and(|s| !s.is_empty())) =>
+            {
+                Ok(())
+            }
+            Some(other) => bad(
+                "target_modules",
+                format!("is {}; {modules_rule}", compact(&Some(other.clone()))),
+            ),
+        }
+    }
+
     /// Whether `target_modules` covers `module` (tensor `key`): a list names it (`q_proj`, or a
     /// path ending in `.q_proj`); a string (`all-linear`, a regex) or no value is not checked.
     pub fn targets(&self, module: crate::model::module::Module, key: &str) -> bool {
@@ -127,5 +175,66 @@ fn compact(v: &Option<Value>) -> String {
         format!("{}…", &s[..s.floor_char_boundary(80)])
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(json: &str) -> Result<(), String> {
+        let cfg: AdapterConfig = serde_json::from_str(json).unwrap();
+        cfg.check().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn fields_peft_always_writes_are_required() {
+        let ok = r#""peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]"#;
+        assert_eq!(checked(&format!("{{{ok}}}")), Ok(()));
+        assert_eq!(
+            checked(
+                r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": "all-linear"}"#
+            ),
+            Ok(())
+        );
+        let peft = "peft_type is missing or null; a PEFT LoRA config says \"LORA\"";
+        assert_eq!(
+            checked(r#"{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}"#),
+            Err(peft.into())
+        );
+        assert_eq!(
+            checked(
+                r#"{"peft_type": null, "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}"#
+            ),
+            Err(peft.into())
+        );
+        for (alpha, shown) in [("-8", "-8"), ("0", "0"), ("-0.5", "-0.5")] {
+            assert_eq!(
+                checked(&format!(
+                    r#"{{"peft_type": "LORA", "r": 4, "lora_alpha": {alpha}, "target_modules": ["q_proj"]}}"#
+                )),
+                Err(format!(
+                    "lora_alpha is {shown}; it must be a positive number (the update is scaled by lora_alpha / r)"
+                ))
+            );
+        }
+        let rule = "it must name the adapted modules: a list such as [\"q_proj\", \"v_proj\"], or a string";
+        for (modules, shown) in [
+            ("", "is missing or null"),
+            (r#", "target_modules": null"#, "is missing or null"),
+            (r#", "target_modules": 3"#, "is 3"),
+            (r#", "target_modules": []"#, "is []"),
+            (r#", "target_modules": [1, "q_proj"]"#, "is [1,\"q_proj\"]"),
+            (r#", "target_modules": {"q_proj": 1}"#, "is {\"q_proj\":1}"),
+            (r#", "target_modules": """#, "is \"\""),
+        ] {
+            assert_eq!(
+                checked(&format!(
+                    r#"{{"peft_type": "LORA", "r": 4, "lora_alpha": 8{modules}}}"#
+                )),
+                Err(format!("target_modules {shown}; {rule}")),
+                "{modules}"
+            );
+        }
     }
 }

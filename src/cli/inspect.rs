@@ -29,6 +29,7 @@ pub fn inspect(path: &Path, as_json: bool, norms: bool) -> Result<()> {
     }
     let cfg = read_config(path)?;
     let files = WeightFiles::open(path)?;
+    files.check_against(&cfg, path)?;
     let biases = module_list(Module::ALL.into_iter().filter(|&m| cfg.has_bias(m)));
     let report = json!({
         "kind": "model",

@@ -109,6 +109,7 @@ impl Llama {
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let cfg = super::weights::read_config(dir)?;
         let files = WeightFiles::open(dir)?;
+        files.check_against(&cfg, dir)?;
         // SAFETY: the files are memory-mapped read-only; their headers were validated by
         // `WeightFiles::open`. A file changed underneath a running process is outside our control,
         // as with any mmap-based loader.

@@ -76,6 +76,54 @@ impl WeightFiles {
         Ok(Self { paths, tensors })
     }
 
+    /// Checks every tensor against `cfg`: a name the model has and a floating-point dtype.
+    /// The loader only asks for the names it needs, so weights for a layer past
+    /// `num_hidden_layers` were silently dropped (a model cut short, where transformers reports
+    /// unexpected keys), and integer weights were cast to floats.
+    pub fn check_against(&self, cfg: &LlamaConfig, dir: &Path) -> Result<()> {
+        let names = weight_names(cfg);
+        for (name, info) in &self.tensors {
+            let bad = |reason: String| ModelError::UnexpectedWeight {
+                dir: dir.to_path_buf(),
+                name: crate::untrusted::printable(name).into_owned(),
+                reason,
+            };
+            // Older checkpoints store RoPE's frequencies; transformers skips them too.
+            let known = names.contains(name.as_str())
+                || name.ends_with(".rotary_emb.inv_freq")
+                || (cfg.tie_word_embeddings && name == "lm_head.weight");
+            if !known {
+                let layer = name
+                    .strip_prefix("model.layers.")
+                    .and_then(|r| r.split('.').next())
+                    .and_then(|l| l.parse::<usize>().ok());
+                return Err(bad(match layer {
+                    Some(l) if l >= cfg.num_hidden_layers => format!(
+                        "is for layer {l}, but config.json's num_hidden_layers is {}: the weights and the config describe different models",
+                        cfg.num_hidden_layers
+                    ),
+                    _ => format!(
+                        "has no place in a {} with this config.json",
+                        cfg.architecture()
+                    ),
+                }));
+            }
+            if !matches!(
+                info.dtype,
+                safetensors::Dtype::F16
+                    | safetensors::Dtype::BF16
+                    | safetensors::Dtype::F32
+                    | safetensors::Dtype::F64
+            ) {
+                return Err(bad(format!(
+                    "is {:?}; model weights are floating point (F16, BF16, F32 or F64)",
+                    info.dtype
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Storage dtypes present, e.g. `["BF16"]`.
     pub fn dtypes(&self) -> Vec<String> {
         let set: BTreeSet<String> = self
@@ -92,6 +140,35 @@ impl WeightFiles {
             .map(|t| t.shape.iter().product::<usize>())
             .sum()
     }
+}
+
+/// Every tensor name a model of `cfg` has (`lm_head.weight` only when untied).
+fn weight_names(cfg: &LlamaConfig) -> BTreeSet<String> {
+    use super::Module;
+    let mut out: BTreeSet<String> = ["model.embed_tokens.weight", "model.norm.weight"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if !cfg.tie_word_embeddings {
+        out.insert("lm_head.weight".into());
+    }
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for m in Module::ALL {
+            let module = format!("{p}.{}.{}", m.block(), m.peft_name());
+            out.insert(format!("{module}.weight"));
+            if cfg.has_bias(m) {
+                out.insert(format!("{module}.bias"));
+            }
+        }
+        if cfg.qk_norm() {
+            out.insert(format!("{p}.self_attn.q_norm.weight"));
+            out.insert(format!("{p}.self_attn.k_norm.weight"));
+        }
+        out.insert(format!("{p}.input_layernorm.weight"));
+        out.insert(format!("{p}.post_attention_layernorm.weight"));
+    }
+    out
 }
 
 fn shard_paths(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
@@ -179,4 +256,51 @@ pub fn model_identity(dir: &Path, cfg: &LlamaConfig) -> Option<String> {
         let rest = name.strip_prefix("models--")?;
         Some(rest.replacen("--", "/", 1))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> (LlamaConfig, WeightFiles, &'static Path) {
+        let dir = Path::new("tests/fixtures/tiny");
+        (
+            read_config(dir).unwrap(),
+            WeightFiles::open(dir).unwrap(),
+            dir,
+        )
+    }
+
+    #[test]
+    fn weights_the_config_does_not_account_for_are_refused() {
+        let (mut cfg, mut files, dir) = tiny();
+        files.check_against(&cfg, dir).unwrap();
+        // The config says one layer; the weights hold two.
+        cfg.num_hidden_layers = 1;
+        assert_eq!(
+            files.check_against(&cfg, dir).unwrap_err().to_string(),
+            "tests/fixtures/tiny: weight model.layers.1.input_layernorm.weight is for layer 1, \
+             but config.json's num_hidden_layers is 1: the weights and the config describe \
+             different models"
+        );
+        cfg.num_hidden_layers = 2;
+        let info = files.tensors["model.norm.weight"].clone();
+        files.tensors.insert("model.extra.weight".into(), info);
+        assert_eq!(
+            files.check_against(&cfg, dir).unwrap_err().to_string(),
+            "tests/fixtures/tiny: weight model.extra.weight has no place in a LlamaForCausalLM \
+             with this config.json"
+        );
+        files.tensors.remove("model.extra.weight");
+        files
+            .tensors
+            .get_mut("model.layers.0.mlp.up_proj.weight")
+            .unwrap()
+            .dtype = safetensors::Dtype::I32;
+        assert_eq!(
+            files.check_against(&cfg, dir).unwrap_err().to_string(),
+            "tests/fixtures/tiny: weight model.layers.0.mlp.up_proj.weight is I32; model weights \
+             are floating point (F16, BF16, F32 or F64)"
+        );
+    }
 }

@@ -44,6 +44,10 @@ pub enum HubError {
         "{url}: the Hub answered 401 Unauthorized — a token is needed or was refused (set HF_TOKEN or log in with huggingface-cli)"
     )]
     Unauthorized { url: String },
+    #[error(
+        "{url}: the Hub answered 403 Forbidden — the token was accepted but has no access to this repo (a gated or private repo: accept its terms on the Hub, or use a token with read access to it)"
+    )]
+    Forbidden { url: String },
     #[error("{url}: not found on the Hub (404)")]
     NotFound { url: String },
     #[error("{url}: the Hub answered {status}{hint}")]
@@ -54,8 +58,13 @@ pub enum HubError {
     },
     #[error("{url}: cannot reach the Hub: {reason}")]
     Network { url: String, reason: String },
-    #[error("{url}: the Hub's answer is not what a model listing looks like: {reason}")]
-    Malformed { url: String, reason: String },
+    /// `what`: the kind of answer expected (`model listing`, `dataset listing`).
+    #[error("{url}: the Hub's answer is not what a {what} looks like: {reason}")]
+    Malformed {
+        url: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error(
         "{repo}/{file}: the download stopped after {got} of {expected} bytes; nothing was kept"
     )]
@@ -73,6 +82,14 @@ pub enum HubError {
         file: String,
         want: String,
         have: String,
+    },
+    #[error(
+        "{repo}/{file}: the download is not a whole safetensors file ({reason}); nothing was kept"
+    )]
+    NotSafetensors {
+        repo: String,
+        file: String,
+        reason: String,
     },
     #[error("{url}: refusing the Hub's answer: {reason}")]
     Refused { url: String, reason: String },
@@ -143,7 +160,7 @@ fn find_token(home: &HfHome) -> Option<String> {
         let path = std::env::var_os("HF_TOKEN_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.root.join("token"));
-        std::fs::read_to_string(path).ok()
+        crate::untrusted::read_text(&path, crate::untrusted::SMALL).ok()
     };
     from_env
         .or_else(from_file)
@@ -232,7 +249,8 @@ impl Hub {
     fn check_status(url: &str, status: u16) -> Result<(), HubError> {
         match status {
             200..=299 => Ok(()),
-            401 | 403 => Err(HubError::Unauthorized { url: url.into() }),
+            401 => Err(HubError::Unauthorized { url: url.into() }),
+            403 => Err(HubError::Forbidden { url: url.into() }),
             404 => Err(HubError::NotFound { url: url.into() }),
             429 => Err(HubError::Status {
                 url: url.into(),
@@ -269,6 +287,7 @@ impl Hub {
         loop {
             if !seen.insert(url.clone()) {
                 return Err(HubError::Malformed {
+                    what: "model listing",
                     url,
                     reason: "the next page is one already read (a pagination loop)".into(),
                 });
@@ -277,6 +296,7 @@ impl Hub {
             Self::check_status(&url, status)?;
             let page: Vec<HubModel> =
                 serde_json::from_str(&body).map_err(|e| HubError::Malformed {
+                    what: "model listing",
                     url: url.clone(),
                     reason: e.to_string(),
                 })?;
@@ -286,6 +306,7 @@ impl Hub {
                 }
                 if !valid_repo_id(&m.id) {
                     return Err(HubError::Malformed {
+                        what: "model listing",
                         url: url.clone(),
                         reason: format!("model id {:?} is not org/name", m.id),
                     });
@@ -298,6 +319,7 @@ impl Hub {
                 Some(next) if origin(&next).eq_ignore_ascii_case(&home) => url = next,
                 Some(next) => {
                     return Err(HubError::Malformed {
+                        what: "model listing",
                         url,
                         reason: format!("the next page points to another host: {next}"),
                     });
@@ -319,6 +341,7 @@ impl Hub {
         Self::check_status(&url, status)?;
         let listing: ParquetListing =
             serde_json::from_str(&body).map_err(|e| HubError::Malformed {
+                what: "dataset listing",
                 url: url.clone(),
                 reason: format!("not a config → split → [url] mapping: {e}"),
             })?;
@@ -329,6 +352,7 @@ impl Hub {
             .sum();
         if files > MAX_LISTED_FILES {
             return Err(HubError::Malformed {
+                what: "dataset listing",
                 url,
                 reason: format!("{files} files listed; at most {MAX_LISTED_FILES} are taken"),
             });
@@ -336,6 +360,7 @@ impl Hub {
         for u in listing.values().flat_map(|s| s.values()).flatten() {
             if !self.http.on_endpoint(u) {
                 return Err(HubError::Malformed {
+                    what: "dataset listing",
                     url,
                     reason: format!("a listed file is on another host: {}", shown_url(u)),
                 });
@@ -353,6 +378,7 @@ impl Hub {
         let (status, _, body) = self.get(&url)?;
         Self::check_status(&url, status)?;
         let mut m: HubModel = serde_json::from_str(&body).map_err(|e| HubError::Malformed {
+            what: "model listing",
             url: url.clone(),
             reason: e.to_string(),
         })?;
@@ -361,6 +387,7 @@ impl Hub {
         }
         if m.id != id {
             return Err(HubError::Malformed {
+                what: "model listing",
                 url,
                 reason: format!("asked for {id}, the answer is about {:?}", m.id),
             });

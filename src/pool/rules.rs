@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Adapter, AdapterConfig, AdapterError, same_base};
-use crate::model::LlamaConfig;
+use crate::adapter::{Adapter, AdapterConfig, AdapterError, LoraPair, same_base};
+use crate::model::{LlamaConfig, Module};
 
 /// Root-mean-square ΔW entry above which an adapter is not a plausible fine-tune: it would
 /// overwhelm any base weight (Llama weights have an RMS of about 0.02).
@@ -113,10 +113,20 @@ pub fn check_config(
 ) -> Vec<Verdict> {
     let mut out = Vec::new();
     let cfg = match config {
-        Ok(c) => {
-            out.push(Verdict::new(Rule::Config, Outcome::Pass, ""));
-            c
-        }
+        Ok(c) => match c.check() {
+            Ok(()) => {
+                out.push(Verdict::new(Rule::Config, Outcome::Pass, ""));
+                c
+            }
+            Err(e) => {
+                out.push(Verdict::new(
+                    Rule::Config,
+                    Outcome::Fail,
+                    format!("adapter_config.json is not valid: {e}"),
+                ));
+                return out;
+            }
+        },
         Err(reason) => {
             out.push(Verdict::new(Rule::Config, Outcome::Fail, reason));
             return out;
@@ -180,13 +190,30 @@ pub fn check_config(
     out
 }
 
+/// The most bytes of weights a check reads without the base model's config: beyond it a listing
+/// judges the header alone. A listing without a base must stay a metadata browse, and one 2 GB
+/// adapter read whole took half a minute and gigabytes of memory.
+pub const MAX_VALUES_WITHOUT_BASE: u64 = 64 << 20;
+
 /// The weight rules for a folder holding the weights, against the base model's shapes.
 /// Returns the verdicts and ‖ΣΔW‖ (the Frobenius norm over every module) when computed.
-/// Without the base's config the weights are still read whole: the header, dtypes, A/B pairs and
-/// ranks must agree with each other and the values be finite; only the shapes against the base
-/// are left unchecked (the shapes verdict says so).
+/// The header is always checked: dtypes, A/B pairs and ranks must agree with each other (and with
+/// the base's shapes when its config is given). The values (finite, ΔW norm) are read one pair at
+/// a time, and without the base's config only up to [`MAX_VALUES_WITHOUT_BASE`] bytes of file;
+/// the verdicts say what was left unchecked.
 pub fn check_weights(dir: &Path, base: Option<&LlamaConfig>) -> (Vec<Verdict>, Option<f64>) {
-    let fail = |rule: Rule, e: &AdapterError| {
+    let refused = |e: AdapterError| {
+        let rule = match &e {
+            AdapterError::NonFinite { .. } => Rule::Finite,
+            AdapterError::Corrupt { .. } | AdapterError::Io { .. } => {
+                return vec![Verdict::new(
+                    Rule::Safetensors,
+                    Outcome::Fail,
+                    e.to_string(),
+                )];
+            }
+            _ => Rule::Shapes,
+        };
         let mut v: Vec<Verdict> = Vec::new();
         for r in [Rule::Shapes, Rule::Finite, Rule::Norm] {
             if r == rule {
@@ -197,25 +224,9 @@ pub fn check_weights(dir: &Path, base: Option<&LlamaConfig>) -> (Vec<Verdict>, O
         }
         v
     };
-    let adapter = match Adapter::load(dir, base.map(|b| (b, None))) {
-        Ok(a) => a,
-        Err(e) => {
-            let rule = match &e {
-                AdapterError::NonFinite { .. } => Rule::Finite,
-                AdapterError::Corrupt { .. } | AdapterError::Io { .. } => {
-                    return (
-                        vec![Verdict::new(
-                            Rule::Safetensors,
-                            Outcome::Fail,
-                            e.to_string(),
-                        )],
-                        None,
-                    );
-                }
-                _ => Rule::Shapes,
-            };
-            return (fail(rule, &e), None);
-        }
+    let head = match Adapter::header(dir, base.map(|b| (b, None))) {
+        Ok(h) => h,
+        Err(e) => return (refused(e), None),
     };
     let shapes = match base {
         Some(_) => Verdict::new(Rule::Shapes, Outcome::Pass, ""),
@@ -225,35 +236,92 @@ pub fn check_weights(dir: &Path, base: Option<&LlamaConfig>) -> (Vec<Verdict>, O
             "consistent with each other; the base model's config is not available to check them against",
         ),
     };
-    let mut verdicts = vec![shapes, Verdict::new(Rule::Finite, Outcome::Pass, "")];
-    let mut sq = 0.0;
-    let mut elems = 0usize;
-    for &(l, m) in adapter.pairs.keys() {
-        let n = adapter.delta_norm(l, m).unwrap_or(f64::NAN);
-        sq += n * n;
-        let pair = &adapter.pairs[&(l, m)];
+    if base.is_none() && head.file_size > MAX_VALUES_WITHOUT_BASE {
+        let why = format!(
+            "values not read: the weights are {} bytes, more than the {} a check reads without the base model (give --model to read them)",
+            head.file_size, MAX_VALUES_WITHOUT_BASE
+        );
+        return (
+            vec![
+                shapes,
+                Verdict::new(Rule::Finite, Outcome::Skipped, why.clone()),
+                Verdict::new(Rule::Norm, Outcome::Skipped, why),
+            ],
+            None,
+        );
+    }
+    let scale = head.config.scale();
+    let mut size = DeltaSize::default();
+    let read = Adapter::read_pairs(dir, &head, &mut |(_, m), pair| {
+        size.add(m, &pair, scale, base);
+        Ok(())
+    });
+    if let Err(e) = read {
+        return (refused(e), None);
+    }
+    let (norm_verdict, norm) = size.verdict();
+    (
+        vec![
+            shapes,
+            Verdict::new(Rule::Finite, Outcome::Pass, ""),
+            norm_verdict,
+        ],
+        Some(norm),
+    )
+}
+
+/// The norm rule on a loaded adapter (what a run's pool applies after loading, so that a run
+/// refuses what a listing rejects), with ‖ΣΔW‖.
+pub fn check_norm(adapter: &Adapter, base: Option<&LlamaConfig>) -> (Verdict, f64) {
+    let mut size = DeltaSize::default();
+    for (&(_, m), pair) in &adapter.pairs {
+        size.add(m, pair, adapter.scale(), base);
+    }
+    size.verdict()
+}
+
+/// ‖ΣΔW‖² and the number of entries of the modules it covers, summed pair by pair.
+#[derive(Default)]
+struct DeltaSize {
+    sq: f64,
+    elems: usize,
+}
+
+impl DeltaSize {
+    fn add(&mut self, m: Module, pair: &LoraPair, scale: f64, base: Option<&LlamaConfig>) {
+        let n = pair.delta_norm(scale).unwrap_or(f64::NAN);
+        self.sq += n * n;
         let (i, o) = match base {
             Some(b) => b.module_shape(m),
             None => (pair.a.dims()[1], pair.b.dims()[0]),
         };
-        elems += i * o;
+        self.elems += i * o;
     }
-    let norm = sq.sqrt();
-    let rms = norm / (elems.max(1) as f64).sqrt();
-    verdicts.push(if !norm.is_finite() {
-        Verdict::new(Rule::Norm, Outcome::Fail, "‖ΔW‖ is not finite")
-    } else if norm == 0.0 {
-        Verdict::new(Rule::Norm, Outcome::Fail, "ΔW is zero (B is all zeros: an untrained adapter)")
-    } else if rms > MAX_DELTA_RMS {
-        Verdict::new(
-            Rule::Norm,
-            Outcome::Fail,
-            format!("ΔW's RMS entry is {rms:.3}, above {MAX_DELTA_RMS}: it would overwhelm the base weights"),
-        )
-    } else {
-        Verdict::new(Rule::Norm, Outcome::Pass, format!("‖ΔW‖ = {norm:.4}"))
-    });
-    (verdicts, Some(norm))
+
+    fn verdict(&self) -> (Verdict, f64) {
+        let norm = self.sq.sqrt();
+        let rms = norm / (self.elems.max(1) as f64).sqrt();
+        let v = if !norm.is_finite() {
+            Verdict::new(Rule::Norm, Outcome::Fail, "‖ΔW‖ is not finite")
+        } else if norm == 0.0 {
+            Verdict::new(
+                Rule::Norm,
+                Outcome::Fail,
+                "ΔW is zero (B is all zeros: an untrained adapter)",
+            )
+        } else if rms > MAX_DELTA_RMS {
+            Verdict::new(
+                Rule::Norm,
+                Outcome::Fail,
+                format!(
+                    "ΔW's RMS entry is {rms:.3}, above {MAX_DELTA_RMS}: it would overwhelm the base weights"
+                ),
+            )
+        } else {
+            Verdict::new(Rule::Norm, Outcome::Pass, format!("‖ΔW‖ = {norm:.4}"))
+        };
+        (v, norm)
+    }
 }
 
 /// Weight rules marked pending (weights not present).

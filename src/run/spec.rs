@@ -420,9 +420,10 @@ impl Default for EvalSpec {
 }
 
 impl EvalSpec {
-    /// Checks the sizes are in range (0 bootstrap resamples: no intervals).
+    /// Checks the sizes are in range. No resamples is refused: it reported the mean as its own
+    /// interval, [m, m], which reads as certainty.
     pub fn check(&self, f: Fields<'_>) -> Result<(), BadSetting> {
-        f.count("bootstrap", self.bootstrap, 0, MAX_BOOTSTRAP)?;
+        f.count("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)?;
         self.settings().check(f)?;
         f.count("batch_size", self.batch_size, 1, MAX_BATCH)
     }

@@ -768,7 +768,8 @@ impl Plan {
     }
 
     pub fn read(study: &Path) -> Option<Plan> {
-        let text = crate::untrusted::read_text(&study.join(PLAN_FILE), crate::untrusted::LARGE).ok()?;
+        let text =
+            crate::untrusted::read_text(&study.join(PLAN_FILE), crate::untrusted::LARGE).ok()?;
         serde_json::from_str(&text).ok()
     }
 

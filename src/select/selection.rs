@@ -167,7 +167,22 @@ impl Selection {
             f.count("k", k, 1, MAX_K)?;
         }
         match self {
-            Selection::Manual { adapters } => f.non_empty("adapters", adapters),
+            Selection::Manual { adapters } => {
+                f.non_empty("adapters", adapters)?;
+                // A name twice would merge that adapter twice, doubling its weight unasked.
+                match adapters
+                    .iter()
+                    .enumerate()
+                    .find(|(i, a)| adapters[..*i].contains(a))
+                {
+                    Some((_, twice)) => Err(BadSetting {
+                        field: "selection.adapters".into(),
+                        rule: "a list naming each adapter once".into(),
+                        got: format!("{twice:?} twice"),
+                    }),
+                    None => Ok(()),
+                }
+            }
             Selection::Similar { to, .. } if to.is_empty() => Err(BadSetting {
                 field: "selection.to".into(),
                 rule: "an adapter name or folder".into(),
@@ -187,5 +202,22 @@ impl Selection {
             *k = n;
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_selection_names_each_adapter_once() {
+        let manual = |names: &[&str]| Selection::Manual {
+            adapters: names.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(manual(&["a", "b"]).validate(), Ok(()));
+        assert_eq!(
+            manual(&["a", "b", "a"]).validate().unwrap_err().to_string(),
+            "selection.adapters: must be a list naming each adapter once, got \"a\" twice"
+        );
     }
 }

@@ -249,7 +249,12 @@ fn check_pages(
     let group = r.metadata().row_group(g);
     let group_rows = u64::try_from(group.num_rows()).unwrap_or(0);
     for chunk in group.columns() {
-        let top = chunk.column_path().parts().first().cloned().unwrap_or_default();
+        let top = chunk
+            .column_path()
+            .parts()
+            .first()
+            .cloned()
+            .unwrap_or_default();
         if !columns.contains(&top) {
             continue;
         }
@@ -329,7 +334,12 @@ fn check_pages(
                 .data_page_header
                 .as_ref()
                 .map(|d| i64::from(d.num_values))
-                .or_else(|| header.data_page_header_v2.as_ref().map(|d| i64::from(d.num_values)));
+                .or_else(|| {
+                    header
+                        .data_page_header_v2
+                        .as_ref()
+                        .map(|d| i64::from(d.num_values))
+                });
             if let Some(v) = values
                 && (v < 0 || (flat && v as u64 > group_rows))
             {

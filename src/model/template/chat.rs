@@ -189,7 +189,10 @@ impl ChatTemplate {
                 return Err(e);
             }
             String::from_utf8(out.text).map_err(|_| {
-                Error::new(ErrorKind::InvalidOperation, "the template wrote bytes that are not UTF-8")
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "the template wrote bytes that are not UTF-8",
+                )
             })
         });
         match rendered {
@@ -249,7 +252,12 @@ fn strftime_now(format: String) -> std::result::Result<String, Error> {
             )
         })?;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format_with_items(items.iter())).map_err(|_| {
+    write!(
+        out,
+        "{}",
+        chrono::Local::now().format_with_items(items.iter())
+    )
+    .map_err(|_| {
         Error::new(
             ErrorKind::InvalidOperation,
             format!("strftime_now: {format:?} cannot be written"),
@@ -326,7 +334,13 @@ mod tests {
                 )
             );
         }
-        assert_eq!(template("{{ strftime_now('%Y') }}").render(&[], false).unwrap().len(), 4);
+        assert_eq!(
+            template("{{ strftime_now('%Y') }}")
+                .render(&[], false)
+                .unwrap()
+                .len(),
+            4
+        );
         // 100 x 100 KB: past the output cap, not an allocation of the whole.
         let t = template("{% for i in range(100) %}{{ 'x' * 100000 }}{% endfor %}");
         let e = t.render(&[], false).unwrap_err().to_string();

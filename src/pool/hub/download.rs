@@ -5,8 +5,10 @@
 //! The commit, ETag and size are read from the answers of the endpoint's own origin (a CDN the
 //! Hub redirects to has no say in them), checked as names before any path is made of them, and
 //! the body is streamed into a temporary file beside the blobs: it becomes the blob only with the
-//! announced size and, for an LFS file (a SHA-256 ETag), the announced hash. Anything else is
-//! removed and reported; the snapshot link and the ref are written last, each atomically.
+//! announced size, for an LFS file (a SHA-256 ETag) the announced hash, and for a safetensors file
+//! a whole one (a server without a hash can send any bytes of the right length). Anything else is
+//! removed and reported; the snapshot link and the ref are written last, each atomically. The
+//! temporary file is locked while it is written, so a pull can remove the ones a killed pull left.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -93,7 +95,8 @@ impl Hub {
             return Err(HubError::BadName(format!("{revision}/{file}")));
         }
         let cached = self.home.snapshot(repo, revision).join(file);
-        if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) {
+        // A weights file kept by an older loracycle without the check below is fetched again.
+        if std::fs::metadata(&cached).is_ok_and(|m| m.is_file()) && whole(&cached, file).is_ok() {
             return Ok(cached);
         }
         let url = format!(
@@ -205,15 +208,13 @@ impl Hub {
             move |source| HubError::Io { path, source }
         };
         std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+        remove_stale_partials(&blobs);
         let blob_path = blobs.join(&blob);
-        let have =
-            std::fs::symlink_metadata(&blob_path).is_ok_and(|m| m.is_file() && m.len() == size);
+        let have = std::fs::symlink_metadata(&blob_path)
+            .is_ok_and(|m| m.is_file() && m.len() == size)
+            && whole(&blob_path, file).is_ok();
         if !have {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(&format!(".{blob}."))
-                .suffix(".incomplete")
-                .tempfile_in(&blobs)
-                .map_err(io(&blobs))?;
+            let mut tmp = partial_file(&blobs, &blob).map_err(io(&blobs))?;
             let mut reader = resp.body_mut().with_config().limit(size + 1).reader();
             let mut hash = Sha256::new();
             let mut got = 0u64;
@@ -262,6 +263,15 @@ impl Hub {
                     });
                 }
             }
+            // The size and hash are what the Hub announced, but without a SHA-256 ETag nothing
+            // says the bytes are the file: a weights file must at least be whole.
+            if let Err(e) = whole(tmp.path(), file) {
+                return Err(HubError::NotSafetensors {
+                    repo: repo.into(),
+                    file: file.into(),
+                    reason: e.to_string(),
+                });
+            }
             tmp.as_file().sync_all().map_err(io(tmp.path()))?;
             tmp.persist(&blob_path).map_err(|e| HubError::Io {
                 path: blob_path.clone(),
@@ -278,6 +288,74 @@ impl Hub {
             write_atomic(&r, commit.as_bytes()).map_err(io(&r))?;
         }
         Ok(snapshot)
+    }
+}
+
+/// Whether `path`, when `file` names a safetensors file, is a whole one: its header parses,
+/// every tensor's bytes lie in the data section and the file ends where the last one does. Reads
+/// the header alone (through a map), whatever the file's size. Other files pass.
+fn whole(path: &Path, file: &str) -> Result<(), safetensors::SafeTensorError> {
+    if !file.ends_with(".safetensors") {
+        return Ok(());
+    }
+    let f = std::fs::File::open(path)?;
+    if f.metadata()?.len() < 8 {
+        return Err(safetensors::SafeTensorError::HeaderTooSmall);
+    }
+    // SAFETY: a read-only map of a file in the cache; only its header is read.
+    let map = unsafe { memmap2::Mmap::map(&f) }?;
+    safetensors::SafeTensors::read_metadata(&map).map(|_| ())
+}
+
+/// A new partial download in `blobs` (`.<blob>.<random>.incomplete`), locked for as long as it is
+/// open so that another process can tell it from one a killed process left behind.
+fn partial_file(blobs: &Path, blob: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::MetadataExt;
+    let mut tries = 0;
+    loop {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{blob}."))
+            .suffix(".incomplete")
+            .tempfile_in(blobs)?;
+        tmp.as_file().lock()?;
+        // Another pull may have taken it for stale between its creation and the lock.
+        let ours = tmp.as_file().metadata()?;
+        let there = std::fs::symlink_metadata(tmp.path());
+        tries += 1;
+        if there.is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev()) || tries >= 5 {
+            return Ok(tmp);
+        }
+    }
+}
+
+/// Removes what killed pulls left in `blobs`: partial downloads (`.<blob>.<random>.incomplete`)
+/// that no process holds locked. Without this every SIGKILL left up to a whole file behind for
+/// good. huggingface_hub's own `<blob>.incomplete` files (no leading dot) are its to resume.
+fn remove_stale_partials(blobs: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(entries) = std::fs::read_dir(blobs) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.ends_with(".incomplete"));
+        if !ours || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        // The lock is held by a download in progress; free, the file is a dead one's.
+        if f.try_lock().is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -307,4 +385,73 @@ fn link(snapshot: &Path, blob: &str, file: &str) -> std::io::Result<()> {
 /// A header value as an error shows it: control characters escaped, at most 80 characters.
 fn shown(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file of one F32 tensor of `n` values.
+    fn safetensors_bytes(n: usize) -> Vec<u8> {
+        let header = format!(
+            r#"{{"t":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+            4 * n
+        );
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend(header.as_bytes());
+        b.extend(std::iter::repeat_n(0u8, 4 * n));
+        b
+    }
+
+    #[test]
+    fn only_whole_safetensors_files_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let good = safetensors_bytes(16);
+        let check = |bytes: &[u8], name: &str| {
+            std::fs::write(&p, bytes).unwrap();
+            whole(&p, name).map_err(|e| e.to_string())
+        };
+        assert_eq!(check(&good, "adapter_model.safetensors"), Ok(()));
+        assert_eq!(
+            check(&good[..good.len() - 4], "adapter_model.safetensors"),
+            Err("incomplete metadata, file not fully covered".into())
+        );
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(check(&longer, "adapter_model.safetensors").is_err());
+        assert_eq!(
+            check(&vec![0u8; good.len()], "adapter_model.safetensors"),
+            Err("invalid JSON in header: EOF while parsing a value at line 1 column 0".into())
+        );
+        assert_eq!(
+            check(b"", "adapter_model.safetensors"),
+            Err("header too small".into())
+        );
+        // Other files are not safetensors and are not checked.
+        assert_eq!(check(b"", "README.md"), Ok(()));
+    }
+
+    #[test]
+    fn partial_downloads_of_dead_pulls_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path();
+        let dead = blobs.join(".abc.XyZ123.incomplete");
+        std::fs::write(&dead, vec![7u8; 1000]).unwrap();
+        let live = partial_file(blobs, "abc").unwrap();
+        // Not ours: a finished blob, and huggingface_hub's own partial file.
+        std::fs::write(blobs.join("abc"), b"blob").unwrap();
+        std::fs::write(blobs.join("def.incomplete"), b"hf").unwrap();
+        remove_stale_partials(blobs);
+        assert!(!dead.exists());
+        assert!(live.path().exists());
+        assert!(blobs.join("abc").exists() && blobs.join("def.incomplete").exists());
+        let path = live.path().to_path_buf();
+        // Closed without being removed, as a SIGKILL leaves it: the next pull removes it.
+        let (file, kept) = live.keep().unwrap();
+        drop(file);
+        assert_eq!(kept, path);
+        remove_stale_partials(blobs);
+        assert!(!path.exists());
+    }
 }

@@ -185,6 +185,22 @@ pub fn choose(
         },
         _ => None,
     };
+    // A manual selection names adapters by hand: one the pool refused is an error that says why,
+    // not an unknown name (and never a pick that skips the pool's rules).
+    if let Selection::Manual { adapters } = &spec.selection {
+        for name in adapters {
+            if candidates.iter().any(|a| &a.name == name) {
+                continue;
+            }
+            if let Some((_, reason)) = found.pool.rejected.iter().find(|(n, _)| n == name) {
+                return Err(SelectError::Rejected {
+                    name: name.clone(),
+                    reason: reason.clone(),
+                }
+                .into());
+            }
+        }
+    }
     let mut picked = select::select(
         &spec.selection,
         &candidates,
