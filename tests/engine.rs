@@ -47,6 +47,20 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `loracycle serve` on `sock`, writing into `runs`, once its socket is there.
+fn start_server(sock: &Path, runs: &Path) -> std::process::Child {
+    let server = std::process::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["serve", "--runs-dir", runs.to_str().unwrap()])
+        .env("LORACYCLE_SOCKET", sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the socket", Duration::from_secs(30), || sock.exists());
+    server
+}
+
 fn next_event(events: &std::sync::mpsc::Receiver<Event>) -> Event {
     events
         .recv_timeout(Duration::from_secs(120))
@@ -278,15 +292,7 @@ fn a_detached_server_keeps_running_and_a_new_client_sees_live_events() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("rt/engine.sock");
     let runs = tmp.path().join("runs");
-    let mut server = std::process::Command::cargo_bin("loracycle")
-        .unwrap()
-        .args(["serve", "--runs-dir", runs.to_str().unwrap()])
-        .env("LORACYCLE_SOCKET", &sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the socket", Duration::from_secs(30), || sock.exists());
+    let mut server = start_server(&sock, &runs);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
@@ -518,15 +524,7 @@ fn over_the_socket_a_run_submitted_during_another_is_answered_within_a_step() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("rt/engine.sock");
     let runs = tmp.path().join("runs");
-    let mut server = std::process::Command::cargo_bin("loracycle")
-        .unwrap()
-        .args(["serve", "--runs-dir", runs.to_str().unwrap()])
-        .env("LORACYCLE_SOCKET", &sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the socket", Duration::from_secs(30), || sock.exists());
+    let mut server = start_server(&sock, &runs);
     let client = std::cell::RefCell::new(Client::connect(&sock).unwrap());
     submit_and_cancel_during_a_run(
         &mut |c| client.borrow_mut().send(&c).unwrap(),

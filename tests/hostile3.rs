@@ -319,13 +319,7 @@ fn a_dictionary_page_that_decompresses_to_128_mb_is_refused() {
 fn outputs_never_replace_what_is_not_a_regular_file() {
     let tmp = tempfile::tempdir().unwrap();
     let fifo = tmp.path().join("fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    mkfifo(&fifo);
     let target = tmp.path().join("real.jsonl");
     std::fs::write(&target, "keep").unwrap();
     let link = tmp.path().join("link.jsonl");
