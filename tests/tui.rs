@@ -862,8 +862,9 @@ fn runs_written_by_other_hosts_are_followed() {
         "{live}"
     );
     assert!(live.contains("tuning coefficients 40/100"), "{live}");
+    // An older run's folder has no event stream: its coefficients come with its record.
     assert!(
-        live.contains("run by another process: its coefficients come with its"),
+        live.contains("coefficients appear at the first validation check"),
         "{live}"
     );
     // The status line counts it as running elsewhere, and quitting needs no confirmation.
@@ -1254,4 +1255,88 @@ fn control_characters_from_runs_and_adapters_never_reach_the_terminal() {
             );
         }
     }
+}
+
+#[test]
+fn a_run_of_another_process_shows_its_coefficients_while_it_trains() {
+    let (_tmp, store) = fixture_store();
+    let dir = remote_run(&store, 40, &[10, 20]);
+    let id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let run = || RunId(id.clone());
+    // What the other process's RunFolder appends as it works: the same lines a serve client
+    // reads from the socket.
+    let lines: String = [
+        Event::Layout {
+            run: run(),
+            groups: vec!["L0.q_proj".into(), "L0.v_proj".into()],
+            columns: vec!["caesar-1".into(), "rotate-2".into()],
+        },
+        Event::Coefficients {
+            run: run(),
+            step: 10,
+            values: vec![vec![0.1, 0.2], vec![0.3, 0.4]],
+        },
+        Event::Coefficients {
+            run: run(),
+            step: 20,
+            values: vec![vec![0.5, -0.25], vec![0.75, 0.125]],
+        },
+        Event::Progress {
+            run: run(),
+            step: 20,
+            train_loss: 0.5,
+            val_loss: Some(0.55),
+            throughput: 2.0,
+        },
+    ]
+    .iter()
+    .map(|e| serde_json::to_string(e).unwrap() + "\n")
+    .collect();
+    std::fs::write(dir.join("events.jsonl"), lines).unwrap();
+    let mut watcher =
+        loracycle::ui::watch::Watcher::with_query(store.clone(), Box::new(|_| Default::default()));
+    let mut app = app();
+    open(&mut app, &store);
+    app.on_reply(loracycle::ui::Reply::Store(watcher.poll()));
+    let i = app.runs.iter().position(|r| r.id == run()).unwrap();
+    let r = &app.runs[i];
+    assert!(!r.local && r.state.is_live());
+    assert_eq!(r.columns, ["caesar-1", "rotate-2"]);
+    assert_eq!(
+        r.coefficients,
+        [
+            (10, vec![vec![0.1, 0.2], vec![0.3, 0.4]]),
+            (20, vec![vec![0.5, -0.25], vec![0.75, 0.125]])
+        ]
+    );
+    assert_eq!(r.curve.iter().map(|p| p.step).collect::<Vec<_>>(), [20]);
+    assert_eq!(r.throughput, Some(2.0));
+    app.live.run = i;
+    press(&mut app, "3");
+    let live = render(&app, 160, 48);
+    assert!(live.contains("coefficients · top"), "{live}");
+    assert!(!live.contains("coefficients appear at"), "{live}");
+
+    // `runs show --json` of the running run carries its newest coefficients and their step.
+    let out = assert_cmd::Command::cargo_bin("loracycle")
+        .unwrap()
+        .args(["runs", "show", &id, "--json", "--runs-dir"])
+        .arg(&store.root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["coefficients"],
+        serde_json::json!({
+            "step": 20,
+            "groups": ["L0.q_proj", "L0.v_proj"],
+            "columns": ["caesar-1", "rotate-2"],
+            "values": [[0.5, -0.25], [0.75, 0.125]],
+        })
+    );
 }

@@ -104,10 +104,15 @@ pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
     if json {
         let v = match &record {
             Some(r) => serde_json::to_value(r)?,
-            None => serde_json::json!({
-                "summary": summary,
-                "curve": RunStore::read_curve(&store.run_dir(id)?),
-            }),
+            // A run in flight: its curve and its newest coefficients, with their step.
+            None => {
+                let dir = store.run_dir(id)?;
+                serde_json::json!({
+                    "summary": summary,
+                    "curve": RunStore::read_curve(&dir),
+                    "coefficients": RunStore::latest_coefficients(&dir),
+                })
+            }
         };
         println!("{v}");
         return Ok(());
@@ -149,7 +154,17 @@ pub fn show(runs: Option<PathBuf>, id: &str, json: bool) -> Result<()> {
                 println!("  {role} control: run {id} (reused)");
             }
         }
-        None => println!("  {} curve points so far", summary.steps),
+        None => {
+            println!("  {} curve points so far", summary.steps);
+            if let Some(c) = RunStore::latest_coefficients(&store.run_dir(id)?) {
+                println!(
+                    "  coefficients at step {}: {} groups × {} adapters",
+                    c.step,
+                    c.groups.len(),
+                    c.columns.len()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! - `spec.toml`   the spec as submitted (written once, atomically)
 //! - `status.json` state, owner process, timestamps, error (rewritten atomically on every change)
 //! - `curves.jsonl` one line per step, appended and flushed as the run goes
+//! - `events.jsonl` the run's events (curve, coefficients, chosen adapters, log) as the engine
+//!   protocol's JSON lines, appended as they come: what another process follows the run by
 //! - `record.json` the final record (atomically, when the run finishes)
 //!
 //! A crash loses at most the step in flight: a half-written last curve line is skipped when read.
@@ -25,7 +27,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use annotations::Annotations;
-pub use folder::RunFolder;
+pub use folder::{EVENTS_FILE, RunFolder};
 pub use status::{HEARTBEAT, RunState, RunSummary, STALE_AFTER, StageStatus, StatusFile};
 
 use crate::atomic_write::write_atomic;
@@ -36,6 +38,15 @@ use crate::run::spec::RunSpec;
 use crate::slurm::SlurmJob;
 use crate::untrusted;
 use status::age;
+
+/// The coefficients of a run at its newest validation check: groups × columns f(c) values.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveCoefficients {
+    pub step: usize,
+    pub groups: Vec<String>,
+    pub columns: Vec<String>,
+    pub values: Vec<Vec<f32>>,
+}
 
 /// The largest record or curve read back (a record with every test example's answer is a few
 /// megabytes).
@@ -178,6 +189,41 @@ impl RunStore {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The run's event stream (`events.jsonl`) so far; a torn last line is skipped.
+    pub fn read_events(dir: &Path) -> Vec<crate::engine::protocol::Event> {
+        untrusted::read(&dir.join(EVENTS_FILE), MAX_RUN_FILE)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The newest coefficient snapshot in a run's event stream, with the layout it reads by:
+    /// what a run still in flight has to show of its coefficients.
+    pub fn latest_coefficients(dir: &Path) -> Option<LiveCoefficients> {
+        use crate::engine::protocol::Event;
+        let mut layout = (Vec::new(), Vec::new());
+        let mut latest = None;
+        for e in Self::read_events(dir) {
+            match e {
+                Event::Layout {
+                    groups, columns, ..
+                } => layout = (groups, columns),
+                Event::Coefficients { step, values, .. } => latest = Some((step, values)),
+                _ => {}
+            }
+        }
+        latest.map(|(step, values)| LiveCoefficients {
+            step,
+            groups: layout.0,
+            columns: layout.1,
+            values,
+        })
     }
 
     /// The number of whole lines in the curve (one per step), counted without parsing them: the

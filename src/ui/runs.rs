@@ -153,90 +153,10 @@ impl RunList {
                 self.runs.len() - 1
             }
         };
-        let lifecycle = matches!(
-            e,
-            Event::Started { .. }
-                | Event::Finished { .. }
-                | Event::Failed { .. }
-                | Event::Cancelled { .. }
-        );
         let r = &mut self.runs[i];
         // The watcher may have seen the folder first; the engine's events are the truth.
         r.local = true;
-        match e {
-            Event::Started { .. } => {
-                r.state = RunState::Running;
-                r.push_log("started".into());
-            }
-            Event::Stage { name, total, .. } => {
-                r.push_log(format!("{name} ({total})"));
-                r.stage = Some(Stage {
-                    name,
-                    done: 0,
-                    total,
-                    began: now,
-                    last: now,
-                });
-            }
-            Event::Advance { done, .. } => {
-                if let Some(s) = &mut r.stage {
-                    s.done = done;
-                    s.last = now;
-                }
-            }
-            Event::Progress {
-                step,
-                train_loss,
-                val_loss,
-                throughput,
-                ..
-            } => {
-                r.throughput = Some(throughput);
-                if r.curve.last().is_some_and(|p| p.step >= step) {
-                    r.curve.retain(|p| p.step < step);
-                }
-                r.curve.push(CurvePoint {
-                    step,
-                    train_loss,
-                    val_loss,
-                });
-                if let Some(v) = val_loss {
-                    r.push_log(format!("step {step} train {train_loss:.4} val {v:.4}"));
-                }
-            }
-            Event::Layout {
-                groups, columns, ..
-            } => {
-                r.groups = groups;
-                r.columns = columns;
-            }
-            Event::Coefficients { step, values, .. } => r.coefficients.push((step, values)),
-            Event::Chosen { adapters, .. } => r.chosen = adapters,
-            Event::Log { line, .. } => r.push_log(line),
-            Event::Finished {
-                exact_match, loss, ..
-            } => {
-                r.state = RunState::Finished;
-                r.stage = None;
-                r.exact_match = Some(exact_match);
-                r.loss = Some(loss);
-                r.push_log(format!(
-                    "finished: exact match {exact_match:.3}, loss {loss:.4}"
-                ));
-            }
-            Event::Failed { error, .. } => {
-                r.state = RunState::Failed;
-                r.stage = None;
-                r.push_log(format!("failed: {error}"));
-                r.error = Some(error);
-            }
-            Event::Cancelled { .. } => {
-                r.state = RunState::Cancelled;
-                r.stage = None;
-                r.push_log("cancelled".into());
-            }
-            _ => {}
-        }
+        let lifecycle = r.apply(e, now);
         if lifecycle {
             self.version += 1;
         }

@@ -1,14 +1,19 @@
 //! Following a run store that other processes write (a study's Slurm array on a shared
-//! filesystem, a `loracycle run` in another terminal): a helper thread polls the store, reads each
-//! live run's `curves.jsonl` from where it stopped, asks Slurm for the state of the jobs behind the
-//! runs, and sends what changed to the UI.
+//! filesystem, a `loracycle run` in another terminal, a `serve` engine): a helper thread polls
+//! the store, reads each live run's event stream (`events.jsonl`: curve points, coefficients,
+//! chosen adapters, log lines, in the engine protocol's form) from where it stopped, asks Slurm
+//! for the state of the jobs behind the runs, and sends what changed to the UI, which reduces
+//! those events as it reduces its own engine's. A run of an older version without an event
+//! stream is followed by its `curves.jsonl`.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::engine::{Event, RunId};
 use crate::run::record::{CurvePoint, RunRecord};
+use crate::run::store::EVENTS_FILE;
 use crate::run::store::{RunState, RunStore, RunSummary};
 use crate::slurm::SlurmJob;
 
@@ -23,8 +28,8 @@ pub type SlurmQuery = Box<dyn Fn(&[&str]) -> HashMap<String, String> + Send>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunUpdate {
     pub summary: RunSummary,
-    /// Curve points appended since the last update (all of them the first time).
-    pub points: Vec<CurvePoint>,
+    /// The run's events appended since the last update (all of them the first time).
+    pub events: Vec<Event>,
     /// Slurm's word on the run's job (`RUNNING`, `COMPLETED`, `TIMEOUT`, ...), when it has one.
     pub slurm_state: Option<String>,
     /// The record of a run seen finishing (read here, off the UI's thread).
@@ -37,9 +42,9 @@ struct Seen {
     /// The summary last sent.
     sent: Option<RunSummary>,
     slurm_sent: Option<String>,
-    /// Bytes of `curves.jsonl` consumed (whole lines only).
+    /// Bytes of the event stream (or of `curves.jsonl`) consumed (whole lines only).
     offset: u64,
-    /// Whole lines in those bytes: the run's step count until its record says.
+    /// Curve points among them: the run's step count until its record says.
     lines: usize,
     /// Whether the run reached a final state and its folder need not be read again.
     done: bool,
@@ -78,12 +83,18 @@ impl Watcher {
         self
     }
 
-    /// Reads the curve lines appended since `seen.offset` and moves it (and the line count)
-    /// past them; a line still being written stays for the next poll.
-    fn read_new_points(dir: &Path, seen: &mut Seen) -> Vec<CurvePoint> {
+    /// Reads the events appended to the run's stream since `seen.offset` and moves it (and the
+    /// count of curve points) past them; a line still being written stays for the next poll.
+    /// A folder without a stream (written by an older version) is read by its curve.
+    fn read_new_events(id: &str, dir: &Path, seen: &mut Seen) -> Vec<Event> {
+        let stream = dir.join(EVENTS_FILE);
+        let (path, is_stream) = if std::fs::symlink_metadata(&stream).is_ok() {
+            (stream, true)
+        } else {
+            (dir.join("curves.jsonl"), false)
+        };
         // Regular files only, opened without blocking: a FIFO here would hang the screen.
-        let Ok((mut f, len)) =
-            crate::untrusted::open(&dir.join("curves.jsonl"), crate::run::store::MAX_RUN_FILE)
+        let Ok((mut f, len)) = crate::untrusted::open(&path, crate::run::store::MAX_RUN_FILE)
         else {
             return Vec::new();
         };
@@ -99,10 +110,29 @@ impl Watcher {
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let text = String::from_utf8_lossy(&bytes[..whole]);
         seen.offset += whole as u64;
-        seen.lines += text.lines().count();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        let events: Vec<Event> = if is_stream {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+                // A stream names its own run; a line about another is no part of it.
+                .filter(|e| e.run().is_some_and(|r| r.0 == id))
+                .collect()
+        } else {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<CurvePoint>(l).ok())
+                .map(|p| {
+                    Event::of_run(
+                        RunId(id.to_string()),
+                        crate::run::event::RunEvent::Curve(p),
+                        Duration::MAX,
+                    )
+                })
+                .collect()
+        };
+        seen.lines += events
+            .iter()
+            .filter(|e| matches!(e, Event::Progress { .. }))
+            .count();
+        events
     }
 
     /// One look at the store: the runs that are new or changed since the last call.
@@ -136,8 +166,10 @@ impl Watcher {
                 summary.state = RunState::Interrupted;
             }
             let dir = self.store.run_dir(&summary.id).ok();
-            let points = match &dir {
-                Some(dir) if summary.state.is_live() => Self::read_new_points(dir, seen),
+            let events = match &dir {
+                Some(dir) if summary.state.is_live() => {
+                    Self::read_new_events(&summary.id, dir, seen)
+                }
                 _ => Vec::new(),
             };
             if record.is_none() {
@@ -154,7 +186,7 @@ impl Watcher {
             let record = record.filter(|_| finished_now).map(Box::new);
             let changed = seen.sent.as_ref() != Some(&summary)
                 || seen.slurm_sent != slurm_state
-                || !points.is_empty();
+                || !events.is_empty();
             // A final run is read no more once Slurm has nothing left to say of it.
             seen.done = !summary.state.is_live()
                 && (summary.slurm.is_none()
@@ -166,7 +198,7 @@ impl Watcher {
                 seen.slurm_sent = slurm_state.clone();
                 out.push(RunUpdate {
                     summary,
-                    points,
+                    events,
                     slurm_state,
                     record,
                 });
@@ -220,6 +252,22 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// The curve points among events, as (step, train loss, validation loss).
+    fn points(events: &[Event]) -> Vec<(usize, f64, Option<f64>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Progress {
+                    step,
+                    train_loss,
+                    val_loss,
+                    ..
+                } => Some((*step, *train_loss, *val_loss)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn curve_lines_are_read_once_and_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -229,23 +277,72 @@ mod tests {
         write!(f, r#"{{"step":2,"train_lo"#).unwrap();
         f.flush().unwrap();
         let mut seen = Seen::default();
-        let p = Watcher::read_new_points(dir.path(), &mut seen);
-        assert_eq!(p.len(), 1);
-        assert_eq!((p[0].step, p[0].train_loss), (1, 2.5));
+        let read = |seen: &mut Seen| points(&Watcher::read_new_events("r", dir.path(), seen));
+        assert_eq!(read(&mut seen), [(1, 2.5, None)]);
         assert_eq!(seen.lines, 1);
         // The half-written line waits; once finished it is read, and only it.
         writeln!(f, r#"ss":2.25,"val_loss":2.0}}"#).unwrap();
         f.flush().unwrap();
-        let p = Watcher::read_new_points(dir.path(), &mut seen);
-        assert_eq!(p.len(), 1);
-        assert_eq!((p[0].step, p[0].val_loss), (2, Some(2.0)));
+        assert_eq!(read(&mut seen), [(2, 2.25, Some(2.0))]);
         assert_eq!(seen.offset, std::fs::metadata(&path).unwrap().len());
         assert_eq!(seen.lines, 2);
-        assert!(Watcher::read_new_points(dir.path(), &mut seen).is_empty());
+        assert!(read(&mut seen).is_empty());
         assert_eq!(seen.lines, 2);
         // A curve rewritten shorter is read again from its start.
         std::fs::write(&path, "{\"step\":1,\"train_loss\":3.0}\n").unwrap();
-        let p = Watcher::read_new_points(dir.path(), &mut seen);
-        assert_eq!((p.len(), p[0].train_loss, seen.lines), (1, 3.0, 1));
+        assert_eq!((read(&mut seen), seen.lines), (vec![(1, 3.0, None)], 1));
+    }
+
+    #[test]
+    fn a_run_s_event_stream_is_read_before_its_curve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("curves.jsonl"),
+            "{\"step\":9,\"train_loss\":9.0}\n",
+        )
+        .unwrap();
+        let mut f = std::fs::File::create(dir.path().join(EVENTS_FILE)).unwrap();
+        let run = || RunId("r".into());
+        for e in [
+            Event::Layout {
+                run: run(),
+                groups: vec!["L0.q_proj".into()],
+                columns: vec!["a".into(), "b".into()],
+            },
+            Event::Progress {
+                run: run(),
+                step: 1,
+                train_loss: 2.0,
+                val_loss: Some(1.5),
+                throughput: 4.0,
+            },
+            Event::Coefficients {
+                run: run(),
+                step: 1,
+                values: vec![vec![0.25, -0.5]],
+            },
+            // Another run's line is no part of this stream.
+            Event::Coefficients {
+                run: RunId("other".into()),
+                step: 1,
+                values: vec![vec![9.0, 9.0]],
+            },
+        ] {
+            writeln!(f, "{}", serde_json::to_string(&e).unwrap()).unwrap();
+        }
+        f.flush().unwrap();
+        let mut seen = Seen::default();
+        let events = Watcher::read_new_events("r", dir.path(), &mut seen);
+        assert_eq!(events.len(), 3);
+        assert_eq!(points(&events), [(1, 2.0, Some(1.5))]);
+        assert_eq!(
+            events[2],
+            Event::Coefficients {
+                run: run(),
+                step: 1,
+                values: vec![vec![0.25, -0.5]],
+            }
+        );
+        assert_eq!(seen.lines, 1);
     }
 }

@@ -1,5 +1,10 @@
 //! One run's folder while its owner writes it: the status (stage, heartbeat, final state), the
-//! curve as it grows and the final record.
+//! curve as it grows, the run's event stream and the final record.
+//!
+//! `events.jsonl` is what a UI following the run from another process reads as it grows: the
+//! run's events (curve points, the coefficient layout and every coefficient snapshot, the chosen
+//! adapters, log lines) as JSON lines in the engine protocol's own form, the lines a `serve`
+//! client reads from the socket. One reducer (`RunView::apply`) reads both.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,12 +13,15 @@ use std::time::Instant;
 use super::status::{HEARTBEAT, RunState, StageStatus, StatusFile};
 use super::{StoreError, io};
 use crate::atomic_write::write_atomic;
+use crate::engine::protocol::{Event, RunId};
 use crate::run::event::RunEvent;
 use crate::run::record::{CurvePoint, RunRecord, now_rfc3339};
 use crate::slurm::SlurmJob;
 
 /// The screening scores of a run that screened its pool: `{task, scores: [{name, exact_match, loss}]}`.
 pub const SCREENING_FILE: &str = "screening.json";
+/// The run's events as it works, one protocol event a line (see the module's note).
+pub const EVENTS_FILE: &str = "events.jsonl";
 
 /// One run's folder, open for writing by its owner.
 #[derive(Debug)]
@@ -21,7 +29,10 @@ pub struct RunFolder {
     pub dir: PathBuf,
     status: StatusFile,
     curves: Option<std::fs::File>,
+    events: Option<std::fs::File>,
     last_write: Instant,
+    /// When this process took the run up (throughput in the event stream counts from here).
+    began: Instant,
 }
 
 impl RunFolder {
@@ -31,7 +42,9 @@ impl RunFolder {
             dir,
             status,
             curves: None,
+            events: None,
             last_write: Instant::now(),
+            began: Instant::now(),
         };
         folder.write_status()?;
         Ok(folder)
@@ -96,6 +109,19 @@ impl RunFolder {
 
     /// Writes what a run event leaves in the store: a curve point, the stage and the heartbeat.
     pub fn observe(&mut self, e: &RunEvent) -> Result<(), StoreError> {
+        // Stages and their progress live in the status (rewritten, not appended); the screening
+        // scores in their own file.
+        if !matches!(
+            e,
+            RunEvent::Stage { .. } | RunEvent::Advance(_) | RunEvent::Screened { .. }
+        ) {
+            let event = Event::of_run(
+                RunId(self.status.id.clone()),
+                e.clone(),
+                self.began.elapsed(),
+            );
+            self.append_event(&event)?;
+        }
         match e {
             RunEvent::Stage { name, total } => self.progress(StageStatus {
                 name: name.clone(),
@@ -133,6 +159,24 @@ impl RunFolder {
 
     pub fn slurm(&self) -> Option<&SlurmJob> {
         self.status.slurm.as_ref()
+    }
+
+    /// Appends one event to the event stream and flushes it.
+    fn append_event(&mut self, e: &Event) -> Result<(), StoreError> {
+        let path = self.dir.join(EVENTS_FILE);
+        if self.events.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            self.events = Some(f);
+        }
+        let f = self.events.as_mut().expect("opened above");
+        let mut line = serde_json::to_string(e).expect("events serialise");
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(io(&path))?;
+        f.flush().map_err(io(&path))
     }
 
     /// Appends one curve point and flushes it to the file.

@@ -310,3 +310,56 @@ fn an_unreadable_record_is_reported_not_taken_for_a_missing_one() {
     assert_eq!(listed[0].state, RunState::Finished);
     assert_eq!(listed[0].error.as_deref(), Some(want.as_str()));
 }
+
+#[test]
+fn a_run_s_events_are_appended_to_its_stream_as_protocol_lines() {
+    use crate::engine::protocol::Event;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let mut f = store.create(&spec("streamed")).unwrap();
+    let run_dir = f.dir.clone();
+    assert_eq!(RunStore::latest_coefficients(&run_dir), None);
+    for e in [
+        RunEvent::Stage {
+            name: "tuning".into(),
+            total: 10,
+        },
+        RunEvent::Advance(1),
+        RunEvent::Layout {
+            groups: vec!["g".into()],
+            columns: vec!["a".into(), "b".into()],
+        },
+        RunEvent::Curve(CurvePoint {
+            step: 1,
+            train_loss: 2.0,
+            val_loss: None,
+        }),
+        RunEvent::Coefficients(1, vec![vec![0.5, 0.25]]),
+        RunEvent::Coefficients(2, vec![vec![0.75, -1.0]]),
+        RunEvent::Log("a line".into()),
+    ] {
+        f.observe(&e).unwrap();
+    }
+    // Stages live in the status; everything else is in the stream, in order, naming the run.
+    let events = RunStore::read_events(&run_dir);
+    assert_eq!(events.len(), 5);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.run().map(|r| r.0.as_str()) == Some(f.id()))
+    );
+    assert!(matches!(events[0], Event::Layout { .. }));
+    assert!(matches!(events[1], Event::Progress { step: 1, .. }));
+    assert!(matches!(events[4], Event::Log { .. }));
+    assert_eq!(
+        RunStore::latest_coefficients(&run_dir),
+        Some(LiveCoefficients {
+            step: 2,
+            groups: vec!["g".into()],
+            columns: vec!["a".into(), "b".into()],
+            values: vec![vec![0.75, -1.0]],
+        })
+    );
+    // The curve file is still written for the record's readers.
+    assert_eq!(RunStore::read_curve(&run_dir).len(), 1);
+}

@@ -333,9 +333,6 @@ fn coefficient_chart(f: &mut Frame, app: &App, run: &RunView, top: &[usize], are
             {
                 "no trajectory recorded (LoraHub keeps only its final coefficients)"
             }
-            _ if !run.local && run.state.is_live() => {
-                "run by another process: its coefficients come with its record when it ends"
-            }
             _ if run.state.is_live() => "coefficients appear at the first validation check",
             _ if run.record.is_some() => "this method has no coefficients",
             // Snapshots travel as events and are kept in the record: a run that stopped

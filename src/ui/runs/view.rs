@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::engine::RunId;
+use crate::engine::{Event, RunId};
 use crate::process::host_name;
 use crate::run::record::{CurvePoint, RunRecord};
 use crate::run::store::{RunState, RunSummary};
@@ -189,17 +189,8 @@ impl RunView {
             }
             (None, _) => None,
         };
-        for p in u.points {
-            if self.curve.last().is_some_and(|q| q.step >= p.step) {
-                self.curve.retain(|q| q.step < p.step);
-            }
-            if let Some(v) = p.val_loss {
-                self.push_log(format!(
-                    "step {} train {:.4} val {v:.4}",
-                    p.step, p.train_loss
-                ));
-            }
-            self.curve.push(p);
+        for e in u.events {
+            self.apply(e, now);
         }
         // A run that just ended has a record (curve, coefficients, examples).
         if was_live && !self.state.is_live() {
@@ -209,6 +200,101 @@ impl RunView {
         if let Some(r) = u.record {
             self.set_record(*r);
         }
+    }
+
+    /// Takes one event of the run, from this UI's engine or from the run's event stream in its
+    /// folder (a run of another process): the one place a run's state is reduced. True for an
+    /// event that starts or ends the run.
+    pub fn apply(&mut self, e: Event, now: Instant) -> bool {
+        let lifecycle = matches!(
+            e,
+            Event::Started { .. }
+                | Event::Finished { .. }
+                | Event::Failed { .. }
+                | Event::Cancelled { .. }
+        );
+        match e {
+            Event::Started { .. } => {
+                self.state = RunState::Running;
+                self.push_log("started".into());
+            }
+            Event::Stage { name, total, .. } => {
+                self.push_log(format!("{name} ({total})"));
+                self.stage = Some(Stage {
+                    name,
+                    done: 0,
+                    total,
+                    began: now,
+                    last: now,
+                });
+            }
+            Event::Advance { done, .. } => {
+                if let Some(s) = &mut self.stage {
+                    s.done = done;
+                    s.last = now;
+                }
+            }
+            Event::Progress {
+                step,
+                train_loss,
+                val_loss,
+                throughput,
+                ..
+            } => {
+                if throughput > 0.0 {
+                    self.throughput = Some(throughput);
+                }
+                if self.curve.last().is_some_and(|p| p.step >= step) {
+                    self.curve.retain(|p| p.step < step);
+                }
+                self.curve.push(CurvePoint {
+                    step,
+                    train_loss,
+                    val_loss,
+                });
+                if let Some(v) = val_loss {
+                    self.push_log(format!("step {step} train {train_loss:.4} val {v:.4}"));
+                }
+            }
+            Event::Layout {
+                groups, columns, ..
+            } => {
+                self.groups = groups;
+                self.columns = columns;
+            }
+            Event::Coefficients { step, values, .. } => {
+                if self.coefficients.last().is_some_and(|(s, _)| *s >= step) {
+                    self.coefficients.retain(|(s, _)| *s < step);
+                }
+                self.coefficients.push((step, values));
+            }
+            Event::Chosen { adapters, .. } => self.chosen = adapters,
+            Event::Log { line, .. } => self.push_log(line),
+            Event::Finished {
+                exact_match, loss, ..
+            } => {
+                self.state = RunState::Finished;
+                self.stage = None;
+                self.exact_match = Some(exact_match);
+                self.loss = Some(loss);
+                self.push_log(format!(
+                    "finished: exact match {exact_match:.3}, loss {loss:.4}"
+                ));
+            }
+            Event::Failed { error, .. } => {
+                self.state = RunState::Failed;
+                self.stage = None;
+                self.push_log(format!("failed: {error}"));
+                self.error = Some(error);
+            }
+            Event::Cancelled { .. } => {
+                self.state = RunState::Cancelled;
+                self.stage = None;
+                self.push_log("cancelled".into());
+            }
+            _ => {}
+        }
+        lifecycle
     }
 
     /// Takes a finished run's record: metrics, curve and coefficients.
