@@ -4,9 +4,9 @@
 //! (`base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}[.{name}].weight`); they
 //! appear only here, never past loading.
 
-pub mod config;
+pub use loracycle_data::adapter::config;
 pub mod random;
-pub mod random_init;
+pub use loracycle_data::adapter::random_init;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,7 +9,7 @@
 //! work that needs the model the run holds (loading a pool, evaluating an adapter, exporting)
 //! waits for the run to end.
 
-pub mod protocol;
+pub use loracycle_data::engine::protocol;
 pub mod server;
 
 use std::collections::VecDeque;

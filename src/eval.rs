@@ -1,8 +1,8 @@
 //! Evaluation on (prompt, answer) data: answer-token loss in batched forwards and exact match of
 //! greedy generations.
 
-pub mod answer;
-pub mod bootstrap;
+pub use loracycle_data::eval::answer;
+pub use loracycle_data::eval::bootstrap;
 pub mod dataset;
 pub mod judge;
 pub mod loss;

@@ -19,7 +19,7 @@ macro_rules! eprint {
 }
 
 pub mod adapter;
-pub mod atomic_write;
+pub use loracycle_data::atomic_write;
 pub mod bench;
 pub mod budget;
 pub mod engine;
@@ -31,8 +31,8 @@ pub mod pool;
 pub mod process;
 pub mod run;
 pub mod select;
-pub mod slurm;
+pub use loracycle_data::slurm;
 pub mod tasks;
 pub mod tune;
 pub mod ui;
-pub mod untrusted;
+pub use loracycle_data::untrusted;

@@ -6,7 +6,7 @@
 //! stream over adapters, so at most three dense matrices of one module are alive at a time.
 
 pub mod linalg;
-pub mod method;
+pub use loracycle_data::merge::method;
 mod ties;
 
 use std::collections::BTreeMap;

@@ -10,8 +10,8 @@ pub mod device;
 pub mod generate;
 pub mod llama;
 pub mod matmul;
-pub mod module;
-pub mod pref;
+pub use loracycle_data::model::module;
+pub use loracycle_data::model::pref;
 pub mod rope;
 pub mod route;
 pub mod template;
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 pub use branch::{Branch, Branches};
 pub use config::LlamaConfig;
+pub use device::{OpenDevice, ResolveDtype};
 pub use llama::{Batch, Llama};
 pub use module::Module;
 pub use pref::{DevicePref, DtypePref};

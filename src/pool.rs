@@ -7,10 +7,10 @@
 
 pub mod cache;
 pub mod entry;
-pub mod filter;
+pub use loracycle_data::pool::filter;
 pub mod hub;
 pub mod rules;
-pub mod source;
+pub use loracycle_data::pool::source;
 
 use std::path::PathBuf;
 
@@ -127,9 +127,13 @@ pub fn lab_oracle(task: &str) -> Option<PathBuf> {
 
 // Beside the loader rather than in filter.rs: it reads a loaded adapter, and the filter's parser
 // stays free of the adapter code so that a spec can parse a filter without candle.
-impl Filter {
-    /// Decides on a loaded adapter (modules from its tensors).
-    pub fn matches(&self, ad: &Adapter) -> bool {
+/// A filter's decision on a loaded adapter (modules from its tensors).
+pub trait FilterAdapter {
+    fn matches(&self, ad: &Adapter) -> bool;
+}
+
+impl FilterAdapter for Filter {
+    fn matches(&self, ad: &Adapter) -> bool {
         self.check(
             &ad.name,
             ad.rank(),

@@ -7,17 +7,17 @@
 //! adapter scores loaded; it is reached by its module path, so this root re-exports data only.
 
 pub mod compare;
-pub mod event;
+pub use loracycle_data::run::event;
 pub mod execute;
 pub mod export;
 pub mod filter;
 pub mod lifecycle;
-pub mod method;
-pub mod protocol;
-pub mod record;
-pub mod setting;
-pub mod spec;
-pub mod store;
+pub use loracycle_data::run::method;
+pub use loracycle_data::run::protocol;
+pub use loracycle_data::run::record;
+pub use loracycle_data::run::setting;
+pub use loracycle_data::run::spec;
+pub use loracycle_data::run::store;
 pub mod study;
 pub mod task;
 pub mod workbench;

@@ -6,7 +6,7 @@
 
 pub mod closeness;
 pub mod screen;
-pub mod selection;
+pub use loracycle_data::select::selection;
 
 use candle_core::DType;
 use rand::SeedableRng;

@@ -8,7 +8,7 @@ pub mod lora;
 pub mod lorahub;
 pub mod optim;
 pub mod pituning;
-pub mod settings;
+pub use loracycle_data::tune::settings;
 pub mod tloop;
 
 pub use lora::{LoraTrainSpec, TrainedLora, train_lora};

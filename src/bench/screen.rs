@@ -7,6 +7,7 @@
 //! `cargo bench --bench screen --features cuda -- --device cuda [--dtype bf16]` on a GPU (f32 by
 //! default, so the paths' scores can be compared exactly; in bf16 differing verdicts are counted).
 
+use crate::model::ResolveDtype;
 use std::time::Instant;
 
 use candle_core::DType;

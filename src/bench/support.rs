@@ -1,5 +1,6 @@
 //! What the benchmarks share: a random Llama of a fixed shape and a timer.
 
+use crate::model::OpenDevice;
 use std::collections::HashMap;
 use std::time::Instant;
 

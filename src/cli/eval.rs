@@ -1,5 +1,6 @@
 //! `loracycle eval`: loss and exact match of a model with optional weighted adapters.
 
+use loracycle::model::{OpenDevice, ResolveDtype};
 use std::path::PathBuf;
 
 use std::sync::{Arc, Mutex};

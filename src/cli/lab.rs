@@ -1,5 +1,6 @@
 //! `loracycle lab build`: the lab build with a progress bar and the MANIFEST.
 
+use loracycle::model::OpenDevice;
 use std::path::PathBuf;
 
 use anyhow::Result;

@@ -6,8 +6,13 @@ use super::{ModelError, Result};
 
 pub use super::pref::{DevicePref, DtypePref};
 
-impl DevicePref {
-    pub fn open(self) -> Result<Device> {
+/// Opens the device a preference names (candle's side of [`DevicePref`]).
+pub trait OpenDevice {
+    fn open(self) -> Result<Device>;
+}
+
+impl OpenDevice for DevicePref {
+    fn open(self) -> Result<Device> {
         match self {
             DevicePref::Cpu => Ok(Device::Cpu),
             DevicePref::Auto => {
@@ -37,9 +42,14 @@ pub fn device_label(device: &Device) -> String {
     }
 }
 
-impl DtypePref {
+/// The compute dtype a preference names on a device (candle's side of [`DtypePref`]).
+pub trait ResolveDtype {
+    fn resolve(self, device: &Device) -> DType;
+}
+
+impl ResolveDtype for DtypePref {
     /// f32 on the CPU (candle's CPU half-precision matmuls are slow), bf16 on a GPU.
-    pub fn resolve(self, device: &Device) -> DType {
+    fn resolve(self, device: &Device) -> DType {
         match self {
             DtypePref::F32 => DType::F32,
             DtypePref::F16 => DType::F16,

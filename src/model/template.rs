@@ -8,7 +8,7 @@
 //! rest up to and including the first end token.
 
 pub mod chat;
-pub mod kind;
+pub use loracycle_data::model::template::kind;
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! What several runs on one model share — the loaded model and codec, loaded pools and the
 //! screening cache — so a study or a queue of runs on one model loads and screens once.
 
+use crate::model::{OpenDevice, ResolveDtype};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -34,13 +34,6 @@ const EPSILON: f64 = 1e-6;
 
 pub use super::selection::{Aggregate, Closeness as Measure};
 
-impl Measure {
-    /// Whether the measure needs the dense ΔW (cosine works through r × r products).
-    fn dense(self) -> bool {
-        !matches!(self, Measure::Cosine)
-    }
-}
-
 /// What one module adds: the product, the candidate's and the target's norms (squared), and for
 /// `l2` the squared distance.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -22,7 +22,7 @@ pub enum FilterError {
 
 /// A condition's operator; the runs filter (`run::filter`) reads the same ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
+pub enum Op {
     Eq,
     Ne,
     Lt,
@@ -66,7 +66,7 @@ fn parse_modules(v: &str) -> Result<BTreeSet<Module>, String> {
 
 /// A condition `KEY OP VALUE` split at its first operator (the longer of two that start at one
 /// place: `<=` before `<`), trimmed; None when it has no operator.
-pub(crate) fn split_condition(raw: &str) -> Option<(&str, Op, &str)> {
+pub fn split_condition(raw: &str) -> Option<(&str, Op, &str)> {
     let ops = [
         ("!=", Op::Ne),
         ("<=", Op::Le),
@@ -175,7 +175,7 @@ impl Filter {
         &self.text
     }
 
-    pub(super) fn check(
+    pub fn check(
         &self,
         name: &str,
         rank: usize,

@@ -41,6 +41,13 @@ pub enum Closeness {
     L2,
 }
 
+impl Closeness {
+    /// Whether the measure needs the dense ΔW (cosine works through r × r products).
+    pub fn dense(self) -> bool {
+        !matches!(self, Closeness::Cosine)
+    }
+}
+
 /// How a closeness sums over (layer, module) pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
