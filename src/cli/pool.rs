@@ -262,27 +262,15 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     use loracycle::run::execute::{Workbench, load_task};
     use loracycle::select::screen::{ScreenProgress, open_cache, screen, task_hash};
 
-    // Outside the lab (no lab found) the task is a folder.
-    let lab_task = loracycle::lab::dir()
-        .map(|d| d.join("tasks").join(&args.task))
-        .unwrap_or_default();
-    let task = if loracycle::pool::is_plain_name(&args.task) && lab_task.is_dir() {
-        serde_json::json!({ "lab": args.task })
-    } else if loracycle::tasks::find(&args.task).is_some() {
-        serde_json::json!({ "name": args.task })
-    } else {
-        let dir = Path::new(&args.task);
-        serde_json::json!({
-            "train": dir.join("train.jsonl"),
-            "validation": dir.join("validation.jsonl"),
-            "test": dir.join("test.jsonl"),
-        })
+    let task = loracycle::run::task::catalogue()
+        .resolve_checked(&args.task)
+        .map_err(anyhow::Error::msg)?;
+    let mut spec = RunSpec::for_task(task.spec());
+    spec.model.base = args.model.clone();
+    spec.pool = loracycle::run::spec::PoolSpec {
+        source: args.source.clone(),
+        filter: args.filter.clone(),
     };
-    let spec: RunSpec = serde_json::from_value(serde_json::json!({
-        "model": { "base": args.model },
-        "pool": { "source": args.source.to_string(), "filter": args.filter },
-        "task": task,
-    }))?;
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(
             "{msg:<20} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}",

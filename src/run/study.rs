@@ -15,7 +15,9 @@ use super::execute::{RunError, Workbench};
 use super::lifecycle::run_in_folder;
 use super::protocol::Protocol;
 use super::record::{RunRecord, now_rfc3339};
-use super::spec::{ControlKind, ControlSpec, MethodSpec, NewLoraSpec, Parent, RunSpec, TaskSpec};
+use super::spec::{
+    ControlKind, ControlSpec, MethodSpec, NamedTask, NewLoraSpec, Parent, RunSpec, TaskSpec,
+};
 use super::store::{Annotations, RunState, RunStore};
 use crate::adapter::random::RandomInit;
 use crate::atomic_write::write_atomic;
@@ -529,33 +531,21 @@ pub fn cells(opts: &StudyOptions) -> Result<Vec<(Cell, RunSpec)>, String> {
 /// A study task: a held-out lab task by name, or (preset `paper`) a folder with train.jsonl,
 /// validation.jsonl and test.jsonl.
 fn task_spec(preset: Preset, task: &str) -> Result<TaskSpec, String> {
-    let known = crate::lab::tasks::held_out();
-    if known.contains(&task) {
-        return Ok(TaskSpec {
-            lab: Some(task.to_string()),
-            ..Default::default()
-        });
-    }
-    if preset == Preset::LabPaper {
+    let catalogue = crate::run::task::catalogue();
+    let named = catalogue.resolve(task);
+    if preset == Preset::LabPaper && !matches!(named, NamedTask::Lab(_)) {
         return Err(format!(
             "{task:?} is not a held-out lab task; they are: {}",
-            known.join(", ")
+            catalogue.lab.join(", ")
         ));
     }
     // An imported task goes into the cell specs as its folder, so a Slurm node whose tasks
     // folder is not this machine's reads the same files.
-    if let Some(dir) = crate::tasks::find(task) {
-        return Ok(with_own_adapter(TaskSpec::folder(&dir), &dir));
-    }
-    let dir = std::path::absolute(task).unwrap_or_else(|_| PathBuf::from(task));
-    if let Some(missing) = TaskSpec::missing_files(&dir).first() {
-        return Err(format!(
-            "{task:?} is neither a held-out lab task ({}), an imported task, nor a task folder: {} is missing",
-            known.join(", "),
-            dir.join(missing).display()
-        ));
-    }
-    Ok(with_own_adapter(TaskSpec::folder(&dir), &dir))
+    let named = catalogue.resolve_checked(task)?;
+    Ok(match named.dir() {
+        Some(dir) => with_own_adapter(named.portable_spec(), dir),
+        None => named.spec(),
+    })
 }
 
 /// A task folder's own adapter (`adapter/` beside its splits), when it has one: the reference

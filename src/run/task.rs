@@ -20,6 +20,21 @@ pub struct TaskData {
     pub scoring: Scoring,
 }
 
+/// The task names this machine knows: the lab's held-out tasks and the imported ones (read
+/// from the tasks folder), for [`crate::run::spec::TaskCatalogue::resolve`].
+pub fn catalogue() -> crate::run::spec::TaskCatalogue {
+    crate::run::spec::TaskCatalogue {
+        lab: crate::lab::tasks::held_out()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        imported: crate::tasks::list(&crate::tasks::tasks_dir())
+            .into_iter()
+            .map(|e| (e.name, e.dir))
+            .collect(),
+    }
+}
+
 pub fn load_task(spec: &RunSpec) -> Result<TaskData> {
     let t = &spec.task;
     let (name, dir_files, oracle, lab_task) = match &t.lab {

@@ -3,54 +3,71 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
-
 use super::Form;
 use crate::adapter::random_init::RandomInit;
 use crate::pool::PoolSource;
 use crate::run::spec::{
-    ControlKind, ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskSpec,
+    ControlKind, ControlSpec, EvalSpec, MethodSpec, ModelSpec, PoolSpec, RunSpec, TaskCatalogue,
+    TaskSpec,
 };
 use crate::select::Selection;
 
 impl Form {
+    /// The task field as a `[task]` table, resolved over the names the form lists (the
+    /// worker checks a folder's files, off this thread).
     fn task_spec(&self) -> TaskSpec {
-        if self.imported.contains(&self.task) {
-            TaskSpec {
-                name: Some(self.task.clone()),
-                ..Default::default()
+        let catalogue = TaskCatalogue {
+            lab: (self.tasks.iter())
+                .filter(|t| !self.imported.contains(t))
+                .cloned()
+                .collect(),
+            // A name is all an imported task's spec holds; its folder is found when it runs.
+            imported: (self.imported.iter())
+                .map(|t| (t.clone(), PathBuf::new()))
+                .collect(),
+        };
+        catalogue.resolve(&self.task).spec()
+    }
+
+    /// The keys of the method table the form sets (the protocol fills in the others).
+    fn method_keys(&self, steps: usize) -> &'static [&'static str] {
+        match self.method_spec(steps) {
+            MethodSpec::Gradient(_) | MethodSpec::Adamerging(_) => {
+                &["kind", "steps", "granularity"]
             }
-        } else if self.tasks.contains(&self.task) {
-            TaskSpec {
-                lab: Some(self.task.clone()),
-                ..Default::default()
-            }
-        } else {
-            TaskSpec::folder(&PathBuf::from(&self.task))
+            MethodSpec::Lorahub(_) => &["kind", "budget"],
+            MethodSpec::NewLora(_) | MethodSpec::PiTuning(_) => &["kind", "steps"],
+            MethodSpec::Arrow(a) if !a.train => &["kind", "train"],
+            MethodSpec::Arrow(_) => &["kind", "train", "steps"],
+            MethodSpec::Base | MethodSpec::Merge(_) => &["kind"],
         }
     }
 
-    /// The method table the form writes: its kind and the settings the form has fields for.
-    fn method_value(&self, steps: usize) -> serde_json::Value {
-        let kind = self.method_name();
-        match kind {
-            "gradient" => {
-                json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
-            }
-            "adamerging" => {
-                json!({"kind": kind, "steps": steps, "granularity": self.granularity.name()})
-            }
-            "lorahub" => json!({"kind": kind, "budget": steps}),
-            "new-lora" | "pi-tuning" => json!({"kind": kind, "steps": steps}),
-            "arrow" if steps == 0 => json!({"kind": kind, "train": false}),
-            "arrow" => json!({"kind": kind, "train": true, "steps": steps}),
-            _ => json!({"kind": kind}),
-        }
-    }
-
+    /// The method the form describes: its kind at its defaults, with the settings the form
+    /// has fields for.
     fn method_spec(&self, steps: usize) -> MethodSpec {
-        serde_json::from_value(self.method_value(steps))
-            .expect("the form's methods are valid method tables")
+        let mut m = self.method.default_spec();
+        match &mut m {
+            MethodSpec::Gradient(g) => {
+                g.steps = steps;
+                g.granularity = self.granularity;
+            }
+            MethodSpec::Adamerging(a) => {
+                a.steps = steps;
+                a.granularity = self.granularity;
+            }
+            MethodSpec::Lorahub(l) => l.budget = steps,
+            MethodSpec::NewLora(n) => n.steps = steps,
+            MethodSpec::PiTuning(p) => p.steps = steps,
+            MethodSpec::Arrow(a) => {
+                a.train = steps > 0;
+                if a.train {
+                    a.steps = steps;
+                }
+            }
+            MethodSpec::Base | MethodSpec::Merge(_) => {}
+        }
+        m
     }
 
     /// The main run's spec and those of the controls queued beside it.
@@ -94,9 +111,9 @@ impl Form {
         };
         // The protocol's defaults for what the form does not set: the method's other settings
         // and the task's example counts.
-        let set = self.method_value(steps);
+        let set = self.method_keys(steps);
         main.protocol
-            .fill_method(&mut main.method, |k| set.get(k).is_some());
+            .fill_method(&mut main.method, |k| set.contains(&k));
         main.protocol.fill_task(&mut main.task, |_| false);
         // The controls ride with the run (`controls.queue`): the engine queues each as a run
         // whose record names this one, or reuses an identical run that already answered it.

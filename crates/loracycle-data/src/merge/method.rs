@@ -196,6 +196,39 @@ pub enum MergeMethod {
 }
 
 impl MergeMethod {
+    /// The merge of kind `kind` with every setting at its default; None for a kind that is not
+    /// a merge.
+    pub fn default_of(kind: crate::run::method::MethodKind) -> Option<MergeMethod> {
+        use crate::run::method::MethodKind as K;
+        Some(match kind {
+            K::Sum => MergeMethod::Sum,
+            K::Average => MergeMethod::Average {
+                over: Divisor::default(),
+            },
+            K::TaskArithmetic => MergeMethod::TaskArithmetic { lambda: one() },
+            K::Ties => MergeMethod::Ties {
+                density: ties_density(),
+                sign: SignElection::default(),
+                lambda: one(),
+                weights: one_each(),
+            },
+            K::Dare => MergeMethod::Dare {
+                density: dare_density(),
+                seed: 0,
+                consensus: false,
+                lambda: one(),
+            },
+            K::Tsv => MergeMethod::Tsv {
+                m: tsv_m(),
+                lambda: one(),
+                weights: Weights::default(),
+            },
+            K::Svd => MergeMethod::Svd { rank: svd_rank() },
+            K::LorahubSum => MergeMethod::LorahubSum,
+            _ => return None,
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         // The names are `run::method::MethodKind`'s, the one list of them.
         self.kind().name()

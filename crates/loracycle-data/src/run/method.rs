@@ -83,6 +83,23 @@ impl MethodKind {
         )
     }
 
+    /// The method with every setting at its default: what a spec's `[method] kind = NAME`
+    /// alone means.
+    pub fn default_spec(self) -> MethodSpec {
+        match self {
+            MethodKind::Base => MethodSpec::Base,
+            MethodKind::NewLora => MethodSpec::NewLora(Default::default()),
+            MethodKind::Gradient => MethodSpec::Gradient(Default::default()),
+            MethodKind::Lorahub => MethodSpec::Lorahub(Default::default()),
+            MethodKind::Adamerging => MethodSpec::Adamerging(Default::default()),
+            MethodKind::PiTuning => MethodSpec::PiTuning(Default::default()),
+            MethodKind::Arrow => MethodSpec::Arrow(Default::default()),
+            merge => MethodSpec::Merge(
+                MergeMethod::default_of(merge).expect("every other kind is a merge"),
+            ),
+        }
+    }
+
     /// The names of `kinds`, comma-separated.
     pub fn names(kinds: impl IntoIterator<Item = MethodKind>) -> String {
         kinds
@@ -126,6 +143,18 @@ impl MethodSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_s_default_spec_is_what_its_name_alone_reads_as() {
+        for k in MethodKind::ALL {
+            let read: MethodSpec = toml::from_str::<toml::Value>(&format!("kind = {:?}", k.name()))
+                .unwrap()
+                .try_into()
+                .unwrap();
+            assert_eq!(k.default_spec(), read, "{}", k.name());
+            assert_eq!(k.default_spec().kind(), k);
+        }
+    }
 
     #[test]
     fn every_name_reads_back_and_merges_are_the_last_eight() {

@@ -137,6 +137,103 @@ pub struct TaskSpec {
     pub oracle_adapter: Option<PathBuf>,
 }
 
+/// Where a task given by name is (on the command line, in a study, in the New run form): the
+/// one resolution of a task name, over a [`TaskCatalogue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedTask {
+    /// A held-out task of the lab.
+    Lab(String),
+    /// An imported task (`loracycle task import`): its name and folder.
+    Imported { name: String, dir: PathBuf },
+    /// A folder holding train.jsonl, validation.jsonl and test.jsonl.
+    Folder(PathBuf),
+}
+
+/// The task names a resolution knows: the lab's held-out tasks, then the imported ones with
+/// their folders. Made from the disk by the main crate (`run::task::catalogue`) or from the
+/// lists the UI already holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskCatalogue {
+    pub lab: Vec<String>,
+    pub imported: Vec<(String, PathBuf)>,
+}
+
+impl TaskCatalogue {
+    /// A lab task first, then an imported one, else a folder (made absolute where it can be,
+    /// so a spec written from it reads the same files from another working folder). Reads no
+    /// file: [`NamedTask::checked`] looks for a folder's files.
+    pub fn resolve(&self, name: &str) -> NamedTask {
+        if self.lab.iter().any(|t| t == name) {
+            return NamedTask::Lab(name.to_string());
+        }
+        if let Some((n, dir)) = self.imported.iter().find(|(n, _)| n == name) {
+            return NamedTask::Imported {
+                name: n.clone(),
+                dir: dir.clone(),
+            };
+        }
+        NamedTask::Folder(std::path::absolute(name).unwrap_or_else(|_| PathBuf::from(name)))
+    }
+
+    /// [`TaskCatalogue::resolve`], with a folder's files looked for: a name that is no task is
+    /// an error listing the ones there are.
+    pub fn resolve_checked(&self, name: &str) -> Result<NamedTask, String> {
+        let t = self.resolve(name);
+        if let NamedTask::Folder(dir) = &t
+            && let Some(missing) = TaskSpec::missing_files(dir).first()
+        {
+            let imported: Vec<&str> = self.imported.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!(
+                "{name:?} is neither a held-out lab task ({}), an imported task ({}), nor a task \
+                 folder: {} is missing",
+                self.lab.join(", "),
+                if imported.is_empty() {
+                    "there are none".to_string()
+                } else {
+                    imported.join(", ")
+                },
+                dir.join(missing).display()
+            ));
+        }
+        Ok(t)
+    }
+}
+
+impl NamedTask {
+    /// The `[task]` table naming it: a lab task or an imported one by name, a folder by its
+    /// files.
+    pub fn spec(&self) -> TaskSpec {
+        match self {
+            NamedTask::Lab(name) => TaskSpec {
+                lab: Some(name.clone()),
+                ..Default::default()
+            },
+            NamedTask::Imported { name, .. } => TaskSpec {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            NamedTask::Folder(dir) => TaskSpec::folder(dir),
+        }
+    }
+
+    /// As [`NamedTask::spec`], but an imported task by its folder's files: for specs read on
+    /// another machine (a Slurm node), whose tasks folder is not this one.
+    pub fn portable_spec(&self) -> TaskSpec {
+        match self {
+            NamedTask::Imported { dir, .. } => TaskSpec::folder(dir),
+            t => t.spec(),
+        }
+    }
+
+    /// The folder of an imported task or a task folder (None for a lab task).
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            NamedTask::Lab(_) => None,
+            NamedTask::Imported { dir, .. } | NamedTask::Folder(dir) => Some(dir),
+        }
+    }
+}
+
 /// The three files a task folder holds.
 pub const TASK_FILES: [&str; 3] = ["train.jsonl", "validation.jsonl", "test.jsonl"];
 
@@ -500,6 +597,26 @@ pub enum SpecError {
 }
 
 impl RunSpec {
+    /// A run of `task` with every other setting at its default: what a spec holding only its
+    /// `[task]` table reads as.
+    pub fn for_task(task: TaskSpec) -> RunSpec {
+        RunSpec {
+            name: String::new(),
+            protocol: Protocol::default(),
+            seed: 0,
+            device: auto_device(),
+            dtype: auto_device(),
+            model: ModelSpec::default(),
+            pool: PoolSpec::default(),
+            task,
+            selection: default_selection(),
+            method: MethodSpec::default(),
+            controls: ControlSpec::default(),
+            eval: EvalSpec::default(),
+            parent: None,
+        }
+    }
+
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, SpecError> {
         let mut spec: RunSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
@@ -879,6 +996,57 @@ fn method_problem(text: &str) -> Option<String> {
             Err(e) => why(e),
             Ok(_) => None,
         },
+    }
+}
+
+#[cfg(test)]
+mod task_name_tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_for_a_task_is_what_its_task_table_alone_reads_as() {
+        let read = RunSpec::from_toml("[task]\nlab = \"caesar-5\"\n", Path::new("t.toml")).unwrap();
+        assert_eq!(
+            RunSpec::for_task(TaskSpec {
+                lab: Some("caesar-5".into()),
+                ..Default::default()
+            }),
+            read
+        );
+    }
+
+    #[test]
+    fn a_task_name_is_a_lab_task_an_imported_one_or_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = TaskCatalogue {
+            lab: vec!["caesar-5".into()],
+            imported: vec![("banking77".into(), dir.path().join("banking77"))],
+        };
+        assert_eq!(cat.resolve("caesar-5"), NamedTask::Lab("caesar-5".into()));
+        let imported = cat.resolve("banking77");
+        assert_eq!(imported.spec().name.as_deref(), Some("banking77"));
+        assert_eq!(
+            imported.portable_spec().train,
+            Some(dir.path().join("banking77/train.jsonl"))
+        );
+        let folder = dir.path().join("mine");
+        std::fs::create_dir_all(&folder).unwrap();
+        let name = folder.to_str().unwrap();
+        assert_eq!(
+            cat.resolve_checked(name).unwrap_err(),
+            format!(
+                "{name:?} is neither a held-out lab task (caesar-5), an imported task \
+                 (banking77), nor a task folder: {} is missing",
+                folder.join("train.jsonl").display()
+            )
+        );
+        for f in TASK_FILES {
+            std::fs::write(folder.join(f), "").unwrap();
+        }
+        assert_eq!(
+            cat.resolve_checked(name).unwrap().spec(),
+            TaskSpec::folder(&folder)
+        );
     }
 }
 
