@@ -18,7 +18,20 @@ use loracycle::pool::PoolSource;
 use loracycle::pool::cache::MetaCache;
 use loracycle::pool::entry::{ListOptions, SortKey, list_entries, sort};
 
-use loracycle::bench::support::{flag, iters_arg, time_ms};
+use loracycle::bench::support::time_ms;
+
+/// `cargo bench --bench pool -- [--iters N] [--snapshot FILE]`.
+#[derive(clap::Parser)]
+struct Args {
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// A pool snapshot (JSON) to list instead of the shipped one.
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -92,8 +105,9 @@ fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
     println!("{}", loracycle::process::machine_line());
-    let iters = iters_arg(10);
-    let snapshot = flag("--snapshot");
+    let args = <Args as clap::Parser>::parse();
+    let iters = args.iters.max(1);
+    let snapshot = args.snapshot;
     let (cfgs, origin) = configs(snapshot.as_deref());
     let tmp = tempfile::tempdir().unwrap();
     let hub_dir = tmp.path().join("hf/hub");

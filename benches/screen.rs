@@ -15,5 +15,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // SAFETY: first thing in main; no other thread has started.
     unsafe { loracycle::process::prepare() };
-    loracycle::bench::screen::run();
+    let args = loracycle::bench::BenchArgs::from_env();
+    if let Err(e) = loracycle::bench::screen::run(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

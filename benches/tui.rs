@@ -8,7 +8,15 @@ use std::time::Instant;
 
 use loracycle::engine::{Event, RunId};
 
-use loracycle::bench::support::flag;
+/// `cargo bench --bench tui -- [--frames N]`.
+#[derive(clap::Parser)]
+struct Args {
+    #[arg(long, default_value_t = 200)]
+    frames: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 use loracycle::pool::PoolSource;
 use loracycle::pool::entry::{EntryStatus, PoolEntry};
 use loracycle::ui::keymap::Keymap;
@@ -122,7 +130,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     println!("{}", loracycle::process::machine_line());
-    let frames: usize = flag("--frames").and_then(|v| v.parse().ok()).unwrap_or(200);
+    let frames = <Args as clap::Parser>::parse().frames.max(1);
     let mut app = state();
     let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
     println!("frame at 200x60, 1,000 adapters, 10,000-step curve ({frames} frames, median / max):");

@@ -52,21 +52,20 @@ pub const ALL: &[(&str, &str)] = &[
     ),
 ];
 
-/// Runs benchmark `name` with the flags on the command line.
-pub fn run(name: &str) -> Result<(), String> {
+pub use support::BenchArgs;
+
+/// Runs benchmark `name` with flags `args`.
+pub fn run(name: &str, args: &BenchArgs) -> Result<(), String> {
     match name {
-        "forward" => forward::run(),
-        "recycle" => recycle::run(),
-        "screen" => screen::run(),
-        "llama8b" => llama8b::run(),
-        "arrow" => arrow::run(),
-        "agree" => return agree::check(),
-        _ => {
-            return Err(format!(
-                "no benchmark {name:?}; they are: {}",
-                ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ));
-        }
+        "forward" => forward::run(args),
+        "recycle" => recycle::run(args),
+        "screen" => screen::run(args),
+        "llama8b" => llama8b::run(args),
+        "arrow" => arrow::run(args),
+        "agree" => agree::check(args),
+        _ => Err(format!(
+            "no benchmark {name:?}; they are: {}",
+            ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )),
     }
-    Ok(())
 }

@@ -146,9 +146,8 @@ Examples:
     Bench {
         /// forward, recycle, screen or llama8b.
         name: String,
-        /// The benchmark's flags (see below).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(flatten)]
+        args: loracycle::bench::BenchArgs,
     },
     /// Merge adapters with a non-adaptive method and write the result as a PEFT adapter.
     #[command(
@@ -765,9 +764,8 @@ fn main() -> ExitCode {
             TaskCommand::Show(args) => cli::task::show(args),
         },
         Some(Command::Study(args)) => cli::run::study(args),
-        // The benchmark reads its flags from the command line, as under `cargo bench`.
-        Some(Command::Bench { name, args: _ }) => {
-            loracycle::bench::run(&name).map_err(anyhow::Error::msg)
+        Some(Command::Bench { name, args }) => {
+            loracycle::bench::run(&name, &args).map_err(anyhow::Error::msg)
         }
         Some(Command::Merge {
             model,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use super::support::device_arg;
+use super::support::BenchArgs;
 use crate::adapter::{Adapter, branches_for};
 use crate::eval::{EvalOptions, Example, Metric, evaluate, read_jsonl};
 use crate::model::device::device_label;
@@ -149,9 +149,9 @@ fn cases() -> Result<Vec<Case>, String> {
 }
 
 /// Runs the comparisons with the flags on the command line; Err when any fails.
-pub fn check() -> Result<(), String> {
+pub fn check(a: &BenchArgs) -> Result<(), String> {
     println!("{}", crate::process::machine_line());
-    let dev = device_arg();
+    let dev = a.device()?;
     let label = device_label(&dev);
     println!(
         "agree: per-example answer losses on {label} against the CPU (f32 tolerance {F32_TOLERANCE:e}, \

@@ -19,31 +19,22 @@ use crate::tune::arrow::ArrowBranches;
 
 use super::recycle::random_adapter;
 use super::support::{
-    config, device_arg, flag, iters_arg, lab_bench, padded_rows, random_model, time_forward,
-    time_ms,
+    BenchArgs, config, lab_bench, padded_rows, random_model, time_forward, time_ms,
 };
 
-/// `--adapters 4,8,16,30`: the adapter counts to measure.
-fn counts() -> Vec<usize> {
-    flag("--adapters").map_or_else(
-        || vec![4, 8, 16, 30],
-        |v| {
-            v.split(',')
-                .map(|n| n.parse().expect("--adapters: numbers"))
-                .collect()
-        },
-    )
-}
-
 /// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
-pub fn run() {
+pub fn run(a: &BenchArgs) -> Result<(), String> {
     println!("{}", crate::process::machine_line());
-    let iters = iters_arg(10);
-    let dev = device_arg();
-    let top_k: usize = flag("--top-k").map_or(4, |k| k.parse().expect("--top-k: a number"));
-    let counts = counts();
+    let iters = a.iters(10);
+    let dev = a.device()?;
+    let top_k: usize = a.top_k.unwrap_or(4).max(1);
+    let counts = if a.adapters.is_empty() {
+        vec![4, 8, 16, 30]
+    } else {
+        a.adapters.clone()
+    };
     let most = counts.iter().copied().max().unwrap_or(0);
-    let is_lab = std::env::args().any(|a| a == "--lab");
+    let is_lab = a.lab;
     let (model, pool, batch, tokens, shape) = if is_lab {
         // caesar-5's first 8 training examples as one padded batch.
         let lab = lab_bench(&dev, most);
@@ -58,7 +49,7 @@ pub fn run() {
         );
         (lab.model, lab.pool, batch, tokens, shape)
     } else {
-        let cfg = config();
+        let cfg = config(a);
         let model = random_model(&cfg, &dev, false);
         let pool: Vec<Adapter> = (0..most).map(|i| random_adapter(&cfg, 16, i)).collect();
         let rows = padded_rows();
@@ -116,4 +107,5 @@ pub fn run() {
         }
         println!("  zero-step setup for {n} (stack + every prototype by SVD): {setup_ms:.1} ms");
     }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::model::branch::{Branches, Slice};
 use crate::model::{Batch, Llama, LlamaConfig, Module};
 
-use super::support::{config, device_arg, flag, iters_arg, random_model, time_ms};
+use super::support::{BenchArgs, config, random_model, time_ms};
 use crate::model::device::device_label;
 
 pub(super) fn random_branches(
@@ -46,10 +46,10 @@ pub(super) fn random_branches(
 }
 
 /// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
-pub fn run() {
-    let iters = iters_arg(10);
-    let dev = device_arg();
-    let cfg = config();
+pub fn run(a: &BenchArgs) -> Result<(), String> {
+    let iters = a.iters(10);
+    let dev = a.device()?;
+    let cfg = config(a);
     let model = random_model(&cfg, &dev, false);
     let rows = super::support::padded_rows();
     let batch = Batch::new(&rows, 0, &dev).unwrap();
@@ -62,7 +62,7 @@ pub fn run() {
     let mut grad_model = model.clone();
     grad_model.set_differentiable(true);
 
-    let only = flag("--case");
+    let only = a.case.clone();
     println!("{}", crate::process::machine_line());
     println!(
         "forward: {}, hidden 512, 8 layers, 8/2 heads (head dim {}), vocab 32000, batch 8 x 128, f32, {}, {} threads, {iters} iters",
@@ -100,7 +100,7 @@ pub fn run() {
     }
     println!("  folding 30 adapters into W once: {fold_ms:.1} ms");
     if only.is_some() {
-        return;
+        return Ok(());
     }
     let (hidden_ms, _) = time_ms(iters, || {
         model
@@ -112,4 +112,5 @@ pub fn run() {
             .unwrap();
     });
     println!("  decoder layers alone (no LM head): {hidden_ms:.1} ms");
+    Ok(())
 }

@@ -14,7 +14,7 @@ use candle_core::Device;
 
 use super::forward::random_branches;
 use super::recycle::{examples, random_adapter, recipe_steps, sync};
-use super::support::{device_arg, flag, iters_arg, random_model, time_ms};
+use super::support::{BenchArgs, random_model, time_ms};
 use crate::eval::token_nll;
 use crate::model::device::device_label;
 use crate::model::{Batch, LlamaConfig};
@@ -79,23 +79,19 @@ fn gib(b: u64) -> f64 {
 }
 
 /// Runs the benchmark with the flags on the command line.
-pub fn run() {
+pub fn run(a: &BenchArgs) -> Result<(), String> {
     println!("{}", crate::process::machine_line());
-    let dev = device_arg();
+    let dev = a.device()?;
     let gpu = !dev.is_cpu();
-    let number = |name: &str, default: usize| {
-        flag(name)
-            .map(|s| {
-                s.parse::<usize>()
-                    .unwrap_or_else(|_| panic!("{name}: {s:?} is not a count"))
-            })
-            .unwrap_or(default)
-            .max(1)
-    };
-    let layers = number("--layers", 2);
-    let rows = number("--rows", if gpu { 8 } else { 2 });
-    let len = number("--len", if gpu { 128 } else { 64 }).max(17);
-    let iters = iters_arg(3);
+    let layers = a.layers.unwrap_or(2).max(1);
+    let rows = a
+        .rows
+        .first()
+        .copied()
+        .unwrap_or(if gpu { 8 } else { 2 })
+        .max(1);
+    let len = a.len.unwrap_or(if gpu { 128 } else { 64 }).max(17);
+    let iters = a.iters(3);
     let cfg = config(layers);
     let mut peak = Peak::new();
     println!(
@@ -179,4 +175,5 @@ pub fn run() {
         "{}",
         serde_json::json!({"case": "peak memory", "bytes": bytes, "projected_32_layers_bytes": projected})
     );
+    Ok(())
 }

@@ -30,7 +30,7 @@ use crate::model::{Branches, Llama, LlamaConfig, Module};
 use crate::tune::coef::{Activation, CoefficientBranches, Granularity};
 use crate::tune::lorahub::{StackedPool, score_batched, score_grouped, score_sequential};
 
-use super::support::{config, device_arg, flag, iters_arg, random_model, time_ms};
+use super::support::{BenchArgs, config, random_model, time_ms};
 
 pub(super) fn random_adapter(cfg: &LlamaConfig, rank: usize, i: usize) -> Adapter {
     let dev = Device::Cpu;
@@ -121,6 +121,7 @@ pub(super) fn recipe_steps(
 /// A LoraHub generation of 16 fixed candidates over `adapters` scored one candidate at a time,
 /// in stacked-branch batches and in grouped-ΔW batches of `rows` rows: (case, median, min ms).
 fn lorahub_generation(
+    a: &BenchArgs,
     model: &Llama,
     adapters: &[&Adapter],
     pad: u32,
@@ -152,7 +153,7 @@ fn lorahub_generation(
         "base alone, 16 forwards",
         "base alone, one batch",
     ] {
-        if !case_wanted(name) {
+        if !a.case_wanted(name) {
             continue;
         }
         let (ms, min) = time_ms(iters, || match name {
@@ -187,8 +188,8 @@ pub(super) fn sync(t: &Tensor) {
 
 /// The same measurements on the shipped lab: its base model, its pool adapters and a held-out
 /// task's examples (prompts and answers through the lab template).
-fn lab(iters: usize) {
-    let dev = device_arg();
+fn lab(a: &BenchArgs, iters: usize) -> Result<(), String> {
+    let dev = a.device()?;
     let super::support::LabBench {
         base,
         cfg,
@@ -202,7 +203,7 @@ fn lab(iters: usize) {
         device_label(&dev)
     );
     let refs: Vec<&Adapter> = pool.iter().collect();
-    if wanted("recipe") {
+    if wanted(a, "recipe") {
         let batch = &enc[..8];
         // Base fwd+bwd with every weight a variable: a copy of the model whose weights are Vars.
         let mut tensors = std::collections::HashMap::new();
@@ -238,9 +239,9 @@ fn lab(iters: usize) {
             json(name, ms, min);
         }
     }
-    if wanted("lorahub") {
-        for n in example_counts() {
-            let cases = lorahub_generation(&model, &refs[..20], pad, &enc[..n], 2048, iters);
+    if wanted(a, "lorahub") {
+        for n in example_counts(a) {
+            let cases = lorahub_generation(a, &model, &refs[..20], pad, &enc[..n], 2048, iters);
             let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
                 let vs = seq_ms
@@ -257,15 +258,12 @@ fn lab(iters: usize) {
             }
         }
     }
+    Ok(())
 }
 
-fn wanted(part: &str) -> bool {
-    std::env::args().all(|a| a != "--only") || flag("--only").is_some_and(|v| v == part)
-}
-
-/// `--case WORD`: only the LoraHub cases whose name contains WORD (sequential, stacked, grouped).
-fn case_wanted(name: &str) -> bool {
-    std::env::args().all(|a| a != "--case") || flag("--case").is_some_and(|w| name.contains(&w))
+/// `--only recipe|lorahub`: whether `part` runs.
+fn wanted(a: &BenchArgs, part: &str) -> bool {
+    a.only.as_deref().is_none_or(|v| v == part)
 }
 
 /// The sequential case's median among `cases`, when it was run.
@@ -274,27 +272,23 @@ fn sequential_ms(cases: &[(&str, f64, f64)]) -> Option<f64> {
 }
 
 /// `--examples 5,80`: the LoraHub example counts to measure.
-fn example_counts() -> Vec<usize> {
-    match flag("--examples") {
-        Some(v) => v
-            .split(',')
-            .map(|n| n.parse().expect("--examples: numbers"))
-            .collect(),
-        None if std::env::args().any(|a| a == "--examples") => panic!("--examples needs a list"),
-        None => vec![5, 80],
+fn example_counts(a: &BenchArgs) -> Vec<usize> {
+    if a.examples.is_empty() {
+        vec![5, 80]
+    } else {
+        a.examples.clone()
     }
 }
 
 /// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
-pub fn run() {
+pub fn run(a: &BenchArgs) -> Result<(), String> {
     println!("{}", crate::process::machine_line());
-    let iters = iters_arg(10);
-    if std::env::args().any(|a| a == "--lab") {
-        lab(iters);
-        return;
+    let iters = a.iters(10);
+    if a.lab {
+        return lab(a, iters);
     }
-    let dev = device_arg();
-    let cfg = config();
+    let dev = a.device()?;
+    let cfg = config(a);
     let model = random_model(&cfg, &dev, false);
     let mut grad_base = random_model(&cfg, &dev, true);
     grad_base.set_differentiable(true);
@@ -315,7 +309,7 @@ pub fn run() {
         );
     };
 
-    if wanted("recipe") {
+    if wanted(a, "recipe") {
         // Forward + backward of the base model alone, every weight a variable.
         let (base_ms, min) = time_ms(iters, || {
             let (nll, _) = token_nll(&grad_base, 0, &batch, None).unwrap();
@@ -366,13 +360,13 @@ pub fn run() {
         }
     }
 
-    if wanted("lorahub") {
+    if wanted(a, "lorahub") {
         // A LoraHub generation: 16 candidates over 20 adapters.
         let hub: Vec<Adapter> = (0..20).map(|i| random_adapter(&cfg, 16, 100 + i)).collect();
         let hub_refs: Vec<&Adapter> = hub.iter().collect();
-        for n in example_counts() {
+        for n in example_counts(a) {
             let ex = examples(n, 32, 8, 1);
-            let cases = lorahub_generation(&model, &hub_refs, 0, &ex, 512, iters);
+            let cases = lorahub_generation(a, &model, &hub_refs, 0, &ex, 512, iters);
             let seq_ms = sequential_ms(&cases);
             for (name, ms, min) in cases {
                 let vs = seq_ms
@@ -387,4 +381,5 @@ pub fn run() {
             }
         }
     }
+    Ok(())
 }

@@ -15,11 +15,11 @@ use candle_core::DType;
 use crate::adapter::Adapter;
 use crate::eval::read_jsonl;
 use crate::lab::dir as lab_dir;
-use crate::model::device::{DtypePref, device_label};
+use crate::model::device::device_label;
 use crate::model::{Llama, Template, TextCodec};
 use crate::select::{Score, score_adapters, screen_adapters};
 
-use super::support::{device_arg, flag, iters_arg};
+use super::support::BenchArgs;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -27,23 +27,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the benchmark with the flags on the command line; prints what `cargo bench` prints.
-pub fn run() {
+pub fn run(a: &BenchArgs) -> Result<(), String> {
     println!("{}", crate::process::machine_line());
-    let task = flag("--task").unwrap_or_else(|| "caesar-5".into());
-    let iters = iters_arg(3);
-    let rows: Vec<usize> = flag("--rows")
-        .as_deref()
-        .unwrap_or("256,512,1024")
-        .split(',')
-        .map(|r| r.parse().expect("--rows takes numbers"))
-        .collect();
+    let task = a.task.clone().unwrap_or_else(|| "caesar-5".into());
+    let iters = a.iters(3);
+    let rows: Vec<usize> = if a.rows.is_empty() {
+        vec![256, 512, 1024]
+    } else {
+        a.rows.clone()
+    };
     let dir = lab_dir().unwrap();
     let base = dir.join("base");
     let cfg = crate::model::weights::read_config(&base).unwrap();
     let codec = TextCodec::load(&base, Template::Lab, &cfg).unwrap();
-    let device = device_arg();
-    let dtype = match flag("--dtype") {
-        Some(d) => d.parse::<DtypePref>().expect("--dtype").resolve(&device),
+    let device = a.device()?;
+    let dtype = match a.dtype {
+        Some(d) => d.resolve(&device),
         None => DType::F32,
     };
     let model = Llama::load(&base, dtype, &device).unwrap();
@@ -135,4 +134,5 @@ pub fn run() {
             serde_json::json!({"case": format!("batched, {r} rows/forward"), "seconds": secs, "speedup": seq / secs})
         );
     }
+    Ok(())
 }

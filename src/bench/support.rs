@@ -12,8 +12,8 @@ use crate::model::{Llama, LlamaConfig, Module};
 /// The benchmarks' model shape; with `--arch qwen3` the same sizes as a Qwen3: per-head q/k
 /// norms, head_dim 128 (not hidden/heads = 64, as Qwen3-4B's 128 is not 2560/32), tied
 /// embeddings.
-pub fn config() -> LlamaConfig {
-    if flag("--arch").as_deref() == Some("qwen3") {
+pub fn config(a: &BenchArgs) -> LlamaConfig {
+    if a.arch == Some(Arch::Qwen3) {
         return serde_json::from_value(serde_json::json!({
             "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
             "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8,
@@ -94,29 +94,93 @@ pub fn time_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     (times[times.len() / 2], times[0])
 }
 
-/// The value after `name` on the command line (`--rows 256,512` → `"256,512"`).
-pub fn flag(name: &str) -> Option<String> {
-    let mut args = std::env::args().skip_while(|a| a != name);
-    args.next()?;
-    args.next()
+/// The architecture `--arch` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    Llama,
+    Qwen3,
 }
 
-/// `--device cpu|cuda|auto` from the command line (cpu when absent); stops with the reason when
-/// the device cannot be opened.
-pub fn device_arg() -> Device {
-    let pref: crate::model::DevicePref = flag("--device")
-        .as_deref()
-        .unwrap_or("cpu")
-        .parse()
-        .unwrap_or_else(|e| panic!("--device: {e}"));
-    pref.open().unwrap_or_else(|e| panic!("--device: {e}"))
+/// Every benchmark's flags, parsed by clap: `loracycle bench NAME [FLAGS]` and `cargo bench
+/// --bench NAME -- [FLAGS]` read the same ones. Each benchmark reads those it has a use for.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BenchArgs {
+    /// Timed repetitions (each benchmark has its own default).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// cpu, cuda, cuda:N or auto (cuda needs a build with --features cuda) [default: cpu].
+    #[arg(long)]
+    pub device: Option<crate::model::DevicePref>,
+    /// forward, recycle: only the cases whose name contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub case: Option<String>,
+    /// forward, recycle: the random model's architecture (the same sizes).
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// recycle: only the recipe step or only the LoraHub generation.
+    #[arg(long, value_parser = ["recipe", "lorahub"])]
+    pub only: Option<String>,
+    /// recycle: the LoraHub example counts [default: 5,80].
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub examples: Vec<usize>,
+    /// recycle, arrow: on the shipped lab instead of a random model.
+    #[arg(long)]
+    pub lab: bool,
+    /// screen: the lab task [default: caesar-5].
+    #[arg(long)]
+    pub task: Option<String>,
+    /// screen: rows per forward [default: 256,512,1024]; llama8b: rows in the batch.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub rows: Vec<usize>,
+    /// screen: the compute dtype (f32, f16, bf16, auto) [default: f32].
+    #[arg(long)]
+    pub dtype: Option<crate::model::DtypePref>,
+    /// arrow: adapters routed to per token [default: 4].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// arrow: the adapter counts [default: 4,8,16,30].
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub adapters: Vec<usize>,
+    /// llama8b: decoder layers built [default: 2].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// llama8b: tokens per row.
+    #[arg(long)]
+    pub len: Option<usize>,
+    /// The `--bench` that `cargo bench` passes to every benchmark binary.
+    #[arg(long, hide = true)]
+    pub bench: bool,
 }
 
-/// `--iters N` from the command line.
-pub fn iters_arg(default: usize) -> usize {
-    flag("--iters")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+/// A benchmark binary's command line (`cargo bench --bench NAME -- FLAGS`).
+#[derive(Debug, clap::Parser)]
+#[command(about = "A loracycle benchmark; `loracycle bench --help` lists them all")]
+struct BenchCli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+impl BenchArgs {
+    /// The flags of this process's command line; a bad one prints clap's message and exits.
+    pub fn from_env() -> BenchArgs {
+        <BenchCli as clap::Parser>::parse().args
+    }
+
+    /// `--iters`, else `default`.
+    pub fn iters(&self, default: usize) -> usize {
+        self.iters.unwrap_or(default).max(1)
+    }
+
+    /// The device `--device` names (the CPU when absent).
+    pub fn device(&self) -> Result<Device, String> {
+        let pref = self.device.unwrap_or(crate::model::DevicePref::Cpu);
+        pref.open().map_err(|e| format!("--device: {e}"))
+    }
+
+    /// Whether `--case` lets case `name` run.
+    pub fn case_wanted(&self, name: &str) -> bool {
+        self.case.as_deref().is_none_or(|w| name.contains(w))
+    }
 }
 
 /// The forward benchmarks' batch: 8 rows of token ids, rows 0-3 of 128 tokens and rows 4-7 of 96
