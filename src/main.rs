@@ -27,13 +27,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cli::eval::{EvalArgs, run_eval};
+use cli::eval::run_eval;
 use cli::inspect::inspect;
 use cli::lab::lab_build;
-use loracycle::eval::{EvalOptions, Metric};
-use loracycle::model::{DevicePref, DtypePref, Template};
-use loracycle::pool::entry::SortKey;
-use loracycle::pool::{Filter, PoolSource};
+use loracycle::model::DevicePref;
+use loracycle::pool::PoolSource;
 
 #[derive(Parser)]
 #[command(
@@ -157,37 +155,7 @@ truncation error printed.\n\n\
 Examples:\n  loracycle merge --model assets/lab/base --adapter assets/lab/pool/caesar-11 --adapter assets/lab/pool/caesar-12 --method average --out merged/\n  \
 loracycle merge --model M --adapter A --adapter B --method ties --density 0.2 --rank 16 --out merged/"
     )]
-    Merge {
-        /// The base model: `lab`, a model folder, or a Hub id in the HF cache (shapes, and the
-        /// base model the adapters must share).
-        #[arg(long)]
-        model: String,
-        /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat for each.
-        #[arg(long = "adapter", required = true)]
-        adapters: Vec<PathBuf>,
-        /// Comma-separated weight per adapter [default: 1 each].
-        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = cli::finite_number)]
-        weights: Vec<f64>,
-        /// sum, average, task-arithmetic, ties, dare, tsv, svd or lorahub-sum; also dare-ties (DARE
-        /// with TIES' sign election) and cat (= sum).
-        #[arg(long)]
-        method: String,
-        /// Kept fraction for ties (default 0.2) and dare (default 0.5).
-        #[arg(long, value_parser = cli::finite_number)]
-        density: Option<f64>,
-        /// Rank of truncated results (ties, dare, svd).
-        #[arg(long, default_value_t = 16, value_parser = cli::rank)]
-        rank: usize,
-        /// Scale of the merged update (task-arithmetic, ties, dare, tsv).
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = cli::finite_number)]
-        lambda: f64,
-        /// Seed of dare's masks.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output adapter folder.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Merge(cli::merge::MergeArgs),
     /// Target tasks from Hugging Face datasets: import definitions in the paper's tasks.yaml
     /// format into task folders, list them, show their rows.
     Task {
@@ -227,71 +195,7 @@ Examples:\n  loracycle eval --model tests/fixtures/tiny --data tests/fixtures/da
 loracycle eval --model M --adapter A1 --adapter A2 --weights 0.5,0.5 --data task.jsonl --metric both --json\n  \
 loracycle eval --model lab --adapter caesar-4 --adapter caesar-6 --adapter caesar-11 --route arrow --top-k 2 --data D"
     )]
-    Eval {
-        /// The model: `lab`, a model folder (config.json, model.safetensors or a sharded index,
-        /// tokenizer.json), or a Hub id in the HF cache.
-        #[arg(long)]
-        model: String,
-        /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat to combine.
-        #[arg(long = "adapter")]
-        adapters: Vec<PathBuf>,
-        /// Comma-separated weight per adapter, in the order given.
-        #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = cli::finite_number)]
-        weights: Vec<f64>,
-        /// How the adapters combine: fold (ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ folded into W) or arrow (routed per
-        /// token by zero-step Arrow; --weights does not apply).
-        #[arg(long, default_value = "fold")]
-        route: cli::eval::Route,
-        /// Arrow: candidates kept per token in each module (more than the adapters keeps all).
-        #[arg(long, default_value_t = 4, value_parser = cli::batch_size)]
-        top_k: usize,
-        /// Arrow: the softmax temperature over the kept scores (> 0).
-        #[arg(long, default_value_t = 1.0, value_parser = cli::positive_number)]
-        temperature: f64,
-        /// JSONL file of {"prompt", "answer"} rows.
-        #[arg(long)]
-        data: PathBuf,
-        /// Prompt template: chat (the model's own Jinja chat template), raw, llama3, chatml (Qwen),
-        /// lab, or auto (chat when the model has a chat template, else picked from the
-        /// tokenizer's special tokens). Rows may carry a "system" field: the system turn.
-        #[arg(long, default_value = "auto")]
-        template: Template,
-        /// loss, exact-match or both.
-        #[arg(long, default_value = "loss")]
-        metric: Metric,
-        /// Generation length limit for exact match.
-        #[arg(long, default_value_t = 64, value_parser = cli::new_tokens)]
-        max_new_tokens: usize,
-        /// How a generation and its answer are made comparable: exact (trimmed), whitespace
-        /// (whitespace runs collapsed, lower case) or paper (spaces removed, stripped of
-        /// whitespace and full stops, lower case).
-        #[arg(long, default_value = "exact")]
-        normalize: loracycle::eval::Normalize,
-        /// none, or #### to compare only the text after the last #### (chain of thought).
-        #[arg(long, default_value = "none")]
-        extract: loracycle::eval::Extract,
-        /// Leave examples whose prompt has this many tokens or more out of exact match (the
-        /// paper: 2048).
-        #[arg(long, value_parser = cli::batch_size)]
-        max_prompt_tokens: Option<usize>,
-        /// Examples per forward when computing loss.
-        #[arg(long, default_value_t = 8, value_parser = cli::batch_size)]
-        batch_size: usize,
-        /// cpu, cuda, cuda:N or auto.
-        #[arg(long, default_value = "auto")]
-        device: DevicePref,
-        /// Compute dtype: f32, f16, bf16 or auto (f32 on CPU, bf16 on CUDA).
-        #[arg(long, default_value = "auto")]
-        dtype: DtypePref,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Also write the token ids of every example to FILE, one JSON line each:
-        /// {"prompt_ids": [...], "answer_ids": [...]} (the scored tokens, end token included),
-        /// to check a template against transformers' apply_chat_template.
-        #[arg(long, value_name = "FILE")]
-        dump_tokens: Option<PathBuf>,
-    },
+    Eval(cli::eval::EvalArgs),
 }
 
 const RUN_HELP: &str = "A spec names the model, the pool, the task, the selection, the method and the controls:
@@ -441,35 +345,7 @@ ops = != < <= > >= ~ (contains) !~; modules takes all or q+v style sets.\n\n\
 Examples:\n  loracycle pool list\n  loracycle pool list --source hub --base meta-llama/Llama-3.1-8B-Instruct --filter 'rank<=16,modules=all' --sort downloads\n  \
 loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --json"
     )]
-    List {
-        /// hub, cache, lab or dir:PATH.
-        #[arg(long, default_value = "lab")]
-        source: PoolSource,
-        /// The base model's Hub id (needed for hub; filters cache).
-        #[arg(long)]
-        base: Option<String>,
-        /// The base model's folder, for the weight rules' shape checks.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Keep entries matching every condition, e.g. 'rank<=16,modules=all' (see below).
-        #[arg(long, default_value = "")]
-        filter: Filter,
-        /// downloads, likes, rank, name or norm.
-        #[arg(long, default_value = "name")]
-        sort: SortKey,
-        /// One JSON array of entries on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Hub endpoint [default: $HF_ENDPOINT, else https://huggingface.co].
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Use the HF cache only (also HF_HUB_OFFLINE=1).
-        #[arg(long)]
-        offline: bool,
-        /// Parallel config downloads.
-        #[arg(long, default_value_t = 8)]
-        jobs: usize,
-    },
+    List(cli::pool::ListArgs),
     /// Download adapters (config first, then weights) into the standard HF cache.
     Pull {
         /// Hub repo ids (org/name).
@@ -510,32 +386,7 @@ loracycle pool list --source cache --base meta-llama/Llama-3.1-8B-Instruct --jso
     #[command(
         after_help = "Scores stream to stdout as they come, then the ranking. A second screen of the same pool and task reads the screening cache (screen-cache.json in $LORACYCLE_CACHE_DIR or ~/.cache/loracycle) and is instant; an interrupted one resumes where it stopped. The engine's top-k selection reads the same cache.\n\nExamples:\n  loracycle pool screen --task caesar-5\n  loracycle pool screen --task data/mytask --model ./llama --source cache --metric loss --json"
     )]
-    Screen {
-        /// A lab task name, an imported task's name (`task import`), or a folder with
-        /// train.jsonl and validation.jsonl.
-        #[arg(long)]
-        task: String,
-        /// lab, cache or dir:PATH (downloaded adapters only).
-        #[arg(long, default_value = "lab")]
-        source: PoolSource,
-        /// `lab`, a model folder, or a Hub id in the HF cache.
-        #[arg(long, default_value = "lab")]
-        model: String,
-        /// A pool filter, e.g. rank<=16,modules=all.
-        #[arg(long, default_value = "")]
-        filter: String,
-        /// What the ranking sorts by.
-        #[arg(long, default_value = "exact-match", value_parser = ["exact-match", "loss"])]
-        metric: String,
-        /// Batching: rows (adapter × example) per forward, many adapters in one batch; 0 scores
-        /// one adapter at a time. Default: one at a time on a CPU (faster there), 256 rows on a
-        /// GPU. (`--rows` is the old name.)
-        #[arg(long = "rows-per-forward", alias = "rows", value_name = "ROWS")]
-        rows: Option<usize>,
-        /// Print the ranking as JSON on stdout (no streaming lines).
-        #[arg(long)]
-        json: bool,
-    },
+    Screen(cli::pool::ScreenArgs),
 }
 
 #[derive(Subcommand)]
@@ -677,27 +528,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Inspect { path, json, norms }) => inspect(&path, json, norms),
         Some(Command::Pool { command }) => match command {
-            PoolCommand::List {
-                source,
-                base,
-                model,
-                filter,
-                sort,
-                json,
-                endpoint,
-                offline,
-                jobs,
-            } => cli::pool::list(cli::pool::ListArgs {
-                source,
-                base,
-                model,
-                filter,
-                sort,
-                json,
-                endpoint,
-                offline,
-                jobs,
-            }),
+            PoolCommand::List(args) => cli::pool::list(args),
             PoolCommand::Pull {
                 ids,
                 endpoint,
@@ -705,23 +536,7 @@ fn main() -> ExitCode {
                 jobs,
                 offline,
             } => cli::pool::pull(&ids, endpoint.as_deref(), base.as_deref(), jobs, offline),
-            PoolCommand::Screen {
-                task,
-                source,
-                model,
-                filter,
-                metric,
-                rows,
-                json,
-            } => cli::pool::screen(cli::pool::ScreenArgs {
-                task,
-                source,
-                model,
-                filter,
-                by_loss: metric == "loss",
-                rows,
-                json,
-            }),
+            PoolCommand::Screen(args) => cli::pool::screen(args),
             PoolCommand::Check {
                 target,
                 base,
@@ -767,29 +582,7 @@ fn main() -> ExitCode {
         Some(Command::Bench { name, args }) => {
             loracycle::bench::run(&name, &args).map_err(anyhow::Error::msg)
         }
-        Some(Command::Merge {
-            model,
-            adapters,
-            weights,
-            method,
-            density,
-            rank,
-            lambda,
-            seed,
-            out,
-        }) => cli::model_and_adapters(&model, adapters).and_then(|(model, adapters)| {
-            cli::merge::merge(cli::merge::MergeArgs {
-                model,
-                adapters,
-                weights,
-                method,
-                density,
-                rank,
-                lambda,
-                seed,
-                out,
-            })
-        }),
+        Some(Command::Merge(args)) => cli::merge::merge(args),
         Some(Command::Lab {
             command:
                 LabCommand::Build {
@@ -803,52 +596,7 @@ fn main() -> ExitCode {
         Some(Command::Lab {
             command: LabCommand::Where,
         }) => cli::lab::lab_where(),
-        Some(Command::Eval {
-            model,
-            adapters,
-            weights,
-            route,
-            top_k,
-            temperature,
-            data,
-            template,
-            metric,
-            max_new_tokens,
-            normalize,
-            extract,
-            max_prompt_tokens,
-            batch_size,
-            device,
-            dtype,
-            json,
-            dump_tokens,
-        }) => cli::model_and_adapters(&model, adapters).and_then(|(model, adapters)| {
-            run_eval(EvalArgs {
-                model,
-                adapters,
-                weights,
-                route: match route {
-                    cli::eval::Route::Fold => None,
-                    cli::eval::Route::Arrow => Some((top_k, temperature)),
-                },
-                data,
-                template,
-                opts: EvalOptions {
-                    metric,
-                    batch_size,
-                    scoring: loracycle::eval::Scoring {
-                        max_new_tokens,
-                        extract,
-                        normalize,
-                        max_prompt_tokens,
-                    },
-                },
-                device,
-                dtype,
-                json,
-                dump_tokens,
-            })
-        }),
+        Some(Command::Eval(args)) => run_eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use loracycle::adapter::{self, Adapter};
-use loracycle::eval::{self, EvalOptions};
+use loracycle::eval::{self, EvalOptions, Metric};
 use loracycle::model::branch::RouteTrace;
 use loracycle::model::weights::read_config;
 use loracycle::model::{DevicePref, DtypePref, Llama, Template, TextCodec};
@@ -23,7 +23,7 @@ pub enum Route {
     Arrow,
 }
 
-pub struct EvalArgs {
+pub struct Eval {
     pub model: PathBuf,
     pub adapters: Vec<PathBuf>,
     pub weights: Vec<f64>,
@@ -38,7 +38,110 @@ pub struct EvalArgs {
     pub dump_tokens: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The model: `lab`, a model folder (config.json, model.safetensors or a sharded index,
+    /// tokenizer.json), or a Hub id in the HF cache.
+    #[arg(long)]
+    pub model: String,
+    /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat to combine.
+    #[arg(long = "adapter")]
+    pub adapters: Vec<PathBuf>,
+    /// Comma-separated weight per adapter, in the order given.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = super::finite_number)]
+    pub weights: Vec<f64>,
+    /// How the adapters combine: fold (ΔW = Σ wᵢ sᵢ Bᵢ Aᵢ folded into W) or arrow (routed per
+    /// token by zero-step Arrow; --weights does not apply).
+    #[arg(long, default_value = "fold")]
+    pub route: Route,
+    /// Arrow: candidates kept per token in each module (more than the adapters keeps all).
+    #[arg(long, default_value_t = 4, value_parser = super::batch_size)]
+    pub top_k: usize,
+    /// Arrow: the softmax temperature over the kept scores (> 0).
+    #[arg(long, default_value_t = 1.0, value_parser = super::positive_number)]
+    pub temperature: f64,
+    /// JSONL file of {"prompt", "answer"} rows.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Prompt template: chat (the model's own Jinja chat template), raw, llama3, chatml (Qwen),
+    /// lab, or auto (chat when the model has a chat template, else picked from the
+    /// tokenizer's special tokens). Rows may carry a "system" field: the system turn.
+    #[arg(long, default_value = "auto")]
+    pub template: Template,
+    /// loss, exact-match or both.
+    #[arg(long, default_value = "loss")]
+    pub metric: Metric,
+    /// Generation length limit for exact match.
+    #[arg(long, default_value_t = 64, value_parser = super::new_tokens)]
+    pub max_new_tokens: usize,
+    /// How a generation and its answer are made comparable: exact (trimmed), whitespace
+    /// (whitespace runs collapsed, lower case) or paper (spaces removed, stripped of
+    /// whitespace and full stops, lower case).
+    #[arg(long, default_value = "exact")]
+    pub normalize: loracycle::eval::Normalize,
+    /// none, or #### to compare only the text after the last #### (chain of thought).
+    #[arg(long, default_value = "none")]
+    pub extract: loracycle::eval::Extract,
+    /// Leave examples whose prompt has this many tokens or more out of exact match (the
+    /// paper: 2048).
+    #[arg(long, value_parser = super::batch_size)]
+    pub max_prompt_tokens: Option<usize>,
+    /// Examples per forward when computing loss.
+    #[arg(long, default_value_t = 8, value_parser = super::batch_size)]
+    pub batch_size: usize,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DevicePref,
+    /// Compute dtype: f32, f16, bf16 or auto (f32 on CPU, bf16 on CUDA).
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypePref,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the token ids of every example to FILE, one JSON line each:
+    /// {"prompt_ids": [...], "answer_ids": [...]} (the scored tokens, end token included),
+    /// to check a template against transformers' apply_chat_template.
+    #[arg(long, value_name = "FILE")]
+    pub dump_tokens: Option<PathBuf>,
+}
+
 pub fn run_eval(args: EvalArgs) -> Result<()> {
+    run(args.resolve()?)
+}
+
+impl EvalArgs {
+    /// The model and lab adapter names resolved, the scoring settings gathered.
+    fn resolve(self) -> Result<Eval> {
+        let (model, adapters) = super::model_and_adapters(&self.model, self.adapters)?;
+        Ok(Eval {
+            model,
+            adapters,
+            weights: self.weights,
+            route: match self.route {
+                Route::Fold => None,
+                Route::Arrow => Some((self.top_k, self.temperature)),
+            },
+            data: self.data,
+            template: self.template,
+            opts: EvalOptions {
+                metric: self.metric,
+                batch_size: self.batch_size,
+                scoring: loracycle::eval::Scoring {
+                    max_new_tokens: self.max_new_tokens,
+                    extract: self.extract,
+                    normalize: self.normalize,
+                    max_prompt_tokens: self.max_prompt_tokens,
+                },
+            },
+            device: self.device,
+            dtype: self.dtype,
+            json: self.json,
+            dump_tokens: self.dump_tokens,
+        })
+    }
+}
+
+fn run(args: Eval) -> Result<()> {
     if args.route.is_some() {
         if args.adapters.is_empty() {
             anyhow::bail!("--route arrow routes over adapters: give at least one --adapter");

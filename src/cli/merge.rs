@@ -10,15 +10,36 @@ use loracycle::adapter::write::write_peft;
 use loracycle::merge::{MergeMethod, SignElection, merge_adapters};
 use loracycle::model::weights::{model_identity, read_config};
 
+#[derive(clap::Args)]
 pub struct MergeArgs {
-    pub model: PathBuf,
+    /// The base model: `lab`, a model folder, or a Hub id in the HF cache (shapes, and the
+    /// base model the adapters must share).
+    #[arg(long)]
+    pub model: String,
+    /// PEFT adapter folder, or a lab pool adapter's name (`caesar-11`); repeat for each.
+    #[arg(long = "adapter", required = true)]
     pub adapters: Vec<PathBuf>,
+    /// Comma-separated weight per adapter [default: 1 each].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = super::finite_number)]
     pub weights: Vec<f64>,
+    /// sum, average, task-arithmetic, ties, dare, tsv, svd or lorahub-sum; also dare-ties (DARE
+    /// with TIES' sign election) and cat (= sum).
+    #[arg(long)]
     pub method: String,
+    /// Kept fraction for ties (default 0.2) and dare (default 0.5).
+    #[arg(long, value_parser = super::finite_number)]
     pub density: Option<f64>,
+    /// Rank of truncated results (ties, dare, svd).
+    #[arg(long, default_value_t = 16, value_parser = super::rank)]
     pub rank: usize,
+    /// Scale of the merged update (task-arithmetic, ties, dare, tsv).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = super::finite_number)]
     pub lambda: f64,
+    /// Seed of dare's masks.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Output adapter folder.
+    #[arg(long)]
     pub out: PathBuf,
 }
 
@@ -77,10 +98,10 @@ pub fn merge(args: MergeArgs) -> Result<()> {
     }
     let method = method_of(&args)?;
     let weights = super::adapter_weights(&args.weights, args.adapters.len())?;
-    let cfg = read_config(&args.model)?;
-    let base_name = model_identity(&args.model, &cfg);
-    let adapters = args
-        .adapters
+    let (model, paths) = super::model_and_adapters(&args.model, args.adapters.clone())?;
+    let cfg = read_config(&model)?;
+    let base_name = model_identity(&model, &cfg);
+    let adapters = paths
         .iter()
         .map(|p| Adapter::load(p, Some((&cfg, base_name.as_deref()))))
         .collect::<Result<Vec<_>, _>>()?;
@@ -93,7 +114,7 @@ pub fn merge(args: MergeArgs) -> Result<()> {
     let merged = merge_adapters(&sources, &method, &cfg)?;
     // PEFT wants one rank for every module: smaller ones are zero-padded.
     let (padded, rank, error) = merged.to_padded_lora(args.rank)?;
-    let base = base_name.unwrap_or_else(|| args.model.display().to_string());
+    let base = base_name.unwrap_or_else(|| model.display().to_string());
     // alpha = r: the written scale is 1, B already carries every factor.
     write_peft(&args.out, &padded, rank, rank as f64, &base, DType::F32)?;
     let how = if method.is_exact_low_rank() {

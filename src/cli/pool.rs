@@ -14,15 +14,34 @@ use loracycle::pool::hub::{Hub, valid_repo_id};
 use loracycle::pool::rules::{self, Files, Outcome};
 use loracycle::pool::{Filter, PoolSource};
 
+#[derive(clap::Args)]
 pub struct ListArgs {
+    /// hub, cache, lab or dir:PATH.
+    #[arg(long, default_value = "lab")]
     pub source: PoolSource,
+    /// The base model's Hub id (needed for hub; filters cache).
+    #[arg(long)]
     pub base: Option<String>,
+    /// The base model's folder, for the weight rules' shape checks.
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Keep entries matching every condition, e.g. 'rank<=16,modules=all' (see below).
+    #[arg(long, default_value = "")]
     pub filter: Filter,
+    /// downloads, likes, rank, name or norm.
+    #[arg(long, default_value = "name")]
     pub sort: SortKey,
+    /// One JSON array of entries on stdout.
+    #[arg(long)]
     pub json: bool,
+    /// Hub endpoint [default: $HF_ENDPOINT, else https://huggingface.co].
+    #[arg(long)]
     pub endpoint: Option<String>,
+    /// Use the HF cache only (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
     pub offline: bool,
+    /// Parallel config downloads.
+    #[arg(long, default_value_t = 8)]
     pub jobs: usize,
 }
 
@@ -246,13 +265,31 @@ pub fn check(
     Ok(())
 }
 
+#[derive(clap::Args)]
 pub struct ScreenArgs {
+    /// A lab task name, an imported task's name (`task import`), or a folder with
+    /// train.jsonl and validation.jsonl.
+    #[arg(long)]
     pub task: String,
+    /// lab, cache or dir:PATH (downloaded adapters only).
+    #[arg(long, default_value = "lab")]
     pub source: PoolSource,
+    /// `lab`, a model folder, or a Hub id in the HF cache.
+    #[arg(long, default_value = "lab")]
     pub model: String,
+    /// A pool filter, e.g. rank<=16,modules=all.
+    #[arg(long, default_value = "")]
     pub filter: String,
-    pub by_loss: bool,
+    /// What the ranking sorts by.
+    #[arg(long, default_value = "exact-match", value_parser = ["exact-match", "loss"])]
+    pub metric: String,
+    /// Batching: rows (adapter × example) per forward, many adapters in one batch; 0 scores
+    /// one adapter at a time. Default: one at a time on a CPU (faster there), 256 rows on a
+    /// GPU. (`--rows` is the old name.)
+    #[arg(long = "rows-per-forward", alias = "rows", value_name = "ROWS")]
     pub rows: Option<usize>,
+    /// Print the ranking as JSON on stdout (no streaming lines).
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -374,7 +411,7 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let rank = if args.by_loss {
+    let rank = if args.metric == "loss" {
         loracycle::select::ScoreMetric::Loss
     } else {
         loracycle::select::ScoreMetric::ExactMatch
@@ -399,7 +436,11 @@ pub fn screen(args: ScreenArgs) -> Result<()> {
     let fresh = from_cache.iter().filter(|c| !**c).count();
     println!(
         "\nranking by {} on {} ({} examples): {} adapters, {fresh} screened in {secs:.1} s{}",
-        if args.by_loss { "loss" } else { "exact match" },
+        if args.metric == "loss" {
+            "loss"
+        } else {
+            "exact match"
+        },
         data.name,
         examples.len(),
         scores.len(),
