@@ -281,6 +281,12 @@ pub fn new_run_id(label: &str) -> String {
     format!("{stamp}-{slug}-{:08x}", rand::random::<u32>())
 }
 
+/// Now, to the millisecond: a run's submission time, which orders the runs of a store (two
+/// runs submitted within one second keep the order they were submitted in).
+pub fn now_rfc3339_millis() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

@@ -140,6 +140,7 @@ impl RunStore {
         let spec_path = dir.join("spec.toml");
         write_atomic(&spec_path, spec.to_toml().as_bytes()).map_err(io(&spec_path))?;
         let now = now_rfc3339();
+        let submitted = crate::run::record::now_rfc3339_millis();
         RunFolder::start(
             dir,
             StatusFile {
@@ -150,7 +151,7 @@ impl RunStore {
                 pid_start: own_start_ticks(),
                 host: host_name(),
                 slurm: SlurmJob::from_env(),
-                submitted: now.clone(),
+                submitted,
                 updated: now,
                 stage: None,
                 error: None,
