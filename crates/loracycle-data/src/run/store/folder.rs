@@ -31,7 +31,8 @@ pub struct RunFolder {
     curves: Option<std::fs::File>,
     events: Option<std::fs::File>,
     last_write: Instant,
-    /// When this process took the run up (throughput in the event stream counts from here).
+    /// When the run started running in this process (throughput in the event stream counts from
+    /// here).
     began: Instant,
 }
 
@@ -80,6 +81,10 @@ impl RunFolder {
     }
 
     pub fn set_state(&mut self, state: RunState, error: Option<String>) -> Result<(), StoreError> {
+        if state == RunState::Running && self.status.state != RunState::Running {
+            // Throughput counts from the start of the work, not from the submission.
+            self.began = Instant::now();
+        }
         self.status.state = state;
         self.status.error = error;
         if !state.is_live() {
