@@ -275,14 +275,14 @@ Examples:
     /// Give a run a name, shown in place of its label everywhere (an empty name clears it).
     /// The name is kept beside the run's files; its record stays as written.
     Rename {
-        /// A run id, or a prefix of one that names a single run.
+        /// A run id, a prefix of one that names a single run, or a run's name.
         id: String,
         /// The name: one line, at most 120 characters.
         name: String,
     },
     /// One run: its record, or its status and curve so far.
     Show {
-        /// A run id, or a prefix of one that names a single run (e.g. its time stamp).
+        /// A run id, a prefix of one that names a single run (e.g. its time stamp), or a run's name.
         id: String,
         /// The record (or status and curve so far) as one JSON object.
         #[arg(long)]
@@ -291,7 +291,7 @@ Examples:
     /// Write a finished run's adapter as a PEFT folder: a merge's merged adapter (rebuilt from
     /// its record), or the LoRA a new-LoRA run trained.
     Export {
-        /// A run id, or a prefix of one that names a single run.
+        /// A run id, a prefix of one that names a single run, or a run's name.
         id: String,
         /// The adapter folder to write.
         #[arg(long)]

@@ -63,6 +63,8 @@ pub enum StoreError {
     NoRun(String),
     #[error("{0:?} begins {1} run ids ({2}); give more of the id")]
     Ambiguous(String, usize, String),
+    #[error("{0:?} is the name of {1} runs ({2}); give one's id")]
+    AmbiguousName(String, usize, String),
     #[error("the runs directory {0} is a file, not a folder")]
     NotAFolder(PathBuf),
     #[error("run {0:?} is still {1}; cancel it first")]
@@ -397,8 +399,8 @@ impl RunStore {
         out
     }
 
-    /// Removes a finished, failed, cancelled or interrupted run.
-    /// The run named by `id`, or by a prefix of exactly one run's id (its time stamp, say).
+    /// The run named by `id`: its id, a prefix of exactly one run's id (its time stamp, say), or
+    /// the name (or label) of exactly one run, as `runs list` shows it.
     pub fn resolve(&self, id: &str) -> Result<String, StoreError> {
         if self.dir_of(id).is_ok() {
             return Ok(id.to_string());
@@ -413,7 +415,7 @@ impl RunStore {
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(StoreError::NoRun(id.into())),
+            0 => self.by_name(id),
             n => {
                 let mut some = matches[..n.min(4)].join(", ");
                 if n > 4 {
@@ -424,6 +426,28 @@ impl RunStore {
         }
     }
 
+    /// The one run whose name (or label) is `name`.
+    fn by_name(&self, name: &str) -> Result<String, StoreError> {
+        let named: Vec<String> = self
+            .list()
+            .into_iter()
+            .filter(|s| s.label == name)
+            .map(|s| s.id)
+            .collect();
+        match named.len() {
+            0 => Err(StoreError::NoRun(name.into())),
+            1 => Ok(named.into_iter().next().expect("one")),
+            n => {
+                let mut some = named[..n.min(4)].join(", ");
+                if n > 4 {
+                    some.push_str(", …");
+                }
+                Err(StoreError::AmbiguousName(name.into(), n, some))
+            }
+        }
+    }
+
+    /// Removes a finished, failed, cancelled or interrupted run.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let s = self.summary(id)?;
         if s.state.is_live() {

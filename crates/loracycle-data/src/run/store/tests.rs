@@ -363,3 +363,31 @@ fn a_run_s_events_are_appended_to_its_stream_as_protocol_lines() {
     // The curve file is still written for the record's readers.
     assert_eq!(RunStore::read_curve(&run_dir).len(), 1);
 }
+
+#[test]
+fn a_run_s_name_or_label_names_it_where_an_id_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::open(dir.path()).unwrap();
+    let a = store.create(&spec("rot4 grad 800 steps")).unwrap();
+    let b = store.create(&spec("twice")).unwrap();
+    let c = store.create(&spec("twice")).unwrap();
+    assert_eq!(store.resolve("rot4 grad 800 steps").unwrap(), a.id());
+    // A name given with `runs rename` counts as well.
+    store.rename(b.id(), "mine").unwrap();
+    assert_eq!(store.resolve("mine").unwrap(), b.id());
+    assert_eq!(store.resolve("twice").unwrap(), c.id());
+    store.rename(b.id(), "").unwrap();
+    // Listed in the order they were submitted.
+    let both = [b.id().to_string(), c.id().to_string()];
+    assert_eq!(
+        store.resolve("twice").unwrap_err().to_string(),
+        format!(
+            "\"twice\" is the name of 2 runs ({}); give one's id",
+            both.join(", ")
+        )
+    );
+    assert_eq!(
+        store.resolve("nobody").unwrap_err().to_string(),
+        "no run \"nobody\" in the runs directory"
+    );
+}
