@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use crate::model::{Llama, LlamaConfig, Module};
+use crate::model::{Llama, LlamaConfig};
 
 /// The benchmarks' model shape; with `--arch qwen3` the same sizes as a Qwen3: per-head q/k
 /// norms, head_dim 128 (not hidden/heads = 64, as Qwen3-4B's 128 is not 2560/32), tied
@@ -45,35 +45,16 @@ pub fn random_model(cfg: &LlamaConfig, dev: &Device, as_vars: bool) -> Llama {
             t
         }
     };
-    t.insert("model.embed_tokens.weight".to_string(), rnd(&[v, h]));
-    t.insert("lm_head.weight".to_string(), rnd(&[v, h]));
-    t.insert(
-        "model.norm.weight".to_string(),
-        Tensor::ones(h, DType::F32, dev).unwrap(),
-    );
-    for l in 0..cfg.num_hidden_layers {
-        for m in Module::ALL {
-            let (i, o) = cfg.module_shape(m);
-            t.insert(
-                format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
-                rnd(&[o, i]),
-            );
-        }
-        if cfg.qk_norm() {
-            for n in ["q_norm", "k_norm"] {
-                t.insert(
-                    format!("model.layers.{l}.self_attn.{n}.weight"),
-                    Tensor::ones(cfg.head_dim(), DType::F32, dev).unwrap(),
-                );
-            }
-        }
-        for n in ["input_layernorm", "post_attention_layernorm"] {
-            t.insert(
-                format!("model.layers.{l}.{n}.weight"),
-                Tensor::ones(h, DType::F32, dev).unwrap(),
-            );
-        }
+    // Norms are ones; every matrix (and the LM head, tied or not) is random.
+    for (name, shape) in cfg.tensor_shapes() {
+        let tensor = if shape.len() == 1 {
+            Tensor::ones(shape, DType::F32, dev).unwrap()
+        } else {
+            rnd(&shape)
+        };
+        t.insert(name, tensor);
     }
+    t.insert("lm_head.weight".to_string(), rnd(&[v, h]));
     let vb = VarBuilder::from_tensors(t, DType::F32, dev);
     Llama::from_var_builder(cfg.clone(), vb, DType::F32, dev).unwrap()
 }

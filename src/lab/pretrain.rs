@@ -52,33 +52,15 @@ pub fn init_model(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = Normal::new(0f32, 0.02).expect("valid std");
     let varmap = VarMap::new();
-    let mut names: Vec<(String, Vec<usize>, bool)> = Vec::new();
-    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-    names.push(("model.embed_tokens.weight".into(), vec![v, h], false));
-    for l in 0..cfg.num_hidden_layers {
-        for m in crate::model::Module::ALL {
-            let (i, o) = cfg.module_shape(m);
-            names.push((
-                format!("model.layers.{l}.{}.{}.weight", m.block(), m.peft_name()),
-                vec![o, i],
-                false,
-            ));
-        }
-        names.push((
-            format!("model.layers.{l}.input_layernorm.weight"),
-            vec![h],
-            true,
-        ));
-        names.push((
-            format!("model.layers.{l}.post_attention_layernorm.weight"),
-            vec![h],
-            true,
-        ));
-    }
-    names.push(("model.norm.weight".into(), vec![h], true));
-    if !cfg.tie_word_embeddings {
-        names.push(("lm_head.weight".into(), vec![v, h], false));
-    }
+    // Norms start at one, matrices at N(0, 0.02), drawn in the config's tensor order.
+    let names: Vec<(String, Vec<usize>, bool)> = cfg
+        .tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let is_norm = shape.len() == 1;
+            (name, shape, is_norm)
+        })
+        .collect();
     let mut vars = Vec::new();
     {
         let mut data = varmap.data().lock().expect("fresh var map");

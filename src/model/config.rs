@@ -353,6 +353,39 @@ impl LlamaConfig {
         Ok(())
     }
 
+    /// Every tensor a model of this config has, by its Hugging Face name, with its shape: the
+    /// embedding; per layer the seven linear weights (and their biases where the family has
+    /// them), the q/k norms (Qwen3), the two RMSNorms; the final norm; the LM head when untied.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        use crate::model::Module;
+        let (h, v) = (self.hidden_size, self.vocab_size);
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            for m in Module::ALL {
+                let (i, o) = self.module_shape(m);
+                let module = format!("{p}.{}.{}", m.block(), m.peft_name());
+                out.push((format!("{module}.weight"), vec![o, i]));
+                if self.has_bias(m) {
+                    out.push((format!("{module}.bias"), vec![o]));
+                }
+            }
+            if self.qk_norm() {
+                for n in ["q_norm", "k_norm"] {
+                    out.push((format!("{p}.self_attn.{n}.weight"), vec![self.head_dim()]));
+                }
+            }
+            for n in ["input_layernorm", "post_attention_layernorm"] {
+                out.push((format!("{p}.{n}.weight"), vec![h]));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), vec![h]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![v, h]));
+        }
+        out
+    }
+
     /// Input and output width of one of the seven linear modules.
     pub fn module_shape(&self, module: crate::model::Module) -> (usize, usize) {
         use crate::model::Module::*;

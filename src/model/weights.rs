@@ -81,7 +81,7 @@ impl WeightFiles {
     /// `num_hidden_layers` were silently dropped (a model cut short, where transformers reports
     /// unexpected keys), and integer weights were cast to floats.
     pub fn check_against(&self, cfg: &LlamaConfig, dir: &Path) -> Result<()> {
-        let names = weight_names(cfg);
+        let names: BTreeSet<String> = cfg.tensor_shapes().into_iter().map(|(n, _)| n).collect();
         for (name, info) in &self.tensors {
             let bad = |reason: String| ModelError::UnexpectedWeight {
                 dir: dir.to_path_buf(),
@@ -140,35 +140,6 @@ impl WeightFiles {
             .map(|t| t.shape.iter().product::<usize>())
             .sum()
     }
-}
-
-/// Every tensor name a model of `cfg` has (`lm_head.weight` only when untied).
-fn weight_names(cfg: &LlamaConfig) -> BTreeSet<String> {
-    use super::Module;
-    let mut out: BTreeSet<String> = ["model.embed_tokens.weight", "model.norm.weight"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    if !cfg.tie_word_embeddings {
-        out.insert("lm_head.weight".into());
-    }
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        for m in Module::ALL {
-            let module = format!("{p}.{}.{}", m.block(), m.peft_name());
-            out.insert(format!("{module}.weight"));
-            if cfg.has_bias(m) {
-                out.insert(format!("{module}.bias"));
-            }
-        }
-        if cfg.qk_norm() {
-            out.insert(format!("{p}.self_attn.q_norm.weight"));
-            out.insert(format!("{p}.self_attn.k_norm.weight"));
-        }
-        out.insert(format!("{p}.input_layernorm.weight"));
-        out.insert(format!("{p}.post_attention_layernorm.weight"));
-    }
-    out
 }
 
 fn shard_paths(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {

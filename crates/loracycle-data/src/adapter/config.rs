@@ -69,7 +69,7 @@ impl AdapterConfig {
                 "is missing or null; a PEFT LoRA config says \"LORA\"".into(),
             );
         }
-        if self.lora_alpha.is_nan() || self.lora_alpha <= 0.0 {
+        if !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
             return bad(
                 "lora_alpha",
                 format!(
